@@ -1,0 +1,149 @@
+"""Shared fixtures: one real broker and one real Redis per test session, isolated per test.
+
+The session starts its own tansu broker and redis-server on free ports (or, with
+``SEGSTREAM_TEST_DOCKER=1`` and a Docker engine, Apache Kafka and Redis containers through
+testcontainers) and stops them at the end. It never uses the machine's Redis on 6379. Each test
+gets its own topics, consumer group id and Redis key prefix, so tests cannot see each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from worker.config import Settings
+from worker.services import LocalServices, choose_backend, docker_engine_answers
+
+#: Short on purpose: the local broker's group join waits half the session timeout.
+TEST_SESSION_TIMEOUT_S = 6.0
+
+
+@dataclass(frozen=True)
+class ServiceEndpoints:
+    backend: str
+    kafka_bootstrap: str
+    redis_url: str
+
+
+@contextlib.contextmanager
+def _docker_services() -> Iterator[ServiceEndpoints]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.redis import RedisContainer
+
+    with (
+        KafkaContainer("apache/kafka:3.9.1").with_kraft() as kafka,
+        RedisContainer("redis:7.4-alpine") as redis_container,
+    ):
+        host = redis_container.get_container_host_ip()
+        port = redis_container.get_exposed_port(6379)
+        yield ServiceEndpoints("docker", kafka.get_bootstrap_server(), f"redis://{host}:{port}/0")
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceEndpoints]:
+    """The broker and Redis this test session started (never a shared global instance)."""
+    wants_docker = os.environ.get("SEGSTREAM_TEST_DOCKER", "") not in ("", "0")
+    backend = choose_backend(os.environ, docker_engine_answers() if wants_docker else False)
+    if backend == "docker":
+        with _docker_services() as endpoints:
+            yield endpoints
+        return
+    local = LocalServices(tmp_path_factory.mktemp("services"))
+    started = local.up(0, 0)
+    try:
+        yield ServiceEndpoints("local", started["kafka"].url, started["redis"].url)
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services: ServiceEndpoints) -> str:
+    return services.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(services: ServiceEndpoints) -> str:
+    return services.redis_url
+
+
+@pytest.fixture
+def unique(request: pytest.FixtureRequest) -> str:
+    """A short token unique to this test, safe in topic names, group ids and key prefixes."""
+    name = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:40].strip("-")
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_topic(kafka_bootstrap: str, unique: str) -> Iterator[Callable[..., str]]:
+    """Create uniquely named topics for this test; they are deleted when it ends."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id=f"admin-{unique}")
+    created: list[str] = []
+
+    def make(base: str = "t", partitions: int = 4) -> str:
+        name = f"{base}-{unique}"
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        created.append(name)
+        return name
+
+    yield make
+    with contextlib.suppress(Exception):
+        if created:
+            admin.delete_topics(created)
+    admin.close()
+
+
+@pytest.fixture
+def group_id(unique: str) -> str:
+    return f"group-{unique}"
+
+
+@pytest.fixture
+def redis_prefix(unique: str) -> str:
+    return f"test-{unique}"
+
+
+@pytest.fixture
+def redis_client(redis_url: str, redis_prefix: str) -> Iterator[object]:
+    """A client on the session's Redis; this test's keys are removed afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    for key in client.scan_iter(match=f"{redis_prefix}*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def settings(
+    kafka_bootstrap: str,
+    redis_url: str,
+    redis_prefix: str,
+    group_id: str,
+    make_topic: Callable[..., str],
+    tmp_path: Path,
+) -> Settings:
+    """Settings pointing at this test's own topics, group, key prefix and model directory."""
+    return Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        orders_topic=make_topic("orders"),
+        clicks_topic=make_topic("clicks"),
+        dead_letter_topic=make_topic("dead-letter", partitions=1),
+        segment_changes_topic=make_topic("segment-changes"),
+        control_topic=make_topic("control", partitions=1),
+        group_id=group_id,
+        session_timeout_s=TEST_SESSION_TIMEOUT_S,
+        run_dir=str(tmp_path / "run"),
+        model_dir=str(tmp_path / "models"),
+    )

@@ -1,0 +1,108 @@
+"""One frozen settings object; the only module that reads ``SEGSTREAM_*`` environment variables.
+
+The CLI's flags fall back to the same variables (click reads them by the names in ``ENV``), so a
+flag, a variable and a field of :class:`Settings` are three spellings of one setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from worker.errors import ConfigError
+
+#: Settings field -> environment variable. The CLI uses these names as click ``envvar``s.
+ENV: dict[str, str] = {
+    "kafka_bootstrap": "SEGSTREAM_KAFKA_BOOTSTRAP",
+    "redis_url": "SEGSTREAM_REDIS_URL",
+    "redis_prefix": "SEGSTREAM_REDIS_PREFIX",
+    "orders_topic": "SEGSTREAM_ORDERS_TOPIC",
+    "clicks_topic": "SEGSTREAM_CLICKS_TOPIC",
+    "dead_letter_topic": "SEGSTREAM_DEAD_LETTER_TOPIC",
+    "segment_changes_topic": "SEGSTREAM_SEGMENT_CHANGES_TOPIC",
+    "control_topic": "SEGSTREAM_CONTROL_TOPIC",
+    "group_id": "SEGSTREAM_GROUP_ID",
+    "partitions": "SEGSTREAM_PARTITIONS",
+    "session_timeout_s": "SEGSTREAM_SESSION_TIMEOUT_S",
+    "run_dir": "SEGSTREAM_RUN_DIR",
+    "kafka_port": "SEGSTREAM_KAFKA_PORT",
+    "redis_port": "SEGSTREAM_REDIS_PORT",
+    "model_dir": "SEGSTREAM_MODEL_DIR",
+    "web_port": "SEGSTREAM_WEB_PORT",
+    "batch_max_records": "SEGSTREAM_BATCH_MAX_RECORDS",
+    "recency_thresholds_days": "SEGSTREAM_RECENCY_THRESHOLDS_DAYS",
+    "sweep_interval_s": "SEGSTREAM_SWEEP_INTERVAL_S",
+    "hysteresis_margin": "SEGSTREAM_HYSTERESIS_MARGIN",
+    "drift_bound": "SEGSTREAM_DRIFT_BOUND",
+    "log_level": "SEGSTREAM_LOG_LEVEL",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a segstream process needs to know about where things are and how to behave."""
+
+    kafka_bootstrap: str = "localhost:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Every Redis key starts with this, so tests and tenants can share one Redis safely.
+    redis_prefix: str = "ss"
+    orders_topic: str = "orders"
+    clicks_topic: str = "clicks"
+    dead_letter_topic: str = "dead-letter"
+    segment_changes_topic: str = "segment-changes"
+    control_topic: str = "segstream-control"
+    group_id: str = "segstream-worker"
+    partitions: int = 4
+    #: Short by default: the local broker's group join waits half of it (see DESIGN.md).
+    session_timeout_s: float = 6.0
+    run_dir: str = ".run"
+    kafka_port: int = 9092
+    redis_port: int = 6379
+    model_dir: str = "models"
+    web_port: int = 6066
+    batch_max_records: int = 5000
+    #: Recency thresholds (days) the sweep watches; crossing one triggers a re-score.
+    recency_thresholds_days: tuple[int, ...] = (30, 60, 90, 180, 365)
+    sweep_interval_s: float = 10.0
+    #: A customer moves only when the new centroid is closer by this fraction of the distance.
+    hysteresis_margin: float = 0.1
+    #: Centroid displacement (standard units) above which drift is reported.
+    drift_bound: float = 0.5
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``SEGSTREAM_*`` variables, then apply explicit ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for name, var in ENV.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[name] = _parse(name, var, raw, str(types[name]))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def input_topics(self) -> tuple[str, str]:
+        return (self.orders_topic, self.clicks_topic)
+
+
+def _parse(name: str, var: str, raw: str, type_name: str) -> Any:
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name.startswith("tuple"):
+            return tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{var}={raw!r} is not a valid {type_name} for {name}") from exc
+    return raw

