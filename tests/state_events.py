@@ -1,0 +1,136 @@
+"""Seeded synthetic orders and clicks for the state-store tests, plus the pandas oracle.
+
+Orders: every customer places a few orders; some are cancelled, some partly returned, all with
+event times scattered over two years. Clicks: sessions of page/product views, add-to-carts and
+checkout starts, some anonymous. Nothing here talks to Kafka or Redis.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from schemas import ClickEvent, LineItem, OrderEvent
+from worker.core import Batch, Record
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _item(rng: random.Random) -> LineItem:
+    return LineItem(
+        sku=f"SKU-{rng.randrange(50)}",
+        quantity=rng.randint(1, 3),
+        unit_price=rng.randrange(100, 20000) / 100,
+    )
+
+
+def orders(n_customers: int, n_orders: int, seed: int = 7) -> list[OrderEvent]:
+    """``n_orders`` placed orders over ``n_customers``, plus cancellations and partial returns."""
+    rng = random.Random(seed)
+    out: list[OrderEvent] = []
+    for k in range(n_orders):
+        cid = f"C{rng.randrange(n_customers):05d}"
+        items = [_item(rng) for _ in range(rng.randint(1, 3))]
+        when = T0 + timedelta(
+            seconds=rng.randrange(2 * 365 * 86400), milliseconds=rng.randrange(1000)
+        )
+        total = round(sum(i.quantity * i.unit_price for i in items), 2)
+        oid = f"O{k:07d}"
+        out.append(
+            OrderEvent(event_id=f"E-{oid}-p", schema_version=1, customer_id=cid, order_id=oid,
+                       event_time=when, status="placed", items=items, total=total)
+        )  # fmt: skip
+        roll = rng.random()
+        if roll < 0.08:
+            out.append(
+                OrderEvent(event_id=f"E-{oid}-c", schema_version=1, customer_id=cid, order_id=oid,
+                           event_time=when + timedelta(hours=2), status="cancelled", items=items,
+                           total=total)
+            )  # fmt: skip
+        elif roll < 0.15:
+            back = items[:1]
+            out.append(
+                OrderEvent(event_id=f"E-{oid}-r", schema_version=1, customer_id=cid, order_id=oid,
+                           event_time=when + timedelta(days=10), status="returned", items=back,
+                           total=round(back[0].quantity * back[0].unit_price, 2))
+            )  # fmt: skip
+    return out
+
+
+def clicks(n_customers: int, n_sessions: int, seed: int = 11) -> list[ClickEvent]:
+    """Sessions of clicks; one session in ten is anonymous."""
+    rng = random.Random(seed)
+    out: list[ClickEvent] = []
+    kinds = ["page_view", "product_view", "add_to_cart", "remove_from_cart", "search",
+             "checkout_start"]  # fmt: skip
+    weights = [5, 4, 2, 1, 1, 1]
+    for s in range(n_sessions):
+        anonymous = rng.random() < 0.1
+        cid = None if anonymous else f"C{rng.randrange(n_customers):05d}"
+        start = T0 + timedelta(seconds=rng.randrange(2 * 365 * 86400))
+        for j in range(rng.randint(1, 8)):
+            kind = rng.choices(kinds, weights)[0]
+            out.append(
+                ClickEvent(event_id=f"K{s:06d}-{j}", schema_version=1, session_id=f"S{s:06d}",
+                           event_time=start + timedelta(seconds=30 * j), type=kind,  # type: ignore[arg-type]
+                           customer_id=cid, anonymous_id=f"A{s}" if anonymous else None,
+                           sku="SKU-1" if kind in ("product_view", "add_to_cart",
+                                                   "remove_from_cart") else None)
+            )  # fmt: skip
+    return out
+
+
+def batches(
+    events: Sequence[OrderEvent | ClickEvent],
+    topic: str,
+    size: int = 500,
+    partitions: int = 4,
+    first_offset: int = 0,
+) -> list[Batch]:
+    """Spread events over partitions by customer key (as a keyed producer does)."""
+    next_offset = dict.fromkeys(range(partitions), first_offset)
+    records: list[Record] = []
+    for ev in events:
+        key = ev.customer_id or getattr(ev, "anonymous_id", "") or ""
+        p = sum(key.encode()) % partitions
+        records.append(Record(topic, p, next_offset[p], ev))
+        next_offset[p] += 1
+    out = []
+    for start in range(0, len(records), size):
+        chunk = records[start : start + size]
+        high: dict[tuple[str, int], int] = {}
+        for r in chunk:
+            high[(r.topic, r.partition)] = max(high.get((r.topic, r.partition), -1), r.offset)
+        out.append(Batch(chunk, high, {}))
+    return out
+
+
+def pandas_rfm(events: Sequence[OrderEvent]) -> pd.DataFrame:
+    """The oracle the issue asks for: a group-by over the raw orders, indexed by customer_id."""
+    df = pd.DataFrame(
+        {
+            "customer_id": [e.customer_id for e in events],
+            "order_id": [e.order_id for e in events],
+            "status": [e.status for e in events],
+            "cents": [e.total_cents for e in events],
+            "ms": [e.event_time_ms for e in events],
+        }
+    )
+    sign = df["status"].map({"placed": 1, "cancelled": -1, "returned": -1})
+    df["net"] = df["cents"] * sign
+    placed = df[df["status"] == "placed"].groupby("customer_id")
+    cancelled = df[df["status"] == "cancelled"].groupby("customer_id")["order_id"].nunique()
+    out = pd.DataFrame(
+        {
+            "placed": placed["order_id"].nunique(),
+            "first_ms": placed["ms"].min(),
+            "last_ms": placed["ms"].max(),
+        }
+    )
+    out["frequency"] = out["placed"] - cancelled.reindex(out.index, fill_value=0)
+    out["monetary_cents"] = df.groupby("customer_id")["net"].sum().reindex(out.index)
+    out["aov"] = (out["monetary_cents"] / 100 / out["frequency"]).where(out["frequency"] > 0, 0.0)
+    return out

@@ -1,0 +1,16 @@
+"""Errors of the Redis state store; both are :class:`~worker.errors.StateError`."""
+
+from __future__ import annotations
+
+from worker.errors import StateError
+
+
+class StoreUnavailable(StateError):
+    """Redis did not answer (down, restarting, loading, timed out): retry the same batch later.
+
+    Retrying is always safe: a batch whose write did land is skipped by the offset fence.
+    """
+
+
+class StoreRejected(StateError):
+    """Redis answered with an error (script failure, wrong type, out of memory): do not retry."""

@@ -1,0 +1,260 @@
+"""The Redis state store: one ``EVALSHA`` per batch applies every event exactly once.
+
+:class:`StateStore` (async, redis.asyncio + hiredis) is what the ingestion service writes
+through; :class:`StateReader` (sync redis-py) is what the CLI, tests and the sweep read through.
+The rules are those of :mod:`worker.core` (whose :class:`~worker.core.InMemoryStateStore` is
+the oracle); ``apply.lua`` is their translation into one atomic server-side call, because
+building one redis-py command per event costs more than Redis itself does (DESIGN.md).
+
+Exactly once, two ways, both inside that one call (see ``docs/state.md``):
+
+* a per-(topic, partition) fence, the last applied offset, written atomically with the state:
+  a record at or below it is skipped (redelivery after a crash, rebalance or restart, and a
+  retried ``apply`` whose first attempt did land);
+* per-customer 8-byte fingerprints of event ids (order ids for placed/cancelled): an event seen
+  before is skipped even with a new offset (ops replaying the same file twice).
+
+This module must not decide anything about events; it only packs :func:`worker.core.to_delta`
+results into the script's arguments and reads hashes back into :class:`CustomerState`.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+
+from worker.core.batch import ApplyResult, Batch, Record
+from worker.core.memory import COUNTER_NAMES, MAX_FINGERPRINTS
+from worker.core.rfm import NO_FINGERPRINT, CustomerState, Kind, to_delta
+from worker.state import keys
+from worker.state.errors import StoreRejected, StoreUnavailable
+
+__all__ = [
+    "RECORD",
+    "ApplyResult",
+    "Batch",
+    "Record",
+    "StateReader",
+    "StateStore",
+    "build_args",
+]
+
+#: One event in the script's input blob (must match ``FMT`` in apply.lua).
+RECORD = struct.Struct("<BBHqqqi8s8s8s8s")
+assert RECORD.size == 64
+_Z = NO_FINGERPRINT
+_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
+
+
+def _script_text() -> str:
+    return (importlib.resources.files("worker.state") / "apply.lua").read_text()
+
+
+def build_args(batch: Batch, prefix: str, max_fingerprints: int = MAX_FINGERPRINTS) -> list[Any]:
+    """The script's ARGV for ``batch``: partitions with fences to check, then per-customer blobs."""
+    high = batch.partitions()
+    index = {tp: i for i, tp in enumerate(high, start=1)}
+    args: list[Any] = [prefix, max_fingerprints, len(high)]
+    for tp, top in high.items():
+        dead = -1 if tp in batch.dead_letter_offsets else batch.dead_lettered.get(tp, 0)
+        args += [tp[0], tp[1], top, dead]
+    groups: dict[str, list[bytes]] = {}
+    pack = RECORD.pack
+    for rec in batch.records:
+        d = to_delta(rec.event)
+        row = pack(
+            d.kind,
+            d.click,
+            index[(rec.topic, rec.partition)],
+            rec.offset,
+            d.time_ms,
+            d.amount_cents,
+            d.items,
+            d.fp,
+            d.session_fp,
+            d.marker_fp,
+            d.partner_fp,
+        )
+        groups.setdefault(d.customer_id or "", []).append(row)
+    for tp, offsets in batch.dead_letter_offsets.items():
+        rows = groups.setdefault("", [])
+        rows.extend(pack(Kind.DEAD, 0, index[tp], off, 0, 0, 0, _Z, _Z, _Z, _Z) for off in offsets)
+    args.append(len(groups))
+    for cid, rows in groups.items():
+        args += [cid, b"".join(rows)]
+    return args
+
+
+def _result(reply: Sequence[Any]) -> ApplyResult:
+    changed = [c.decode() if isinstance(c, bytes) else str(c) for c in reply[2:]]
+    return ApplyResult(int(reply[0]), int(reply[1]), changed)
+
+
+def _int_map(raw: dict[Any, Any]) -> dict[int, int]:
+    return {int(k): int(v) for k, v in raw.items()}
+
+
+def _counters(raw: dict[Any, Any]) -> dict[str, int]:
+    got = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+    return {name: got.get(name, 0) for name in COUNTER_NAMES}
+
+
+class StateStore:
+    """Async writer of customer state: ``apply`` is one atomic, idempotent EVALSHA per batch.
+
+    Redis being unreachable raises :class:`StoreUnavailable` (retry the same batch; it is safe),
+    an error reply raises :class:`StoreRejected`.
+    """
+
+    def __init__(
+        self, redis_url: str, prefix: str, *, max_fingerprints: int = MAX_FINGERPRINTS
+    ) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.max_fingerprints = max_fingerprints
+        self._redis = aioredis.Redis.from_url(redis_url)
+        self._script = self._redis.register_script(_script_text())
+
+    async def apply(self, batch: Batch) -> ApplyResult:
+        """Apply ``batch`` in one round trip; already-applied records are skipped."""
+        if not batch.records and not batch.partitions():
+            return ApplyResult(0, 0, [])
+        args = build_args(batch, self.prefix, self.max_fingerprints)
+        try:
+            reply = await self._script(keys=[], args=args)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis at {self.redis_url} is unavailable: {exc}") from exc
+        except rex.RedisError as exc:
+            raise StoreRejected(f"Redis at {self.redis_url} refused a batch: {exc}") from exc
+        return _result(reply)
+
+    async def fences(self, topic: str) -> dict[int, int]:
+        """Partition -> last applied offset of ``topic``."""
+        return _int_map(await self._call(self._redis.hgetall(keys.fence(self.prefix, topic))))
+
+    async def counters(self) -> dict[str, int]:
+        """received, valid, dead_lettered, applied, duplicates (+ fenced, deduped, anonymous)."""
+        return _counters(await self._call(self._redis.hgetall(keys.counters(self.prefix))))
+
+    async def customer(self, customer_id: str) -> CustomerState | None:
+        raw = await self._call(self._redis.hgetall(keys.customer(self.prefix, customer_id)))
+        return CustomerState.from_hash(customer_id, raw) if raw else None
+
+    async def customers_crossing(
+        self, threshold_days: float, since_ms: int, until_ms: int
+    ) -> list[str]:
+        """See :meth:`StateReader.customers_crossing`."""
+        lo, hi = _crossing_bounds(threshold_days, since_ms, until_ms)
+        found = await self._call(
+            self._redis.zrangebyscore(keys.last_order(self.prefix), f"({lo}", hi)
+        )
+        return [m.decode() for m in found]
+
+    async def ping(self) -> bool:
+        return bool(await self._call(self._redis.ping()))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def _call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis at {self.redis_url} is unavailable: {exc}") from exc
+        except rex.RedisError as exc:
+            raise StoreRejected(f"Redis at {self.redis_url}: {exc}") from exc
+
+
+def _crossing_bounds(threshold_days: float, since_ms: int, until_ms: int) -> tuple[int, int]:
+    # recency(t) = t - last; it crosses d days at t = last + d, so crossing within (since, until]
+    # means last in (since - d, until - d].
+    shift = round(threshold_days * 86_400_000)
+    return since_ms - shift, until_ms - shift
+
+
+class StateReader:
+    """Sync reads of the state: one customer, all customers (SCAN), the sweep index, counters."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self._redis = redis.Redis.from_url(redis_url)
+
+    def __enter__(self) -> StateReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def get(self, customer_id: str) -> CustomerState | None:
+        """One customer's state, or ``None`` if nothing is stored for it."""
+        raw = self._call(self._redis.hgetall, keys.customer(self.prefix, customer_id))
+        return CustomerState.from_hash(customer_id, raw) if raw else None
+
+    def customers(self, page: int = 1000) -> Iterator[CustomerState]:
+        """Every customer, streamed: one SCAN page, then one pipelined HGETALL per page.
+
+        Order is Redis's (unsorted). SCAN may return a key twice, so repeats are dropped here; a
+        customer first written during the scan may or may not appear.
+        """
+        seen: set[str] = set()
+        cursor = 0
+        pattern = keys.customer_pattern(self.prefix)
+        while True:
+            cursor, found = self._call(self._redis.scan, cursor, pattern, page)
+            if found:
+                pipe = self._redis.pipeline(transaction=False)
+                for key in found:
+                    pipe.hgetall(key)
+                replies = self._call(pipe.execute)
+                for key, raw in zip(found, replies, strict=True):
+                    cid = keys.customer_id_of(self.prefix, key)
+                    if raw and cid not in seen:
+                        seen.add(cid)
+                        yield CustomerState.from_hash(cid, raw)
+            if cursor == 0:
+                return
+
+    def customers_crossing(
+        self, threshold_days: float, since_ms: int, until_ms: int, page: int = 10_000
+    ) -> list[str]:
+        """Customers whose recency crossed ``threshold_days`` within ``(since_ms, until_ms]``.
+
+        A ZRANGEBYSCORE on the last-order index (never a scan of all customers), paged.
+        """
+        lo, hi = _crossing_bounds(threshold_days, since_ms, until_ms)
+        out: list[str] = []
+        start = 0
+        key = keys.last_order(self.prefix)
+        while True:
+            found = self._call(self._redis.zrangebyscore, key, f"({lo}", hi, start=start, num=page)
+            out.extend(m.decode() for m in found)
+            if len(found) < page:
+                return out
+            start += page
+
+    def counters(self) -> dict[str, int]:
+        return _counters(self._call(self._redis.hgetall, keys.counters(self.prefix)))
+
+    def fences(self, topic: str) -> dict[int, int]:
+        return _int_map(self._call(self._redis.hgetall, keys.fence(self.prefix, topic)))
+
+    def dirty(self) -> set[str]:
+        return {m.decode() for m in self._call(self._redis.smembers, keys.dirty(self.prefix))}
+
+    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis at {self.redis_url} is unavailable: {exc}") from exc
+        except rex.RedisError as exc:
+            raise StoreRejected(f"Redis at {self.redis_url}: {exc}") from exc
