@@ -37,6 +37,11 @@ ENV: dict[str, str] = {
     "hysteresis_margin": "SEGSTREAM_HYSTERESIS_MARGIN",
     "drift_bound": "SEGSTREAM_DRIFT_BOUND",
     "log_level": "SEGSTREAM_LOG_LEVEL",
+    "report_dir": "SEGSTREAM_REPORT_DIR",
+    "report_as_of": "SEGSTREAM_REPORT_AS_OF",
+    "report_state_file": "SEGSTREAM_REPORT_STATE_FILE",
+    "report_model": "SEGSTREAM_REPORT_MODEL",
+    "report_currency": "SEGSTREAM_REPORT_CURRENCY",
 }
 
 
@@ -71,6 +76,14 @@ class Settings:
     #: Centroid displacement (standard units) above which drift is reported.
     drift_bound: float = 0.5
     log_level: str = "INFO"
+    #: ``segstream report``: output directory, as-of time (ISO 8601, empty = now), a state
+    #: export to read instead of Redis (empty = Redis), the model (current | version | none |
+    #: path to an artifact JSON) and the currency label of revenue figures.
+    report_dir: str = "report-out"
+    report_as_of: str = ""
+    report_state_file: str = ""
+    report_model: str = "current"
+    report_currency: str = "EUR"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
