@@ -4,12 +4,13 @@
 every Redis key. The rules themselves live in the pure :mod:`worker.core`.
 """
 
-from worker.state.errors import StoreRejected, StoreUnavailable
+from worker.state.errors import CustomerNotFound, StoreRejected, StoreUnavailable
 from worker.state.store import ApplyResult, Batch, Record, StateReader, StateStore
 
 __all__ = [
     "ApplyResult",
     "Batch",
+    "CustomerNotFound",
     "Record",
     "StateReader",
     "StateStore",

@@ -14,3 +14,7 @@ class StoreUnavailable(StateError):
 
 class StoreRejected(StateError):
     """Redis answered with an error (script failure, wrong type, out of memory): do not retry."""
+
+
+class CustomerNotFound(StateError):
+    """No state is stored for the customer asked about."""
