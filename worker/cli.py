@@ -5,6 +5,7 @@ Every flag falls back to a ``SEGSTREAM_*`` environment variable, shown in ``--he
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -82,6 +83,8 @@ def _register_subcommands() -> None:
 
     main.add_command(demo)
     # -- later issues add their commands here, one line each ------------------------------------
+    main.add_command(importlib.import_module("worker.reads").customer)
+    main.add_command(importlib.import_module("worker.reads").export)
 
 
 _register_subcommands()
