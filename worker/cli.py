@@ -83,6 +83,7 @@ def _register_subcommands() -> None:
 
     main.add_command(demo)
     # -- later issues add their commands here, one line each ------------------------------------
+    main.add_command(importlib.import_module("worker.cli_worker").worker)
     main.add_command(importlib.import_module("worker.reads").customer)
     main.add_command(importlib.import_module("worker.reads").export)
 

@@ -1,0 +1,29 @@
+"""The seam where segmentation plugs into ingestion: optional async callbacks.
+
+The worker calls ``on_changed`` after every applied batch with the customers whose state changed
+(and why), and ``on_recency_crossed`` with the customers the recency sweep found. A hook that
+raises is logged and skipped: a segmentation bug must not stop state ingestion, whose offsets
+are committed regardless (the state is exact; a missed re-score is repaired by the next event or
+sweep).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+#: ``on_changed(customer_ids, reason_by_customer)``; reasons are "order", "return", "clicks".
+OnChanged = Callable[[Sequence[str], Mapping[str, str]], Awaitable[None]]
+#: ``on_recency_crossed(customer_ids)``.
+OnRecencyCrossed = Callable[[Sequence[str]], Awaitable[None]]
+#: ``on_control(raw_value)`` for each record of the control topic (model updates, drift notices).
+OnControl = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass
+class Hooks:
+    """Callbacks the worker invokes; each is optional (``None`` = nobody listens)."""
+
+    on_changed: OnChanged | None = None
+    on_recency_crossed: OnRecencyCrossed | None = None
+    on_control: OnControl | None = None

@@ -1,0 +1,376 @@
+"""The batched orders + clicks consumer: a mode ``Service`` the faust app starts with itself.
+
+Per fetched batch, in this order:
+
+1. one decode+validate pass over the whole fetch (:func:`worker.ingest.batch.assemble`);
+2. rejected records -> dead-letter topic, acknowledged before anything else moves;
+3. one ``StateStore.apply(batch)`` call (one Lua script: state, counters, per-partition offset
+   fence and event-id dedup, atomically);
+4. the ``on_changed`` hook with the customers whose state changed;
+5. a manual commit of the Kafka offsets that apply covered (never before the Redis write).
+
+While step 3 of batch N runs, batch N+1 is fetched and decoded (two-stage pipeline); batches are
+applied strictly one after another, so the order per partition is kept. Redis or broker trouble
+is retried with capped exponential backoff without committing; the service never exits on its
+own. Exactness does not depend on commits or on who owns a partition: the store skips every
+record at or below its partition's fence, so a batch applied twice (after a crash, a rebalance,
+a timed-out call that did reach Redis) changes nothing the second time. That is why a rebalance
+only has to stop *committing* for revoked partitions, not fence them off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from worker.config import Settings
+from worker.core.batch import ApplyResult, Batch
+from worker.ingest.batch import Assembled, assemble, change_reasons, offsets_to_commit
+from worker.ingest.dead_letter import DeadLetterSink
+from worker.ingest.hooks import Hooks
+from worker.state.errors import StoreRejected
+
+log = logging.getLogger(__name__)
+
+#: Backoff for every retried operation: first wait, growth factor, cap (seconds).
+BACKOFF_FIRST_S = 0.05
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX_S = 2.0
+#: One apply taking longer than this is treated as failed and retried (the fence makes a late
+#: completion of the abandoned call harmless). Covers a Redis that accepts but never answers.
+APPLY_TIMEOUT_S = 15.0
+#: How long a rebalance waits for the in-flight batch before letting it finish uncommitted.
+REVOKE_WAIT_S = 5.0
+FETCH_TIMEOUT_MS = 200
+
+
+class StateStoreLike(Protocol):
+    """The part of :class:`worker.state.store.StateStore` the ingest service uses."""
+
+    async def apply(self, batch: Batch) -> ApplyResult: ...
+    async def counters(self) -> dict[str, int]: ...
+    async def customers_crossing(
+        self, threshold_days: float, since_ms: int, until_ms: int
+    ) -> list[str]: ...
+    async def close(self) -> None: ...
+
+
+class _Stopping(Exception):
+    """The service is stopping: abandon the in-flight batch uncommitted."""
+
+
+@dataclass
+class IngestMetrics:
+    """In-process counters for /health and /metrics (Redis holds the authoritative ones)."""
+
+    state: str = "starting"
+    batches: int = 0
+    received: int = 0
+    valid: int = 0
+    dead_lettered: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    apply_retries: int = 0
+    dead_letter_retries: int = 0
+    fetch_errors: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    hook_failures: int = 0
+    apply_seconds_sum: float = 0.0
+    apply_seconds_max: float = 0.0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_applied_at: float | None = None
+    rebalances: int = 0
+    sweeps: int = 0
+    recency_crossed: int = 0
+    assigned: list[str] = field(default_factory=list)
+    fetched_upto: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: IngestService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.service._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.service._on_assigned(assigned)
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * BACKOFF_FACTOR**attempt))
+
+
+class IngestService(Service):
+    """Consumes the orders and clicks topics in batches and applies them to the state store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        hooks: Hooks | None = None,
+        store_factory: Callable[[Settings], StateStoreLike] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.settings = settings
+        self.hooks = hooks or Hooks()
+        self._store_factory = store_factory or _default_store
+        self.store: StateStoreLike | None = None
+        self.metrics = IngestMetrics()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._sink: DeadLetterSink | None = None
+        self._inflight: asyncio.Task[None] | None = None
+        self._rebalancing = False
+        self._stopping = False
+        super().__init__(**kwargs)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        self.store = self._store_factory(self.settings)
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        await self._wait_inflight(REVOKE_WAIT_S)
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()  # no auto-commit: nothing is committed here
+        if self._sink is not None:
+            with contextlib.suppress(Exception):
+                await self._sink.stop()
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                await self.store.close()
+        self.metrics.state = "stopped"
+
+    @Service.task
+    async def _run(self) -> None:
+        try:
+            await self._connect()
+            await self._consume_forever()
+        except (asyncio.CancelledError, _Stopping):
+            pass
+
+    async def _connect(self) -> None:
+        s = self.settings
+        self._sink = DeadLetterSink(s.kafka_bootstrap, s.dead_letter_topic)
+        await self._retry("start dead-letter producer", self._sink.start, "retrying-broker")
+        session_ms = int(s.session_timeout_s * 1000)
+
+        async def start_consumer() -> None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=s.kafka_bootstrap,
+                group_id=s.group_id,
+                client_id=f"segstream-ingest-{s.group_id}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=session_ms,
+                heartbeat_interval_ms=max(500, session_ms // 3),
+                max_poll_records=s.batch_max_records,
+                max_poll_interval_ms=300_000,
+            )
+            consumer.subscribe(list(s.input_topics), listener=_Listener(self))
+            try:
+                await consumer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise
+            self._consumer = consumer
+
+        await self._retry("start consumer", start_consumer, "retrying-broker")
+        self.metrics.state = "running"
+        log.info(
+            "ingest consuming %s as group %r (batches of up to %d)",
+            ", ".join(s.input_topics),
+            s.group_id,
+            s.batch_max_records,
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+    async def _consume_forever(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        s = self.settings
+        fetch_errors = 0
+        while not self._stopping and not self.should_stop:
+            try:
+                fetched = await consumer.getmany(
+                    timeout_ms=FETCH_TIMEOUT_MS, max_records=s.batch_max_records
+                )
+                fetch_errors = 0
+            except KafkaError as exc:
+                self.metrics.fetch_errors += 1
+                self._note_error(f"fetch failed: {exc!r}")
+                await asyncio.sleep(_backoff(fetch_errors))
+                fetch_errors += 1
+                continue
+            if not fetched:
+                if self._inflight is not None and self._inflight.done():
+                    await self._finish_inflight()
+                continue
+            assembled = assemble(fetched.values(), s.orders_topic, s.clicks_topic)
+            for tp, records in fetched.items():
+                self.metrics.fetched_upto[(tp.topic, tp.partition)] = records[-1].offset
+            # Batch N+1 is decoded; wait for batch N (its apply overlapped our fetch+decode).
+            await self._finish_inflight()
+            if self._stopping:
+                return
+            self._inflight = asyncio.ensure_future(self._process(assembled))
+
+    async def _finish_inflight(self) -> None:
+        task, self._inflight = self._inflight, None
+        if task is not None:
+            with contextlib.suppress(_Stopping):
+                await task
+
+    async def _process(self, assembled: Assembled) -> None:
+        """Dead-letter, apply, hook, commit one batch; retries until done or stopping."""
+        m = self.metrics
+        batch = assembled.batch
+        if assembled.rejected:
+            sink = self._sink
+            assert sink is not None
+
+            async def send() -> None:
+                await sink.send(assembled.rejected)
+
+            await self._retry(
+                f"dead-letter {len(assembled.rejected)} record(s)", send, "retrying-dead-letter"
+            )
+        store = self.store
+        assert store is not None
+        started = time.perf_counter()
+
+        async def apply() -> ApplyResult:
+            return await asyncio.wait_for(store.apply(batch), APPLY_TIMEOUT_S)
+
+        result = await self._retry(f"apply {len(batch.records)} event(s)", apply, "retrying-redis")
+        elapsed = time.perf_counter() - started
+        m.batches += 1
+        m.received += assembled.received
+        m.valid += len(batch.records)
+        m.dead_lettered += len(assembled.rejected)
+        m.applied += result.applied
+        m.duplicates += result.duplicates
+        m.apply_seconds_sum += elapsed
+        m.apply_seconds_max = max(m.apply_seconds_max, elapsed)
+        m.last_applied_at = time.time()
+        if m.state.startswith("retrying"):
+            log.info("ingest resumed: batch applied after retries")
+            m.state = "running"
+        if result.changed and self.hooks.on_changed is not None:
+            reasons = change_reasons(batch.records, result.changed)
+            try:
+                await self.hooks.on_changed(list(result.changed), reasons)
+            except Exception:
+                m.hook_failures += 1
+                log.exception("on_changed hook failed for %d customer(s)", len(result.changed))
+        await self._commit(batch)
+
+    async def _commit(self, batch: Batch) -> None:
+        consumer = self._consumer
+        if consumer is None or self._rebalancing or self._stopping:
+            return  # revoked or stopping: the fence covers redelivery, the new owner commits
+        assigned = [(tp.topic, tp.partition) for tp in consumer.assignment()]
+        offsets = offsets_to_commit(batch.high_offsets, assigned)
+        if not offsets:
+            return
+        try:
+            await consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()})
+            self.metrics.commits += 1
+        except (KafkaError, AssertionError) as exc:
+            # The state is already in Redis with its fence; a later commit covers these offsets.
+            self.metrics.commit_failures += 1
+            self._note_error(f"commit failed (next commit covers it): {exc!r}")
+
+    async def _retry(self, what: str, op: Callable[[], Awaitable[Any]], state: str) -> Any:
+        attempt = 0
+        while True:
+            if self._stopping:
+                raise _Stopping(what)
+            try:
+                return await op()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = _backoff(attempt)
+                if state == "retrying-redis":
+                    self.metrics.apply_retries += 1
+                elif state == "retrying-dead-letter":
+                    self.metrics.dead_letter_retries += 1
+                self.metrics.state = state
+                self._note_error(f"{what} failed: {type(exc).__name__}: {exc}")
+                if isinstance(exc, StoreRejected):
+                    # Redis answered with an error (OOM, script bug). Skipping the batch would
+                    # lose events and exiting would crash-loop: wait for ops, loudly.
+                    self.metrics.state = "blocked"
+                    log.error("%s rejected by Redis: %s; retrying in %.2fs", what, exc, delay)
+                elif attempt == 0 or attempt % 10 == 0:
+                    log.warning(
+                        "%s failed (%s: %s); retrying in %.2fs (attempt %d), nothing committed",
+                        what,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                        attempt + 1,
+                    )
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    def _note_error(self, text: str) -> None:
+        self.metrics.last_error = text
+        self.metrics.last_error_at = time.time()
+        log.debug(text)
+
+    # -- rebalances -----------------------------------------------------------------------------
+    async def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self._rebalancing = True
+        self.metrics.rebalances += 1
+        log.info("partitions revoked: %s", _fmt(revoked))
+        await self._wait_inflight(REVOKE_WAIT_S)
+
+    async def _on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._rebalancing = False
+        self.metrics.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
+        log.info("partitions assigned: %s", _fmt(assigned))
+
+    async def _wait_inflight(self, timeout: float) -> None:
+        task = self._inflight
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=timeout)
+
+    # -- introspection --------------------------------------------------------------------------
+    def lag(self) -> dict[str, int]:
+        """Records behind the broker's high watermark per assigned partition (approximate)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out: dict[str, int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            done = self.metrics.fetched_upto.get((tp.topic, tp.partition), -1)
+            out[f"{tp.topic}[{tp.partition}]"] = max(0, high - (done + 1))
+        return out
+
+
+def _fmt(tps: Sequence[TopicPartition]) -> str:
+    return ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)) or "none"
+
+
+def _default_store(settings: Settings) -> StateStoreLike:
+    from worker.state.store import StateStore
+
+    return StateStore(settings.redis_url, settings.redis_prefix)
