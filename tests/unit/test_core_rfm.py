@@ -116,7 +116,7 @@ def test_features_derive_recency_and_tenure_from_as_of():
 
 
 def test_from_hash_reads_redis_replies():
-    raw = {b"orders": b"3", b"net_cents": b"-5", b"first_ms": b"17", b"segment": b"champions",
+    raw = {b"f": b"3", b"m": b"-5", b"t0": b"17", b"segment": b"champions",
            b"segment_seq": b"4", b"fp": b"\x00" * 8}  # fmt: skip
     s = CustomerState.from_hash("C9", raw)
     assert (s.frequency, s.monetary_cents, s.first_order_ms, s.last_order_ms) == (3, -5, 17, None)

@@ -79,21 +79,23 @@ CLICK_CODES: dict[str, int] = {
 }
 PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT_START = 1, 2, 3, 6
 
-#: CustomerState attribute -> field of the customer hash ``{prefix}:c:{<customer_id>}``.
+#: CustomerState attribute -> field of the customer hash ``{prefix}:c:{<customer_id>}``. The
+#: names are short on purpose: a million small hashes repeat them a million times (~70 bytes
+#: per customer saved against spelled-out names; see docs/state.md for the table).
 HASH_FIELDS: dict[str, str] = {
-    "frequency": "orders",
-    "monetary_cents": "net_cents",
-    "items": "items",
-    "first_order_ms": "first_ms",
-    "last_order_ms": "last_ms",
-    "last_seen_ms": "seen_ms",
-    "sessions": "sessions",
-    "page_views": "page_views",
-    "product_views": "product_views",
-    "add_to_carts": "add_to_carts",
-    "checkout_starts": "checkout_starts",
-    "cart_sessions": "cart_sessions",
-    "cart_checkout_sessions": "cart_checkouts",
+    "frequency": "f",
+    "monetary_cents": "m",
+    "items": "i",
+    "first_order_ms": "t0",
+    "last_order_ms": "t1",
+    "last_seen_ms": "ts",
+    "sessions": "s",
+    "page_views": "pv",
+    "product_views": "iv",
+    "add_to_carts": "ac",
+    "checkout_starts": "co",
+    "cart_sessions": "cs",
+    "cart_checkout_sessions": "cc",
 }
 #: Fields the segmentation team writes into the same hash.
 SEGMENT_FIELDS: tuple[str, ...] = ("segment", "model_version", "segment_seq")

@@ -10,6 +10,7 @@
 --   items i32, fingerprint, session fingerprint, marker fingerprint, partner fingerprint (8 bytes)
 -- A record at or below its partition's fence (the last applied offset, stored with the state)
 -- is skipped; so is an event whose fingerprint the customer already holds.
+-- Hash field names are worker.core.rfm.HASH_FIELDS (short: they repeat in every customer).
 -- Returns {applied, duplicates, changed customer ids...}.
 local prefix = ARGV[1]
 local max_fp = tonumber(ARGV[2])
@@ -17,6 +18,7 @@ local ntp = tonumber(ARGV[3])
 local REC, FMT = 64, '<BBHi8i8i8i4c8c8c8c8'
 local PLACED, CANCELLED, RETURNED, CLICK, DEAD = 1, 2, 3, 4, 5
 local PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT_START = 1, 2, 3, 6
+local LO_BUCKET_MS = 3600000
 
 local function int(n) return string.format('%d', n) end
 
@@ -62,7 +64,7 @@ for g = 1, ngroups do
   else
     local hkey = prefix .. ':c:{' .. cid .. '}'
     local fkey = prefix .. ':f:{' .. cid .. '}'
-    local cur = redis.call('HMGET', hkey, 'first_ms', 'last_ms', 'seen_ms', 'fp')
+    local cur = redis.call('HMGET', hkey, 't0', 't1', 'ts', 'fp')
     local first, last, seen = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
     local first0, last0, seen0 = first, last, seen
     local old, in_key = cur[4], false
@@ -90,23 +92,23 @@ for g = 1, ngroups do
           applied = applied + 1
           if not seen or ms > seen then seen = ms end
           if kind == PLACED then
-            bump('orders', 1); bump('net_cents', amount); bump('items', items)
+            bump('f', 1); bump('m', amount); bump('i', items)
             if not first or ms < first then first = ms end
             if not last or ms > last then last = ms end
           elseif kind == CANCELLED then
-            bump('orders', -1); bump('net_cents', -amount); bump('items', -items)
+            bump('f', -1); bump('m', -amount); bump('i', -items)
           elseif kind == RETURNED then
-            bump('net_cents', -amount); bump('items', -items)
+            bump('m', -amount); bump('i', -items)
           else
-            if not has(sfp) then add(sfp); bump('sessions', 1) end
-            if click == PAGE_VIEW then bump('page_views', 1)
-            elseif click == PRODUCT_VIEW then bump('product_views', 1)
+            if not has(sfp) then add(sfp); bump('s', 1) end
+            if click == PAGE_VIEW then bump('pv', 1)
+            elseif click == PRODUCT_VIEW then bump('iv', 1)
             elseif click == ADD_TO_CART or click == CHECKOUT_START then
-              bump(click == ADD_TO_CART and 'add_to_carts' or 'checkout_starts', 1)
+              bump(click == ADD_TO_CART and 'ac' or 'co', 1)
               if not has(mfp) then
                 add(mfp)
-                if click == ADD_TO_CART then bump('cart_sessions', 1) end
-                if has(pfp) then bump('cart_checkouts', 1) end
+                if click == ADD_TO_CART then bump('cs', 1) end
+                if has(pfp) then bump('cc', 1) end
               end
             end
           end
@@ -120,12 +122,17 @@ for g = 1, ngroups do
         if by ~= 0 then redis.call('HINCRBY', hkey, f, int(by)) end
       end
       local set = {}
-      if first ~= first0 then set[#set + 1] = 'first_ms'; set[#set + 1] = int(first) end
+      if first ~= first0 then set[#set + 1] = 't0'; set[#set + 1] = int(first) end
       if last ~= last0 then
-        set[#set + 1] = 'last_ms'; set[#set + 1] = int(last)
-        redis.call('ZADD', prefix .. ':last_order', int(last), cid)
+        set[#set + 1] = 't1'; set[#set + 1] = int(last)
+        -- the sweep index: one sorted set per hour of last order time (see worker/state/keys.py)
+        local bucket = math.floor(last / LO_BUCKET_MS)
+        if last0 and math.floor(last0 / LO_BUCKET_MS) ~= bucket then
+          redis.call('ZREM', prefix .. ':lo:' .. int(math.floor(last0 / LO_BUCKET_MS)), cid)
+        end
+        redis.call('ZADD', prefix .. ':lo:' .. int(bucket), int(last), cid)
       end
-      if seen ~= seen0 then set[#set + 1] = 'seen_ms'; set[#set + 1] = int(seen) end
+      if seen ~= seen0 then set[#set + 1] = 'ts'; set[#set + 1] = int(seen) end
       local fps = old .. table.concat(added)
       if #fps > max_fp * 8 then fps = string.sub(fps, #fps - max_fp * 8 + 1) end
       -- Up to 8 fingerprints live in the hash (a small hash stays a compact listpack while its

@@ -32,9 +32,25 @@ def dirty(prefix: str) -> str:
     return f"{prefix}:dirty"
 
 
-def last_order(prefix: str) -> str:
-    """Sorted set customer -> last order time (epoch ms): the recency sweep index."""
-    return f"{prefix}:last_order"
+#: Width of one bucket of the recency sweep index (one hour, in ms).
+LAST_ORDER_BUCKET_MS = 3_600_000
+
+
+def last_order(prefix: str, last_order_ms: int) -> str:
+    """Sorted set customer -> last order time (epoch ms) of the customers whose last order fell
+    in the same hour: the recency sweep index, one small sorted set per hour.
+
+    Hour buckets keep each set small (a sorted set of at most 128 members is a compact listpack,
+    ~20 bytes a member, where one big skiplist costs ~110), and a sweep window of a few seconds
+    reads one or two of them.
+    """
+    return f"{prefix}:lo:{last_order_ms // LAST_ORDER_BUCKET_MS}"
+
+
+def last_order_pattern(prefix: str) -> str:
+    """SCAN MATCH pattern of the sweep index buckets (for maintenance and measurement only)."""
+    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
+    return f"{escaped}:lo:*"
 
 
 def customer_pattern(prefix: str) -> str:

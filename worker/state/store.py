@@ -52,7 +52,8 @@ _Z = NO_FINGERPRINT
 _UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
 
 
-def _script_text() -> str:
+def script_text() -> str:
+    """The source of ``apply.lua`` (the benchmark times it alone)."""
     return (importlib.resources.files("worker.state") / "apply.lua").read_text()
 
 
@@ -119,7 +120,7 @@ class StateStore:
         self.prefix = prefix
         self.max_fingerprints = max_fingerprints
         self._redis = aioredis.Redis.from_url(redis_url)
-        self._script = self._redis.register_script(_script_text())
+        self._script = self._redis.register_script(script_text())
 
     async def apply(self, batch: Batch) -> ApplyResult:
         """Apply ``batch`` in one round trip; already-applied records are skipped."""
@@ -150,11 +151,14 @@ class StateStore:
         self, threshold_days: float, since_ms: int, until_ms: int
     ) -> list[str]:
         """See :meth:`StateReader.customers_crossing`."""
-        lo, hi = _crossing_bounds(threshold_days, since_ms, until_ms)
-        found = await self._call(
-            self._redis.zrangebyscore(keys.last_order(self.prefix), f"({lo}", hi)
-        )
-        return [m.decode() for m in found]
+        out: list[str] = []
+        for chunk in _crossing_queries(self.prefix, threshold_days, since_ms, until_ms):
+            pipe = self._redis.pipeline(transaction=False)
+            for key, lo, hi in chunk:
+                pipe.zrangebyscore(key, lo, hi)
+            for found in await self._call(pipe.execute()):
+                out.extend(m.decode() for m in found)
+        return out
 
     async def ping(self) -> bool:
         return bool(await self._call(self._redis.ping()))
@@ -171,11 +175,24 @@ class StateStore:
             raise StoreRejected(f"Redis at {self.redis_url}: {exc}") from exc
 
 
-def _crossing_bounds(threshold_days: float, since_ms: int, until_ms: int) -> tuple[int, int]:
-    # recency(t) = t - last; it crosses d days at t = last + d, so crossing within (since, until]
-    # means last in (since - d, until - d].
+def _crossing_queries(
+    prefix: str, threshold_days: float, since_ms: int, until_ms: int, chunk: int = 500
+) -> Iterator[list[tuple[str, str, int]]]:
+    """(bucket key, min, max) ZRANGEBYSCORE arguments for a sweep, in score order, chunked.
+
+    recency(t) = t - last crosses d days at t = last + d, so crossing within (since, until]
+    means last in (since - d, until - d]: only the hour buckets of that range are read.
+    """
     shift = round(threshold_days * 86_400_000)
-    return since_ms - shift, until_ms - shift
+    lo, hi = since_ms - shift, until_ms - shift
+    if hi <= lo:
+        return
+    width = keys.LAST_ORDER_BUCKET_MS
+    hours = range(lo // width, hi // width + 1)
+    for start in range(0, len(hours), chunk):
+        yield [
+            (keys.last_order(prefix, h * width), f"({lo}", hi) for h in hours[start : start + chunk]
+        ]
 
 
 class StateReader:
@@ -224,23 +241,20 @@ class StateReader:
             if cursor == 0:
                 return
 
-    def customers_crossing(
-        self, threshold_days: float, since_ms: int, until_ms: int, page: int = 10_000
-    ) -> list[str]:
+    def customers_crossing(self, threshold_days: float, since_ms: int, until_ms: int) -> list[str]:
         """Customers whose recency crossed ``threshold_days`` within ``(since_ms, until_ms]``.
 
-        A ZRANGEBYSCORE on the last-order index (never a scan of all customers), paged.
+        ZRANGEBYSCORE on the hour buckets of the last-order index that the window covers (one
+        pipeline per 500 hours), never a scan of all customers. Sorted by last order time.
         """
-        lo, hi = _crossing_bounds(threshold_days, since_ms, until_ms)
         out: list[str] = []
-        start = 0
-        key = keys.last_order(self.prefix)
-        while True:
-            found = self._call(self._redis.zrangebyscore, key, f"({lo}", hi, start=start, num=page)
-            out.extend(m.decode() for m in found)
-            if len(found) < page:
-                return out
-            start += page
+        for chunk in _crossing_queries(self.prefix, threshold_days, since_ms, until_ms):
+            pipe = self._redis.pipeline(transaction=False)
+            for key, lo, hi in chunk:
+                pipe.zrangebyscore(key, lo, hi)
+            for found in self._call(pipe.execute):
+                out.extend(m.decode() for m in found)
+        return out
 
     def counters(self) -> dict[str, int]:
         return _counters(self._call(self._redis.hgetall, keys.counters(self.prefix)))

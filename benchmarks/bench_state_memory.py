@@ -1,0 +1,213 @@
+"""Redis memory per customer, and the speed of the one-Lua-call-per-batch write path.
+
+Starts its own redis-server (and tansu, unused) on free ports through
+``worker.services.local_services``, never the machine's Redis. Seeded.
+
+1. Memory: N customers (default 1M), a few events each (1-3 orders, 1 in 10 cancelled, half
+   with a click session), applied through ``StateStore.apply``; ``INFO memory`` used_memory
+   before/after, bytes per customer with every structure included (customer hash with its
+   fingerprints, fingerprint keys, last-order index, dirty set, fences, counters), and again
+   after the segmentation step would have drained the dirty set. One run: memory is
+   deterministic for a seed.
+2. Speed, median of R runs on a flushed Redis each time, same events: the Lua script alone
+   (arguments built beforehand), ``StateStore.apply`` end to end (argument building included),
+   and the baseline, a redis-py pipeline doing plain HINCRBYs for the same events (orders,
+   net cents, items, or the click type's counter: no fence, no dedup, no min/max).
+
+Run: ``.venv/bin/python benchmarks/bench_state_memory.py [--customers 1000000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import redis
+
+from schemas import ClickEvent, LineItem, OrderEvent
+from worker.core import Batch, Record, to_delta
+from worker.core.rfm import CLICK_CODES, Kind
+from worker.services import local_services
+from worker.state import StateStore, keys
+from worker.state.store import build_args, script_text
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+TOPIC = "orders"
+PARTITIONS = 8
+
+
+def customer_events(i: int, rng: random.Random) -> list[OrderEvent | ClickEvent]:
+    cid = f"C{i:07d}"
+    out: list[OrderEvent | ClickEvent] = []
+    for k in range(rng.randint(1, 3)):
+        price = rng.randrange(500, 20000) / 100
+        when = T0 + timedelta(seconds=rng.randrange(600 * 86400))
+        out.append(OrderEvent(
+            event_id=f"{cid}-o{k}", schema_version=1, customer_id=cid, order_id=f"{cid}-{k}",
+            event_time=when, status="placed", items=[LineItem(sku="S1", quantity=1,
+            unit_price=price)], total=price))  # fmt: skip
+    if rng.random() < 0.1:
+        first = out[0]
+        assert isinstance(first, OrderEvent)
+        out.append(OrderEvent(
+            event_id=f"{cid}-c", schema_version=1, customer_id=cid, order_id=first.order_id,
+            event_time=first.event_time + timedelta(hours=1), status="cancelled",
+            items=first.items, total=first.total))  # fmt: skip
+    if rng.random() < 0.5:
+        start = T0 + timedelta(seconds=rng.randrange(600 * 86400))
+        for j, kind in enumerate(("page_view", "add_to_cart")):
+            out.append(ClickEvent(
+                event_id=f"{cid}-k{j}", schema_version=1, session_id=f"{cid}-s",
+                event_time=start + timedelta(seconds=j), type=kind,  # type: ignore[arg-type]
+                customer_id=cid, sku="S1" if kind == "add_to_cart" else None))  # fmt: skip
+    return out
+
+
+def batches(n_customers: int, batch_size: int, seed: int) -> Iterator[Batch]:
+    rng = random.Random(seed)
+    offsets = [0] * PARTITIONS
+    records: list[Record] = []
+    for i in range(n_customers):
+        p = i % PARTITIONS
+        for ev in customer_events(i, rng):
+            records.append(Record(TOPIC, p, offsets[p], ev))
+            offsets[p] += 1
+        if len(records) >= batch_size:
+            yield _batch(records)
+            records = []
+    if records:
+        yield _batch(records)
+
+
+def _batch(records: list[Record]) -> Batch:
+    high: dict[tuple[str, int], int] = {}
+    for r in records:
+        high[(r.topic, r.partition)] = r.offset
+    return Batch(records, high, {})
+
+
+def used_memory(r: redis.Redis) -> int:
+    return int(r.info("memory")["used_memory"])
+
+
+async def apply_all(url: str, prefix: str, bs: list[Batch] | Iterator[Batch]) -> tuple[int, float]:
+    store = StateStore(url, prefix)
+    n, t0 = 0, time.perf_counter()
+    try:
+        for b in bs:
+            await store.apply(b)
+            n += len(b.records)
+    finally:
+        await store.close()
+    return n, time.perf_counter() - t0
+
+
+def lua_only(r: redis.Redis, prefix: str, bs: list[Batch]) -> float:
+    script = r.register_script(script_text())
+    prebuilt = [build_args(b, prefix) for b in bs]
+    t0 = time.perf_counter()
+    for args in prebuilt:
+        script(keys=[], args=args)
+    return time.perf_counter() - t0
+
+
+CLICK_FIELD = {v: k for k, v in CLICK_CODES.items()}
+
+
+def pipeline_baseline(r: redis.Redis, prefix: str, bs: list[Batch]) -> float:
+    """Plain HINCRBYs, one pipeline (one round trip) per batch: the floor without exactness."""
+    t0 = time.perf_counter()
+    for b in bs:
+        pipe = r.pipeline(transaction=False)
+        for rec in b.records:
+            d = to_delta(rec.event)
+            key = keys.customer(prefix, d.customer_id or "")
+            if d.kind is Kind.CLICK:
+                pipe.hincrby(key, CLICK_FIELD[d.click], 1)
+            else:
+                sign = 1 if d.kind is Kind.PLACED else -1
+                pipe.hincrby(key, "f", sign)
+                pipe.hincrby(key, "m", sign * d.amount_cents)
+                pipe.hincrby(key, "i", sign * d.items)
+        pipe.execute()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--speed-customers", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=42)
+    a = ap.parse_args()
+    load = os.getloadavg()
+    print(f"# {platform.node()} {os.cpu_count()} cpus, load {load[0]:.2f} {load[1]:.2f}, "
+          f"python {platform.python_version()}, seed {a.seed}, batch {a.batch}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as run_dir, local_services(run_dir) as svc:
+        url = svc["redis"].url
+        r = redis.Redis.from_url(url)
+        print(f"# redis {r.info('server')['redis_version']} at {url} (fresh, no persistence)")
+        prefix = "ss"
+        # -- memory --------------------------------------------------------------------------
+        r.flushall()
+        before = used_memory(r)
+        n_events, secs = asyncio.run(apply_all(url, prefix, batches(a.customers, a.batch, a.seed)))
+        after = used_memory(r)
+        buckets = list(r.scan_iter(match=keys.last_order_pattern(prefix), count=10_000))
+        n_cust = sum(r.zcard(b) for b in buckets)
+        assert n_cust == a.customers, n_cust
+        n_fp_keys = sum(1 for _ in r.scan_iter(match=f"{prefix}:f:*", count=10_000))
+        total = after - before
+        sample = [keys.customer(prefix, f"C{i:07d}") for i in range(0, a.customers, 997)]
+        hash_mean = statistics.mean(r.memory_usage(k) or 0 for k in sample)
+        zset = sum(r.memory_usage(b) or 0 for b in buckets)
+        listpacks = sum(1 for b in buckets[:2000] if r.object("encoding", b) == b"listpack")
+        dirty = r.memory_usage(keys.dirty(prefix)) or 0
+        print(f"memory: {a.customers} customers, {n_events} events "
+              f"({n_events / a.customers:.2f}/customer), loaded in {secs:.1f}s "
+              f"({n_events / secs:,.0f} events/s through StateStore.apply)")  # fmt: skip
+        print(f"  used_memory before {before:,} after {after:,} -> "
+              f"{total / a.customers:.1f} bytes/customer, all structures")  # fmt: skip
+        print(f"  breakdown (MEMORY USAGE): customer hash ~{hash_mean:.0f} B "
+              f"(encoding {r.object('encoding', sample[0])!r}), last-order index "
+              f"{zset / a.customers:.1f} B/customer in {len(buckets)} hour buckets "
+              f"({listpacks}/{min(len(buckets), 2000)} listpack), dirty set "
+              f"{dirty / a.customers:.1f} B/customer, {n_fp_keys} fingerprint keys")  # fmt: skip
+        r.delete(keys.dirty(prefix))
+        drained = used_memory(r) - before
+        print(f"  after the dirty set is drained: {drained / a.customers:.1f} bytes/customer "
+              f"(target <= 400)")  # fmt: skip
+        # -- speed ---------------------------------------------------------------------------
+        bs = list(batches(a.speed_customers, a.batch, a.seed + 1))
+        n = sum(len(b.records) for b in bs)
+        lua, full, base = [], [], []
+        for _ in range(a.runs):
+            r.flushall()
+            lua.append(n / lua_only(r, "sp", bs))
+            r.flushall()
+            full.append(n / asyncio.run(apply_all(url, "sp", bs))[1])
+            r.flushall()
+            base.append(n / pipeline_baseline(r, "sp", bs))
+        med = statistics.median
+        print(f"speed: {n} events, {len(bs)} batches, {a.speed_customers} customers, "
+              f"median of {a.runs} (runs: lua {[round(x) for x in lua]}, apply "
+              f"{[round(x) for x in full]}, pipeline {[round(x) for x in base]})")  # fmt: skip
+        print(f"  Lua script alone           {med(lua):>10,.0f} events/s "
+              f"({med(lua) / med(base):.2f}x baseline)")  # fmt: skip
+        print(f"  StateStore.apply (+ args)  {med(full):>10,.0f} events/s "
+              f"({med(full) / med(base):.2f}x baseline)")  # fmt: skip
+        print(f"  baseline: pipeline HINCRBY {med(base):>10,.0f} events/s")
+        r.close()
+
+
+if __name__ == "__main__":
+    main()
