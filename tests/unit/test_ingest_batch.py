@@ -9,7 +9,7 @@ import msgspec
 
 from schemas import ClickEvent, DeadLetter, LineItem, OrderEvent, decode, encode
 from worker.ingest.batch import assemble, change_reasons, offsets_to_commit
-from worker.ingest.dead_letter import to_dead_letter
+from worker.ingest.dead_letter import MAX_ORIGINAL_BYTES, to_dead_letter
 from worker.ingest.service import BACKOFF_MAX_S, _backoff
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -107,6 +107,15 @@ def test_dead_letter_keeps_original_bytes_key_and_reason() -> None:
     assert back.error == str(out.rejected[0].error) and back.error.startswith("$")
     # The JSON carries the bytes base64-encoded, so any byte string survives.
     assert msgspec.json.decode(encode(letter))["original"]
+
+
+def test_a_huge_original_is_cut_so_the_dead_letter_fits_the_broker_and_says_so() -> None:
+    huge = b"x" * (MAX_ORIGINAL_BYTES + 10)
+    out = assemble([[Raw("orders", 0, 9, None, huge)]], "orders", "clicks")
+    letter = to_dead_letter(out.rejected[0], NOW)
+    assert letter.original == huge[:MAX_ORIGINAL_BYTES]
+    assert "oversize" in letter.error and "orders[0]@9" in letter.error
+    assert len(encode(letter)) < 1024 * 1024
 
 
 def test_change_reasons_prefer_order_then_return_then_clicks() -> None:

@@ -4,6 +4,10 @@ Each rejected record becomes one :class:`schemas.DeadLetter` (original bytes, ke
 partition, offset, reason), keyed like the original so a fixed record can be replayed to the
 same partition. Each is logged once, with its topic/partition/offset, when it is sent.
 
+A dead letter is plain JSON; read it with ``msgspec.json.decode(value, type=DeadLetter)``: the
+input-size limit of :func:`schemas.decode` (64 KiB) is for input events and would refuse the
+dead letter of an oversize record.
+
 Delivery is at-least-once: the batch that carried a reject is applied to Redis (and its offsets
 committed) only after the dead letters are acknowledged, so a crash in between can resend a dead
 letter but never lose one. The exact count lives in Redis, written with the batch.
@@ -23,15 +27,28 @@ from worker.ingest.batch import Rejected
 
 log = logging.getLogger(__name__)
 
+#: Originals above this are cut to it: base64 in JSON grows a record by a third, and a dead letter
+#: over the broker's message limit (1 MiB by default) would block the partition forever. The cut
+#: is said in ``error``; the whole record stays at its source topic/partition/offset.
+MAX_ORIGINAL_BYTES = 512 * 1024
+
 
 def to_dead_letter(rejected: Rejected, now: datetime) -> DeadLetter:
     """The dead-letter record for one reject (``error`` is ``"<json path>: <reason>"``)."""
+    original = rejected.value
+    error = str(rejected.error)
+    if len(original) > MAX_ORIGINAL_BYTES:
+        error += (
+            f" (original cut from {len(original)} to {MAX_ORIGINAL_BYTES} bytes; the whole record"
+            f" is at {rejected.where})"
+        )
+        original = original[:MAX_ORIGINAL_BYTES]
     return DeadLetter(
-        original=rejected.value,
+        original=original,
         source_topic=rejected.topic,
         partition=rejected.partition,
         offset=rejected.offset,
-        error=str(rejected.error),
+        error=error,
         dead_lettered_at=now,
         key=rejected.key,
     )
