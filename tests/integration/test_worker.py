@@ -104,7 +104,8 @@ class WorkerProcess:
             h = self.health()
             return h if h and h.get("assigned") else None
 
-        return wait_for(ready, timeout, f"{self.name} to be assigned partitions")
+        health: dict[str, Any] = wait_for(ready, timeout, f"{self.name} to be assigned partitions")
+        return health
 
     def kill(self) -> None:
         self.proc.kill()
@@ -126,9 +127,8 @@ class WorkerProcess:
         return "\n".join(text[-lines:])
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker processes for this test; all are stopped (SIGTERM, then SIGKILL) after it."""
+def worker_pool(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker processes for a test; all are stopped (SIGTERM, then SIGKILL) after it."""
     started: list[WorkerProcess] = []
 
     def start(settings: Settings, name: str = "worker") -> WorkerProcess:
@@ -139,6 +139,11 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for w in started:
         w.stop()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    yield from worker_pool(tmp_path)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:

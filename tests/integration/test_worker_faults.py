@@ -1,0 +1,188 @@
+"""The worker under faults: SIGKILL mid-stream, a group member dying, Redis paused and restarted.
+
+Events are produced at a steady pace in the background while the faults happen, so every fault
+lands mid-stream; at the end the state must equal the oracle exactly (nothing lost, nothing
+counted twice) and the Redis counters must add up to what was produced.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_worker import (
+    PacedProducer,
+    WorkerProcess,
+    assert_same_state,
+    counters,
+    dataset,
+    oracle_rows,
+    records_for,
+    redis_rows,
+    wait_for,
+    wait_received,
+    worker_pool,
+)
+from worker.config import Settings
+from worker.services import free_port, redis_answers, redis_server_binary
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    yield from worker_pool(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _remove_keys_afterwards(redis_client: object) -> None:
+    """``redis_client`` deletes every key under this test's prefix when the test ends."""
+
+
+def wait_progress(settings: Settings, at_least: int, worker: WorkerProcess) -> int:
+    def moved() -> int | None:
+        assert worker.alive, f"{worker.name} exited:\n{worker.tail()}"
+        n = counters(settings)["received"]
+        return n if n >= at_least else None
+
+    return int(wait_for(moved, 90, f"{at_least} records received", every=0.02))
+
+
+def test_sigkill_three_times_mid_stream_then_restart_gives_the_oracle_state(
+    settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    events = dataset(150, 1200, 500, seed=31)
+    settings = settings.with_(batch_max_records=50)
+    producer = PacedProducer(settings.kafka_bootstrap, records_for(settings, events), 120.0)
+    producer.start()
+    rng = random.Random(4)
+    killed_at = []
+    for round_ in range(3):
+        worker = workers(settings, f"doomed-{round_}")
+        worker.wait_assigned()
+        now = counters(settings)["received"]
+        target = now + rng.randint(50, 300)
+        wait_progress(settings, min(target, len(events) - 1), worker)
+        worker.kill()
+        killed_at.append(counters(settings)["received"])
+    assert killed_at[-1] < len(events), "the stream ended before the last kill"
+    survivor = workers(settings, "final")
+    producer.finish()
+    survivor.wait_assigned()
+    got = wait_received(settings, len(events))
+    assert_same_state(redis_rows(settings), oracle_rows(events))
+    assert got["valid"] == len(events), (got, killed_at)
+
+
+def test_survivor_takes_over_when_one_of_two_workers_is_killed(
+    settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    events = dataset(150, 1200, 500, seed=41)
+    settings = settings.with_(batch_max_records=100)
+    first, second = workers(settings, "first"), workers(settings, "second")
+    first.wait_assigned()
+    second.wait_assigned()
+    wait_for(
+        lambda: all(len((w.health() or {}).get("assigned", [])) < 8 for w in (first, second)),
+        60,
+        "the two workers to split the partitions",
+    )
+    producer = PacedProducer(settings.kafka_bootstrap, records_for(settings, events), 200.0)
+    producer.start()
+    wait_progress(settings, len(events) // 3, first)
+    first.kill()
+    producer.finish()
+    got = wait_received(settings, len(events))
+    assert_same_state(redis_rows(settings), oracle_rows(events))
+    assert got["valid"] == len(events)
+    health = second.health()
+    assert health is not None and len(health["assigned"]) == 8, health
+    assert second.alive
+
+
+class DedicatedRedis:
+    """A redis-server only this test uses, with an append-only file so a restart keeps data."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [
+            str(redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+            "--dir", str(self.dir), "--protected-mode", "no",
+        ]  # fmt: skip
+        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - the child holds it
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(lambda: redis_answers(self.port), 15, "the dedicated redis-server")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()  # SIGTERM: Redis flushes the append-only file and exits
+            self.proc.wait(15)
+        self.proc = None
+
+
+@pytest.fixture
+def dedicated_redis(tmp_path: Path) -> Iterator[DedicatedRedis]:
+    server = DedicatedRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_paused_then_restarted_mid_stream_loses_and_doubles_nothing(
+    settings: Settings,
+    workers: Callable[..., WorkerProcess],
+    dedicated_redis: DedicatedRedis,
+) -> None:
+    events = dataset(150, 1200, 500, seed=51)
+    settings = settings.with_(redis_url=dedicated_redis.url, batch_max_records=100)
+    worker = workers(settings, "steadfast")
+    worker.wait_assigned()
+    producer = PacedProducer(settings.kafka_bootstrap, records_for(settings, events), 150.0)
+    producer.start()
+
+    # 1. Paused: the server holds connections but answers nothing (SIGSTOP) for ~3 s.
+    wait_progress(settings, len(events) // 5, worker)
+    dedicated_redis.signal(signal.SIGSTOP)
+    paused = producer.sent
+    wait_for(lambda: producer.sent >= paused + 450, 30, "3 s of events produced while paused")
+    assert worker.alive
+    dedicated_redis.signal(signal.SIGCONT)
+
+    # 2. Stopped: connections refused for ~3 s, then restarted with its append-only file.
+    wait_progress(settings, len(events) // 2, worker)
+    dedicated_redis.stop()
+    stopped = producer.sent
+    seen_degraded = wait_for(
+        lambda: (worker.health() or {}).get("status") == "degraded", 30, "/health to say degraded"
+    )
+    wait_for(lambda: producer.sent >= stopped + 450, 30, "3 s of events produced while down")
+    assert worker.alive and seen_degraded
+    dedicated_redis.start()
+
+    producer.finish()
+    got = wait_received(settings, len(events))
+    assert got["valid"] == len(events)
+    assert_same_state(redis_rows(settings), oracle_rows(events))
+    assert worker.alive
+    health = worker.health()
+    assert health is not None and health["status"] == "ok", health
+    assert health["process"]["apply_retries"] > 0
