@@ -1,0 +1,265 @@
+"""The report end to end: built by ``segstream report`` from real Redis state, a model artifact
+and a real segment-changes topic, then rendered in headless Chromium with no broken image.
+
+Chromium comes from the Debian package ``chromium``; the session fixture installs it where it
+is missing and we are root (``apt-get install -y chromium``, with ``apt-get update`` first only
+if that fails), the same step ``./dev test`` takes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from schemas import SegmentChange, encode
+from worker.cli import main
+from worker.config import Settings
+from worker.core.rfm import HASH_FIELDS
+from worker.report.builder import REPORT_FILE, SECTIONS, build_report
+from worker.report.sample import sample_inputs
+from worker.state import keys
+
+pytestmark = pytest.mark.integration
+
+AS_OF = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+    # Lets the page's load handler run before the DOM is dumped or the screenshot taken.
+    "--virtual-time-budget=10000",
+)  # fmt: skip
+
+
+def _find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+
+
+def _apt_install_chromium() -> str:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-o", "DPkg::Lock::Timeout=600", "chromium"]
+    log = []
+    for step in (install, ["apt-get", "update", "-o", "DPkg::Lock::Timeout=600"], install):
+        done = subprocess.run(step, env=env, capture_output=True, text=True, timeout=1500)
+        log.append(f"$ {' '.join(step)} -> {done.returncode}\n{done.stderr[-2000:]}")
+        if step is install and done.returncode == 0:
+            break
+    return "\n".join(log)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a headless-capable Chromium, installed from Debian packages where missing."""
+    found = _find_chromium()
+    if found is None and hasattr(os, "geteuid") and os.geteuid() == 0:
+        log = _apt_install_chromium()
+        found = _find_chromium()
+        if found is None:
+            pytest.fail(f"could not install chromium with apt-get:\n{log}")
+    if found is None:
+        pytest.fail("chromium is missing and we are not root: run `apt-get install -y chromium`")
+    return found
+
+
+def _run_chromium(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp / f"chromium-profile-{len(list(tmp.glob('chromium-profile-*')))}"
+    cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-3000:]}"
+    return done
+
+
+def _rendered(chromium: str, html: Path, tmp: Path) -> tuple[str, dict[str, str], list[str]]:
+    """(DOM after load, <body> attributes, the <img> tags marked broken by the page script)."""
+    dom = _run_chromium(chromium, tmp, "--dump-dom", html.resolve().as_uri()).stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, dom[:500]
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1)))
+    broken = [tag for tag in re.findall(r"<img[^>]*>", dom) if "data-broken" in tag]
+    return dom, attrs, broken
+
+
+def _assert_loads_without_broken_images(chromium: str, html: Path, tmp: Path) -> str:
+    dom, body, broken = _rendered(chromium, html, tmp)
+    assert body.get("data-loaded") == "1", "the page's load event never fired"
+    assert body.get("data-broken-images") == "0", f"{len(broken)} broken images"
+    assert broken == []
+    return dom
+
+
+def _screenshot(chromium: str, html: Path, tmp: Path, png: Path) -> np.ndarray:
+    _run_chromium(
+        chromium, tmp, f"--screenshot={png}", "--window-size=1280,3000", html.resolve().as_uri()
+    )
+    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=np.float64)
+    assert pixels.shape[:2] == (3000, 1280)
+    assert pixels.var() > 0
+    return pixels
+
+
+def test_report_renders_in_headless_chromium(chromium: str, tmp_path: Path) -> None:
+    state, model, changes = sample_inputs(n=400, seed=7, as_of=AS_OF)
+    html = build_report(state, model, changes, tmp_path / "report", AS_OF)
+    dom = _assert_loads_without_broken_images(chromium, html, tmp_path)
+    assert len(re.findall(r"<img ", dom)) == 14
+    for section in SECTIONS:
+        assert f'id="{section}"' in dom
+    shot = _screenshot(chromium, html, tmp_path, tmp_path / "report.png")
+    # The header band is the report's dark blue, i.e. the stylesheet applied.
+    assert np.allclose(shot[10, 10], [0x1F, 0x3B, 0x5A], atol=3)
+
+
+def test_broken_image_is_detected(chromium: str, tmp_path: Path) -> None:
+    """The check above can fail: a report with one corrupt image is reported as broken."""
+    state, model, changes = sample_inputs(n=120, seed=5, as_of=AS_OF)
+    html = build_report(state, model, changes, tmp_path / "report", AS_OF)
+    page = html.read_text(encoding="utf-8")
+    corrupt = base64.b64encode(b"this is not a PNG at all" * 4).decode()
+    page = re.sub(
+        r"data:image/png;base64,[^\"]+", f"data:image/png;base64,{corrupt}", page, count=1
+    )
+    html.write_text(page, encoding="utf-8")
+    _, body, broken = _rendered(chromium, html, tmp_path)
+    assert body.get("data-loaded") == "1"
+    assert body.get("data-broken-images") == "1"
+    assert len(broken) == 1
+
+
+def _write_state(client: object, prefix: str, state: pd.DataFrame) -> None:
+    """Customer hashes in the state store's layout (field names from worker.core.rfm)."""
+    pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+
+    def ms(value: object) -> int | None:
+        return None if pd.isna(value) else int(pd.Timestamp(value).timestamp() * 1000)  # type: ignore[arg-type]
+
+    for row in state.itertuples(index=False):
+        fields: dict[str, object] = {
+            HASH_FIELDS["frequency"]: int(row.frequency),
+            HASH_FIELDS["monetary_cents"]: round(row.monetary * 100),
+            HASH_FIELDS["items"]: int(row.items),
+            HASH_FIELDS["sessions"]: int(row.sessions),
+            HASH_FIELDS["page_views"]: int(row.page_views),
+            HASH_FIELDS["product_views"]: int(row.product_views),
+            HASH_FIELDS["add_to_carts"]: int(row.add_to_carts),
+            HASH_FIELDS["checkout_starts"]: int(row.checkout_starts),
+            HASH_FIELDS["cart_sessions"]: int(row.abandoned_carts) + int(row.frequency),
+            HASH_FIELDS["cart_checkout_sessions"]: int(row.frequency),
+        }
+        for attr, column in (("first_order_ms", "first_order_ts"),
+                             ("last_order_ms", "last_order_ts"),
+                             ("last_seen_ms", "last_seen_ts")):  # fmt: skip
+            stamp = ms(getattr(row, column))
+            if stamp is not None:
+                fields[HASH_FIELDS[attr]] = stamp
+        if isinstance(row.segment, str):
+            fields |= {"segment": row.segment, "model_version": "km-20260630T0000-5a5a"}
+        pipe.hset(keys.customer(prefix, row.customer_id), mapping=fields)
+    pipe.execute()
+
+
+def _produce_changes(bootstrap: str, topic: str, changes: pd.DataFrame) -> int:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for row in changes.itertuples(index=False):
+        change = SegmentChange(
+            customer_id=row.customer_id, old_segment=row.old_segment, new_segment=row.new_segment,
+            reason=row.reason, model_version=row.model_version, features={"frequency": 1.0},
+            event_time=row.event_time.to_pydatetime(),
+            processing_time=row.processing_time.to_pydatetime(),
+        )  # fmt: skip
+        producer.send(topic, key=row.customer_id.encode(), value=encode(change))
+    producer.send(topic, key=b"bad", value=b"{not a segment change")
+    producer.flush()
+    producer.close()
+    return len(changes) + 1
+
+
+def test_segstream_report_from_redis_model_dir_and_topic(
+    chromium: str,
+    settings: Settings,
+    redis_client: object,
+    tmp_path: Path,
+    make_topic: Callable[..., str],
+) -> None:
+    state, model, changes = sample_inputs(n=300, seed=11, as_of=AS_OF)
+    _write_state(redis_client, settings.redis_prefix, state)
+    sent = _produce_changes(settings.kafka_bootstrap, settings.segment_changes_topic, changes)
+    model_dir = Path(settings.model_dir)
+    model_dir.mkdir(parents=True)
+    (model_dir / f"{model['version']}.json").write_text(json.dumps(model))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        [
+            "report", "--out", str(out), "--as-of", "2026-06-30T12:00:00Z",
+            "--kafka-bootstrap", settings.kafka_bootstrap, "--redis-url", settings.redis_url,
+            "--redis-prefix", settings.redis_prefix, "--model-dir", str(model_dir),
+            "--segment-changes-topic", settings.segment_changes_topic,
+        ],
+        env={"SEGSTREAM_REPORT_STATE_FILE": "", "SEGSTREAM_REPORT_MODEL": ""},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"{len(state):,} customers from Redis" in result.output
+    assert f"{sent:,} records read from {settings.segment_changes_topic}" in result.output
+    assert "1 not valid segment changes (skipped)" in result.output
+    assert f"{model['version']}.json" in result.output
+
+    transitions = pd.read_csv(out / "transition_matrix.csv", index_col=0)
+    assert int(transitions.to_numpy().sum()) == len(changes)
+    business = pd.read_csv(out / "business_view.csv").set_index("segment")
+    segmented = state[state["segment"].notna()]
+    want = segmented.groupby("segment")["monetary"].sum()
+    assert np.allclose(business["revenue"].sort_index(), want.sort_index(), rtol=1e-6)
+    profile = pd.read_csv(out / "segment_profile.csv").set_index("segment")
+    assert profile["customers"].sum() == len(segmented)
+    assert len(pd.read_csv(out / "k_selection.csv")) == 7
+
+    html = out / REPORT_FILE
+    dom = _assert_loads_without_broken_images(chromium, html, tmp_path)
+    assert "No model trained yet" not in dom and "No segment changes" not in dom
+    _screenshot(chromium, html, tmp_path, out / "report.png")
+
+
+def test_segstream_report_before_any_model_or_change(
+    chromium: str, settings: Settings, redis_client: object, tmp_path: Path
+) -> None:
+    state, _, _ = sample_inputs(n=80, seed=13, as_of=AS_OF)
+    _write_state(redis_client, settings.redis_prefix, state.assign(segment=None))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["report", "--out", str(out), "--as-of", "2026-06-30T12:00:00Z"],
+        env={
+            "SEGSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "SEGSTREAM_REDIS_URL": settings.redis_url,
+            "SEGSTREAM_REDIS_PREFIX": settings.redis_prefix,
+            "SEGSTREAM_MODEL_DIR": str(tmp_path / "no-models"),
+            "SEGSTREAM_SEGMENT_CHANGES_TOPIC": settings.segment_changes_topic,
+            "SEGSTREAM_REPORT_STATE_FILE": "",
+            "SEGSTREAM_REPORT_MODEL": "",
+        },
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "no model artifact in" in result.output
+    assert f"0 records read from {settings.segment_changes_topic}" in result.output
+    dom = _assert_loads_without_broken_images(chromium, out / REPORT_FILE, tmp_path)
+    assert "No model trained yet" in dom
+    assert "No segment changes in the period" in dom
+    assert len(re.findall(r"<img ", dom)) == 7  # the EDA figures only

@@ -1,0 +1,96 @@
+"""``segstream report``: gather the state, the model and the segment changes, write the report.
+
+Inputs come from Redis (or ``--state-file``), the model directory and the segment-changes topic;
+the output is ``report.html`` plus CSV tables in ``--out``. Without a trained model or without
+segment changes the report is still written, with notes saying what is missing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from worker.cli_options import env_option, settings_options
+from worker.config import Settings
+from worker.errors import ConfigError
+
+__all__ = ["parse_as_of", "report"]
+
+
+def parse_as_of(text: str) -> datetime:
+    """An ISO 8601 time (``Z`` or an offset; naive means UTC), or ``now``/empty for now."""
+    if text.strip().lower() in ("", "now"):
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"--as-of {text!r} is not an ISO 8601 time (e.g. 2026-06-30T12:00:00Z)"
+        ) from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@click.command("report")
+@settings_options
+@env_option("report_dir", "--out", help="Directory the report and its CSV tables are written to.")
+@env_option("report_as_of", "--as-of", help="Report time, ISO 8601 (default: now).")
+@env_option(
+    "report_state_file",
+    "--state-file",
+    help="Read customer state from this export (CSV/JSON/JSONL) instead of Redis.",
+)
+@env_option(
+    "report_model",
+    "--model",
+    help="Model artifact: 'current', a version, a path to an artifact JSON, or 'none'.",
+)
+@env_option("report_currency", "--currency", help="Currency label of revenue figures.")
+@click.option(
+    "--changes/--no-changes",
+    "read_topic",
+    default=True,
+    show_default=True,
+    help="Read the segment-changes topic (--no-changes: skip the movement section's data).",
+)
+def report(
+    settings: Settings,
+    report_dir: str,
+    report_as_of: str,
+    report_state_file: str,
+    report_model: str,
+    report_currency: str,
+    read_topic: bool,
+) -> None:
+    """Write the analyst report (HTML with embedded figures + CSV tables)."""
+    from worker.report.builder import build_report
+    from worker.report.sources import load_model, read_changes, read_state_file, read_state_redis
+
+    as_of = parse_as_of(report_as_of)
+    sources: dict[str, str] = {}
+    if report_state_file:
+        state = read_state_file(report_state_file)
+        sources["state"] = f"{len(state):,} customers from {report_state_file}"
+    else:
+        state = read_state_redis(settings.redis_url, settings.redis_prefix, as_of)
+        sources["state"] = (
+            f"{len(state):,} customers from Redis {settings.redis_url} "
+            f"(prefix {settings.redis_prefix})"
+        )
+    click.echo(f"state: {sources['state']}")
+    model, model_source = load_model(settings.model_dir, report_model)
+    sources["model"] = model_source
+    click.echo(f"model: {model_source}")
+    changes = None
+    if read_topic:
+        read = read_changes(settings.kafka_bootstrap, settings.segment_changes_topic)
+        changes = read.frame
+        sources["segment changes"] = read.describe(settings.segment_changes_topic)
+    else:
+        sources["segment changes"] = "not read (--no-changes)"
+    click.echo(f"segment changes: {sources['segment changes']}")
+    path = build_report(
+        state, model, changes, report_dir, as_of, currency=report_currency, sources=sources
+    )
+    click.echo(f"report written: {path.resolve()}")
+    click.echo(f"tables (CSV) beside it in {path.parent.resolve()}")

@@ -1,0 +1,265 @@
+"""Thin adapters that fetch the report's inputs: state, model artifact, segment changes.
+
+- state: a state export file (CSV, JSON or JSON Lines with the export contract columns) or the
+  customer hashes in Redis, read through :class:`worker.state.StateReader` (SCAN + pipelined
+  HGETALL);
+- model: an artifact JSON file from the model directory (``current`` or a version), or a path;
+- changes: the segment-changes topic read from the beginning with kafka-python, without a
+  consumer group (nothing is committed, nothing rebalances).
+
+Reading the topic is bounded: the broker's end offsets are only a lower bound (the local broker
+can under-report them), so the reader consumes until it has passed them AND nothing new arrived
+for ``idle_s``, or until ``timeout_s``; it counts the records it actually read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from worker.report.errors import ReportInputError
+from worker.report.tables import CHANGE_COLUMNS
+
+__all__ = [
+    "ChangesRead",
+    "find_model_file",
+    "load_model",
+    "read_changes",
+    "read_state_file",
+    "read_state_redis",
+]
+
+
+# -- state ----------------------------------------------------------------------------------------
+
+
+def read_state_file(path: str | Path) -> pd.DataFrame:
+    """A state export (``.csv``, ``.json`` array/records or ``.jsonl``) as a data frame."""
+    source = Path(path)
+    if not source.is_file():
+        raise ReportInputError(f"state file {source} does not exist")
+    suffix = source.suffix.lower()
+    try:
+        if suffix in (".jsonl", ".ndjson"):
+            frame = pd.read_json(source, lines=True, dtype={"customer_id": str})
+        elif suffix == ".json":
+            frame = pd.read_json(source, dtype={"customer_id": str})
+        else:
+            frame = pd.read_csv(source, dtype={"customer_id": str, "segment": str})
+    except (ValueError, OSError) as exc:
+        raise ReportInputError(f"cannot read state file {source}: {exc}") from exc
+    return frame
+
+
+def read_state_redis(
+    redis_url: str, prefix: str, as_of: datetime, page: int = 2000
+) -> pd.DataFrame:
+    """Every customer hash under ``prefix`` as export-contract rows plus ``segment``.
+
+    Rows are built by the state package's own :func:`worker.core.rfm.features`, so they equal
+    what ``segstream export`` writes for the same ``as_of``.
+    """
+    from worker.core.rfm import EXPORT_COLUMNS, features
+    from worker.errors import StateError
+    from worker.state import StateReader
+
+    rows: list[dict[str, object]] = []
+    try:
+        with StateReader(redis_url, prefix) as reader:
+            for customer in reader.customers(page):
+                row = features(customer, as_of)
+                row["segment"] = customer.segment
+                row["model_version"] = customer.model_version
+                rows.append(row)
+    except StateError as exc:
+        raise ReportInputError(f"cannot read customer state from Redis: {exc}") from exc
+    return pd.DataFrame(rows, columns=[*EXPORT_COLUMNS, "segment", "model_version"])
+
+
+# -- model ----------------------------------------------------------------------------------------
+
+
+def find_model_file(model_dir: str | Path, which: str = "current") -> Path | None:
+    """The artifact file for ``which`` (``current``, a version, or a path); ``None`` if absent.
+
+    ``current`` is resolved, in order, from a ``current`` / ``CURRENT`` pointer file naming a
+    version or file, a ``current.json`` file or symlink, else the newest ``*.json`` by name
+    (versions embed their UTC creation time, so they sort by age).
+    """
+    direct = Path(which)
+    if which != "current" and direct.suffix == ".json" and direct.is_file():
+        return direct
+    root = Path(model_dir)
+    if not root.is_dir():
+        return None
+    if which != "current":
+        return _version_file(root, which)
+    for pointer_name in ("current", "CURRENT", "current.txt"):
+        pointer = root / pointer_name
+        if pointer.is_file():
+            target = pointer.read_text(encoding="utf-8").strip()
+            # A pointer holds one short version name or file name; anything else is not one.
+            usable = 0 < len(target) < 200 and "\n" not in target and target != "current"
+            found = _version_file(root, target) if usable else None
+            if found is not None:
+                return found
+    if (root / "current.json").is_file():
+        return root / "current.json"
+    candidates = sorted(p for p in root.glob("*.json") if p.is_file())
+    return candidates[-1] if candidates else None
+
+
+def _version_file(root: Path, version: str) -> Path | None:
+    for candidate in (root / f"{version}.json", root / version / "model.json", root / version):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_model(model_dir: str | Path, which: str = "current") -> tuple[dict[str, Any] | None, str]:
+    """(artifact dict or ``None``, where it came from / why there is none).
+
+    ``which="none"`` skips the model. A named version that does not exist is an error; no
+    ``current`` model is not (the report then says "no model trained yet").
+    """
+    if which.lower() == "none":
+        return None, "model skipped (--model none)"
+    path = _from_segmentation_store(model_dir, which) or find_model_file(model_dir, which)
+    if path is None:
+        if which == "current":
+            return None, f"no model artifact in {model_dir}"
+        raise ReportInputError(f"no model artifact {which!r} in {model_dir}")
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportInputError(f"model artifact {path} is not readable JSON: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ReportInputError(f"model artifact {path} is not a JSON object")
+    return dict(data), str(path)
+
+
+def _from_segmentation_store(model_dir: str | Path, which: str) -> Path | None:
+    """The artifact path as the segmentation package's own store resolves it, if it has one."""
+    try:
+        from worker.segmentation import artifacts  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    resolve = getattr(artifacts, "artifact_path", None)
+    if resolve is None:
+        return None
+    try:
+        found = resolve(model_dir, which)
+    except Exception:  # the store's own errors: fall back to the file conventions
+        return None
+    return Path(found) if found else None
+
+
+# -- segment changes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangesRead:
+    """Segment changes read from the topic, and how the read went."""
+
+    frame: pd.DataFrame
+    records: int
+    rejected: int
+    complete: bool
+    seconds: float
+
+    def describe(self, topic: str) -> str:
+        text = f"{self.records:,} records read from {topic} in {self.seconds:.1f} s"
+        if self.rejected:
+            text += f", {self.rejected:,} not valid segment changes (skipped)"
+        if not self.complete:
+            text += ", stopped at the time limit before the end of the topic"
+        return text
+
+
+def read_changes(
+    bootstrap: str,
+    topic: str,
+    *,
+    idle_s: float = 2.0,
+    timeout_s: float = 120.0,
+    client_id: str = "segstream-report",
+) -> ChangesRead:
+    """Every segment change on ``topic`` from the beginning (see the module docstring)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    from schemas import SegmentChange, decode_many
+
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    records = rejected = 0
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            request_timeout_ms=30_000,
+        )
+    except KafkaError as exc:
+        raise ReportInputError(f"cannot reach the broker at {bootstrap}: {exc}") from exc
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return ChangesRead(_changes_frame([]), 0, 0, True, time.monotonic() - started)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        position = {tp: -1 for tp in tps}
+        last_new = time.monotonic()
+        deadline = started + timeout_s
+        complete = False
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=250, max_records=5000)
+            if batch:
+                last_new = time.monotonic()
+            for tp, messages in batch.items():
+                records += len(messages)
+                position[tp] = max(position[tp], messages[-1].offset)
+                valid, bad = decode_many(SegmentChange, [m.value or b"" for m in messages])
+                rejected += len(bad)
+                rows.extend(_change_row(change) for _, change in valid)
+            reached = all(position[tp] + 1 >= ends.get(tp, 0) for tp in tps)
+            if reached and time.monotonic() - last_new >= idle_s:
+                complete = True
+                break
+    except KafkaError as exc:
+        raise ReportInputError(f"cannot read {topic} from {bootstrap}: {exc}") from exc
+    finally:
+        consumer.close()
+    return ChangesRead(
+        _changes_frame(rows), records, rejected, complete, time.monotonic() - started
+    )
+
+
+def _change_row(change: Any) -> dict[str, Any]:
+    return {
+        "customer_id": change.customer_id,
+        "old_segment": change.old_segment,
+        "new_segment": change.new_segment,
+        "reason": change.reason,
+        "event_time": change.event_time,
+        "processing_time": change.processing_time,
+        "model_version": change.model_version,
+    }
+
+
+def _changes_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=[*CHANGE_COLUMNS, "model_version"])
+    for column in ("event_time", "processing_time"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
