@@ -84,7 +84,8 @@ def test_state_equals_oracle_including_clicks(
     assert any(s.abandoned_carts > 0 for s in got.values())
     assert any(s.cart_checkout_sessions > 0 for s in got.values())
     assert mem.counters()["anonymous"] > 0
-    assert redis_client.exists(keys.fingerprints(redis_prefix, next(iter(got))))  # type: ignore[attr-defined]
+    fp_keys = list(redis_client.scan_iter(match=f"{redis_prefix}:f:*"))  # type: ignore[attr-defined]
+    assert 0 < len(fp_keys) < len(got)  # some customers outgrew the in-hash fingerprints
 
 
 def test_same_batches_twice_leave_state_unchanged(
