@@ -44,12 +44,12 @@ TOPIC = "orders"
 PARTITIONS = 8
 
 
-def customer_events(i: int, rng: random.Random) -> list[OrderEvent | ClickEvent]:
+def customer_events(i: int, rng: random.Random, days: int) -> list[OrderEvent | ClickEvent]:
     cid = f"C{i:07d}"
     out: list[OrderEvent | ClickEvent] = []
     for k in range(rng.randint(1, 3)):
         price = rng.randrange(500, 20000) / 100
-        when = T0 + timedelta(seconds=rng.randrange(600 * 86400))
+        when = T0 + timedelta(seconds=rng.randrange(days * 86400))
         out.append(OrderEvent(
             event_id=f"{cid}-o{k}", schema_version=1, customer_id=cid, order_id=f"{cid}-{k}",
             event_time=when, status="placed", items=[LineItem(sku="S1", quantity=1,
@@ -62,7 +62,7 @@ def customer_events(i: int, rng: random.Random) -> list[OrderEvent | ClickEvent]
             event_time=first.event_time + timedelta(hours=1), status="cancelled",
             items=first.items, total=first.total))  # fmt: skip
     if rng.random() < 0.5:
-        start = T0 + timedelta(seconds=rng.randrange(600 * 86400))
+        start = T0 + timedelta(seconds=rng.randrange(days * 86400))
         for j, kind in enumerate(("page_view", "add_to_cart")):
             out.append(ClickEvent(
                 event_id=f"{cid}-k{j}", schema_version=1, session_id=f"{cid}-s",
@@ -71,13 +71,13 @@ def customer_events(i: int, rng: random.Random) -> list[OrderEvent | ClickEvent]
     return out
 
 
-def batches(n_customers: int, batch_size: int, seed: int) -> Iterator[Batch]:
+def batches(n_customers: int, batch_size: int, seed: int, days: int) -> Iterator[Batch]:
     rng = random.Random(seed)
     offsets = [0] * PARTITIONS
     records: list[Record] = []
     for i in range(n_customers):
         p = i % PARTITIONS
-        for ev in customer_events(i, rng):
+        for ev in customer_events(i, rng, days):
             records.append(Record(TOPIC, p, offsets[p], ev))
             offsets[p] += 1
         if len(records) >= batch_size:
@@ -148,10 +148,12 @@ def main() -> None:
     ap.add_argument("--speed-customers", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--days", type=int, default=600, help="event times spread over this many days")
     a = ap.parse_args()
     load = os.getloadavg()
     print(f"# {platform.node()} {os.cpu_count()} cpus, load {load[0]:.2f} {load[1]:.2f}, "
-          f"python {platform.python_version()}, seed {a.seed}, batch {a.batch}")  # fmt: skip
+          f"python {platform.python_version()}, seed {a.seed}, batch {a.batch}, "
+          f"events over {a.days} days")  # fmt: skip
     with tempfile.TemporaryDirectory() as run_dir, local_services(run_dir) as svc:
         url = svc["redis"].url
         r = redis.Redis.from_url(url)
@@ -160,7 +162,9 @@ def main() -> None:
         # -- memory --------------------------------------------------------------------------
         r.flushall()
         before = used_memory(r)
-        n_events, secs = asyncio.run(apply_all(url, prefix, batches(a.customers, a.batch, a.seed)))
+        n_events, secs = asyncio.run(
+            apply_all(url, prefix, batches(a.customers, a.batch, a.seed, a.days))
+        )
         after = used_memory(r)
         buckets = list(r.scan_iter(match=keys.last_order_pattern(prefix), count=10_000))
         n_cust = sum(r.zcard(b) for b in buckets)
@@ -187,7 +191,7 @@ def main() -> None:
         print(f"  after the dirty set is drained: {drained / a.customers:.1f} bytes/customer "
               f"(target <= 400)")  # fmt: skip
         # -- speed ---------------------------------------------------------------------------
-        bs = list(batches(a.speed_customers, a.batch, a.seed + 1))
+        bs = list(batches(a.speed_customers, a.batch, a.seed + 1, a.days))
         n = sum(len(b.records) for b in bs)
         lua, full, base = [], [], []
         for _ in range(a.runs):
