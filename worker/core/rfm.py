@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
+from typing import NamedTuple
 
 from schemas import ClickEvent, OrderEvent
 
@@ -114,9 +115,11 @@ def fingerprint(tag: bytes, value: str) -> bytes:
     return digest.digest()
 
 
-@dataclass(frozen=True, slots=True)
-class EventDelta:
-    """One event reduced to what the state update needs (the Lua script's input, per event)."""
+class EventDelta(NamedTuple):
+    """One event reduced to what the state update needs (the Lua script's input, per event).
+
+    A named tuple rather than a dataclass: one is built per event on the hot path.
+    """
 
     kind: Kind
     customer_id: str | None
