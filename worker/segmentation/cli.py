@@ -1,0 +1,293 @@
+"""``segstream train`` and ``segstream segments``: train a model, print a model's segments.
+
+Every flag falls back to an environment variable (shown in ``--help``): the common ones through
+:func:`worker.cli_options.settings_options`, the training ones as ``SEGSTREAM_TRAIN_*``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from worker.cli_options import env_option, settings_options
+from worker.config import Settings
+from worker.errors import ConfigError
+from worker.segmentation.features import DEFAULT_FEATURES, KNOWN_FEATURES
+from worker.segmentation.model import SegmentModel
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _opt(*flags: str, env: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option that falls back to the environment variable ``env`` (shown in --help)."""
+    return click.option(*flags, envvar=env, show_envvar=True, **kwargs)
+
+
+def parse_k_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(p) for p in text.split("-", 1))
+    except ValueError:
+        raise ConfigError(f"--k-range {text!r}: expected LOW-HIGH, e.g. 2-10") from None
+    if not 2 <= lo <= hi:
+        raise ConfigError(f"--k-range {text!r}: need 2 <= LOW <= HIGH")
+    return lo, hi
+
+
+def parse_as_of(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--as-of {text!r}: expected ISO 8601, e.g. 2026-11-01T00:00:00Z"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@click.command("train")
+@settings_options
+@_opt(
+    "--from",
+    "source",
+    env="SEGSTREAM_TRAIN_FROM",
+    type=click.Choice(["redis"]),
+    default=None,
+    help="Train on the customer state in Redis (--redis-url, --redis-prefix).",
+)
+@_opt(
+    "--file",
+    "orders_file",
+    env="SEGSTREAM_TRAIN_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Train on a generic orders CSV: customer_id,order_id,ts,amount[,currency,status].",
+)
+@_opt(
+    "--export",
+    "export_file",
+    env="SEGSTREAM_TRAIN_EXPORT",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Train on an export file (CSV/JSON lines with the contract columns).",
+)
+@_opt(
+    "--k",
+    "k_text",
+    env="SEGSTREAM_TRAIN_K",
+    default="auto",
+    show_default=True,
+    help="Number of segments, or 'auto' to choose it in --k-range.",
+)
+@_opt(
+    "--k-range",
+    env="SEGSTREAM_TRAIN_K_RANGE",
+    default="2-10",
+    show_default=True,
+    help="Range of k tried with --k auto.",
+)
+@_opt(
+    "--seed",
+    env="SEGSTREAM_TRAIN_SEED",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of K-means and of the samples.",
+)
+@_opt(
+    "--as-of",
+    env="SEGSTREAM_TRAIN_AS_OF",
+    default=None,
+    help="As-of time (ISO 8601 UTC) for recency/tenure. Default: now for --from redis, the "
+    "newest order for --file, the file's own recency for --export.",
+)
+@_opt(
+    "--features",
+    env="SEGSTREAM_TRAIN_FEATURES",
+    default=",".join(DEFAULT_FEATURES),
+    show_default=True,
+    help=f"Comma-separated model features, from: {', '.join(KNOWN_FEATURES)}.",
+)
+@_opt(
+    "--out",
+    "out_dir",
+    env="SEGSTREAM_TRAIN_OUT",
+    default=None,
+    help="Directory for plots and the profile table. Default: <model-dir>/<version>/.",
+)
+@_opt(
+    "--publish/--no-publish",
+    env="SEGSTREAM_TRAIN_PUBLISH",
+    default=None,
+    help="Also store the model in Redis as the current one. Default: yes with --from redis.",
+)
+@env_option(
+    "hysteresis_margin",
+    "--hysteresis-margin",
+    type=float,
+    help="Default hysteresis margin stored in the model.",
+)
+def train_command(
+    settings: Settings,
+    source: str | None,
+    orders_file: str | None,
+    export_file: str | None,
+    k_text: str,
+    k_range: str,
+    seed: int,
+    as_of: str | None,
+    features: str,
+    out_dir: str | None,
+    publish: bool | None,
+    hysteresis_margin: float,
+) -> None:
+    """Train a K-means segmentation model, choose k, name segments, store the artifact."""
+    from worker.segmentation import sources
+    from worker.segmentation.artifacts import FileModelStore
+    from worker.segmentation.plots import plot_k_scores
+    from worker.segmentation.training import train
+
+    chosen_sources = [s for s in (source, orders_file, export_file) if s]
+    if len(chosen_sources) != 1:
+        raise ConfigError("give exactly one of --from redis, --file ORDERS.csv, --export FILE")
+    when = parse_as_of(as_of)
+    if source == "redis":
+        state = sources.state_from_redis(settings.redis_url, settings.redis_prefix, when)
+        where = f"Redis {settings.redis_url} prefix {settings.redis_prefix}"
+    elif orders_file:
+        state = sources.state_from_orders(orders_file, when)
+        where = orders_file
+    else:
+        assert export_file is not None
+        state = sources.state_from_export(export_file)
+        where = export_file
+    k = None if k_text == "auto" else _int_k(k_text)
+    names = tuple(f.strip() for f in features.split(",") if f.strip())
+    result = train(
+        state,
+        k=k,
+        k_range=parse_k_range(k_range),
+        seed=seed,
+        features=names,
+        as_of=when if (when and source != "redis") else None,
+        hysteresis_margin=hysteresis_margin,
+    )
+    model = result.model
+    path = FileModelStore(settings.model_dir).save(model)
+    if publish or (publish is None and source == "redis"):
+        from worker.segmentation.artifacts_redis import RedisModelStore
+
+        RedisModelStore.from_url(settings.redis_url, settings.redis_prefix).save(model)
+        click.echo(f"published to Redis {settings.redis_prefix}:model:{model.version} (current)")
+    out = Path(out_dir) if out_dir else Path(settings.model_dir) / model.version
+    elbow, sil = plot_k_scores(model, out)
+    profiles_csv = out / "profiles.csv"
+    import pandas as pd
+
+    pd.DataFrame(list(model.profiles)).to_csv(profiles_csv, index=False)
+    click.echo(f"trained on {model.training_size} customers from {where}")
+    print_scores(model)
+    click.echo(model.k_rule)
+    print_segments(model)
+    t = result.timings
+    click.echo(
+        f"model {model.version} -> {path} (current); plots {elbow}, {sil}; "
+        f"profiles {profiles_csv}; took {t['total_s']:.1f}s "
+        f"(k-means {t['kmeans_s']:.1f}s, silhouette {t['silhouette_s']:.1f}s)"
+    )
+
+
+def _int_k(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        raise ConfigError(f"--k {text!r}: expected 'auto' or an integer >= 1") from None
+    if k < 1:
+        raise ConfigError(f"--k {text!r}: expected 'auto' or an integer >= 1")
+    return k
+
+
+def print_scores(model: SegmentModel) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="k scores")
+    for col in ("k", "inertia", "silhouette", "smallest segment"):
+        table.add_column(col, justify="right")
+    for s in sorted(model.scores, key=lambda s: s.k):
+        mark = " *" if s.k == model.k else ""
+        table.add_row(
+            f"{s.k}{mark}", f"{s.inertia:,.0f}", f"{s.silhouette:.3f}", f"{s.min_share:.1%}"
+        )
+    Console().print(table)
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def print_segments(model: SegmentModel) -> None:
+    """The model's segment profiles as a rich table (real units)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"segments of model {model.version} (k={model.k}, "
+                  f"{model.training_size:,} customers)")  # fmt: skip
+    columns = (
+        ("id", "id", "d"), ("name", "name", "s"), ("size", "size", ","), ("share", "share", ".1%"),
+        ("revenue", "revenue_share", ".1%"), ("recency d (med)", "recency_days_median", ".0f"),
+        ("orders (med)", "frequency_median", ".1f"), ("orders (mean)", "frequency_mean", ".1f"),
+        ("monetary (med)", "monetary_median", ",.0f"), ("AOV (med)", "aov_median", ",.0f"),
+        ("sessions (mean)", "sessions_mean", ".1f"),
+        ("abandoned (mean)", "abandoned_carts_mean", ".1f"),
+    )  # fmt: skip
+    for title, _, _ in columns:
+        table.add_column(title, justify="left" if title == "name" else "right")
+    for p in model.profiles:
+        table.add_row(*(_num(p.get(key), fmt) for _, key, fmt in columns))
+    # Wide enough for the table when piped (rich assumes 80 columns without a terminal).
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    population = model.extra.get("population", {})
+    if population:
+        console.print(
+            "naming reference (buyers): F = median orders {frequency_median:.1f}, "
+            "M75 = {monetary_p75:,.0f}, A = median AOV {aov_median:,.0f}".format(**population)
+        )
+    for p in model.profiles:
+        console.print(f"  {p.get('name')}: {p.get('rule', '')}")
+
+
+@click.command("segments")
+@settings_options
+@_opt(
+    "--version",
+    "version",
+    env="SEGSTREAM_MODEL_VERSION",
+    default=None,
+    help="Model version to show. Default: the current one.",
+)
+@_opt(
+    "--from-redis/--from-files",
+    "from_redis",
+    env="SEGSTREAM_SEGMENTS_FROM_REDIS",
+    default=False,
+    help="Read the model from Redis instead of --model-dir.",
+)
+def segments_command(settings: Settings, version: str | None, from_redis: bool) -> None:
+    """Print the segment profiles of a model (default: the current one)."""
+    if from_redis:
+        from worker.segmentation.artifacts_redis import RedisModelStore
+
+        model = RedisModelStore.from_url(settings.redis_url, settings.redis_prefix).load(version)
+    else:
+        from worker.segmentation.artifacts import FileModelStore
+
+        model = FileModelStore(settings.model_dir).load(version)
+    print_segments(model)
+    click.echo(model.k_rule)
