@@ -86,6 +86,8 @@ def _register_subcommands() -> None:
     main.add_command(importlib.import_module("worker.cli_worker").worker)
     main.add_command(importlib.import_module("worker.reads").customer)
     main.add_command(importlib.import_module("worker.reads").export)
+    main.add_command(importlib.import_module("worker.segmentation.cli").train_command)
+    main.add_command(importlib.import_module("worker.segmentation.cli").segments_command)
     main.add_command(importlib.import_module("worker.report.cli").report)
 
 
