@@ -1,0 +1,569 @@
+"""Throughput and latency of ``segstream worker``, beside the floor and a plain faust agent.
+
+What it does, on its own broker (tansu) and Redis started for the run:
+
+1. pre-loads an orders topic and a clicks topic (4 partitions each) with ``--events`` synthetic
+   events from a fixed seed (a quarter orders, the rest clicks, over ``--customers`` customers);
+2. for each of ``--runs`` runs, consumes them all with three processes, one at a time, in an
+   order rotated per run, each with a fresh consumer group and Redis key prefix:
+
+   * ``worker``: the real ``segstream worker`` (faust app + batched aiokafka ingest + the state
+     store's Lua script with fences, dedup, sweep index, counters);
+   * ``floor``: a bare aiokafka ``getmany`` loop applying each batch with one small Lua call
+     (RFM increments + per-partition offset fence, no other logic), commit after Redis;
+   * ``faust``: a plain faust agent, ``stream.take_events(1000, within=50 ms)``, doing the same
+     work as the floor (same Lua call), uvloop set before faust is imported;
+
+   events/s are counted in Redis (the ``received`` counter each path increments in the same
+   script that writes the state), never from the broker's lag, over the span between the first
+   and the last applied batch (group-join time is printed apart as ``start``);
+3. event-to-state latency of ``segstream worker`` at an offered ``--latency-rate`` events/s for
+   ``--latency-seconds``: the producer stamps ``event_time = now``; one event in 20 is an order of
+   a customer never seen before, and a sampler polls Redis (pipelined ``EXISTS`` every 5 ms) for
+   its state hash; latency = first time it is visible - event time.
+
+Figures are medians over the runs; ratios are against the floor measured in the same run.
+``--events`` smaller than 1M is for a quick look; the issue's figure is at 1M.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+TARGETS = {"events_per_s": 30_000, "vs_floor": 0.5, "p99_ms": 150.0}
+
+#: The floor's (and the faust agent's) whole job per batch: RFM increments and the fence.
+FLOOR_LUA = """
+local prefix = ARGV[1]
+local np = tonumber(ARGV[2])
+local fence, fkey, fpart, fhigh = {}, {}, {}, {}
+local i = 3
+for p = 1, np do
+  fkey[p] = prefix .. ':fence:' .. ARGV[i]
+  fpart[p] = ARGV[i + 1]
+  fhigh[p] = tonumber(ARGV[i + 2])
+  fence[p] = tonumber(redis.call('HGET', fkey[p], fpart[p]) or '-1')
+  i = i + 3
+end
+local n = tonumber(ARGV[i])
+i = i + 1
+local received = 0
+for e = 1, n do
+  local p = tonumber(ARGV[i])
+  if tonumber(ARGV[i + 1]) > fence[p] then
+    received = received + 1
+    local key = prefix .. ':c:{' .. ARGV[i + 2] .. '}'
+    local cents = tonumber(ARGV[i + 3])
+    if cents >= 0 then
+      redis.call('HINCRBY', key, 'frequency', 1)
+      redis.call('HINCRBY', key, 'monetary_cents', cents)
+      local ms = tonumber(ARGV[i + 4])
+      local last = tonumber(redis.call('HGET', key, 'last_order_ms') or '0')
+      if ms > last then redis.call('HSET', key, 'last_order_ms', ms) end
+    else
+      redis.call('HINCRBY', key, 'page_views', 1)
+    end
+  end
+  i = i + 5
+end
+for p = 1, np do
+  if fhigh[p] > fence[p] then redis.call('HSET', fkey[p], fpart[p], fhigh[p]) end
+end
+redis.call('HINCRBY', prefix .. ':counters', 'received', received)
+return received
+"""
+
+
+# -- synthetic events ----------------------------------------------------------------------------
+def make_events(n: int, customers: int, seed: int) -> list[tuple[bool, bytes, bytes]]:
+    """``(is_order, key, json)``: valid orders and clicks, built from templates (fast)."""
+    rng = random.Random(seed)
+    out: list[tuple[bool, bytes, bytes]] = []
+    span = 600 * 86400
+    kinds = ("page_view", "search", "checkout_start")
+    for i in range(n):
+        cid = f"C{rng.randrange(customers):07d}"
+        when = (T0 + timedelta(seconds=rng.randrange(span))).isoformat().replace("+00:00", "Z")
+        if rng.random() < 0.25:
+            qty, price = rng.randint(1, 3), rng.randrange(100, 20000) / 100
+            total = round(qty * price, 2)
+            body = (
+                f'{{"event_id":"E{seed}-{i}","schema_version":1,"customer_id":"{cid}",'
+                f'"order_id":"O{seed}-{i}","event_time":"{when}","status":"placed",'
+                f'"items":[{{"sku":"SKU-{rng.randrange(500)}","quantity":{qty},'
+                f'"unit_price":{price}}}],"total":{total},"currency":"EUR"}}'
+            )
+            out.append((True, cid.encode(), body.encode()))
+        else:
+            body = (
+                f'{{"event_id":"K{seed}-{i}","schema_version":1,"session_id":"S{seed}-{i // 6}",'
+                f'"event_time":"{when}","type":"{kinds[i % 3]}","customer_id":"{cid}"}}'
+            )
+            out.append((False, cid.encode(), body.encode()))
+    return out
+
+
+async def produce_all(bootstrap: str, topics: tuple[str, str], events: list[Any]) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1
+    )
+    await producer.start()
+    started = time.perf_counter()
+    pending = []
+    for is_order, key, value in events:
+        pending.append(await producer.send(topics[0] if is_order else topics[1], value, key=key))
+        if len(pending) >= 20_000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    await producer.stop()
+    return time.perf_counter() - started
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+    )
+    admin.close()
+
+
+# -- floor and faust paths (run in their own processes: `bench_worker.py _floor|_faust ...`) ------
+def floor_args(prefix: str, rows: list[tuple[str, int, int, bytes]]) -> list[Any]:
+    """Script arguments for ``(topic, partition, offset, value)`` rows (decoded with orjson)."""
+    parts: dict[tuple[str, int], int] = {}
+    high: dict[tuple[str, int], int] = {}
+    body: list[Any] = []
+    for topic, partition, offset, value in rows:
+        tp = (topic, partition)
+        idx = parts.setdefault(tp, len(parts) + 1)
+        high[tp] = max(high.get(tp, -1), offset)
+        ev = orjson.loads(value)
+        cid = ev.get("customer_id") or ev.get("anonymous_id") or ""
+        if "total" in ev:
+            ms = int(datetime.fromisoformat(ev["event_time"]).timestamp() * 1000)
+            body += [idx, offset, cid, round(ev["total"] * 100), ms]
+        else:
+            body += [idx, offset, cid, -1, 0]
+    args: list[Any] = [prefix, len(parts)]
+    for tp in parts:
+        args += [tp[0], tp[1], high[tp]]
+    args.append(len(rows))
+    return args + body
+
+
+async def run_floor(opts: argparse.Namespace) -> None:
+    import redis.asyncio as aioredis
+    from aiokafka import AIOKafkaConsumer
+
+    r = aioredis.Redis.from_url(opts.redis_url)
+    script = r.register_script(FLOOR_LUA)
+    consumer = AIOKafkaConsumer(
+        *opts.topics.split(","), bootstrap_servers=opts.bootstrap, group_id=opts.group,
+        enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=6000,
+        heartbeat_interval_ms=2000, max_poll_records=opts.batch,
+    )  # fmt: skip
+    await consumer.start()
+    done = 0
+    while done < opts.expect:
+        fetched = await consumer.getmany(timeout_ms=200, max_records=opts.batch)
+        rows = [(m.topic, m.partition, m.offset, m.value) for ms in fetched.values() for m in ms]
+        if not rows:
+            continue
+        done += int(await script(keys=[], args=floor_args(opts.prefix, rows)))
+        await consumer.commit()
+    await consumer.stop()
+    await r.aclose()
+
+
+def run_faust(opts: argparse.Namespace) -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    import faust
+
+    app = faust.App(
+        opts.group, broker=f"kafka://{opts.bootstrap}", store="memory://", web_enabled=False,
+        broker_session_timeout=6, broker_heartbeat_interval=2, topic_partitions=4,
+        datadir=tempfile.mkdtemp(prefix="bench-faust-"), autodiscover=False,
+    )  # fmt: skip
+    topic = app.topic(*opts.topics.split(","), value_serializer="raw")
+    state: dict[str, Any] = {"done": 0}
+
+    @app.agent(topic)
+    async def apply(stream: Any) -> None:
+        import redis.asyncio as aioredis
+
+        r = aioredis.Redis.from_url(opts.redis_url)
+        script = r.register_script(FLOOR_LUA)
+        async for events in stream.take_events(1000, within=0.05):
+            rows = [
+                (e.message.topic, e.message.partition, e.message.offset, e.value) for e in events
+            ]
+            state["done"] += int(await script(keys=[], args=floor_args(opts.prefix, rows)))
+            if state["done"] >= opts.expect:
+                app._crash_reason = None
+                asyncio.get_event_loop().call_soon(lambda: asyncio.ensure_future(app.stop()))
+
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+# -- measuring -----------------------------------------------------------------------------------
+@dataclass
+class Throughput:
+    path: str
+    run: int
+    events_per_s: float
+    start_s: float
+    total_s: float
+    #: CPU time per event of the consuming process and of redis-server over the measured span:
+    #: what each path costs, independent of how busy the machine is.
+    proc_cpu_us: float = 0.0
+    redis_cpu_us: float = 0.0
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu_s(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def watch(r: redis.Redis, prefix: str, expect: int, proc: subprocess.Popen[bytes]) -> Throughput:
+    key = f"{prefix}:counters"
+    spawned = time.perf_counter()
+    first_t = first_n = None
+    cpu0 = rcpu0 = 0.0
+    deadline = spawned + 1800
+    while True:
+        now = time.perf_counter()
+        n = int(r.hget(key, "received") or 0)
+        if n and first_t is None:
+            first_t, first_n = now, n
+            cpu0, rcpu0 = proc_cpu_s(proc.pid), redis_cpu_s(r)
+        if n >= expect:
+            cpu1, rcpu1 = proc_cpu_s(proc.pid), redis_cpu_s(r)
+            break
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early with {proc.returncode} at {n}/{expect}")
+        if now > deadline:
+            raise RuntimeError(f"timed out at {n}/{expect}")
+        time.sleep(0.02)
+    assert first_t is not None and first_n is not None
+    span_events = max(expect - first_n, 1)
+    rate = span_events / max(now - first_t, 1e-9)
+    return Throughput(
+        "", 0, rate, first_t - spawned, now - spawned,
+        proc_cpu_us=(cpu1 - cpu0) / span_events * 1e6,
+        redis_cpu_us=(rcpu1 - rcpu0) / span_events * 1e6,
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def worker_env(
+    bootstrap: str, redis_url: str, prefix: str, group: str, topics: tuple[str, str], port: int,
+    run_dir: str,
+) -> dict[str, str]:  # fmt: skip
+    env = dict(os.environ)
+    env.update(
+        SEGSTREAM_KAFKA_BOOTSTRAP=bootstrap, SEGSTREAM_REDIS_URL=redis_url,
+        SEGSTREAM_REDIS_PREFIX=prefix, SEGSTREAM_GROUP_ID=group,
+        SEGSTREAM_ORDERS_TOPIC=topics[0], SEGSTREAM_CLICKS_TOPIC=topics[1],
+        SEGSTREAM_DEAD_LETTER_TOPIC="bench-dead-letter", SEGSTREAM_CONTROL_TOPIC="bench-control",
+        SEGSTREAM_WEB_PORT=str(port), SEGSTREAM_RUN_DIR=run_dir, SEGSTREAM_LOG_LEVEL="WARNING",
+        SEGSTREAM_SESSION_TIMEOUT_S="6", SEGSTREAM_SWEEP_INTERVAL_S="60",
+    )  # fmt: skip
+    return env
+
+
+def spawn(path: str, opts: argparse.Namespace, ctx: dict[str, Any], tag: str) -> Any:
+    from worker.services import free_port
+
+    prefix, group = f"b-{tag}", f"g-{tag}"
+    log = open(Path(ctx["dir"]) / f"{tag}.log", "wb")  # noqa: SIM115 - closed by the caller
+    topics = ctx["topics"]
+    if path == "worker":
+        env = worker_env(
+            ctx["bootstrap"], ctx["redis_url"], prefix, group, topics, free_port(), ctx["dir"]
+        )
+        cmd = [sys.executable, "-m", "worker", "worker"]
+    else:
+        env = dict(os.environ)
+        cmd = [
+            sys.executable, __file__, f"_{path}", "--bootstrap", ctx["bootstrap"],
+            "--redis-url", ctx["redis_url"], "--prefix", prefix, "--group", group,
+            "--topics", ",".join(topics), "--expect", str(opts.events), "--batch", "5000",
+        ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    return proc, prefix, log
+
+
+async def latency_run(opts: argparse.Namespace, ctx: dict[str, Any], run: int) -> list[float]:
+    """Offered ``--latency-rate`` events/s for ``--latency-seconds``; returns latencies (ms)."""
+    import urllib.request
+
+    import redis.asyncio as aioredis
+    from aiokafka import AIOKafkaProducer
+
+    from worker.services import free_port
+
+    topics = (f"lat-orders-{run}", f"lat-clicks-{run}")
+    create_topics(ctx["bootstrap"], list(topics), 4)
+    prefix, group, port = f"lat-{run}", f"lat-g-{run}", free_port()
+    env = worker_env(ctx["bootstrap"], ctx["redis_url"], prefix, group, topics, port, ctx["dir"])
+    log = open(Path(ctx["dir"]) / f"latency-{run}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "worker"], env=env, cwd=REPO, stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until the ingest consumer owns partitions
+            url = f"http://127.0.0.1:{port}/health"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
+                if orjson.loads(resp.read()).get("assigned"):
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("latency worker did not get partitions")
+            await asyncio.sleep(0.1)
+        producer = AIOKafkaProducer(bootstrap_servers=ctx["bootstrap"], linger_ms=1, acks=1)
+        await producer.start()
+        r = aioredis.Redis.from_url(ctx["redis_url"])
+        pending: dict[str, float] = {}
+        latencies: list[float] = []
+        rng = random.Random(1000 + run)
+        stop_at = time.time() + opts.latency_seconds
+        warm_until = time.time() + 1.0
+
+        async def sample() -> None:
+            while time.time() < stop_at + 5 and (pending or time.time() < stop_at):
+                if pending:
+                    names = list(pending)
+                    pipe = r.pipeline(transaction=False)
+                    for cid in names:
+                        pipe.exists(f"{prefix}:c:{{{cid}}}")
+                    seen = await pipe.execute()
+                    now = time.time()
+                    for cid, hit in zip(names, seen, strict=True):
+                        if hit:
+                            born = pending.pop(cid)
+                            if born >= warm_until:
+                                latencies.append((now - born) * 1000)
+                await asyncio.sleep(0.005)
+
+        sampler = asyncio.ensure_future(sample())
+        tick, i = 0.01, 0
+        per_tick = opts.latency_rate * tick
+        next_tick, owed = time.time(), 0.0
+        while time.time() < stop_at:
+            owed += per_tick
+            while owed >= 1:
+                owed -= 1
+                i += 1
+                born = time.time()
+                when = datetime.fromtimestamp(born, UTC).isoformat().replace("+00:00", "Z")
+                if i % 20 == 0:
+                    cid = f"L{run}-{i}"
+                    pending[cid] = born
+                    value = (
+                        f'{{"event_id":"LE{run}-{i}","schema_version":1,"customer_id":"{cid}",'
+                        f'"order_id":"LO{run}-{i}","event_time":"{when}","status":"placed",'
+                        f'"items":[{{"sku":"S","quantity":1,"unit_price":9.5}}],"total":9.5}}'
+                    )
+                    await producer.send(topics[0], value.encode(), key=cid.encode())
+                else:
+                    cid = f"C{rng.randrange(opts.customers):07d}"
+                    value = (
+                        f'{{"event_id":"LK{run}-{i}","schema_version":1,"session_id":"LS{i // 6}",'
+                        f'"event_time":"{when}","type":"page_view","customer_id":"{cid}"}}'
+                    )
+                    await producer.send(topics[1], value.encode(), key=cid.encode())
+            next_tick += tick
+            await asyncio.sleep(max(0.0, next_tick - time.time()))
+        offered = i / opts.latency_seconds
+        await producer.flush()
+        await sampler
+        await producer.stop()
+        await r.aclose()
+        if pending:
+            print(f"  latency run {run}: {len(pending)} sampled events never became visible")
+        print(f"  latency run {run}: offered {offered:,.0f} events/s, {len(latencies)} samples")
+        return latencies
+    finally:
+        stop(proc)
+        log.close()
+
+
+def conditions(opts: argparse.Namespace, redis_url: str) -> None:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    info = redis.Redis.from_url(redis_url).info("server")
+    print("# bench_worker conditions")
+    print(f"  machine: {platform.machine()}, {os.cpu_count()} cpu, load {os.getloadavg()}")
+    print(f"  python {platform.python_version()}, aiokafka {version('aiokafka')}, "
+          f"faust-streaming {version('faust-streaming')}, redis-py {version('redis')}, "
+          f"uvloop {version('uvloop')}, redis-server {info['redis_version']}, "
+          "broker tansu")  # fmt: skip
+    print(f"  events {opts.events:,} (25% orders), customers {opts.customers:,}, seed {opts.seed}, "
+          f"4+4 partitions, batch 5000, runs {opts.runs}, paths {opts.paths}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--paths", default="worker,floor,faust")
+    parser.add_argument("--latency-rate", type=float, default=10_000)
+    parser.add_argument("--latency-seconds", type=float, default=15)
+    parser.add_argument("--latency-runs", type=int, default=None, help="default: --runs")
+    opts = parser.parse_args()
+    paths = opts.paths.split(",") if opts.paths else []
+
+    from worker.services import local_services
+
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, local_services(tmp) as svc:
+        bootstrap, redis_url = svc["kafka"].url, svc["redis"].url
+        conditions(opts, redis_url)
+        r = redis.Redis.from_url(redis_url)
+        topics = ("bench-orders", "bench-clicks")
+        create_topics(bootstrap, [*topics, "bench-dead-letter", "bench-control"], 4)
+        ctx = {"bootstrap": bootstrap, "redis_url": redis_url, "topics": topics, "dir": tmp}
+        results: list[Throughput] = []
+        if paths:
+            t = time.perf_counter()
+            events = make_events(opts.events, opts.customers, opts.seed)
+            made = time.perf_counter() - t
+            took = asyncio.run(produce_all(bootstrap, topics, events))
+            del events
+            print(f"  pre-loaded {opts.events:,} events (made in {made:.1f}s, "
+                  f"produced in {took:.1f}s)\n")  # fmt: skip
+        for run in range(opts.runs if paths else 0):
+            order = paths[run % len(paths) :] + paths[: run % len(paths)]
+            for path in order:
+                r.flushdb()
+                proc, prefix, log = spawn(path, opts, ctx, f"{path}-{run}")
+                try:
+                    res = watch(r, prefix, opts.events, proc)
+                finally:
+                    stop(proc)
+                    log.close()
+                res.path, res.run = path, run
+                results.append(res)
+                print(f"  run {run} {path:<7} {res.events_per_s:>10,.0f} events/s   "
+                      f"start {res.start_s:5.1f}s   total {res.total_s:6.1f}s   "
+                      f"cpu/event: process {res.proc_cpu_us:5.1f} us, redis "
+                      f"{res.redis_cpu_us:5.1f} us   load {os.getloadavg()[0]:.2f}")  # fmt: skip
+        latencies: list[float] = []
+        per_run_p99: list[float] = []
+        for run in range(opts.runs if opts.latency_runs is None else opts.latency_runs):
+            r.flushdb()
+            got = asyncio.run(latency_run(opts, ctx, run))
+            latencies += got
+            if got:
+                per_run_p99.append(statistics.quantiles(got, n=100)[98])
+        report(results, latencies, per_run_p99)
+
+
+def report(results: list[Throughput], latencies: list[float], per_run_p99: list[float]) -> None:
+    print("\n# results (median of runs)")
+    med: dict[str, float] = {}
+    for path in dict.fromkeys(r.path for r in results):
+        rates = [r.events_per_s for r in results if r.path == path]
+        med[path] = statistics.median(rates)
+        runs = ", ".join(f"{x:,.0f}" for x in rates)
+        cpu = statistics.median(r.proc_cpu_us for r in results if r.path == path)
+        rcpu = statistics.median(r.redis_cpu_us for r in results if r.path == path)
+        print(f"  {path:<7} {med[path]:>10,.0f} events/s   (runs: {runs});  CPU per event: "
+              f"process {cpu:.1f} us, redis-server {rcpu:.1f} us")  # fmt: skip
+    if "worker" in med and "floor" in med:
+        per_run = [
+            w.events_per_s / f.events_per_s
+            for w in results
+            if w.path == "worker"
+            for f in results
+            if f.path == "floor" and f.run == w.run
+        ]
+        ratio = statistics.median(per_run)
+        print(f"  worker / floor = {ratio:.2f} (median of per-run ratios; target >= "
+              f"{TARGETS['vs_floor']:.2f})")  # fmt: skip
+    if "worker" in med:
+        ok = med["worker"] >= TARGETS["events_per_s"]
+        print(f"  worker target {TARGETS['events_per_s']:,} events/s: {'met' if ok else 'MISSED'}")
+    if "faust" in med and "worker" in med:
+        print(f"  worker / faust take() = {med['worker'] / med['faust']:.1f}x")
+    if latencies:
+        q = statistics.quantiles(latencies, n=100)
+        p50, p99 = statistics.median(latencies), q[98]
+        print(f"  latency (all samples, n={len(latencies)}): p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+              f"max {max(latencies):.1f} ms; per-run p99 "
+              f"{', '.join(f'{x:.1f}' for x in per_run_p99)} ms; "
+              f"target p99 <= {TARGETS['p99_ms']:.0f} ms")  # fmt: skip
+
+
+def sub_main(kind: str) -> None:
+    parser = argparse.ArgumentParser()
+    for name in ("--bootstrap", "--redis-url", "--prefix", "--group", "--topics"):
+        parser.add_argument(name, required=True)
+    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--batch", type=int, default=5000)
+    opts = parser.parse_args(sys.argv[2:])
+    if kind == "_floor":
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        asyncio.run(run_floor(opts))
+    else:
+        run_faust(opts)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("_floor", "_faust"):
+        sys.path.insert(0, str(REPO))
+        sub_main(sys.argv[1])
+    else:
+        main()
