@@ -23,7 +23,7 @@ import pandas as pd
 from worker.report import figures as figs
 from worker.report import tables
 from worker.report.errors import ReportError
-from worker.report.model_view import ModelView, read_model
+from worker.report.model_view import REFERENCES, ModelView, read_model
 
 __all__ = ["REPORT_FILE", "SECTIONS", "TABLE_FILES", "build_report"]
 
@@ -224,10 +224,22 @@ def _segments(
         if view.centroids_real is not None:
             real = view.centroids_real.reindex(view.names)
             rules["centre in real units"] = [
-                ", ".join(f"{k} {v:,.1f}" for k, v in row.items()) for _, row in real.iterrows()
+                ", ".join(f"{k} {round(v, 1) + 0.0:,.1f}" for k, v in row.items())
+                for _, row in real.iterrows()
             ]
         section.tables.append(("Segment names and the rules that gave them", rules))
+        if view.population:
+            section.tables.append(("Reference values in the rules", _references(view, currency)))
     return section
+
+
+def _references(view: ModelView, currency: str) -> pd.DataFrame:
+    rows = []
+    for key, value in view.population.items():
+        symbol, meaning, unit = REFERENCES.get(key, (key, key.replace("_", " "), ""))
+        unit = currency if unit == "currency" else unit
+        rows.append({"symbol": symbol, "meaning": meaning, "value": value, "unit": unit})
+    return pd.DataFrame(rows)
 
 
 def _centroids(state: pd.DataFrame, view: ModelView | None) -> tuple[pd.DataFrame | None, str]:
@@ -319,8 +331,8 @@ figure img{display:block;max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:14px;color:#444;margin-top:4px}
 .note{background:#fff6e0;border-left:4px solid #d9822b;padding:8px 12px;margin:10px 0}
 table{border-collapse:collapse;font-size:12px;margin:6px 0 16px 0}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right} th{background:#eef1f5}
-td:first-child,th:first-child{text-align:left}
+th,td{border:1px solid #ddd;padding:3px 7px;text-align:left} th{background:#eef1f5}
+.num{text-align:right;font-variant-numeric:tabular-nums}
 .tablewrap{overflow-x:auto}
 """
 # Marks images that failed to decode, then the body as loaded: headless checks read these.
@@ -345,20 +357,38 @@ def _png_width(png: bytes) -> int:
     return int.from_bytes(png[16:20], "big")
 
 
+def _cell(value: object, column: str) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+        return ""
+    if isinstance(value, pd.Timestamp):
+        return str(value.strftime("%Y-%m-%d %H:%M"))
+    if isinstance(value, (float, np.floating)):
+        share = "share" in column or "rate" in column or column == "conversion"
+        return f"{value:.1%}" if share else f"{value:,.2f}"
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    return str(value)
+
+
 def _table_html(frame: pd.DataFrame) -> str:
-    shown = frame.copy()
-    for column in shown.columns:
-        series = shown[column]
-        if isinstance(series.dtype, pd.DatetimeTZDtype):
-            shown[column] = series.dt.strftime("%Y-%m-%d %H:%M")
-        elif pd.api.types.is_float_dtype(series):
-            share = "share" in str(column) or "rate" in str(column) or column == "conversion"
-            shown[column] = series.map(
-                lambda v, s=share: "" if pd.isna(v) else (f"{v:.1%}" if s else f"{v:,.2f}")
-            )
-    keep_index = not isinstance(shown.index, pd.RangeIndex)
-    body = shown.to_html(index=keep_index, escape=True, border=0, na_rep="")
-    return f'<div class="tablewrap">{body}</div>'
+    """A plain HTML table: numbers right-aligned and formatted, text left-aligned, escaped."""
+    shown = frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
+    columns = [str(c) for c in shown.columns]
+    numeric = [pd.api.types.is_numeric_dtype(shown[c]) for c in shown.columns]
+    head = "".join(
+        f'<th class="{"num" if num else "txt"}">{_esc(c)}</th>'
+        for c, num in zip(columns, numeric, strict=True)
+    )
+    rows = []
+    for values in shown.itertuples(index=False):
+        cells = "".join(
+            f'<td class="{"num" if num else "txt"}">{_esc(_cell(v, c))}</td>'
+            for v, c, num in zip(values, columns, numeric, strict=True)
+        )
+        rows.append(f"<tr>{cells}</tr>")
+    body = "".join(rows)
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="tablewrap">{table}</div>'
 
 
 def _page(

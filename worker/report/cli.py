@@ -64,7 +64,15 @@ def report(
 ) -> None:
     """Write the analyst report (HTML with embedded figures + CSV tables)."""
     from worker.report.builder import build_report
-    from worker.report.sources import load_model, read_changes, read_state_file, read_state_redis
+    from worker.report.errors import ReportInputError
+    from worker.report.sources import (
+        assign_segments,
+        load_model,
+        load_model_redis,
+        read_changes,
+        read_state_file,
+        read_state_redis,
+    )
 
     as_of = parse_as_of(report_as_of)
     sources: dict[str, str] = {}
@@ -78,9 +86,29 @@ def report(
             f"(prefix {settings.redis_prefix})"
         )
     click.echo(f"state: {sources['state']}")
-    model, model_source = load_model(settings.model_dir, report_model)
+    model, model_source = None, ""
+    if (
+        not report_state_file
+        and report_model.lower() != "none"
+        and not report_model.endswith(".json")
+    ):
+        # The model the worker scores with (and that labelled this state), if published.
+        model, model_source = load_model_redis(
+            settings.redis_url, settings.redis_prefix, report_model
+        )
+    if model is None:
+        model, file_source = load_model(settings.model_dir, report_model)
+        model_source = f"{model_source}; {file_source}" if model_source else file_source
     sources["model"] = model_source
     click.echo(f"model: {model_source}")
+    labelled = "segment" in state and state["segment"].notna().any()
+    if model is not None and not labelled and len(state):
+        try:
+            state = state.assign(segment=assign_segments(state, model, as_of))
+            sources["segments"] = "the state carries none: assigned by the model's nearest centroid"
+        except ReportInputError as exc:
+            sources["segments"] = f"the state carries none and none could be assigned: {exc}"
+        click.echo(f"segments: {sources['segments']}")
     changes = None
     if read_topic:
         read = read_changes(settings.kafka_bootstrap, settings.segment_changes_topic)

@@ -69,11 +69,16 @@ def _compact(value: float, _pos: object = None) -> str:
     return f"{value:,.0f}"
 
 
-def _money_axis(axis: Any, log: bool = False) -> None:
+def _money_axis(
+    axis: Any, log: bool = False, values: pd.Series | None = None, max_ratio: float = 100.0
+) -> None:
     if log:
-        # Ticks at 1-2-5 steps; unlabelled minor ticks (log axes label 2×10¹, 3×10¹ ... which
-        # collide), so a range like 15-300 still reads 20, 50, 100, 200.
-        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        # Ticks at 1-2-5 steps over up to two decades (a range like 15-300 reads 20, 50, 100,
+        # 200), at powers of ten beyond; minor ticks unlabelled (log axes label 2×10¹, 3×10¹
+        # ... which collide).
+        positive = values[values > 0] if values is not None else pd.Series(dtype=float)
+        wide = len(positive) > 0 and positive.max() / positive.min() > max_ratio
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
         axis.set_minor_formatter(NullFormatter())
     axis.set_major_formatter(FuncFormatter(_compact))
 
@@ -115,7 +120,7 @@ def _log_hist(ax: Axes, values: pd.Series, colour: str) -> None:
     bins = np.geomspace(low, high if high > low else low * 1.01, 40).tolist()
     ax.hist(data, bins=bins, color=colour, edgecolor="white", linewidth=0.4)
     ax.set_xscale("log")
-    _money_axis(ax.xaxis, log=True)
+    _money_axis(ax.xaxis, log=True, values=values, max_ratio=1e4)
     median = float(np.median(data))
     ax.axvline(median, color="black", linestyle="--", linewidth=1)
     ax.annotate(f"median {median:,.0f}", (median, 0.93), xycoords=("data", "axes fraction"),
@@ -254,10 +259,10 @@ def clicks_vs_buying(state: pd.DataFrame) -> Figure:
     low = seen["conversion"].iloc[0] if len(seen) else float("nan")
     high = seen["conversion"].iloc[-1] if len(seen) else float("nan")
     caption = (
-        f"Left: the share of customers who ordered rises from {_fmt(100 * low, 0)}% with "
-        f"{seen['sessions'].iloc[0] if len(seen) else '?'} session(s) to {_fmt(100 * high, 0)}% "
-        f"with {seen['sessions'].iloc[-1] if len(seen) else '?'}; right: abandoned carts and "
-        f"product views needed per order, by how often customers buy."
+        f"Left: the share of customers who ordered is {_fmt(100 * low, 0)}% among those with "
+        f"{seen['sessions'].iloc[0] if len(seen) else '?'} session(s) and {_fmt(100 * high, 0)}% "
+        f"among those with {seen['sessions'].iloc[-1] if len(seen) else '?'}; right: abandoned "
+        f"carts and page + product views per order, by how often customers buy."
     )
     return Figure("fig-clicks", title, _render(fig), caption)
 
@@ -335,7 +340,7 @@ def centroid_heatmap(centroids: pd.DataFrame, source: str) -> Figure:
                 cbar_kws={"label": "standard deviations from the mean (z)"})  # fmt: skip
     title = "Segment centroids (standardised)"
     ax.set_title(title)
-    ax.set_xlabel("feature (log-transformed where skewed, then standardised; z units)")
+    ax.set_xlabel("feature (log1p-transformed, then standardised; z units)")
     ax.set_ylabel("segment")
     ax.tick_params(axis="x", rotation=30)
     ax.tick_params(axis="y", rotation=0)
@@ -371,7 +376,7 @@ def segment_distributions(state: pd.DataFrame, currency: str, palette: dict[str,
             ax.set_yticklabels([])
         if column in ("monetary", "aov") and (data[column] > 0).all() and len(data):
             ax.set_xscale("log")
-            _money_axis(ax.xaxis, log=True)
+            _money_axis(ax.xaxis, log=True, values=data[column])
     title = "Segments in real units"
     fig.suptitle(title)
     caption = (
@@ -420,12 +425,11 @@ def sizes_over_time(sizes: pd.DataFrame, palette: dict[str, object]) -> Figure:
     ax.set_ylabel("customers in segment (count)")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
     fig.autofmt_xdate()
-    first, last = sizes.iloc[0], sizes.iloc[-1]
-    growth = (last - first).sort_values()
+    growth = (sizes.iloc[-1] - sizes.iloc[0]).sort_values(ascending=False)
+    net = ", ".join(f"{name} {int(delta):+,}" for name, delta in growth.items())
     caption = (
-        f"Customers in each segment over the period, rebuilt from the segment changes: "
-        f"{growth.index[-1]} grew most ({int(growth.iloc[-1]):+,}), {growth.index[0]} "
-        f"changed least or shrank ({int(growth.iloc[0]):+,})."
+        f"Customers in each segment over the period, rebuilt from the segment changes; net "
+        f"change from the first to the last change: {net}."
     )
     return Figure("fig-sizes-over-time", title, _render(fig), caption)
 

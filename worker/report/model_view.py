@@ -52,6 +52,8 @@ class ModelView:
     k_scores: pd.DataFrame | None = None
     chosen_k: int | None = None
     k_rule: str | None = None
+    #: Reference values the naming rules compare with (``extra.population``), by artifact key.
+    population: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -129,26 +131,29 @@ def _num(values: Any, i: int) -> float:
     return math.nan if value is None else float(value)
 
 
-def _segmentation_rules(names: Sequence[str], population: Any) -> dict[str, str]:
+#: Population reference values of the naming rules: artifact key -> (symbol, meaning, unit).
+REFERENCES: dict[str, tuple[str, str, str]] = {
+    "recency_median": ("R", "median recency of buyers", "days"),
+    "frequency_mean": ("F", "mean frequency of buyers", "orders"),
+    "frequency_p75": ("F75", "75th percentile of buyers' frequency", "orders"),
+    "monetary_p75": ("M75", "75th percentile of buyers' net revenue", "currency"),
+    "aov_median": ("A", "median AOV of buyers", "currency"),
+}
+
+
+def _segmentation_rules(names: Sequence[str]) -> dict[str, str]:
     """The written rule behind each name, from the segmentation package's naming rules."""
     try:
         from worker.segmentation.profiles import NAME_RULES
     except ImportError:  # the report still works without the segmentation package
         return {}
     texts = {name: text for name, text, _ in NAME_RULES}
-    refs = ""
-    if isinstance(population, Mapping):
-        labels = (("recency_median", "R", "days"), ("frequency_p75", "F75", "orders"),
-                  ("monetary_p75", "M75", ""), ("aov_median", "A", ""))  # fmt: skip
-        parts = [f"{short} = {float(population[key]):,.1f}{' ' + unit if unit else ''}"
-                 for key, short, unit in labels if population.get(key) is not None]  # fmt: skip
-        refs = f" [{', '.join(parts)}]" if parts else ""
     out = {}
     for name in names:
         base = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
         if base in texts:
-            suffix = "" if base == name else " (second segment matching this rule)"
-            out[name] = texts[base] + suffix + refs
+            suffix = "" if base == name else " (another segment matching this rule)"
+            out[name] = texts[base] + suffix
     return out
 
 
@@ -235,10 +240,14 @@ def read_model(model: Mapping[str, Any] | None) -> ModelView | None:
                 real = np.expm1(real)
             view.centroids_real = real
     if view.names and not all(n in view.rules for n in view.names):
-        extra = model.get("extra")
-        population = extra.get("population") if isinstance(extra, Mapping) else None
-        for name, text in _segmentation_rules(view.names, population).items():
+        for name, text in _segmentation_rules(view.names).items():
             view.rules.setdefault(name, text)
+    extra = model.get("extra")
+    population = extra.get("population") if isinstance(extra, Mapping) else None
+    if isinstance(population, Mapping):
+        view.population = {
+            str(k): float(v) for k, v in population.items() if isinstance(v, int | float)
+        }
     k_rule = model.get("k_rule")
     view.k_rule = str(k_rule) if k_rule else None
 

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from worker.report.errors import ReportInputError
@@ -29,8 +30,10 @@ from worker.report.tables import CHANGE_COLUMNS
 
 __all__ = [
     "ChangesRead",
+    "assign_segments",
     "find_model_file",
     "load_model",
+    "load_model_redis",
     "read_changes",
     "read_state_file",
     "read_state_redis",
@@ -89,6 +92,9 @@ def read_state_redis(
 def find_model_file(model_dir: str | Path, which: str = "current") -> Path | None:
     """The artifact file for ``which`` (``current``, a version, or a path); ``None`` if absent.
 
+    The layout is :class:`worker.segmentation.artifacts.FileModelStore`'s: ``<version>.json``
+    files plus a ``current`` pointer file holding the current version.
+
     ``current`` is resolved, in order, from a ``current`` / ``CURRENT`` pointer file naming a
     version or file, a ``current.json`` file or symlink, else the newest ``*.json`` by name
     (versions embed their UTC creation time, so they sort by age).
@@ -131,7 +137,7 @@ def load_model(model_dir: str | Path, which: str = "current") -> tuple[dict[str,
     """
     if which.lower() == "none":
         return None, "model skipped (--model none)"
-    path = _from_segmentation_store(model_dir, which) or find_model_file(model_dir, which)
+    path = find_model_file(model_dir, which)
     if path is None:
         if which == "current":
             return None, f"no model artifact in {model_dir}"
@@ -145,20 +151,65 @@ def load_model(model_dir: str | Path, which: str = "current") -> tuple[dict[str,
     return dict(data), str(path)
 
 
-def _from_segmentation_store(model_dir: str | Path, which: str) -> Path | None:
-    """The artifact path as the segmentation package's own store resolves it, if it has one."""
+def load_model_redis(
+    redis_url: str, prefix: str, which: str = "current"
+) -> tuple[dict[str, Any] | None, str]:
+    """The artifact the worker uses, from the segmentation package's Redis model store.
+
+    (artifact dict or ``None``, where it came from / why there is none.)
+    """
+    import redis
+
     try:
-        from worker.segmentation import artifacts  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    resolve = getattr(artifacts, "artifact_path", None)
-    if resolve is None:
-        return None
+        from worker.segmentation.artifacts_redis import RedisModelStore
+    except ImportError:  # no segmentation package: no Redis model store either
+        return None, ""
+    client = redis.Redis.from_url(redis_url)
+    store = RedisModelStore(client, prefix)
     try:
-        found = resolve(model_dir, which)
-    except Exception:  # the store's own errors: fall back to the file conventions
-        return None
-    return Path(found) if found else None
+        current = client.get(store.current_key) if which == "current" else which.encode()
+        if not current:
+            return None, f"no current model in Redis (prefix {prefix})"
+        version = current.decode() if isinstance(current, bytes) else str(current)
+        raw = client.get(store.key(version))
+    except redis.RedisError as exc:
+        raise ReportInputError(f"cannot read the model from Redis {redis_url}: {exc}") from exc
+    finally:
+        client.close()
+    if raw is None:
+        return None, f"no model {version} in Redis (prefix {prefix})"
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ReportInputError(f"model {version} in Redis is not JSON: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ReportInputError(f"model {version} in Redis is not a JSON object")
+    return dict(data), f"{store.key(version)} in Redis {redis_url}"
+
+
+def assign_segments(state: pd.DataFrame, model: Mapping[str, Any], as_of: datetime) -> pd.Series:
+    """Segment names for a state that carries none, by the model's nearest centroid.
+
+    Uses the segmentation package's own feature pipeline and assignment (no hysteresis: there
+    is no current segment to keep), so the names are those the worker would give.
+    """
+    from worker.errors import ModelError
+
+    try:
+        from worker.segmentation.assign import assign
+        from worker.segmentation.features import real_matrix
+        from worker.segmentation.model import SegmentModel
+    except ImportError as exc:
+        raise ReportInputError(f"assigning segments needs worker.segmentation: {exc}") from exc
+
+    try:
+        segment_model = SegmentModel.from_dict(dict(model), source="the report's model")
+        x_real = real_matrix(state, segment_model.feature_names, as_of)
+    except ModelError as exc:
+        raise ReportInputError(f"cannot assign segments with the model: {exc}") from exc
+    result = assign(segment_model, x_real)
+    names = np.asarray(segment_model.names, dtype=object)[result.segment_ids]
+    return pd.Series(names, index=state.index, name="segment")
 
 
 # -- segment changes ------------------------------------------------------------------------------
