@@ -1,0 +1,138 @@
+"""The segmentation seam: ``on_changed`` after each applied batch, ``on_recency_crossed`` per sweep.
+
+The ingest service runs in-process here (a mode Service, as the faust app starts it) against the
+real broker and Redis, so the hooks can be observed directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas import ClickEvent, LineItem, OrderEvent
+from tests.integration.test_worker import produce, records_for
+from worker.config import Settings
+from worker.ingest.hooks import Hooks
+from worker.ingest.service import IngestService
+from worker.ingest.sweep import RecencySweep
+from worker.state.store import StateStore
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def _remove_keys_afterwards(redis_client: object) -> None:
+    """``redis_client`` deletes every key under this test's prefix when the test ends."""
+
+
+def _order(
+    i: int, customer: str, status: str = "placed", days_ago: float = 1, now: datetime = NOW
+) -> OrderEvent:
+    return OrderEvent(
+        event_id=f"e-{i}-{status}", schema_version=1, customer_id=customer, order_id=f"O{i}",
+        event_time=now - timedelta(days=days_ago), status=status,  # type: ignore[arg-type]
+        items=[LineItem(sku="S", quantity=1, unit_price=20.0)], total=20.0,
+    )  # fmt: skip
+
+
+def _click(i: int, customer: str) -> ClickEvent:
+    return ClickEvent(
+        event_id=f"k-{i}", schema_version=1, session_id=f"s-{i}", event_time=NOW,
+        type="page_view", customer_id=customer,
+    )  # fmt: skip
+
+
+async def _until(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_on_changed_gets_every_changed_customer_once_with_its_reason(settings: Settings) -> None:
+    events = [
+        _order(1, "buyer"),
+        _order(2, "refunded"),
+        _order(2, "refunded", "returned"),
+        _click(1, "browser"),
+        _click(2, "buyer"),
+    ]
+    calls: list[tuple[list[str], dict[str, str]]] = []
+
+    async def on_changed(ids: Sequence[str], reasons: Mapping[str, str]) -> None:
+        calls.append((list(ids), dict(reasons)))
+
+    async def scenario() -> None:
+        service = IngestService(settings, hooks=Hooks(on_changed=on_changed))
+        await service.start()
+        try:
+            produce(settings.kafka_bootstrap, records_for(settings, events))
+            await _until(lambda: service.metrics.valid >= len(events), 60, "all events applied")
+            # The same events again change nothing, so the hook hears nothing new.
+            produce(settings.kafka_bootstrap, records_for(settings, events))
+            await _until(lambda: service.metrics.duplicates >= len(events), 60, "replay skipped")
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+    seen: dict[str, set[str]] = {}
+    for ids, reasons in calls:
+        assert set(ids) == set(reasons)
+        for cid in ids:
+            seen.setdefault(cid, set()).add(reasons[cid])
+    assert set(seen) == {"buyer", "refunded", "browser"}
+    assert seen["browser"] == {"clicks"}
+    assert "order" in seen["buyer"]
+    assert seen["refunded"] <= {"order", "return"} and seen["refunded"]
+
+
+def test_sweep_hands_over_customers_whose_recency_crossed_a_threshold_once(
+    settings: Settings,
+) -> None:
+    minute = 1 / 1440
+    now = datetime.now(UTC)
+    # "fresh" crossed 30 days a minute ago, "soon" crosses in a minute, the others are far off.
+    events = [
+        _order(1, "fresh", days_ago=30 + minute, now=now),
+        _order(2, "soon", days_ago=30 - minute, now=now),
+        _order(3, "old", days_ago=45, now=now),
+        _order(4, "recent", days_ago=5, now=now),
+    ]
+    crossed: list[list[str]] = []
+
+    async def record(ids: Sequence[str]) -> None:
+        crossed.append(list(ids))
+
+    async def scenario() -> None:
+        from worker.app import sweep_once
+
+        service = IngestService(settings)
+        await service.start()
+        sweep = RecencySweep(settings.redis_url, settings.redis_prefix, (30, 60), 10.0)
+        store = StateStore(settings.redis_url, settings.redis_prefix)
+        try:
+            produce(settings.kafka_bootstrap, records_for(settings, events))
+            await _until(lambda: service.metrics.valid >= len(events), 60, "orders applied")
+            now_ms = int(now.timestamp() * 1000)
+            await sweep.claim_window(now_ms - 120_000)  # as if the last sweep ran 2 min ago
+            # The app's timer body: window (2 min ago, wall clock now] -> only "fresh".
+            await sweep_once(service, sweep, Hooks(on_recency_crossed=record))
+            assert crossed == [["fresh"]]
+            assert service.metrics.sweeps == 1 and service.metrics.recency_crossed == 1
+            # Two minutes on, "soon" has crossed too; the window starts where the last ended.
+            assert await sweep.run_once(store, now_ms + 120_000) == ["soon"]
+            # A consumed window is never handed over twice.
+            assert await sweep.run_once(store, now_ms + 120_000) == []
+        finally:
+            await sweep.close()
+            await store.close()
+            await service.stop()
+
+    asyncio.run(scenario())
