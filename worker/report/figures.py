@@ -42,7 +42,8 @@ class Figure:
 
 def _render(fig: MplFigure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight", facecolor="white")
+    # Constrained layout already fits everything in the canvas; "tight" would draw twice.
+    fig.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
     return buffer.getvalue()
 
 
