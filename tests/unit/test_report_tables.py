@@ -203,3 +203,67 @@ def test_parse_as_of() -> None:
     assert parse_as_of("2026-06-30T14:00:00+02:00") == AS_OF
     assert parse_as_of("2026-06-30T12:00:00") == AS_OF
     assert parse_as_of("").tzinfo is not None
+
+
+def _trained(tmp_path: Path) -> tuple[pd.DataFrame, Path, dict[str, object]]:
+    from worker.segmentation.synthetic import AS_OF as SYN_AS_OF
+    from worker.segmentation.synthetic import synthetic_state
+    from worker.segmentation.training import train
+
+    state = synthetic_state(300, seed=4)
+    model = train(state, k_range=(2, 4), seed=0, as_of=SYN_AS_OF).model
+    path = tmp_path / f"{model.version}.json"
+    path.write_text(model.to_json())
+    export = state.drop(columns=[c for c in ("persona", "segment") if c in state.columns])
+    return export, path, model.to_dict()
+
+
+def test_assign_segments_matches_the_segmentation_package(tmp_path: Path) -> None:
+    from worker.report.sources import assign_segments
+    from worker.segmentation.assign import assign
+    from worker.segmentation.features import real_matrix
+    from worker.segmentation.model import SegmentModel
+    from worker.segmentation.synthetic import AS_OF as SYN_AS_OF
+
+    export, _, model = _trained(tmp_path)
+    names = assign_segments(export, model, SYN_AS_OF)
+    segment_model = SegmentModel.from_dict(model)
+    ids = assign(segment_model, real_matrix(export, segment_model.feature_names, SYN_AS_OF))
+    assert names.tolist() == [segment_model.names[i] for i in ids.segment_ids]
+    assert set(names) <= set(segment_model.names) and names.nunique() > 1
+    with pytest.raises(ReportInputError, match="cannot assign"):
+        assign_segments(export, {"kind": "kmeans", "format": 1}, SYN_AS_OF)
+
+
+def test_cli_report_from_an_export_without_segments(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from worker.cli import main
+
+    export, model_path, model = _trained(tmp_path)
+    export.to_csv(tmp_path / "export.csv", index=False)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["report", "--out", str(out), "--state-file", str(tmp_path / "export.csv"),
+         "--model", str(model_path), "--no-changes", "--as-of", "2026-11-01T00:00:00Z"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "assigned by the model's nearest centroid" in result.output
+    assert f"300 customers from {tmp_path / 'export.csv'}" in result.output
+    profile = pd.read_csv(out / "segment_profile.csv")
+    assert profile["customers"].sum() == 300
+    assert set(profile["segment"]) <= set(model["names"])  # type: ignore[arg-type]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert 'id="fig-k-selection"' in page and 'id="fig-business"' in page
+    assert "not read (--no-changes)" in page
+
+
+def test_cli_report_rejects_a_bad_as_of(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from worker.cli import main
+
+    result = CliRunner().invoke(main, ["report", "--out", str(tmp_path), "--as-of", "yesterday"])
+    assert result.exit_code == 1
+    assert "--as-of 'yesterday' is not an ISO 8601 time" in result.output

@@ -51,6 +51,8 @@ def parse_as_of(text: str) -> datetime:
     "read_topic",
     default=True,
     show_default=True,
+    envvar="SEGSTREAM_REPORT_CHANGES",
+    show_envvar=True,
     help="Read the segment-changes topic (--no-changes: skip the movement section's data).",
 )
 def report(
