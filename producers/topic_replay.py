@@ -1,0 +1,147 @@
+"""Re-emit a bounded range of one topic into another (ops re-drive a window of events).
+
+The range starts at an offset (the same on every partition) or at a time (the first record
+whose broker timestamp is at or after it, per partition, via ``offsets_for_times``) and ends at
+an end time (exclusive) or at the end offsets read when the replay starts, so it always
+terminates even while producers keep writing. Keys, values and headers are copied unchanged.
+No consumer group is used (partitions are assigned) and nothing is committed.
+
+Record timestamps are the broker's (producers here leave them to the client clock, not the event
+time, because a broker's retention deletes by timestamp and an old backfill would vanish).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from producers.errors import SourceError
+from producers.run import Summary, progress_bar
+from producers.sinks import KafkaSink
+
+#: Polls that return nothing for this long while a partition is short of its end offset end the
+#: replay with a note (the broker may have under-reported nothing: records were deleted).
+IDLE_GIVE_UP_S = 10.0
+
+
+@dataclass(frozen=True)
+class TopicRange:
+    topic: str
+    start_offset: int | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if (self.start_offset is None) == (self.start_time is None):
+            raise SourceError("give exactly one of --start-offset and --start-time")
+        if self.start_offset is not None and self.start_offset < 0:
+            raise SourceError(f"--start-offset must be >= 0, got {self.start_offset}")
+        if self.start_time and self.end_time and self.end_time <= self.start_time:
+            raise SourceError("--end-time must be after --start-time")
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def plan(consumer: Any, rng: TopicRange) -> dict[Any, tuple[int, int]]:
+    """Per partition, the ``[start, stop)`` offsets to copy (empty ranges left out)."""
+    from kafka import TopicPartition
+
+    partitions = consumer.partitions_for_topic(rng.topic)
+    if not partitions:
+        raise SourceError(f"topic {rng.topic!r} does not exist or has no partitions")
+    tps = [TopicPartition(rng.topic, p) for p in sorted(partitions)]
+    first = consumer.beginning_offsets(tps)
+    last = consumer.end_offsets(tps)
+    if rng.start_offset is not None:
+        starts = {tp: max(rng.start_offset, first[tp]) for tp in tps}
+    else:
+        assert rng.start_time is not None
+        found = consumer.offsets_for_times({tp: _ms(rng.start_time) for tp in tps})
+        starts = {tp: (found[tp].offset if found.get(tp) else last[tp]) for tp in tps}
+    stops = dict(last)
+    if rng.end_time is not None:
+        found = consumer.offsets_for_times({tp: _ms(rng.end_time) for tp in tps})
+        stops = {tp: (found[tp].offset if found.get(tp) else last[tp]) for tp in tps}
+    return {tp: (starts[tp], stops[tp]) for tp in tps if stops[tp] > starts[tp]}
+
+
+def replay_topic(
+    bootstrap: str,
+    rng: TopicRange,
+    to_topic: str,
+    sink: KafkaSink,
+    *,
+    progress: bool | None = None,
+) -> Summary:
+    """Copy the records of ``rng`` to ``to_topic`` through ``sink``; returns the summary."""
+    from kafka import KafkaConsumer
+
+    summary = Summary(source=f"topic {rng.topic}")
+    started = time.perf_counter()
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="segstream-replay",
+        max_poll_records=5000,
+        fetch_max_bytes=16 * 1024 * 1024,
+    )
+    copied = 0
+    try:
+        ranges = plan(consumer, rng)
+        consumer.assign(list(ranges))
+        for tp, (start, _) in ranges.items():
+            consumer.seek(tp, start)
+        remaining = {tp: stop for tp, (_, stop) in ranges.items()}
+        total = sum(stop - start for start, stop in ranges.values())
+        summary.notes["partitions"] = ", ".join(
+            f"{tp.partition}:[{a},{b})" for tp, (a, b) in sorted(ranges.items())
+        )
+        bar = progress_bar(f"replaying {rng.topic} -> {to_topic}", total, progress)
+        last_data = time.monotonic()
+        if bar is not None:
+            bar.start()
+        try:
+            while remaining:
+                batches = consumer.poll(timeout_ms=500, max_records=5000)
+                if not batches:
+                    if time.monotonic() - last_data > IDLE_GIVE_UP_S:
+                        short = ", ".join(f"{tp.partition}" for tp in remaining)
+                        summary.errors.append(
+                            f"no records for {IDLE_GIVE_UP_S:.0f}s while partitions {short} "
+                            "were short of their end offsets; stopped there"
+                        )
+                        break
+                    continue
+                last_data = time.monotonic()
+                for tp, records in batches.items():
+                    stop = remaining.get(tp)
+                    if stop is None:
+                        continue
+                    for record in records:
+                        if record.offset >= stop:
+                            break
+                        sink.send_raw(to_topic, record.key, record.value, record.headers or None)
+                        copied += 1
+                    if records and records[-1].offset >= stop - 1:
+                        del remaining[tp]
+                        consumer.pause(tp)
+                if bar is not None:
+                    bar.update(bar.task_ids[0], completed=copied)
+        finally:
+            if bar is not None:
+                bar.stop()
+    finally:
+        consumer.close()
+        result = sink.close()
+    summary.seconds = time.perf_counter() - started
+    summary.rows_read = copied
+    summary.events_sent = result.sent
+    summary.delivered = result.delivered
+    summary.failed = result.failed
+    summary.errors.extend(result.errors)
+    return summary
