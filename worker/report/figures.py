@@ -334,11 +334,12 @@ def size_and_revenue(profile: pd.DataFrame) -> Figure:
 
 
 def centroid_heatmap(centroids: pd.DataFrame, source: str) -> Figure:
-    fig, (ax,) = _new(max(7.0, 1.1 * len(centroids.columns) + 2.5), 0.55 * len(centroids) + 2.0)
+    height = max(3.6, 0.55 * len(centroids) + 2.0)
+    fig, (ax,) = _new(max(7.0, 1.1 * len(centroids.columns) + 2.5), height)
     limit = float(np.nanmax(np.abs(centroids.to_numpy()))) if centroids.size else 1.0
     sns.heatmap(centroids.astype(float), ax=ax, cmap="RdBu_r", center=0, vmin=-limit,
                 vmax=limit, annot=True, fmt=".2f", linewidths=0.5,
-                cbar_kws={"label": "standard deviations from the mean (z)"})  # fmt: skip
+                cbar_kws={"label": "z (standard deviations)"})  # fmt: skip
     title = "Segment centroids (standardised)"
     ax.set_title(title)
     ax.set_xlabel("feature (log1p-transformed, then standardised; z units)")
@@ -391,7 +392,7 @@ def segment_distributions(state: pd.DataFrame, currency: str, palette: dict[str,
 
 
 def transition_heatmap(matrix: pd.DataFrame, days: float) -> Figure:
-    fig, (ax,) = _new(max(6.5, 1.0 * len(matrix.columns) + 3.5), 0.55 * len(matrix) + 2.2)
+    fig, (ax,) = _new(max(6.5, 1.0 * len(matrix.columns) + 3.5), max(3.6, 0.55 * len(matrix) + 2.2))
     sns.heatmap(matrix, ax=ax, cmap="Blues", annot=True, fmt=",d", linewidths=0.5,
                 cbar_kws={"label": "segment changes (count)"})  # fmt: skip
     title = "Segment transitions"

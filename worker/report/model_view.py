@@ -135,6 +135,7 @@ def _num(values: Any, i: int) -> float:
 REFERENCES: dict[str, tuple[str, str, str]] = {
     "recency_median": ("R", "median recency of buyers", "days"),
     "frequency_mean": ("F", "mean frequency of buyers", "orders"),
+    "frequency_median": ("F", "median frequency of buyers", "orders"),
     "frequency_p75": ("F75", "75th percentile of buyers' frequency", "orders"),
     "monetary_p75": ("M75", "75th percentile of buyers' net revenue", "currency"),
     "aov_median": ("A", "median AOV of buyers", "currency"),
