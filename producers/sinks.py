@@ -96,7 +96,10 @@ class KafkaSink:
                 batch_size=config.batch_size,
                 compression_type=None if compression == "none" else compression,
                 delivery_timeout_ms=config.delivery_timeout_ms,
-                request_timeout_ms=min(30_000, config.delivery_timeout_ms),
+                # kafka-python requires delivery > linger + request timeout
+                request_timeout_ms=max(
+                    500, min(30_000, config.delivery_timeout_ms - config.linger_ms - 1)
+                ),
                 max_request_size=4 * 1024 * 1024,
                 metrics_enabled=False,
             )
@@ -111,8 +114,12 @@ class KafkaSink:
 
     def _failed(self, exc: BaseException) -> None:
         self.result.failed += 1
-        if len(self.result.errors) < MAX_ERRORS_KEPT:
-            self.result.errors.append(f"{type(exc).__name__}: {exc}")
+        # one failed batch calls this once per record: keep each distinct text once
+        text = (
+            str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
+        )
+        if len(self.result.errors) < MAX_ERRORS_KEPT and text not in self.result.errors:
+            self.result.errors.append(text)
 
     def send(self, event: Event, key: bytes, value: bytes) -> None:
         self.send_raw(self._topics[event.kind], key, value)

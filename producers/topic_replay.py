@@ -46,8 +46,40 @@ def _ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
+def true_end_offsets(consumer: Any, tps: list[Any], reported: dict[Any, int]) -> dict[Any, int]:
+    """One past the last record of each partition, even where the broker under-reports it.
+
+    The local broker (tansu) answers ListOffsets "latest" with the last *batch's* base offset
+    plus one, so a batch of 500 records looks like one. Fetching from ``reported - 1`` returns
+    that last batch whole; its last record's offset plus one is the real end. On Apache Kafka the
+    fetch returns the single last record and the answer is ``reported`` itself.
+    """
+    probe = {tp: end - 1 for tp, end in reported.items() if end > 0}
+    ends = dict(reported)
+    if not probe:
+        return ends
+    consumer.assign(list(probe))
+    for tp, offset in probe.items():
+        consumer.seek(tp, offset)
+    pending = set(probe)
+    deadline = time.monotonic() + IDLE_GIVE_UP_S
+    while pending and time.monotonic() < deadline:
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            if tp in pending and records:
+                ends[tp] = max(ends[tp], records[-1].offset + 1)
+                pending.discard(tp)
+                consumer.pause(tp)
+    consumer.resume(*probe)
+    return ends
+
+
 def plan(consumer: Any, rng: TopicRange) -> dict[Any, tuple[int, int]]:
-    """Per partition, the ``[start, stop)`` offsets to copy (empty ranges left out)."""
+    """Per partition, the ``[start, stop)`` offsets to copy (empty ranges left out).
+
+    With times, offsets are where to look; each record's own timestamp decides (see
+    :func:`replay_topic`), because a broker may answer ``offsets_for_times`` with the base
+    offset of a batch that starts a little before the asked time.
+    """
     from kafka import TopicPartition
 
     partitions = consumer.partitions_for_topic(rng.topic)
@@ -55,7 +87,7 @@ def plan(consumer: Any, rng: TopicRange) -> dict[Any, tuple[int, int]]:
         raise SourceError(f"topic {rng.topic!r} does not exist or has no partitions")
     tps = [TopicPartition(rng.topic, p) for p in sorted(partitions)]
     first = consumer.beginning_offsets(tps)
-    last = consumer.end_offsets(tps)
+    last = true_end_offsets(consumer, tps, consumer.end_offsets(tps))
     if rng.start_offset is not None:
         starts = {tp: max(rng.start_offset, first[tp]) for tp in tps}
     else:
@@ -65,7 +97,16 @@ def plan(consumer: Any, rng: TopicRange) -> dict[Any, tuple[int, int]]:
     stops = dict(last)
     if rng.end_time is not None:
         found = consumer.offsets_for_times({tp: _ms(rng.end_time) for tp in tps})
-        stops = {tp: (found[tp].offset if found.get(tp) else last[tp]) for tp in tps}
+        # a batch may straddle the end time: read through it, the timestamps decide
+        stops = {
+            tp: (
+                true_end_offsets(consumer, [tp], {tp: found[tp].offset + 1})[tp]
+                if found.get(tp)
+                else last[tp]
+            )
+            for tp in tps
+        }
+        stops = {tp: min(stops[tp], last[tp]) for tp in tps}
     return {tp: (starts[tp], stops[tp]) for tp in tps if stops[tp] > starts[tp]}
 
 
@@ -91,6 +132,8 @@ def replay_topic(
         fetch_max_bytes=16 * 1024 * 1024,
     )
     copied = 0
+    lo_ms = _ms(rng.start_time) if rng.start_time else -(2**63)
+    hi_ms = _ms(rng.end_time) if rng.end_time else 2**63
     try:
         ranges = plan(consumer, rng)
         consumer.assign(list(ranges))
@@ -125,6 +168,8 @@ def replay_topic(
                     for record in records:
                         if record.offset >= stop:
                             break
+                        if not lo_ms <= record.timestamp < hi_ms:
+                            continue
                         sink.send_raw(to_topic, record.key, record.value, record.headers or None)
                         copied += 1
                     if records and records[-1].offset >= stop - 1:

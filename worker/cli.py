@@ -89,6 +89,8 @@ def _register_subcommands() -> None:
     main.add_command(importlib.import_module("worker.segmentation.cli").train_command)
     main.add_command(importlib.import_module("worker.segmentation.cli").segments_command)
     main.add_command(importlib.import_module("worker.report.cli").report)
+    main.add_command(importlib.import_module("producers.cli").produce)
+    main.add_command(importlib.import_module("producers.cli").replay)
 
 
 _register_subcommands()
