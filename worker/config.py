@@ -42,6 +42,12 @@ ENV: dict[str, str] = {
     "report_state_file": "SEGSTREAM_REPORT_STATE_FILE",
     "report_model": "SEGSTREAM_REPORT_MODEL",
     "report_currency": "SEGSTREAM_REPORT_CURRENCY",
+    "scoring_as_of": "SEGSTREAM_SCORING_AS_OF",
+    "model_poll_s": "SEGSTREAM_MODEL_POLL_S",
+    "rescore_all": "SEGSTREAM_RESCORE_ALL",
+    "retrain_on_drift": "SEGSTREAM_RETRAIN_ON_DRIFT",
+    "retrain_cooldown_s": "SEGSTREAM_RETRAIN_COOLDOWN_S",
+    "dirty_repair_s": "SEGSTREAM_DIRTY_REPAIR_S",
 }
 
 
@@ -84,6 +90,17 @@ class Settings:
     report_state_file: str = ""
     report_model: str = "current"
     report_currency: str = "EUR"
+    #: Scoring (docs/scoring.md): the clock recency is computed at when segments are assigned
+    #: (ISO 8601; empty = the wall clock), how often the worker checks ``{prefix}:model:current``
+    #: (s), whether a new model version makes it re-score every customer (0/1), whether drift
+    #: above ``drift_bound`` starts ``segstream train --from redis`` (0/1) and how often at most
+    #: (s), and how often customers left in ``{prefix}:dirty`` are re-scored (s).
+    scoring_as_of: str = ""
+    model_poll_s: float = 2.0
+    rescore_all: int = 0
+    retrain_on_drift: int = 0
+    retrain_cooldown_s: float = 3600.0
+    dirty_repair_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
