@@ -469,3 +469,71 @@ def test_cli_train_from_an_export_then_segments(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "segstream train" in missing.output
     both = runner.invoke(main, ["train", "--export", str(export), "--from", "redis"])
     assert both.exit_code == 1 and "exactly one" in both.output
+
+
+# -- stream-facing helpers and contracts ---------------------------------------------------
+
+
+def test_score_state_reports_changes_by_name_with_distances(personas, trained) -> None:
+    from worker.segmentation import score_state
+
+    model = trained.model
+    rows = personas.head(50)
+    expected = np.array(model.names)[trained.labels[:50]]
+    current: list[str | None] = list(expected)
+    current[0], current[1] = None, "no-such-segment"
+    other = next(n for n in model.names if n != expected[2])
+    current[2] = other
+    scored = score_state(model, rows, current, margin=0.0)
+    assert scored.new == list(expected)
+    assert scored.changed.tolist() == [True, True, True] + [False] * 47
+    assert np.isnan(scored.old_distance[:2]).all()
+    d = assign(model, real_matrix(rows, model.feature_names), margin=0.0).distances
+    assert scored.new_distance[2] == pytest.approx(d[2].min())
+    assert scored.old_distance[2] == pytest.approx(d[2, model.names.index(other)])
+    assert set(scored.feature_dict(0)) == set(model.feature_names)
+    rules = score_state(RulesModel(), rows, [None] * 50)
+    assert rules.changed.all() and np.isnan(rules.new_distance).all()
+    assert set(rules.new) <= set(RulesModel().names)
+
+
+def test_export_columns_are_the_cores() -> None:
+    from worker.core import EXPORT_COLUMNS as CORE_COLUMNS
+    from worker.segmentation.features import EXPORT_COLUMNS
+
+    assert EXPORT_COLUMNS == CORE_COLUMNS
+
+
+def test_online_model_docstring_examples_run() -> None:
+    import doctest
+
+    import worker.segmentation.online as online
+
+    assert doctest.testmod(online).failed == 0
+
+
+def test_cli_train_from_an_orders_file(tmp_path: Path) -> None:
+    from worker.cli import main
+
+    rng = np.random.default_rng(3)
+    rows = ["customer_id,order_id,ts,amount,currency,status"]
+    for c in range(300):
+        heavy = c % 3 == 0
+        for o in range(int(rng.integers(5, 9) if heavy else 1)):
+            day = int(rng.integers(1, 20) if heavy else rng.integers(100, 300))
+            amount = rng.uniform(20, 40) if heavy else rng.uniform(200, 400)
+            rows.append(f"C{c},C{c}-{o},2026-{1 + day // 31:02d}-{1 + day % 28:02d}T12:00:00Z,"
+                        f"{amount:.2f},EUR,placed")  # fmt: skip
+    orders = tmp_path / "orders.csv"
+    orders.write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(
+        main,
+        ["train", "--file", str(orders), "--k", "2", "--features", "recency_days,frequency,aov",
+         "--model-dir", str(tmp_path / "m"), "--as-of", "2026-11-01T00:00:00Z"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = FileModelStore(tmp_path / "m").load()
+    assert model.k == 2 and model.training_size == 300
+    assert model.as_of.startswith("2026-11-01")
+    sizes = sorted(p["size"] for p in model.profiles)
+    assert sizes == [100, 200]

@@ -7,7 +7,15 @@ Adapters: :mod:`.artifacts` (files), :mod:`.artifacts_redis` and :mod:`.sources`
 See docs/segmentation.md.
 """
 
-from worker.segmentation.assign import Assignment, Explanation, assign, explain, ids_from_names
+from worker.segmentation.assign import (
+    Assignment,
+    Explanation,
+    ScoredBatch,
+    assign,
+    explain,
+    ids_from_names,
+    score_state,
+)
 from worker.segmentation.features import DEFAULT_FEATURES, RFM_FEATURES, Scaler, real_matrix
 from worker.segmentation.model import KScore, SegmentModel
 from worker.segmentation.online import DriftReport, OnlineKMeans
@@ -25,6 +33,7 @@ __all__ = [
     "OnlineKMeans",
     "RulesModel",
     "Scaler",
+    "ScoredBatch",
     "SegmentModel",
     "TrainResult",
     "assign",
@@ -32,5 +41,6 @@ __all__ = [
     "explain",
     "ids_from_names",
     "real_matrix",
+    "score_state",
     "train",
 ]

@@ -174,7 +174,7 @@ def train_command(
         k_range=parse_k_range(k_range),
         seed=seed,
         features=names,
-        as_of=when if (when and source != "redis") else None,
+        as_of=when,
         hysteresis_margin=hysteresis_margin,
     )
     model = result.model
