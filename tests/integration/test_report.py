@@ -32,7 +32,7 @@ from worker.report.builder import REPORT_FILE, SECTIONS, build_report
 from worker.report.sample import sample_inputs
 from worker.state import keys
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 AS_OF = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
 CHROMIUM_FLAGS = (

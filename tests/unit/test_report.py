@@ -18,6 +18,9 @@ from worker.report import REPORT_FILE, SECTIONS, TABLE_FILES, build_report
 from worker.report.builder import NO_MODEL_NOTE
 from worker.report.sample import sample_inputs
 
+#: Each full build draws 14 figures: seconds, not milliseconds.
+pytestmark = pytest.mark.slow
+
 AS_OF = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
 
 

@@ -218,6 +218,7 @@ def _trained(tmp_path: Path) -> tuple[pd.DataFrame, Path, dict[str, object]]:
     return export, path, model.to_dict()
 
 
+@pytest.mark.slow
 def test_assign_segments_matches_the_segmentation_package(tmp_path: Path) -> None:
     from worker.report.sources import assign_segments
     from worker.segmentation.assign import assign
@@ -235,6 +236,7 @@ def test_assign_segments_matches_the_segmentation_package(tmp_path: Path) -> Non
         assign_segments(export, {"kind": "kmeans", "format": 1}, SYN_AS_OF)
 
 
+@pytest.mark.slow
 def test_cli_report_from_an_export_without_segments(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
