@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 import click
 
 from producers.errors import DeliveryError
+from producers.parallel import ParallelFileSource, options_of
 from producers.readers import FORMATS, FileSource, parse_map, parse_ts
-from producers.run import RejectsWriter, Summary, pump
+from producers.run import RejectsWriter, Summary, pump, pump_chunks
 from producers.sinks import EventSink, FileSink, KafkaSink, KafkaSinkConfig
 from producers.synthetic import SyntheticConfig, default_start, generate
 from worker.cli_options import settings_options
@@ -267,6 +268,13 @@ def synthetic(settings: Settings, customers: int, days: int, seed: int, start: s
     default=None,
     help="Follow event-time gaps, sped up this many times (60 = an hour a minute).",
 )
+@_opt(
+    "REPLAY_READER_PROCESS",
+    "--reader-process/--no-reader-process",
+    default=True,
+    show_default=True,
+    help="Parse and encode the file in a second process while this one sends.",
+)
 @_opt("REPLAY_FROM_TOPIC", "--from-topic", default=None, help="Replay a range of this topic.")
 @_opt("REPLAY_TO_TOPIC", "--to-topic", default=None, help="Topic receiving the replayed range.")
 @_opt(
@@ -324,17 +332,22 @@ def replay(settings: Settings, file: str | None, fmt: str, mapping: tuple[str, .
     assert file is not None
     if to_topic or start_offset is not None or start_time or end_time:
         raise click.UsageError("--to-topic/--start-*/--end-time apply to --from-topic only")
-    source = FileSource(
-        file, fmt, column_map=parse_map(mapping), source_name=source_name,
-        currency=currency, day_first=day_first,
-    )  # fmt: skip
+    options = options_of(parse_map(mapping), source_name, currency, day_first)
     rejects_path = Path(rejects) if rejects else Path(f"{file}.rejects.csv")
+    if kw["reader_process"]:
+        source: ParallelFileSource | FileSource = ParallelFileSource(file, fmt, **options)
+    else:
+        source = FileSource(file, fmt, **options)
     total = None if fmt == "online-retail" else source.count_rows()
     sink = _kafka_sink(settings, kw)
-    summary = pump(
-        source, sink, source=str(file), rate=rate, time_scale=time_scale,
+    run = dict(
+        source=str(file), rate=rate, time_scale=time_scale,
         rejects=RejectsWriter(rejects_path), total=total, progress=kw["progress"],
     )  # fmt: skip
+    if isinstance(source, ParallelFileSource):
+        summary = pump_chunks(source.chunks(), sink, **run)
+    else:
+        summary = pump(source, sink, **run)
     summary.rows_read = source.stats.rows
     _finish(summary)
 

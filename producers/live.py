@@ -108,7 +108,9 @@ class LiveTraffic:
             if self._rng.random() < (persona.cart_rate if persona else 0.2):
                 out.append(click("add_to_cart", skus[0]))  # an abandoned cart
             return out
-        n_lines = max(1, int(self._rng.poisson(max((persona.lines if persona else 1.2) - 1, 0))) + 1)
+        n_lines = max(
+            1, int(self._rng.poisson(max((persona.lines if persona else 1.2) - 1, 0))) + 1
+        )
         median = persona.aov if persona and persona.aov > 0 else 40.0
         line_value = median / n_lines * float(self._rng.lognormal(0.0, 0.35))
         items = [

@@ -194,3 +194,66 @@ def pump(
     summary.rejected = rejected
     summary.unsent = unsent
     return summary
+
+
+def pump_chunks(
+    chunks: Iterable[Any],
+    sink: Any,
+    *,
+    source: str,
+    rate: float | None = None,
+    time_scale: float | None = None,
+    rejects: RejectsWriter | None = None,
+    total: int | None = None,
+    progress: bool | None = None,
+) -> Summary:
+    """:func:`pump` for pre-encoded chunks (see :mod:`producers.parallel`).
+
+    Each chunk has ``records`` — ``(kind, key, value, event_time_ms)`` — and ``rejects``; the
+    sink must have ``send_encoded(kind, key, value)`` (:class:`~producers.sinks.KafkaSink`).
+    Rejects of a chunk are written before its records are sent.
+    """
+    summary = Summary(source=source, rejects_path=str(rejects.path) if rejects else None)
+    bucket = TokenBucket(rate) if rate else None
+    pacer = EventTimePacer(time_scale) if time_scale else None
+    bar = progress_bar(f"producing {source}", total, progress)
+    started = time.perf_counter()
+    sent = rejected = unsent = 0
+    send = sink.send_encoded
+    context: AbstractContextManager[Any] = bar if bar is not None else nullcontext()
+    try:
+        with context:
+            for chunk in chunks:
+                for reject in chunk.rejects:
+                    if reject.bad:
+                        rejected += 1
+                    else:
+                        unsent += 1
+                    if rejects is not None:
+                        rejects.write(reject)
+                if pacer is None and bucket is None:
+                    for kind, key, value, _ in chunk.records:
+                        send(kind, key, value)
+                else:
+                    for kind, key, value, event_time_ms in chunk.records:
+                        if pacer is not None:
+                            pacer.wait_for(event_time_ms)
+                        if bucket is not None:
+                            bucket.acquire()
+                        send(kind, key, value)
+                sent += len(chunk.records)
+                if bar is not None:
+                    bar.update(bar.task_ids[0], completed=sent + rejected + unsent)
+    finally:
+        result = sink.close()
+        if rejects is not None:
+            rejects.close()
+    summary.seconds = time.perf_counter() - started
+    summary.rows_read = sent + rejected + unsent
+    summary.events_sent = result.sent
+    summary.failed = result.failed
+    summary.delivered = result.delivered
+    summary.errors = list(result.errors)
+    summary.rejected = rejected
+    summary.unsent = unsent
+    return summary

@@ -124,6 +124,10 @@ class KafkaSink:
     def send(self, event: Event, key: bytes, value: bytes) -> None:
         self.send_raw(self._topics[event.kind], key, value)
 
+    def send_encoded(self, kind: str, key: bytes, value: bytes) -> None:
+        """Send an already encoded ``order`` or ``click`` (see :mod:`producers.parallel`)."""
+        self.send_raw(self._topics[kind], key, value)
+
     def send_raw(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None
     ) -> None:
