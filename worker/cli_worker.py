@@ -7,6 +7,7 @@ SIGTERM or Ctrl-C stops it in order: the in-flight batch is finished or abandone
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import click
 
@@ -25,6 +26,30 @@ from worker.config import Settings
 )
 @env_option("sweep_interval_s", "--sweep-interval", type=float, help="Recency sweep period (s).")
 @env_option("log_level", "--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+@env_option("scoring", "--scoring/--no-scoring", help="Assign segments (docs/scoring.md).")
+@env_option(
+    "hysteresis_margin", "--hysteresis-margin", type=float, help="Hysteresis margin (0 = off)."
+)
+@env_option("drift_bound", "--drift-bound", type=float, help="Drift bound (standard units).")
+@env_option(
+    "retrain_on_drift",
+    "--retrain-on-drift/--no-retrain-on-drift",
+    help="Start `segstream train --from redis` when drift exceeds the bound.",
+)
+@env_option(
+    "retrain_cooldown_s", "--retrain-cooldown", type=float, help="Min. seconds between retrains."
+)
+@env_option(
+    "rescore_all",
+    "--rescore-all/--no-rescore-all",
+    help="Re-score every customer when a new model version is picked up.",
+)
+@env_option("model_poll_s", "--model-poll", type=float, help="Seconds between model checks.")
+@env_option(
+    "scoring_as_of",
+    "--scoring-as-of",
+    help="Pin the scoring clock (ISO 8601) instead of the wall clock (tests, backfills).",
+)
 def worker(
     settings: Settings,
     group_id: str,
@@ -34,6 +59,7 @@ def worker(
     session_timeout_s: float,
     sweep_interval_s: float,
     log_level: str,
+    **scoring: object,
 ) -> None:
     """Consume orders and clicks, keep per-customer state in Redis, serve /health and /metrics."""
     settings = settings.with_(
@@ -44,6 +70,7 @@ def worker(
         session_timeout_s=session_timeout_s,
         sweep_interval_s=sweep_interval_s,
         log_level=log_level,
+        **{k: int(v) if isinstance(v, bool) else v for k, v in scoring.items()},
     )
     run_worker(settings)
 
@@ -65,5 +92,21 @@ def run_worker(settings: Settings) -> None:
 
     from worker.app import create_app
 
-    app = create_app(settings)
+    if settings.scoring:
+        from worker.ingest.hooks import Hooks
+        from worker.scoring.service import ScoringService
+
+        hooks = Hooks()  # filled in below: the scoring service needs the app's loop
+        app = create_app(settings, hooks=hooks)
+        scoring = ScoringService(settings, loop=app.loop)
+        filled = scoring.hooks()
+        hooks.on_changed, hooks.on_recency_crossed = filled.on_changed, filled.on_recency_crossed
+        hooks.on_control = filled.on_control
+        app.add_dependency(scoring)
+
+        @app.page("/scoring")
+        async def scoring_page(web: Any, request: Any) -> Any:
+            return web.json(scoring.report())
+    else:
+        app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True).execute_from_commandline()

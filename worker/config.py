@@ -48,6 +48,7 @@ ENV: dict[str, str] = {
     "retrain_on_drift": "SEGSTREAM_RETRAIN_ON_DRIFT",
     "retrain_cooldown_s": "SEGSTREAM_RETRAIN_COOLDOWN_S",
     "dirty_repair_s": "SEGSTREAM_DIRTY_REPAIR_S",
+    "scoring": "SEGSTREAM_SCORING",
 }
 
 
@@ -101,6 +102,8 @@ class Settings:
     retrain_on_drift: int = 0
     retrain_cooldown_s: float = 3600.0
     dirty_repair_s: float = 30.0
+    #: 1 = the worker assigns segments (``ScoringService``); 0 = state only (benchmarks).
+    scoring: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -1,0 +1,155 @@
+"""Scoring's pure parts: features from hash fields, decisions, change events, control messages."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pytest
+
+from schemas import SegmentChange, encode
+from worker.core.rfm import HASH_FIELDS, CustomerState, features
+from worker.scoring import control
+from worker.scoring.decide import change_events, decide, infer_reason
+from worker.scoring.errors import ControlMessageInvalid
+from worker.scoring.vectors import READ_FIELDS, STATE_FIELDS, feature_matrix, parse, signature
+from worker.segmentation.features import KNOWN_FEATURES, Scaler, feature_frame
+from worker.segmentation.model import SegmentModel
+from worker.segmentation.rules import RulesModel
+
+AS_OF = datetime(2026, 6, 1, 12, 30, tzinfo=UTC)
+AS_OF_MS = int(AS_OF.timestamp() * 1000)
+
+
+def random_state(rng: random.Random, i: int) -> CustomerState:
+    buyer = rng.random() < 0.8
+    freq = rng.choice([-1, 0, 1, 2, 3, 7, 40]) if buyer else 0
+    last = AS_OF_MS - rng.randrange(0, 900 * 86_400_000) if buyer else None
+    first = None if last is None else last - rng.randrange(0, 400 * 86_400_000)
+    if rng.random() < 0.05:
+        last = AS_OF_MS + 5000  # an event a little after the as-of time
+    pv = rng.randrange(0, 300)
+    return CustomerState(
+        customer_id=f"C{i}", frequency=freq, monetary_cents=rng.randrange(-5000, 900_000),
+        items=rng.randrange(-2, 50), first_order_ms=first, last_order_ms=last,
+        last_seen_ms=None if rng.random() < 0.05 else AS_OF_MS - rng.randrange(10**10),
+        sessions=rng.randrange(0, 80), page_views=pv, product_views=rng.randrange(0, 200),
+        add_to_carts=rng.randrange(0, 30), checkout_starts=rng.randrange(0, 20),
+        cart_sessions=rng.randrange(0, 10), cart_checkout_sessions=rng.randrange(0, 12),
+        segment=rng.choice([None, "low", "high"]), segment_seq=rng.choice([None, 1, 5]),
+    )  # fmt: skip
+
+
+def hmget_reply(state: CustomerState) -> list[bytes | None]:
+    """What ``HMGET key READ_FIELDS`` returns for this state (absent zero counters too)."""
+    values: dict[str, object] = {}
+    for attr, name in HASH_FIELDS.items():
+        v = getattr(state, attr)
+        if v is not None and not (v == 0 and name in ("pv", "iv", "ac")):
+            values[name] = v
+    for name in ("segment", "model_version", "segment_seq"):
+        if getattr(state, name) is not None:
+            values[name] = getattr(state, name)
+    return [None if values.get(f) is None else str(values[f]).encode() for f in READ_FIELDS]
+
+
+def test_feature_matrix_equals_feature_frame_of_export_rows_bit_for_bit() -> None:
+    rng = random.Random(3)
+    states = [random_state(rng, i) for i in range(2000)]
+    rnd = parse([s.customer_id for s in states], [hmget_reply(s) for s in states])
+    got = feature_matrix(rnd, AS_OF_MS, KNOWN_FEATURES)
+    rows = pd.DataFrame([features(s, AS_OF) for s in states])
+    expected = feature_frame(rows)[list(KNOWN_FEATURES)].to_numpy()
+    assert got.shape == expected.shape
+    mismatch = ~((got == expected) | (np.isnan(got) & np.isnan(expected)))
+    assert not mismatch.any(), [
+        (KNOWN_FEATURES[j], got[i, j], expected[i, j]) for i, j in np.argwhere(mismatch)[:5]
+    ]
+    assert rnd.segments == [s.segment for s in states]
+    assert rnd.seqs == [s.segment_seq for s in states]
+
+
+def test_parse_leaves_customers_without_a_hash_out_and_signs_the_state_fields() -> None:
+    empty = [None] * len(READ_FIELDS)
+    one = [b"1", b"2000", *([None] * (len(STATE_FIELDS) - 2)), b"x", b"v1", b"3"]
+    rnd = parse(["gone", "C1"], [empty, one])
+    assert rnd.missing == ["gone"] and rnd.customer_ids == ["C1"]
+    assert rnd.signatures == [signature(one[: len(STATE_FIELDS)])]
+    assert rnd.signatures[0].startswith("1,2000,,")
+    assert rnd.segments == ["x"] and rnd.seqs == [3]
+
+
+def two_segment_model(margin: float = 0.0) -> SegmentModel:
+    """Segments on frequency alone: 'low' near 1 order, 'high' near 20 (scaled = log1p)."""
+    return SegmentModel(
+        version="km-test", created_at="2026-06-01T00:00:00+00:00", feature_names=("frequency",),
+        scaler=Scaler(mean=np.zeros(1), std=np.ones(1)),
+        centroids=np.log1p(np.array([[1.0], [20.0]])), names=("low", "high"), seed=0,
+        training_size=10, as_of="2026-06-01T00:00:00+00:00", hysteresis_margin=margin,
+    )  # fmt: skip
+
+
+def round_of(freqs: list[int], segments: list[str | None]) -> object:
+    replies = []
+    for i, (f, seg) in enumerate(zip(freqs, segments, strict=True)):
+        state = [str(f).encode(), b"100", *([None] * (len(STATE_FIELDS) - 2))]
+        state[STATE_FIELDS.index("ts")] = str(AS_OF_MS - 1000 * i).encode()
+        replies.append([*state, None if seg is None else seg.encode(), None, None])
+    return parse([f"C{i}" for i in range(len(freqs))], replies)
+
+
+def test_only_real_changes_make_events_with_distances_and_event_time() -> None:
+    rnd = round_of([1, 20, 20, 1], ["low", "high", None, "high"])
+    dec = decide(two_segment_model(), rnd, AS_OF_MS, margin=0.0)  # type: ignore[arg-type]
+    assert dec.new_segments == ["low", "high", "high", "low"]
+    assert dec.changed.tolist() == [False, False, True, True]
+    events = change_events(dec, {"C2": "order", "C3": "clicks"}, AS_OF_MS)
+    assert [row for row, _ in events] == [2, 3]
+    new, moved = events[0][1], events[1][1]
+    assert new.old_segment is None and new.old_distance is None and new.new_distance == 0.0
+    assert moved.old_segment == "high" and moved.new_segment == "low" and moved.reason == "clicks"
+    assert moved.old_distance == pytest.approx(np.log1p(20) - np.log1p(1))
+    assert moved.event_time == datetime.fromtimestamp((AS_OF_MS - 3000) / 1000, UTC)
+    assert moved.features == {"frequency": 1.0}
+    again = msgspec.json.decode(encode(moved), type=SegmentChange)
+    assert again == moved
+
+
+def test_hysteresis_keeps_a_customer_near_the_boundary() -> None:
+    # 5 orders sits a little nearer 'low' (1.10) than 'high' (1.25); margin 0.2 keeps 'high'.
+    rnd = round_of([5, 5], ["high", None])
+    kept = decide(two_segment_model(), rnd, AS_OF_MS, margin=0.2)  # type: ignore[arg-type]
+    assert kept.new_segments == ["high", "low"] and kept.changed.tolist() == [False, True]
+    off = decide(two_segment_model(), rnd, AS_OF_MS, margin=0.0)  # type: ignore[arg-type]
+    assert off.new_segments == ["low", "low"]
+
+
+def test_rules_before_any_model_say_rules_v1_and_recency_decay_uses_the_scoring_time() -> None:
+    rnd = round_of([1, 0], ["about_to_sleep", None])
+    dec = decide(RulesModel(), rnd, AS_OF_MS, margin=0.1)  # type: ignore[arg-type]
+    assert dec.model_version == "rules-v1"
+    assert dec.new_segments[1] == "window_shoppers"
+    events = change_events(dec, {"C0": "recency_decay", "C1": "recency_decay"}, AS_OF_MS)
+    for _, ev in events:
+        assert ev.model_version == "rules-v1" and ev.event_time == AS_OF
+        assert ev.old_distance is None and set(ev.features) == {
+            "recency_days", "frequency", "monetary"
+        }  # fmt: skip
+
+
+def test_unknown_reason_is_inferred_from_the_latest_event() -> None:
+    assert infer_reason(5, 5) == "order"
+    assert infer_reason(4, 5) == "clicks"
+
+
+def test_control_messages_round_trip_and_junk_is_refused() -> None:
+    assert control.decode(control.encode("model_update", version="v")) == {
+        "type": "model_update", "version": "v"
+    }  # fmt: skip
+    with pytest.raises(ControlMessageInvalid):
+        control.decode(b"{not json")
+    with pytest.raises(ControlMessageInvalid):
+        control.decode(b'{"type": "reboot"}')

@@ -1,0 +1,15 @@
+"""Segmentation in the stream: score changed customers, write their segment, publish changes.
+
+- :mod:`.vectors`: customer hash fields -> feature matrix in real units (pure numpy);
+- :mod:`.decide`: assignment of a round of customers against the current model (pure);
+- :mod:`.store`: the Redis side (one Lua read and one Lua write per round, outbox, dirty set,
+  online-model state, claims);
+- :mod:`.models`: the model holder (rules-v1 until a K-means model exists, hot reload, online
+  drift tracking);
+- :mod:`.publisher`: the aiokafka producer of ``segment-changes`` and control notices;
+- :mod:`.control`: control-topic messages;
+- :mod:`.service`: :class:`ScoringService`, the mode Service the worker runs beside ingestion;
+- :mod:`.cli`: ``segstream rescore``.
+
+See docs/scoring.md.
+"""

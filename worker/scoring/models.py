@@ -1,0 +1,89 @@
+"""The model a worker scores with, reloaded without restart, and the online model beside it.
+
+Until ``{prefix}:model:current`` names a K-means model, scoring uses the rules-v1 RFM quintile
+rules (fixed documented edges). :meth:`ModelHolder.refresh` follows the pointer: a new version is
+loaded and swapped in between two scoring rounds, and its online model is resumed from
+``{prefix}:online:<version>`` (or seeded from the batch centroids the first time).
+
+Batch and online (docs/scoring.md): the batch centroids *assign* (so every assignment can be
+reproduced and explained from the artifact, and agrees 100 % with the model's prediction on the
+exported state); the online :class:`OnlineKMeans` learns from every scored customer's scaled
+vector under the id the batch centroids gave it, and only *tracks drift*. Ids and names never
+permute because a centroid only moves towards points assigned to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from worker.scoring.store import ScoringStore
+from worker.segmentation.errors import ArtifactInvalid
+from worker.segmentation.model import SegmentModel
+from worker.segmentation.online import DriftReport, OnlineKMeans
+from worker.segmentation.rules import RulesModel
+
+log = logging.getLogger(__name__)
+
+#: Weight of one customer's vector in the online update of its centroid.
+ONLINE_LEARNING_RATE = 0.01
+
+
+class ModelHolder:
+    """Current model (+ online model for K-means); swapped atomically by :meth:`refresh`."""
+
+    def __init__(self, store: ScoringStore, learning_rate: float = ONLINE_LEARNING_RATE) -> None:
+        self.store = store
+        self.learning_rate = learning_rate
+        self.model: SegmentModel | RulesModel = RulesModel()
+        self.online: OnlineKMeans | None = None
+        self.loaded_at = time.time()
+        self.reloads = 0
+        self._refused: set[str] = set()
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    async def refresh(self) -> bool:
+        """Load the current version if it is new; True when the model changed."""
+        version = await self.store.current_version()
+        if version is None or version == self.model.version or version in self._refused:
+            return False
+        raw = await self.store.model_json(version)
+        if raw is None:
+            log.warning("model %s is current but %s:model:%s is missing; keeping %s",
+                        version, self.store.prefix, version, self.model.version)  # fmt: skip
+            return False
+        try:
+            model = SegmentModel.from_json(raw, source=f"redis {self.store.prefix}:model:{version}")
+        except ArtifactInvalid as exc:
+            self._refused.add(version)
+            log.error("refusing model %s: %s; keeping %s", version, exc, self.model.version)
+            return False
+        online = await self._online_for(model)
+        old = self.model.version
+        self.model, self.online = model, online
+        self.loaded_at = time.time()
+        self.reloads += 1
+        log.info("scoring with model %s (k=%d, was %s)", model.version, model.k, old)
+        return True
+
+    async def _online_for(self, model: SegmentModel) -> OnlineKMeans:
+        raw = await self.store.online_state(model.version)
+        if raw is not None:
+            try:
+                online = OnlineKMeans.from_dict(orjson.loads(raw))
+                if online.centers_.shape == model.centroids.shape:
+                    return online
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("online state of %s unreadable (%s); re-seeding", model.version, exc)
+        return OnlineKMeans.from_model(model, self.learning_rate)
+
+    def drift(self, bound: float) -> DriftReport | None:
+        return None if self.online is None else self.online.drift(bound)
+
+    def online_json(self) -> bytes | None:
+        return None if self.online is None else orjson.dumps(self.online.to_dict())

@@ -1,0 +1,434 @@
+"""``ScoringService``: the mode Service that assigns segments beside ingestion in the worker.
+
+The ingest hooks only *queue* customers (``pending``: customer id -> reason); one background
+loop scores them in rounds of at most :data:`ROUND_MAX`:
+
+1. one Lua read of every queued customer's state and segment fields;
+2. :func:`worker.scoring.decide.decide`: features as of the scoring clock, vectorised assignment
+   against the current model (rules-v1 until a K-means model exists), hysteresis;
+3. one Lua write: segment, ``segment_seq`` (+1 on a real change), ``model_version``,
+   ``seg_as_of``; the change events into the outbox; ``SREM dirty`` for each customer whose
+   state is still the one scored; all compare-and-set on ``segment_seq``;
+4. publish the round's changes (acks=all) and delete them from the outbox;
+5. the online model learns from the round's scaled vectors; drift is checked and recorded.
+
+Scoring runs behind ingestion, not inside its batch: a batch's offsets are committed as soon as
+its state is in Redis, and a customer queued several times before its round is scored once, on
+its latest state. Nothing is lost by that: the state script adds every changed customer to
+``{prefix}:dirty`` atomically with the state, and the service re-scores whatever is left there
+at start-up and every ``dirty_repair_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from mode import Service
+
+from schemas import encode
+from worker.config import ENV, Settings
+from worker.ingest.hooks import Hooks
+from worker.scoring import control
+from worker.scoring.decide import change_events, decide
+from worker.scoring.errors import ControlMessageInvalid
+from worker.scoring.models import ModelHolder
+from worker.scoring.publisher import ChangePublisher
+from worker.scoring.store import ScoringStore
+from worker.segmentation.model import SegmentModel
+
+log = logging.getLogger(__name__)
+
+#: Customers scored per round (one Lua read + one Lua write + one produce batch).
+ROUND_MAX = 5000
+#: Ingestion waits (backpressure) when more customers than this are queued.
+MAX_PENDING = 200_000
+#: Drift status and the online model's state are written to Redis at most this often (s).
+STATUS_EVERY_S = 1.0
+#: A rescore request is claimed once per token for this long (s).
+RESCORE_CLAIM_S = 7 * 86_400
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.05, 2.0
+
+
+@dataclass
+class ScoringMetrics:
+    rounds: int = 0
+    scored: int = 0
+    changes: int = 0
+    published: int = 0
+    conflicts: int = 0
+    missing: int = 0
+    repaired: int = 0
+    rescored: int = 0
+    rescore_runs: int = 0
+    reloads: int = 0
+    retrains: int = 0
+    drift_notices: int = 0
+    failures: int = 0
+    round_seconds_sum: float = 0.0
+    drift_max: float = 0.0
+    drift_mean: float = 0.0
+    drift_exceeded: bool = False
+    last_error: str | None = None
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child ``segstream`` process these settings."""
+    env = dict(os.environ)
+    for name, var in ENV.items():
+        value = getattr(settings, name)
+        env[var] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return env
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt))
+
+
+class ScoringService(Service):
+    """Scores queued customers in rounds; see the module docstring."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        self.settings = settings
+        self.store = ScoringStore(settings.redis_url, settings.redis_prefix)
+        self.holder = ModelHolder(self.store)
+        self.publisher = ChangePublisher(
+            settings.kafka_bootstrap,
+            settings.segment_changes_topic,
+            settings.control_topic,
+            client_id=f"segstream-scoring-{settings.group_id}",
+        )
+        self.metrics = ScoringMetrics()
+        self.pending: dict[str, str | None] = {}
+        self.ready = False
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._pinned_ms = _pinned_clock(settings.scoring_as_of)
+        self._rescores: set[asyncio.Task[int]] = set()
+        self._seen_request: str | None = None
+        self._status_at = 0.0
+        super().__init__(**kwargs)
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def hooks(self) -> Hooks:
+        return Hooks(
+            on_changed=self.on_changed,
+            on_recency_crossed=self.on_recency_crossed,
+            on_control=self.on_control,
+        )
+
+    async def on_changed(self, customer_ids: Sequence[str], reasons: Mapping[str, str]) -> None:
+        for cid in customer_ids:
+            self.pending[cid] = reasons.get(cid)
+        self._wake.set()
+        if len(self.pending) > MAX_PENDING:
+            await self.wait_pending_below(MAX_PENDING // 2)
+
+    async def on_recency_crossed(self, customer_ids: Sequence[str]) -> None:
+        self.enqueue(customer_ids, "recency_decay")
+
+    async def on_control(self, raw: bytes) -> None:
+        try:
+            msg = control.decode(raw)
+        except ControlMessageInvalid as exc:
+            log.warning("%s", exc)
+            return
+        if msg["type"] == "model_update":
+            await self.reload()
+        elif msg["type"] == "rescore_all":
+            await self.maybe_rescore(str(msg.get("token") or "control"))
+
+    def enqueue(self, customer_ids: Sequence[str], reason: str | None) -> None:
+        """Queue customers without overriding a reason an ingest hook already gave."""
+        for cid in customer_ids:
+            if self.pending.get(cid) is None:
+                self.pending[cid] = reason
+        self._wake.set()
+
+    async def wait_pending_below(self, n: int) -> None:
+        while len(self.pending) > n and not self.should_stop:
+            await asyncio.sleep(0.02)
+
+    async def idle(self, timeout: float) -> bool:
+        """Until nothing is queued or being scored (for tests and the rescore command)."""
+        deadline = time.monotonic() + timeout
+        while self.pending or self._lock.locked():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def on_stop(self) -> None:
+        for task in list(self._rescores):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self._save_status(force=True)
+        with contextlib.suppress(Exception):
+            await self.publisher.stop()
+        with contextlib.suppress(Exception):
+            await self.store.close()
+
+    async def _retry(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await op()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._note(f"{what} failed: {type(exc).__name__}: {exc}")
+                if attempt == 0 or attempt % 10 == 0:
+                    log.warning("%s failed (%s: %s); retrying", what, type(exc).__name__, exc)
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+
+    def _note(self, text: str) -> None:
+        self.metrics.failures += 1
+        self.metrics.last_error = text
+
+    @Service.task
+    async def _main(self) -> None:
+        await self._retry("start segment-changes producer", self.publisher.start)
+        await self._retry("publish the outbox", self.flush_outbox)
+        await self._retry("load the current model", self.reload)
+        await self._retry("queue dirty customers", self.enqueue_dirty)
+        self.ready = True
+        log.info("scoring ready with model %s", self.holder.version)
+        while not self.should_stop:
+            if not self.pending:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                self._wake.clear()
+                continue
+            take = dict(list(self.pending.items())[:ROUND_MAX])
+            for cid in take:
+                del self.pending[cid]
+            try:
+                await self.score(take)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                for cid, reason in take.items():
+                    self.pending.setdefault(cid, reason)
+                self._note(f"scoring round failed: {type(exc).__name__}: {exc}")
+                log.warning("scoring round of %d failed (%s: %s); retrying", len(take),
+                            type(exc).__name__, exc)  # fmt: skip
+                await asyncio.sleep(0.5)
+
+    @Service.task
+    async def _poll(self) -> None:
+        """Follow ``{prefix}:model:current`` and rescore requests every ``model_poll_s``."""
+        while not self.should_stop:
+            await self.sleep(self.settings.model_poll_s)
+            if not self.ready:
+                continue
+            try:
+                await self.reload()
+                token = await self.store.rescore_request()
+                if token and token != self._seen_request:
+                    self._seen_request = token
+                    await self.maybe_rescore(token)
+            except Exception as exc:
+                self._note(f"model poll failed: {type(exc).__name__}: {exc}")
+
+    @Service.task
+    async def _repair(self) -> None:
+        """Re-score customers left in ``{prefix}:dirty`` (a crash between state and segment)."""
+        while not self.should_stop:
+            await self.sleep(self.settings.dirty_repair_s)
+            if not self.ready:
+                continue
+            try:
+                await self.enqueue_dirty()
+            except Exception as exc:
+                self._note(f"dirty repair failed: {type(exc).__name__}: {exc}")
+
+    # -- the work -------------------------------------------------------------------------------
+    def as_of_ms(self) -> int:
+        return self._pinned_ms if self._pinned_ms is not None else int(time.time() * 1000)
+
+    async def score(self, items: Mapping[str, str | None]) -> int:
+        """Score one round; returns the number of changes published."""
+        async with self._lock:
+            started = time.perf_counter()
+            model = self.holder.model
+            as_of_ms = self.as_of_ms()
+            rnd = await self.store.read(list(items))
+            dec = decide(model, rnd, as_of_ms, self.settings.hysteresis_margin)
+            events = dict(change_events(dec, items, as_of_ms))
+            rows: list[tuple[Any, ...]] = []
+            sent: dict[str, tuple[str, int, str, bytes]] = {}
+            for r, cid in enumerate(rnd.customer_ids):
+                seq = rnd.seqs[r]
+                expected = "" if seq is None else str(seq)
+                ev = events.get(r)
+                if ev is None:
+                    rows.append((cid, rnd.signatures[r], expected, "", "", ""))
+                    continue
+                nseq = (seq or 0) + 1
+                payload = encode(ev)
+                sent[cid] = (cid, nseq, model.version, payload)
+                rows.append((cid, rnd.signatures[r], expected, dec.new_segments[r], nseq, payload))
+            rows.extend((cid, "", "", "", "", "") for cid in rnd.missing)
+            conflicts = set(await self.store.write(model.version, as_of_ms, rows))
+            publish = [v for cid, v in sent.items() if cid not in conflicts]
+            await self._publish(publish)
+            for cid in conflicts:
+                self.pending.setdefault(cid, items.get(cid))
+            m = self.metrics
+            m.rounds += 1
+            m.scored += len(rnd) - len(conflicts)
+            m.changes += len(publish)
+            m.conflicts += len(conflicts)
+            m.missing += len(rnd.missing)
+            if self.holder.online is not None and isinstance(model, SegmentModel) and len(rnd):
+                ok = np.array([cid not in conflicts for cid in rnd.customer_ids], bool)
+                self.holder.online.learn_many(model.transform(dec.x_real[ok]), dec.segment_ids[ok])
+                await self._check_drift()
+            m.round_seconds_sum += time.perf_counter() - started
+        await self._save_status()
+        return len(publish)
+
+    async def _publish(self, items: list[tuple[str, int, str, bytes]]) -> None:
+        """Publish until acknowledged (the outbox keeps them meanwhile), then clear them."""
+        if not items:
+            return
+        await self._retry(f"publish {len(items)} change(s)", lambda: self.publisher.publish(items))
+        await self.store.outbox_done([(cid, seq) for cid, seq, _, _ in items])
+        self.metrics.published += len(items)
+
+    async def flush_outbox(self) -> int:
+        """Publish changes a previous run wrote but did not get acknowledged (start-up)."""
+        entries = await self.store.outbox()
+        if entries:
+            import msgspec
+
+            items = []
+            for cid, seq, value in entries:
+                version = msgspec.json.decode(value).get("model_version", "")
+                items.append((cid, seq, str(version), value))
+            await self._publish(items)
+            log.info("published %d change(s) left in the outbox by a previous run", len(items))
+        return len(entries)
+
+    async def enqueue_dirty(self) -> int:
+        n = 0
+        async for page in self.store.dirty_pages():
+            self.enqueue(page, None)
+            n += len(page)
+        self.metrics.repaired += n
+        return n
+
+    async def reload(self) -> bool:
+        """Swap in a new current model (between rounds); with ``rescore_all``, re-score all."""
+        async with self._lock:
+            changed = await self.holder.refresh()
+        if changed:
+            self.metrics.reloads += 1
+            self.metrics.drift_exceeded = False
+            await self._save_status(force=True)
+            if self.settings.rescore_all:
+                await self.maybe_rescore(f"model-{self.holder.version}")
+        return changed
+
+    async def maybe_rescore(self, token: str) -> bool:
+        """Re-score every customer once per ``token`` across all workers (claimed in Redis)."""
+        if not await self.store.claim(f"rescore:claim:{token}", RESCORE_CLAIM_S):
+            return False
+        task = asyncio.ensure_future(self.rescore_all(token))
+        self._rescores.add(task)
+        task.add_done_callback(self._rescores.discard)
+        return True
+
+    async def rescore_all(self, token: str = "") -> int:
+        """Queue every customer (SCAN pages) with reason ``model_update``, paced by the loop."""
+        self.metrics.rescore_runs += 1
+        n = 0
+        log.info("re-scoring every customer against %s (%s)", self.holder.version, token)
+        async for page in self.store.customer_pages():
+            self.enqueue(page, "model_update")
+            n += len(page)
+            await self.wait_pending_below(ROUND_MAX)
+        self.metrics.rescored += n
+        log.info("queued %d customer(s) for re-scoring", n)
+        return n
+
+    # -- drift ----------------------------------------------------------------------------------
+    async def _check_drift(self) -> None:
+        s = self.settings
+        report = self.holder.drift(s.drift_bound)
+        if report is None:
+            return
+        m = self.metrics
+        m.drift_max, m.drift_mean = report.max, report.mean
+        if not report.exceeded or m.drift_exceeded:
+            return
+        m.drift_exceeded = True
+        version = self.holder.version
+        log.warning("online centroids of %s drifted %.3f standard units (bound %.3f)",
+                    version, report.max, report.bound)  # fmt: skip
+        if await self.store.claim(f"drift:notice:{version}", s.retrain_cooldown_s):
+            notice = control.encode(
+                "drift", version=version, max=report.max, mean=report.mean,
+                bound=report.bound, per_segment=list(report.per_segment),
+                at=datetime.now(UTC).isoformat(),
+            )  # fmt: skip
+            with contextlib.suppress(Exception):
+                await self.publisher.notice(notice)
+                m.drift_notices += 1
+        if s.retrain_on_drift and await self.store.claim("retrain:lock", s.retrain_cooldown_s):
+            self.start_retrain()
+
+    def start_retrain(self) -> subprocess.Popen[bytes]:
+        """``segstream train --from redis`` as a child process (it publishes the new model)."""
+        cmd = [sys.executable, "-m", "worker", "train", "--from", "redis"]
+        log.warning("drift above bound: starting %s", " ".join(cmd[2:]))
+        self.metrics.retrains += 1
+        return subprocess.Popen(
+            cmd, env=settings_env(self.settings), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+    async def _save_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_at < STATUS_EVERY_S:
+            return
+        self._status_at = now
+        m = self.metrics
+        status = {
+            "model_version": self.holder.version,
+            "drift_max": m.drift_max,
+            "drift_mean": m.drift_mean,
+            "drift_bound": self.settings.drift_bound,
+            "drift_exceeded": int(m.drift_exceeded),
+            "updated_ms": int(time.time() * 1000),
+        }
+        await self.store.save_status(self.holder.version, self.holder.online_json(), status)
+
+    def report(self) -> dict[str, Any]:
+        """What ``/scoring`` shows."""
+        m = asdict(self.metrics)
+        m["pending"] = len(self.pending)
+        m["model_version"] = self.holder.version
+        m["ready"] = self.ready
+        m["drift_bound"] = self.settings.drift_bound
+        return m
+
+
+def _pinned_clock(text: str) -> int | None:
+    if not text:
+        return None
+    from worker.reads import parse_as_of
+
+    return int(parse_as_of(text).timestamp() * 1000)
