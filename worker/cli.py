@@ -91,6 +91,7 @@ def _register_subcommands() -> None:
     main.add_command(importlib.import_module("worker.report.cli").report)
     main.add_command(importlib.import_module("producers.cli").produce)
     main.add_command(importlib.import_module("producers.cli").replay)
+    main.add_command(importlib.import_module("worker.scoring.cli").rescore)
 
 
 _register_subcommands()

@@ -116,10 +116,20 @@ _AS_OF = click.option(
 @click.argument("customer_id")
 @click.option("--json", "as_json", is_flag=True, envvar="SEGSTREAM_JSON", show_envvar=True,
               help="Print one JSON object instead of a table.")  # fmt: skip
+@click.option("--explain", "explain", is_flag=True, envvar="SEGSTREAM_EXPLAIN", show_envvar=True,
+              help="Why it is in its segment (distances, margin; docs/scoring.md).")  # fmt: skip
 @_AS_OF
 @settings_options
-def customer(customer_id: str, as_json: bool, as_of: str | None, settings: Settings) -> None:
+def customer(
+    customer_id: str, as_json: bool, explain: bool, as_of: str | None, settings: Settings
+) -> None:
     """Print one customer's state (RFM, behaviour, segment) as of a time."""
+    if explain:
+        from worker.scoring.explain import explanation, render
+
+        info = explanation(settings, customer_id, parse_as_of(as_of) if as_of else None)
+        click.echo(orjson.dumps(info).decode() if as_json else render(info))
+        return
     when = parse_as_of(as_of)
     with StateReader(settings.redis_url, settings.redis_prefix) as reader:
         state = reader.get(customer_id)

@@ -1,0 +1,350 @@
+"""Segments assigned by ``segstream worker`` (a subprocess) against the real broker and Redis.
+
+Each test reads back what a user sees: the customer hash's ``segment``/``model_version``/
+``segment_seq``, the ``segment-changes`` topic, and ``segstream export`` / ``customer --explain``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+from kafka import KafkaConsumer
+
+from schemas import LineItem, OrderEvent, SegmentChange
+from tests.integration.test_worker import (
+    AS_OF,
+    REPO,
+    PacedProducer,
+    WorkerProcess,
+    assert_same_state,
+    dataset,
+    oracle_rows,
+    produce,
+    records_for,
+    redis_rows,
+    settings_env,
+    wait_for,
+    worker_pool,
+)
+from worker.config import Settings
+from worker.segmentation.artifacts_redis import RedisModelStore
+from worker.segmentation.assign import assign
+from worker.segmentation.features import Scaler, real_matrix
+from worker.segmentation.model import SegmentModel
+from worker.segmentation.rules import RULE_FEATURES, RulesModel
+from worker.state import keys
+
+pytestmark = pytest.mark.integration
+
+Change = tuple[int, SegmentChange]  # (segment_seq header, event)
+
+
+@pytest.fixture(autouse=True)
+def _remove_keys_afterwards(redis_client: object) -> None:
+    """``redis_client`` deletes every key under this test's prefix when the test ends."""
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    yield from worker_pool(tmp_path)
+
+
+def scoring_settings(settings: Settings, **changes: Any) -> Settings:
+    return settings.with_(model_poll_s=0.5, dirty_repair_s=2.0, **changes)
+
+
+def scoring_report(worker: WorkerProcess) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{worker.settings.web_port}/scoring"
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        data: dict[str, Any] = json.load(resp)
+        return data
+
+
+def segments(settings: Settings) -> dict[str, dict[str, str]]:
+    """customer id -> the segment fields of its hash (decoded)."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    out = {}
+    for key in client.scan_iter(match=keys.customer_pattern(settings.redis_prefix), count=1000):
+        cid = keys.customer_id_of(settings.redis_prefix, key)
+        seg = client.hmget(key, ["segment", "model_version", "segment_seq", "seg_as_of"])
+        names = ["segment", "model_version", "segment_seq", "seg_as_of"]
+        out[cid] = dict(zip(names, seg, strict=True))
+    client.close()
+    return out
+
+
+def wait_all_scored(
+    settings: Settings, worker: WorkerProcess, n_received: int, version: str, timeout: float = 90
+) -> dict[str, dict[str, str]]:
+    """Until every event is applied, nothing is dirty or queued, every customer has ``version``."""
+    client = redis.Redis.from_url(settings.redis_url)
+
+    def done() -> dict[str, dict[str, str]] | None:
+        assert worker.alive, worker.tail()
+        received = int(client.hget(keys.counters(settings.redis_prefix), "received") or 0)
+        if received < n_received or client.scard(keys.dirty(settings.redis_prefix)):
+            return None
+        if scoring_report(worker)["pending"]:
+            return None
+        segs = segments(settings)
+        return segs if segs and all(s["model_version"] == version for s in segs.values()) else None
+
+    try:
+        got: dict[str, dict[str, str]] = wait_for(done, timeout, f"all customers on {version}")
+        return got
+    finally:
+        client.close()
+
+
+def read_changes(settings: Settings, expected: int, idle_s: float = 3.0) -> list[Change]:
+    """Every record of the segment-changes topic (waits for ``expected``, then ``idle_s`` more)."""
+    consumer = KafkaConsumer(
+        settings.segment_changes_topic, bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest", group_id=f"{settings.group_id}-changes-reader",
+        session_timeout_ms=6000, consumer_timeout_ms=int(idle_s * 1000),
+    )  # fmt: skip
+    out: list[Change] = []
+    deadline = time.monotonic() + 60
+    while len(out) < expected and time.monotonic() < deadline:
+        for message in consumer:
+            headers = dict(message.headers)
+            event = msgspec.json.decode(message.value, type=SegmentChange)
+            assert message.key == event.customer_id.encode()
+            assert headers["model_version"].decode() == event.model_version
+            out.append((int(headers["segment_seq"]), event))
+    consumer.close()
+    return out
+
+
+def assert_one_event_per_change(
+    changes: list[Change], segs: dict[str, dict[str, str]]
+) -> dict[str, list[Change]]:
+    """Per customer: seq 1..N without gap or repeat, each event moves from the previous
+    segment to a different one, and the last one is the segment stored in Redis."""
+    by_customer: dict[str, list[Change]] = defaultdict(list)
+    for seq, ev in changes:
+        by_customer[ev.customer_id].append((seq, ev))
+    assert set(by_customer) == set(segs)
+    for cid, evs in by_customer.items():
+        assert [s for s, _ in evs] == list(range(1, len(evs) + 1)), cid
+        previous = None
+        for _, ev in evs:
+            assert ev.old_segment == previous and ev.new_segment != ev.old_segment, (cid, ev)
+            previous = ev.new_segment
+        assert previous == segs[cid]["segment"], cid
+        assert len(evs) == int(segs[cid]["segment_seq"]), cid
+    return by_customer
+
+
+def export(settings: Settings, as_of: datetime, tmp_path: Path) -> pd.DataFrame:
+    out = tmp_path / "export.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "worker", "export", "--format", "jsonl", "--out", str(out),
+         "--as-of", as_of.isoformat()],
+        env=settings_env(settings), cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    return pd.DataFrame([json.loads(line) for line in out.read_text().splitlines()])
+
+
+def train_from_redis(settings: Settings, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "train", "--from", "redis", "--seed", "1", *args],
+        env=settings_env(settings), cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    version = RedisModelStore.from_url(settings.redis_url, settings.redis_prefix).current_version()
+    assert version is not None and version.startswith("km-")
+    return version
+
+
+# -- tests ---------------------------------------------------------------------------------------
+def test_rules_then_model_agree_100_percent_with_one_event_per_real_change(
+    settings: Settings, workers: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    s = scoring_settings(
+        settings, scoring_as_of=AS_OF.isoformat(), hysteresis_margin=0.0, rescore_all=1
+    )
+    events = dataset(120, 700, 250, seed=8)
+    worker = workers(s)
+    produce(s.kafka_bootstrap, records_for(s, events))
+    worker.wait_assigned()
+
+    # Before any model: rules-v1, exactly as RulesModel scores the exported state.
+    segs = wait_all_scored(s, worker, len(events), "rules-v1")
+    rows = export(s, AS_OF, tmp_path)
+    ruled = RulesModel().assign(real_matrix(rows, RULE_FEATURES)).segment_ids
+    expected = dict(zip(rows["customer_id"], (RulesModel().names[i] for i in ruled), strict=True))
+    assert {c: v["segment"] for c, v in segs.items()} == expected
+    assert {v["seg_as_of"] for v in segs.values()} == {str(int(AS_OF.timestamp() * 1000))}
+
+    # A model trained on that state is picked up without restart; every customer re-scored.
+    version = train_from_redis(s, "--k", "4", "--as-of", AS_OF.isoformat())
+    segs = wait_all_scored(s, worker, len(events), version)
+    model = RedisModelStore.from_url(s.redis_url, s.redis_prefix).load(version)
+    rows = export(s, AS_OF, tmp_path)
+    predicted = assign(model, real_matrix(rows, model.feature_names), margin=0.0).segment_ids
+    worker_says = [segs[c]["segment"] for c in rows["customer_id"]]
+    agree = np.mean([model.names[p] == w for p, w in zip(predicted, worker_says, strict=True)])
+    assert agree == 1.0, f"agreement {agree:.4f}"
+
+    total = sum(int(v["segment_seq"]) for v in segs.values())
+    changes = read_changes(s, total)
+    assert len(changes) == total
+    by_customer = assert_one_event_per_change(changes, segs)
+    for evs in by_customer.values():
+        first = evs[0][1]
+        assert first.model_version == "rules-v1" and first.reason in ("order", "return", "clicks")
+        for _, ev in evs[1:]:
+            assert ev.model_version == version and ev.reason == "model_update"
+            assert ev.new_distance is not None
+            # A rules-v1 name the model does not have has no centroid, hence no distance.
+            assert (ev.old_distance is None) == (ev.old_segment not in model.names)
+            if ev.old_distance is not None:  # hysteresis 0: the nearest centroid wins
+                assert ev.new_distance <= ev.old_distance + 1e-12
+            assert set(ev.features) == set(model.feature_names)
+
+    # --explain names the same segment and shows every centroid's distance.
+    cid = rows["customer_id"].iloc[0]
+    shown = subprocess.run(
+        [sys.executable, "-m", "worker", "customer", cid, "--explain", "--json"],
+        env=settings_env(s.with_(hysteresis_margin=0.0)), cwd=REPO, check=True,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    info = json.loads(shown.stdout)
+    assert info["assigned"] == segs[cid]["segment"] == info["nearest"]
+    assert set(info["distances"]) == set(model.names) and info["model_version"] == version
+    assert worker.alive
+
+
+def _order(cid: str, n: int, total: float, when: datetime) -> OrderEvent:
+    return OrderEvent(
+        event_id=f"{cid}-e{n}", schema_version=1, customer_id=cid, order_id=f"{cid}-o{n}",
+        event_time=when, status="placed",
+        items=[LineItem(sku="S", quantity=1, unit_price=total)], total=total,
+    )  # fmt: skip
+
+
+def aov_model(prefix: str, redis_url: str) -> SegmentModel:
+    """Two segments on AOV alone: 'small_baskets' at 20, 'big_baskets' at 200 (boundary ~64)."""
+    model = SegmentModel(
+        version="km-aov-test", created_at="2026-01-01T00:00:00+00:00", feature_names=("aov",),
+        scaler=Scaler(mean=np.zeros(1), std=np.ones(1)),
+        centroids=np.log1p(np.array([[20.0], [200.0]])), names=("small_baskets", "big_baskets"),
+        seed=0, training_size=2, as_of="2026-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    RedisModelStore.from_url(redis_url, prefix).save(model)
+    return model
+
+
+def test_hysteresis_stops_noisy_updates_near_a_boundary_from_flapping(
+    settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    s = scoring_settings(settings, hysteresis_margin=0.1)
+    model = aov_model(s.redis_prefix, s.redis_url)
+    customers = [f"N{i}" for i in range(8)]
+    # AOV after each order: alternately just above and just below the boundary (~64).
+    targets = [[67.0 - 0.3 * i if k % 2 == 0 else 61.0 + 0.3 * i for k in range(8)]
+               for i in range(len(customers))]  # fmt: skip
+    worker = workers(s)
+    worker.wait_assigned()
+    now = datetime.now(UTC) - timedelta(days=1)
+    sent = 0
+    nearest_flips = 0
+    previous_nearest = np.zeros(len(customers), np.int64)
+    for step in range(8):
+        batch = []
+        for i, cid in enumerate(customers):
+            spent_before = targets[i][step - 1] * step if step else 0.0
+            total = round(targets[i][step] * (step + 1) - spent_before, 2)
+            batch.append(_order(cid, step, total, now + timedelta(minutes=step)))
+        produce(s.kafka_bootstrap, records_for(s, batch))
+        sent += len(batch)
+        segs = wait_all_scored(s, worker, sent, model.version)
+        aovs = real_matrix(export(s, now, Path(worker.log_path.parent)), ("aov",))
+        assert np.allclose(np.sort(aovs[:, 0]), np.sort([t[step] for t in targets]), atol=0.01)
+        nearest = assign(model, aovs, margin=0.0).segment_ids
+        if step:
+            nearest_flips += int((nearest != previous_nearest).sum())
+        previous_nearest = nearest
+    assert nearest_flips >= 6 * len(customers)  # without hysteresis they would flap every step
+    changes = read_changes(s, sum(int(v["segment_seq"]) for v in segs.values()))
+    by_customer = assert_one_event_per_change(changes, segs)
+    for cid, evs in by_customer.items():
+        moves = [ev for _, ev in evs if ev.old_segment is not None]
+        assert len(moves) <= 1, (cid, [(e.old_segment, e.new_segment) for e in moves])
+
+
+def test_sweep_moves_a_silent_customer_to_hibernating_with_reason_recency_decay(
+    settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    s = scoring_settings(settings, sweep_interval_s=1.0, recency_thresholds_days=(60,))
+    worker = workers(s)
+    worker.wait_assigned()
+    now = datetime.now(UTC)
+    crossing = now + timedelta(seconds=20)
+    silent = _order("silent", 0, 20.0, crossing - timedelta(days=60))
+    steady = _order("steady", 0, 20.0, now - timedelta(days=10))
+    produce(s.kafka_bootstrap, records_for(s, [silent, steady]))
+    segs = wait_all_scored(s, worker, 2, "rules-v1")
+    # rules-v1: 1 order of 20 EUR -> F=M=1; recency just under 60 days -> R=3.
+    assert segs["silent"]["segment"] == "about_to_sleep"
+    assert segs["steady"]["segment"] == "new"
+
+    def moved() -> bool:
+        return segments(s)["silent"]["segment"] == "hibernating"
+
+    wait_for(moved, 90, "the sweep to move the silent customer")
+    assert datetime.now(UTC) >= crossing
+    segs = segments(s)
+    changes = read_changes(s, 3)
+    by_customer = assert_one_event_per_change(changes, segs)
+    first, decay = (ev for _, ev in by_customer["silent"])
+    assert first.reason == "order" and first.new_segment == "about_to_sleep"
+    assert decay.reason == "recency_decay" and decay.new_segment == "hibernating"
+    assert decay.model_version == "rules-v1" and decay.event_time >= crossing
+    assert decay.features["recency_days"] >= 60.0
+    assert len(by_customer["steady"]) == 1 and segs["steady"]["segment"] == "new"
+
+
+def test_model_reload_during_a_live_stream_loses_no_event(
+    settings: Settings, workers: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    from worker.segmentation.training import train
+
+    s = scoring_settings(settings, scoring_as_of=AS_OF.isoformat(), rescore_all=1)
+    events = dataset(150, 1200, 400, seed=13)
+    expected = oracle_rows(events)
+    # Trained beforehand (on the final state) so that publishing it mid-stream is instant.
+    model = train(pd.DataFrame(list(expected.values())), k=3, seed=1).model
+    worker = workers(s)
+    worker.wait_assigned()
+    producer = PacedProducer(s.kafka_bootstrap, records_for(s, events), per_second=300)
+    producer.start()
+    wait_for(lambda: producer.sent > len(events) // 3, 60, "a third of the stream")
+    RedisModelStore.from_url(s.redis_url, s.redis_prefix).save(model)
+    wait_for(lambda: scoring_report(worker)["reloads"] == 1, 30, "the worker to reload")
+    assert producer.is_alive(), "the stream ended before the worker reloaded"
+    producer.finish()
+    segs = wait_all_scored(s, worker, len(events), model.version)
+    assert_same_state(redis_rows(s), expected)
+    assert set(segs) == set(expected)
+    total = sum(int(v["segment_seq"]) for v in segs.values())
+    by_customer = assert_one_event_per_change(read_changes(s, total), segs)
+    versions = {ev.model_version for evs in by_customer.values() for _, ev in evs}
+    assert versions == {"rules-v1", model.version}
+    report = scoring_report(worker)
+    assert report["model_version"] == model.version and report["rescore_runs"] == 1

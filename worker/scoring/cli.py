@@ -1,0 +1,50 @@
+"""``segstream rescore``: ask the running workers to re-score every customer.
+
+The request is stored in Redis (``{prefix}:rescore:request`` = a fresh token), which every worker
+checks every ``model_poll_s`` seconds, and announced on the control topic for an immediate start.
+Exactly one worker claims each token (``SET NX``) and queues every customer (SCAN pages) for
+re-scoring against its current model; changes are published with reason ``model_update``. A
+worker started with ``--rescore-all`` does the same by itself whenever it picks up a new model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import click
+import redis
+
+from worker.cli_options import settings_options
+from worker.config import Settings
+from worker.scoring import control
+
+
+@click.command("rescore")
+@settings_options
+def rescore(settings: Settings) -> None:
+    """Re-score every customer against the current model (done by a running worker)."""
+    token = f"cli-{uuid.uuid4().hex[:12]}"
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.set(f"{settings.redis_prefix}:rescore:request", token)
+        current = client.get(f"{settings.redis_prefix}:model:current")
+    finally:
+        client.close()
+    asyncio.run(_announce(settings, control.encode("rescore_all", token=token)))
+    version = current.decode() if isinstance(current, bytes) else "rules-v1"
+    click.echo(
+        f"rescore {token} requested (model {version}); a worker claims it within "
+        f"{settings.model_poll_s:g}s and publishes changes with reason model_update"
+    )
+
+
+async def _announce(settings: Settings, value: bytes) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.control_topic, value)
+    finally:
+        await producer.stop()
