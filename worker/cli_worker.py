@@ -26,7 +26,12 @@ from worker.config import Settings
 )
 @env_option("sweep_interval_s", "--sweep-interval", type=float, help="Recency sweep period (s).")
 @env_option("log_level", "--log-level", help="DEBUG, INFO, WARNING or ERROR.")
-@env_option("scoring", "--scoring/--no-scoring", help="Assign segments (docs/scoring.md).")
+@env_option(
+    "scoring",
+    "--scoring/--no-scoring",
+    default=bool(Settings().scoring),  # a bool, or click cannot parse the int field's default
+    help="Assign segments (docs/scoring.md).",
+)
 @env_option(
     "hysteresis_margin", "--hysteresis-margin", type=float, help="Hysteresis margin (0 = off)."
 )
@@ -34,6 +39,7 @@ from worker.config import Settings
 @env_option(
     "retrain_on_drift",
     "--retrain-on-drift/--no-retrain-on-drift",
+    default=bool(Settings().retrain_on_drift),
     help="Start `segstream train --from redis` when drift exceeds the bound.",
 )
 @env_option(
@@ -42,6 +48,7 @@ from worker.config import Settings
 @env_option(
     "rescore_all",
     "--rescore-all/--no-rescore-all",
+    default=bool(Settings().rescore_all),
     help="Re-score every customer when a new model version is picked up.",
 )
 @env_option("model_poll_s", "--model-poll", type=float, help="Seconds between model checks.")
