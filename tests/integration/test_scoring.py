@@ -77,7 +77,7 @@ def scoring_report(worker: WorkerProcess) -> dict[str, Any]:
 def segments(settings: Settings) -> dict[str, dict[str, str]]:
     """customer id -> the segment fields of its hash (decoded)."""
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for key in client.scan_iter(match=keys.customer_pattern(settings.redis_prefix), count=1000):
         cid = keys.customer_id_of(settings.redis_prefix, key)
         seg = client.hmget(key, ["segment", "model_version", "segment_seq", "seg_as_of"])
@@ -348,3 +348,97 @@ def test_model_reload_during_a_live_stream_loses_no_event(
     assert versions == {"rules-v1", model.version}
     report = scoring_report(worker)
     assert report["model_version"] == model.version and report["rescore_runs"] == 1
+
+
+def test_online_path_reaches_the_batch_ari_on_streamed_personas(
+    settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    from producers.synthetic import SyntheticConfig, default_start, generate
+    from worker.core import Batch, InMemoryStateStore, Record, features
+    from worker.segmentation.assign import distances
+    from worker.segmentation.online import OnlineKMeans
+    from worker.segmentation.training import train
+
+    config = SyntheticConfig(customers=300, days=90, seed=5, start=default_start(90))
+    data = generate(config)
+    events = list(data.events())
+    as_of = config.start + timedelta(days=config.days)
+    oracle = InMemoryStateStore()
+    records = [Record("oracle", 0, i, ev) for i, ev in enumerate(events)]
+    oracle.apply(Batch(records, {("oracle", 0): len(records) - 1}, {}))
+    truth = pd.DataFrame([features(st, as_of) for st in oracle.customers()])
+    model = train(truth, seed=1).model  # batch training on the final state, k by the rule
+    RedisModelStore.from_url(settings.redis_url, settings.redis_prefix).save(model)
+
+    s = scoring_settings(settings, scoring_as_of=as_of.isoformat(), hysteresis_margin=0.0)
+    worker = workers(s)
+    produce(s.kafka_bootstrap, records_for(s, events))
+    worker.wait_assigned()
+    segs = wait_all_scored(s, worker, len(events), model.version, timeout=180)
+    assert worker.stop() == 0  # the online state is saved on stop
+    client = redis.Redis.from_url(s.redis_url)
+    raw = client.get(f"{s.redis_prefix}:online:{model.version}")
+    client.close()
+    text = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    status: dict[str, str] = text.hgetall(f"{s.redis_prefix}:scoring")  # type: ignore[assignment]
+    text.close()
+    assert raw is not None
+    online = OnlineKMeans.from_dict(json.loads(raw))
+    assert int(online.counts_.sum()) >= len(segs)  # it learned from every scored update
+
+    ids = list(truth["customer_id"])
+    personas = [data.labels[c] for c in ids]
+    batch_ari = adjusted_rand_score(personas, [segs[c]["segment"] for c in ids])
+    z = model.transform(real_matrix(truth, model.feature_names))
+    online_ari = adjusted_rand_score(personas, distances(z, online.centers_).argmin(axis=1))
+    drift = online.drift(s.drift_bound)
+    print(f"ARI batch {batch_ari:.3f} online {online_ari:.3f}; drift max {drift.max:.3f} "
+          f"mean {drift.mean:.3f} ({len(events)} events, {len(ids)} customers, "
+          f"k={model.k})")  # fmt: skip
+    assert batch_ari >= 0.8
+    assert online_ari >= batch_ari - 0.05
+    assert float(status["drift_max"]) == pytest.approx(drift.max)
+    assert status["model_version"] == model.version
+
+
+def test_a_crash_between_state_and_segment_loses_no_change(
+    settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    """State written without scoring (as if the worker died right after the state script) is
+    scored at the next start from ``{prefix}:dirty``; an unacknowledged change left in the
+    outbox is published then too."""
+    events = dataset(60, 300, 100, seed=3)
+    state_only = workers(settings.with_(scoring=0), "state-only")
+    produce(settings.kafka_bootstrap, records_for(settings, events))
+    state_only.wait_assigned()
+    client = redis.Redis.from_url(settings.redis_url)
+    wait_for(
+        lambda: (
+            int(client.hget(keys.counters(settings.redis_prefix), "received") or 0) >= len(events)
+        ),
+        90,
+        "state written",
+    )
+    assert state_only.stop() == 0
+    customers = set(oracle_rows(events))
+    dirty = {m.decode() for m in client.smembers(keys.dirty(settings.redis_prefix))}  # type: ignore[union-attr]
+    assert dirty == customers and not any(v["segment"] for v in segments(settings).values())
+    ghost = SegmentChange(
+        customer_id="ghost", old_segment=None, new_segment="new", reason="order",
+        model_version="rules-v1", features={}, event_time=AS_OF, processing_time=AS_OF,
+    )  # fmt: skip
+    client.hset(f"{settings.redis_prefix}:outbox", "ghost|1", msgspec.json.encode(ghost))
+
+    s = scoring_settings(settings, group_id=f"{settings.group_id}-2")
+    worker = workers(s, "restarted")
+    segs = wait_all_scored(s, worker, len(events), "rules-v1")
+    assert set(segs) == customers
+    assert not client.exists(f"{settings.redis_prefix}:outbox")
+    client.close()
+    changes = read_changes(s, len(customers) + 1)
+    assert [(seq, ev) for seq, ev in changes if ev.customer_id == "ghost"] == [(1, ghost)]
+    rest = [(seq, ev) for seq, ev in changes if ev.customer_id != "ghost"]
+    by_customer = assert_one_event_per_change(rest, segs)
+    assert all(ev.reason in ("order", "clicks") for evs in by_customer.values() for _, ev in evs)

@@ -117,6 +117,7 @@ class ScoringService(Service):
         self._rescores: set[asyncio.Task[int]] = set()
         self._seen_request: str | None = None
         self._status_at = 0.0
+        self._status_stale = False
         super().__init__(**kwargs)
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -207,6 +208,9 @@ class ScoringService(Service):
         log.info("scoring ready with model %s", self.holder.version)
         while not self.should_stop:
             if not self.pending:
+                if self._status_stale:
+                    with contextlib.suppress(Exception):
+                        await self._save_status(force=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.5)
                 self._wake.clear()
@@ -403,8 +407,10 @@ class ScoringService(Service):
     async def _save_status(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._status_at < STATUS_EVERY_S:
+            self._status_stale = True
             return
         self._status_at = now
+        self._status_stale = False
         m = self.metrics
         status = {
             "model_version": self.holder.version,
