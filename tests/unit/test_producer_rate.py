@@ -58,3 +58,13 @@ def test_pacer_follows_event_time_gaps_scaled() -> None:
     assert clock.now - 100.0 == pytest.approx(1.0)
     pacer.wait_for(3_600_000)  # an hour after the first event: 60 s after the start
     assert clock.now - 100.0 == pytest.approx(60.0)
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal() -> None:
+    from producers.run import progress_bar
+
+    assert progress_bar("x", 10, enabled=False) is None
+    bar = progress_bar("x", 10, enabled=True)
+    assert bar is not None and len(bar.tasks) == 1 and bar.tasks[0].total == 10
+    # pytest captures stderr: not a terminal, so the default is off
+    assert progress_bar("x", 10) is None
