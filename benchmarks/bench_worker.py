@@ -23,6 +23,14 @@ What it does, on its own broker (tansu) and Redis started for the run:
    a customer never seen before, and a sampler polls Redis (pipelined ``EXISTS`` every 5 ms) for
    its state hash; latency = first time it is visible - event time.
 
+With ``--with-scoring`` a fourth path runs, ``scoring``: the same worker with segmentation on
+(``SEGSTREAM_SCORING=1``; the other worker runs have it off) and a K-means model (k=6, trained on
+seeded synthetic state) current in Redis, so every changed customer is read, scored, written
+and, on a real change, published to segment-changes, and the online model learns. Its rate is
+end to end: from the first applied batch until every event is applied *and* the dirty set is
+empty (every changed customer scored); its ingest-only rate is printed beside it. The ratio
+``scoring / worker`` (per run, median) is the overhead (target: >= 0.90).
+
 Figures are medians over the runs; ratios are against the floor measured in the same run.
 ``--events`` smaller than 1M is for a quick look; the issue's figure is at 1M.
 """
@@ -246,6 +254,8 @@ class Throughput:
     #: what each path costs, independent of how busy the machine is.
     proc_cpu_us: float = 0.0
     redis_cpu_us: float = 0.0
+    #: Events applied per second (for ``scoring``, ``events_per_s`` also waits for scoring).
+    ingest_events_per_s: float = 0.0
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -259,10 +269,24 @@ def redis_cpu_s(r: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def watch(r: redis.Redis, prefix: str, expect: int, proc: subprocess.Popen[bytes]) -> Throughput:
+def publish_model(redis_url: str, prefix: str, seed: int) -> str:
+    """A K-means model (k=6) trained on seeded synthetic state, made current under ``prefix``."""
+    from worker.segmentation.artifacts_redis import RedisModelStore
+    from worker.segmentation.synthetic import synthetic_state
+    from worker.segmentation.training import train
+
+    model = train(synthetic_state(20_000, seed=seed), k=6, seed=seed).model
+    RedisModelStore.from_url(redis_url, prefix).save(model)
+    return model.version
+
+
+def watch(
+    r: redis.Redis, prefix: str, expect: int, proc: subprocess.Popen[bytes], scored: bool = False
+) -> Throughput:
+    """Until ``expect`` events are applied (and, with ``scored``, the dirty set is empty)."""
     key = f"{prefix}:counters"
     spawned = time.perf_counter()
-    first_t = first_n = None
+    first_t = first_n = ingest_t = None
     cpu0 = rcpu0 = 0.0
     deadline = spawned + 1800
     while True:
@@ -271,7 +295,9 @@ def watch(r: redis.Redis, prefix: str, expect: int, proc: subprocess.Popen[bytes
         if n and first_t is None:
             first_t, first_n = now, n
             cpu0, rcpu0 = proc_cpu_s(proc.pid), redis_cpu_s(r)
-        if n >= expect:
+        if n >= expect and ingest_t is None:
+            ingest_t = now
+        if n >= expect and (not scored or not r.scard(f"{prefix}:dirty")):
             cpu1, rcpu1 = proc_cpu_s(proc.pid), redis_cpu_s(r)
             break
         if proc.poll() is not None:
@@ -282,8 +308,10 @@ def watch(r: redis.Redis, prefix: str, expect: int, proc: subprocess.Popen[bytes
     assert first_t is not None and first_n is not None
     span_events = max(expect - first_n, 1)
     rate = span_events / max(now - first_t, 1e-9)
+    assert ingest_t is not None
     return Throughput(
         "", 0, rate, first_t - spawned, now - spawned,
+        ingest_events_per_s=span_events / max(ingest_t - first_t, 1e-9),
         proc_cpu_us=(cpu1 - cpu0) / span_events * 1e6,
         redis_cpu_us=(rcpu1 - rcpu0) / span_events * 1e6,
     )  # fmt: skip
@@ -312,7 +340,7 @@ def worker_env(
         SEGSTREAM_WEB_PORT=str(port), SEGSTREAM_RUN_DIR=run_dir, SEGSTREAM_LOG_LEVEL="WARNING",
         SEGSTREAM_SESSION_TIMEOUT_S="6", SEGSTREAM_SWEEP_INTERVAL_S="60",
         # Issue 4's figure is ingestion into state; segment assignment is measured on its own.
-        SEGSTREAM_SCORING="0",
+        SEGSTREAM_SCORING="0", SEGSTREAM_SEGMENT_CHANGES_TOPIC="bench-segment-changes",
     )  # fmt: skip
     return env
 
@@ -323,10 +351,13 @@ def spawn(path: str, opts: argparse.Namespace, ctx: dict[str, Any], tag: str) ->
     prefix, group = f"b-{tag}", f"g-{tag}"
     log = open(Path(ctx["dir"]) / f"{tag}.log", "wb")  # noqa: SIM115 - closed by the caller
     topics = ctx["topics"]
-    if path == "worker":
+    if path in ("worker", "scoring"):
         env = worker_env(
             ctx["bootstrap"], ctx["redis_url"], prefix, group, topics, free_port(), ctx["dir"]
         )
+        if path == "scoring":
+            env["SEGSTREAM_SCORING"] = "1"
+            publish_model(ctx["redis_url"], prefix, opts.seed)
         cmd = [sys.executable, "-m", "worker", "worker"]
     else:
         env = dict(os.environ)
@@ -463,8 +494,13 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=10_000)
     parser.add_argument("--latency-seconds", type=float, default=15)
     parser.add_argument("--latency-runs", type=int, default=None, help="default: --runs")
+    parser.add_argument(
+        "--with-scoring", action="store_true", help="also run the worker with scoring on"
+    )
     opts = parser.parse_args()
     paths = opts.paths.split(",") if opts.paths else []
+    if opts.with_scoring and "scoring" not in paths:
+        paths.append("scoring")
 
     from worker.services import local_services
 
@@ -473,7 +509,9 @@ def main() -> None:
         conditions(opts, redis_url)
         r = redis.Redis.from_url(redis_url)
         topics = ("bench-orders", "bench-clicks")
-        create_topics(bootstrap, [*topics, "bench-dead-letter", "bench-control"], 4)
+        create_topics(
+            bootstrap, [*topics, "bench-dead-letter", "bench-control", "bench-segment-changes"], 4
+        )
         ctx = {"bootstrap": bootstrap, "redis_url": redis_url, "topics": topics, "dir": tmp}
         results: list[Throughput] = []
         if paths:
@@ -490,7 +528,7 @@ def main() -> None:
                 r.flushdb()
                 proc, prefix, log = spawn(path, opts, ctx, f"{path}-{run}")
                 try:
-                    res = watch(r, prefix, opts.events, proc)
+                    res = watch(r, prefix, opts.events, proc, scored=path == "scoring")
                 finally:
                     stop(proc)
                     log.close()
@@ -536,6 +574,19 @@ def report(results: list[Throughput], latencies: list[float], per_run_p99: list[
     if "worker" in med:
         ok = med["worker"] >= TARGETS["events_per_s"]
         print(f"  worker target {TARGETS['events_per_s']:,} events/s: {'met' if ok else 'MISSED'}")
+    if "scoring" in med and "worker" in med:
+        per_run = [
+            sc.events_per_s / w.events_per_s
+            for sc in results
+            if sc.path == "scoring"
+            for w in results
+            if w.path == "worker" and w.run == sc.run
+        ]
+        ingest = statistics.median(r.ingest_events_per_s for r in results if r.path == "scoring")
+        ratio = statistics.median(per_run)
+        print(f"  scoring (end to end, every changed customer scored) / worker (state only) = "
+              f"{ratio:.3f} (median of per-run ratios: {', '.join(f'{x:.3f}' for x in per_run)}"
+              f"; target >= 0.90); scoring's ingest-only rate {ingest:,.0f} events/s")  # fmt: skip
     if "faust" in med and "worker" in med:
         print(f"  worker / faust take() = {med['worker'] / med['faust']:.1f}x")
     if latencies:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 
 class ChangePublisher:
@@ -29,6 +31,7 @@ class ChangePublisher:
         self.client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self.published = 0
+        self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
@@ -51,17 +54,34 @@ class ChangePublisher:
             self._producer = None
 
     async def publish(self, items: Sequence[tuple[str, int, str, bytes]]) -> None:
-        """Send ``(customer_id, segment_seq, model_version, value)`` records; wait for acks."""
+        """Send ``(customer_id, segment_seq, model_version, value)`` records; wait for acks.
+
+        Records are appended to one batch per partition (the default partitioner's choice for
+        the key, as ``send`` would make it) and sent with ``send_batch``: ``send`` per record
+        costs ~30 us of Python each, more than scoring the customer.
+        """
         producer = self._producer
         assert producer is not None, "publisher not started"
+        if not items:
+            return
+        partitions = sorted(await producer.partitions_for(self.topic))
+        batches: dict[int, Any] = {}
         futures = []
         for cid, seq, version, value in items:
+            key = cid.encode()
             headers = [("segment_seq", str(seq).encode()), ("model_version", version.encode())]
-            futures.append(
-                await producer.send(self.topic, value, key=cid.encode(), headers=headers)
-            )
-        if futures:
-            await asyncio.gather(*futures)
+            part = self._partitioner(key, partitions, partitions)
+            batch = batches.get(part)
+            if batch is None:
+                batch = batches[part] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                # Full: send it (in order) and start the partition's next batch.
+                futures.append(await producer.send_batch(batch, self.topic, partition=part))
+                batch = batches[part] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
+        for part, batch in batches.items():
+            futures.append(await producer.send_batch(batch, self.topic, partition=part))
+        await asyncio.gather(*futures)
         self.published += len(items)
 
     async def notice(self, value: bytes) -> None:

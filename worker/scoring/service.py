@@ -44,7 +44,7 @@ from worker.scoring.decide import change_events, decide
 from worker.scoring.errors import ControlMessageInvalid
 from worker.scoring.models import ModelHolder
 from worker.scoring.publisher import ChangePublisher
-from worker.scoring.store import ScoringStore
+from worker.scoring.store import ScoringStore, WriteRow
 from worker.segmentation.model import SegmentModel
 
 log = logging.getLogger(__name__)
@@ -271,20 +271,22 @@ class ScoringService(Service):
             rnd = await self.store.read(list(items))
             dec = decide(model, rnd, as_of_ms, self.settings.hysteresis_margin)
             events = dict(change_events(dec, items, as_of_ms))
-            rows: list[tuple[Any, ...]] = []
+            rows: list[WriteRow] = []
             sent: dict[str, tuple[str, int, str, bytes]] = {}
+            segments = dec.new_segments
             for r, cid in enumerate(rnd.customer_ids):
                 seq = rnd.seqs[r]
-                expected = "" if seq is None else str(seq)
+                expected = -1 if seq is None else seq
                 ev = events.get(r)
                 if ev is None:
-                    rows.append((cid, rnd.signatures[r], expected, "", "", ""))
+                    rows.append((cid, rnd.signatures[r], expected, "", 0, ""))
                     continue
-                nseq = (seq or 0) + 1
+                nseq = expected + 1 if expected >= 0 else 1
                 payload = encode(ev)
                 sent[cid] = (cid, nseq, model.version, payload)
-                rows.append((cid, rnd.signatures[r], expected, dec.new_segments[r], nseq, payload))
-            rows.extend((cid, "", "", "", "", "") for cid in rnd.missing)
+                # JSON as text: Redis's cmsgpack does not read msgpack's bin type.
+                rows.append((cid, rnd.signatures[r], expected, segments[r], nseq, payload.decode()))
+            rows.extend((cid, "", -1, "", 0, "") for cid in rnd.missing)
             conflicts = set(await self.store.write(model.version, as_of_ms, rows))
             publish = [v for cid, v in sent.items() if cid not in conflicts]
             await self._publish(publish)

@@ -20,10 +20,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
-from worker.scoring.vectors import READ_FIELDS, STATE_FIELDS, Round, parse
+from worker.scoring.vectors import READ_FIELDS, STATE_FIELDS, Round, from_packed, parse
 from worker.state import keys
+
+#: One customer of a write: cid, signature, expected seq (-1), segment, new seq (0), event.
+WriteRow = tuple[str, str, int, str, int, str]
+_pack = msgspec.msgpack.Encoder().encode
+_unpack = msgspec.msgpack.Decoder().decode
 
 
 def _str(value: Any) -> str:
@@ -34,37 +40,61 @@ def _lua_list(names: Sequence[str]) -> str:
     return ", ".join(f"'{n}'" for n in names)
 
 
+#: Stands for an absent state field in the read script's reply (exact in a double).
+ABSENT = -(2**52)
+
+#: ARGV: prefix, msgpack list of customer ids. Returns msgpack: per customer
+#: ``[*state fields as numbers (ABSENT if absent), segment or '', model_version or '',
+#: segment_seq or -1, signature]``; the signature is the state fields as stored, joined by ','.
+#: Blobs rather than one argument per value: redis-py's per-argument encoding cost more than
+#: the rest of a round.
 READ_LUA = f"""
 local prefix = ARGV[1]
+local ids = cmsgpack.unpack(ARGV[2])
+local ns = {len(STATE_FIELDS)}
 local out = {{}}
-for i = 2, #ARGV do
-  local key = prefix .. ':c:{{' .. ARGV[i] .. '}}'
-  out[#out + 1] = redis.call('HMGET', key, {_lua_list(READ_FIELDS)})
+for i = 1, #ids do
+  local v = redis.call('HMGET', prefix .. ':c:{{' .. ids[i] .. '}}', {_lua_list(READ_FIELDS)})
+  local row, parts = {{}}, {{}}
+  for j = 1, ns do
+    local x = v[j]
+    if x then
+      row[j] = tonumber(x)
+      parts[j] = x
+    else
+      row[j] = {ABSENT}
+      parts[j] = ''
+    end
+  end
+  row[ns + 1] = v[ns + 1] or ''
+  row[ns + 2] = v[ns + 2] or ''
+  row[ns + 3] = tonumber(v[ns + 3]) or -1
+  row[ns + 4] = table.concat(parts, ',')
+  out[i] = row
 end
-return out
+return cmsgpack.pack(out)
 """
 
-#: ARGV: prefix, model version, as-of ms, n, then n x (cid, signature, expected seq or '',
-#: new segment, new seq or '' when unchanged, event JSON or ''). Returns the conflicting ids.
+#: ARGV: prefix, model version, as-of ms, msgpack list of rows ``[cid, signature, expected seq
+#: (-1 = none), new segment, new seq (0 = unchanged), event JSON or '']``. Returns the ids whose
+#: ``segment_seq`` was not the expected one (someone else scored them meanwhile).
 WRITE_LUA = f"""
 local prefix, version, asof = ARGV[1], ARGV[2], ARGV[3]
-local n = tonumber(ARGV[4])
+local rows = cmsgpack.unpack(ARGV[4])
 local dirty = prefix .. ':dirty'
 local outbox = prefix .. ':outbox'
 local state_fields = {{{_lua_list(STATE_FIELDS)}}}
 local conflicts = {{}}
-local i = 5
-for _ = 1, n do
-  local cid, sig, seq = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local seg, nseq, ev = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  i = i + 6
+for i = 1, #rows do
+  local row = rows[i]
+  local cid, sig, seq, seg, nseq, ev = row[1], row[2], row[3], row[4], row[5], row[6]
   local key = prefix .. ':c:{{' .. cid .. '}}'
   if redis.call('EXISTS', key) == 0 then
     redis.call('SREM', dirty, cid)
-  elseif (redis.call('HGET', key, 'segment_seq') or '') ~= seq then
+  elseif (tonumber(redis.call('HGET', key, 'segment_seq')) or -1) ~= seq then
     conflicts[#conflicts + 1] = cid
   else
-    if nseq ~= '' then
+    if nseq > 0 then
       redis.call('HSET', key, 'segment', seg, 'segment_seq', nseq)
       redis.call('HSET', outbox, cid .. '|' .. nseq, ev)
     end
@@ -100,23 +130,19 @@ class ScoringStore:
         """Every customer's state and segment fields in one round trip."""
         if not customer_ids:
             return parse([], [])
-        replies = await self._read(keys=[], args=[self.prefix, *customer_ids])
-        return parse(customer_ids, replies)
+        blob = await self._read(keys=[], args=[self.prefix, _pack(list(customer_ids))])
+        return from_packed(customer_ids, _unpack(blob), ABSENT)
 
-    async def write(
-        self, model_version: str, as_of_ms: int, rows: Sequence[tuple[str, ...]]
-    ) -> list[str]:
+    async def write(self, model_version: str, as_of_ms: int, rows: Sequence[WriteRow]) -> list[str]:
         """Segments (+ outbox entries of changes) in one atomic call; returns conflicting ids.
 
-        Each row: ``(cid, signature, expected_seq, segment, new_seq, event_json)`` as strings.
+        Each row: ``(cid, signature, expected_seq or -1, segment, new_seq or 0, event or "")``.
         """
         if not rows:
             return []
-        args: list[Any] = [self.prefix, model_version, as_of_ms, len(rows)]
-        for row in rows:
-            args.extend(row)
+        args: list[str | int | bytes] = [self.prefix, model_version, as_of_ms, _pack(rows)]
         reply = await self._write(keys=[], args=args)
-        return [c.decode() if isinstance(c, bytes) else str(c) for c in reply]
+        return [_str(c) for c in reply]
 
     # -- outbox ---------------------------------------------------------------------------------
     async def outbox(self) -> list[tuple[str, int, bytes]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -96,6 +97,29 @@ def parse(customer_ids: Sequence[str], replies: Sequence[Sequence[bytes | None]]
         seqs.append(None if seq is None else int(seq))
     raw = np.array(rows, dtype=np.int64).reshape(len(rows), n_state)
     return Round(ids, raw, sigs, segs, versions, seqs, missing)
+
+
+def from_packed(customer_ids: Sequence[str], rows: Sequence[Sequence[Any]], absent: int) -> Round:
+    """The read script's reply (see ``worker.scoring.store.READ_LUA``) -> a :class:`Round`."""
+    n_state = len(STATE_FIELDS)
+    if not rows:
+        return parse([], [])
+    raw = np.array([r[:n_state] for r in rows], dtype=np.int64)
+    found = (raw != absent).any(axis=1)
+    keep = np.flatnonzero(found).tolist()
+    absent_row = np.array(_ABSENT, dtype=np.int64)
+    raw = np.where(raw == absent, absent_row[None, :], raw)[keep]
+    ids = [customer_ids[i] for i in keep]
+    picked = [rows[i] for i in keep]
+    return Round(
+        ids,
+        raw,
+        [r[n_state + 3] for r in picked],
+        [r[n_state] or None for r in picked],
+        [r[n_state + 1] or None for r in picked],
+        [None if r[n_state + 2] < 0 else int(r[n_state + 2]) for r in picked],
+        [customer_ids[i] for i in np.flatnonzero(~found).tolist()],
+    )
 
 
 def feature_matrix(rnd: Round, as_of_ms: int, names: Sequence[str] = KNOWN_FEATURES) -> np.ndarray:
