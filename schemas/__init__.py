@@ -5,20 +5,24 @@ from schemas.errors import SchemaError, SegstreamError
 from schemas.events import (
     ClickEvent,
     DeadLetter,
+    FieldProblem,
     LineItem,
     OrderEvent,
     SegmentChange,
+    batch_clock,
 )
 
 __all__ = [
     "MAX_EVENT_BYTES",
     "ClickEvent",
     "DeadLetter",
+    "FieldProblem",
     "LineItem",
     "OrderEvent",
     "SchemaError",
     "SegmentChange",
     "SegstreamError",
+    "batch_clock",
     "decode",
     "decode_click",
     "decode_many",

@@ -2,34 +2,70 @@
 
 Every failure becomes one :class:`SchemaError` whose ``path`` is a JSONPath (``$`` for the whole
 record) and whose ``reason`` is a sentence an operator can act on; the worker writes exactly that
-text into the dead-letter record.
+text into the dead-letter record. Nothing else escapes: :func:`decode_many` rejects any bytes at
+all without raising.
+
+The reasons, by kind (``<...>`` varies with the record; the tests assert each one):
+
+- oversize: ``$: oversize: <n> bytes, the limit is 65536``
+- not UTF-8: ``$: not UTF-8: invalid byte at position <i>``
+- not JSON: ``$: not JSON: <what the parser saw>``
+- missing field: ``$.<field>: missing required field``
+- wrong type: ``$.<path>: wrong type: expected <type>, got <type>``
+- outside a declared length or pattern: ``$.<path>: invalid value: expected <type> <bound>``
+- unknown enumerated value: ``$.status: unknown value '<v>' (expected one of: <values>)``
+- unparsable timestamp: ``$.event_time: unparsable timestamp: expected RFC 3339 ...``
+- a model's own checks (prices, quantities, totals, times, versions, ids): see
+  :mod:`schemas.events`, e.g. ``$.items[0].quantity: must be at least 1, got 0``
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import msgspec
 
 from schemas.errors import SchemaError
-from schemas.events import ClickEvent, DeadLetter, OrderEvent, SegmentChange
+from schemas.events import (
+    ClickEvent,
+    DeadLetter,
+    FieldProblem,
+    OrderEvent,
+    SegmentChange,
+    batch_clock,
+)
 
 #: Larger records are refused before parsing: a real order is a few KiB at most, and parsing a
 #: multi-megabyte blob would stall a whole partition.
 MAX_EVENT_BYTES = 64 * 1024
+#: A reason longer than this is cut (a rejected value is quoted in it, and can be 64 KiB).
+MAX_REASON_CHARS = 300
+#: ``decode_many`` re-reads the clock for the future-time bound every 4096 records.
+_CLOCK_REFRESH_MASK = 4096 - 1
 
 T = TypeVar("T", OrderEvent, ClickEvent, SegmentChange, DeadLetter)
 
+_MODELS: tuple[type[Any], ...] = (OrderEvent, ClickEvent, SegmentChange, DeadLetter)
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    model: msgspec.json.Decoder(model)
-    for model in (OrderEvent, ClickEvent, SegmentChange, DeadLetter)
+    model: msgspec.json.Decoder(model) for model in _MODELS
 }
-_AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
-_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
-_EXPECTED = re.compile(r"^Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`$")
+
+
+def _literal_fields(model: type[Any]) -> dict[str, tuple[str, ...]]:
+    info = msgspec.inspect.type_info(model)
+    if not isinstance(info, msgspec.inspect.StructType):
+        raise TypeError(f"{model!r} is not a msgspec Struct")
+    return {
+        f"$.{field.encode_name}": tuple(str(value) for value in field.type.values)
+        for field in info.fields
+        if isinstance(field.type, msgspec.inspect.LiteralType)
+    }
+
+
+#: For "unknown value" reasons: the allowed values of each enumerated field, by JSONPath.
+_CHOICES: dict[type[Any], dict[str, tuple[str, ...]]] = {m: _literal_fields(m) for m in _MODELS}
 
 
 def encode(event: OrderEvent | ClickEvent | SegmentChange | DeadLetter) -> bytes:
@@ -40,13 +76,13 @@ def encode(event: OrderEvent | ClickEvent | SegmentChange | DeadLetter) -> bytes
 def decode(model: type[T], data: bytes | bytearray | memoryview) -> T:
     """Decode and validate one record, or raise :class:`SchemaError`."""
     if len(data) > MAX_EVENT_BYTES:
-        raise SchemaError("$", f"oversize: {len(data)} bytes, the limit is {MAX_EVENT_BYTES}")
+        raise _oversize(len(data))
     try:
         return _DECODERS[model].decode(data)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
-        raise _schema_error(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise _decode_error(bytes(data), str(exc)) from None
+        raise _validation_error(model, exc) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _decode_error(data, exc) from None
 
 
 def decode_order(data: bytes) -> OrderEvent:
@@ -58,50 +94,90 @@ def decode_click(data: bytes) -> ClickEvent:
 
 
 def decode_many(
-    model: type[T], records: Iterable[bytes]
+    model: type[T], records: Iterable[bytes | bytearray | memoryview]
 ) -> tuple[list[tuple[int, T]], list[tuple[int, SchemaError]]]:
-    """Decode a batch: ``(index, event)`` for the valid, ``(index, error)`` for the rest."""
+    """Decode a batch: ``(index, event)`` for the valid, ``(index, error)`` for the rest.
+
+    ``index`` is the record's position in ``records``, so a caller can dead-letter the exact
+    bytes it received; both lists are in input order and together hold every index once. Never
+    raises for a record's content. The future-time bound is read from the clock once per
+    4096 records (:func:`schemas.events.batch_clock`).
+    """
     valid: list[tuple[int, T]] = []
     rejected: list[tuple[int, SchemaError]] = []
-    decoder = _DECODERS[model]
-    for index, data in enumerate(records):
-        try:
+    keep = valid.append
+    decode_one = _DECODERS[model].decode
+    with batch_clock() as refresh_clock:
+        for index, data in enumerate(records):
+            if not index & _CLOCK_REFRESH_MASK and index:
+                refresh_clock()
             if len(data) > MAX_EVENT_BYTES:
-                raise SchemaError(
-                    "$", f"oversize: {len(data)} bytes, the limit is {MAX_EVENT_BYTES}"
-                )
-            valid.append((index, decoder.decode(data)))
-        except SchemaError as exc:
-            rejected.append((index, exc))
-        except msgspec.ValidationError as exc:
-            rejected.append((index, _schema_error(str(exc))))
-        except msgspec.DecodeError as exc:
-            rejected.append((index, _decode_error(bytes(data), str(exc))))
+                rejected.append((index, _oversize(len(data))))
+                continue
+            try:
+                keep((index, decode_one(data)))
+            except msgspec.ValidationError as exc:
+                rejected.append((index, _validation_error(model, exc)))
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                rejected.append((index, _decode_error(data, exc)))
     return valid, rejected
 
 
-def _schema_error(text: str) -> SchemaError:
-    match = _AT_PATH.match(text)
-    message = match.group("msg") if match else text
-    path = (match.group("path") if match else None) or "$"
-    if "\x1f" in message:  # a FieldProblem raised by a model's own checks
-        field, reason = message.split("\x1f", 1)
-        return SchemaError(f"{path}.{field}", reason)
-    if missing := _MISSING.match(message):
-        return SchemaError(f"{path}.{missing.group('field')}", "missing required field")
-    if expected := _EXPECTED.match(message):
-        want, got = expected.group("want"), expected.group("got")
-        return SchemaError(path, f"wrong type: expected {want}, got {got}")
-    if message.startswith("Invalid RFC3339"):
-        return SchemaError(path, "unparsable timestamp: expected RFC 3339 / ISO 8601 with offset")
-    if message.startswith("Invalid enum value"):
-        return SchemaError(path, message.replace("Invalid enum value", "unknown value"))
-    return SchemaError(path, message[:1].lower() + message[1:])
+def _oversize(size: int) -> SchemaError:
+    return SchemaError("$", f"oversize: {size} bytes, the limit is {MAX_EVENT_BYTES}")
 
 
-def _decode_error(data: bytes, text: str) -> SchemaError:
+def _error(path: str, reason: str) -> SchemaError:
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 1] + "…"
+    return SchemaError(path, reason)
+
+
+def _split_path(text: str) -> tuple[str, str]:
+    """msgspec's ``"<message> - at `$.path`"`` -> (message, path); no suffix means ``$``.
+
+    The suffix is msgspec's and comes last; the message may quote record content, so it is
+    split off from the right.
+    """
+    message, sep, tail = text.rpartition(" - at `")
+    if sep and tail.startswith("$") and tail.endswith("`") and "`" not in tail[:-1]:
+        return message, tail[:-1]
+    return text, "$"
+
+
+def _validation_error(model: type[Any], exc: msgspec.ValidationError) -> SchemaError:
+    text = str(exc)
+    problem = exc.__cause__
+    if isinstance(problem, FieldProblem):  # raised by a model's own checks
+        _, path = _split_path(text)
+        return _error(f"{path}.{problem.field}", problem.reason)
+    message, path = _split_path(text)
+    if message.startswith("Object missing required field `") and message.endswith("`"):
+        field = message[len("Object missing required field `") : -1]
+        return _error(f"{path}.{field}", "missing required field")
+    if message.startswith("Expected `"):
+        want, _, rest = message[len("Expected `") :].partition("`")
+        if rest.startswith(", got `") and rest.endswith("`"):
+            return _error(path, f"wrong type: expected {want}, got {rest[len(', got `') : -1]}")
+        return _error(path, f"invalid value: expected {want}{rest}")
+    if message.startswith("Invalid RFC3339 encoded datetime"):
+        return _error(path, "unparsable timestamp: expected RFC 3339 / ISO 8601 with offset")
+    if message.startswith("Invalid enum value "):
+        value = message[len("Invalid enum value ") :]
+        choices = _CHOICES[model].get(path)
+        if choices:
+            value = value if len(value) <= 80 else value[:79] + "…"
+            return _error(path, f"unknown value {value} (expected one of: {', '.join(choices)})")
+        return _error(path, f"unknown value {value}")
+    return _error(path, message[:1].lower() + message[1:])
+
+
+def _decode_error(
+    data: bytes | bytearray | memoryview, exc: msgspec.DecodeError | UnicodeDecodeError
+) -> SchemaError:
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return SchemaError("$", f"not UTF-8: invalid byte at position {exc.start}")
-    return SchemaError("$", f"not JSON: {text}")
+        bytes(data).decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return _error("$", f"not UTF-8: invalid byte at position {bad.start}")
+    text = str(exc).removeprefix("JSON is malformed: ")
+    return _error("$", f"not JSON: {text[:1].lower()}{text[1:]}")
