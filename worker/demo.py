@@ -1,109 +1,521 @@
 """``segstream demo``: what a new user runs first, on a fresh machine, with nothing but this repo.
 
-It starts its own broker and Redis on free ports (never the machine's own), streams events
-through them and stops everything it started, also on Ctrl-C.
+It starts its own broker and Redis on free ports (never the machine's own), produces a seeded
+synthetic history, lets a real worker process ingest it, trains the model, streams live traffic
+while a terminal view shows events/s, lag, segment sizes, the latest changes and drift, writes
+the analyst report, and stops everything it started, also on Ctrl-C.
+
+The steps are the same commands a user would run by hand (``segstream worker``, ``train``,
+``report``), started as subprocesses with the demo's settings in their environment; the demo
+adds orchestration and the view, no logic of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 import time
-from datetime import UTC, datetime, timedelta
+import urllib.request
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import click
 
-from schemas import (
-    ClickEvent,
-    LineItem,
-    OrderEvent,
-    SchemaError,
-    decode_click,
-    decode_order,
-    encode,
-)
-from worker.services import local_services
+from worker.config import ENV, Settings
+from worker.errors import SegstreamError
+from worker.services import free_port, local_services
+
+#: How long the worker may go without applying a single record before the demo gives up.
+STALL_TIMEOUT_S = 60.0
 
 
-def _sample_records() -> list[tuple[str, bytes]]:
-    """A few valid orders and clicks, and one of each common kind of broken record."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    records: list[tuple[str, bytes]] = []
-    for i in range(5):
-        items = [LineItem(sku=f"SKU-{i}", quantity=i + 1, unit_price=12.5)]
-        order = OrderEvent(
-            event_id=f"demo-o-{i}", schema_version=1, customer_id=f"C{i % 3}",
-            order_id=f"O{i}", event_time=now - timedelta(days=i), status="placed",
-            items=items, total=12.5 * (i + 1), currency="EUR",
-        )  # fmt: skip
-        records.append(("orders", encode(order)))
-        click_event = ClickEvent(
-            event_id=f"demo-c-{i}", schema_version=1, customer_id=f"C{i % 3}",
-            session_id=f"S{i}", event_time=now - timedelta(days=i), type="product_view",
-            sku=f"SKU-{i}",
-        )  # fmt: skip
-        records.append(("clicks", encode(click_event)))
-    valid = encode(OrderEvent(
-        event_id="demo-bad", schema_version=1, customer_id="C9", order_id="O9",
-        event_time=now, status="placed", items=[LineItem(sku="X", quantity=1, unit_price=5.0)],
-        total=5.0,
-    ))  # fmt: skip
-    records += [
-        ("orders", b"{this is not json"),
-        ("orders", b"\xff\xfe\x00binary"),
-        ("orders", valid.replace(b'"quantity":1', b'"quantity":0')),
-        ("orders", valid.replace(b'"total":5.0', b'"total":7.5')),
-        ("orders", valid.replace(b'"schema_version":1', b'"schema_version":9')),
-        ("clicks", b'{"event_id":"x","schema_version":1,"session_id":"s","type":"search"}'),
-    ]
-    return records
+@dataclass
+class ChangeFeed:
+    """Segment changes read from the topic in a background thread, for the live view."""
+
+    latest: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
+    sizes: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    total: int = 0
+    _current: dict[str, tuple[int, str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, change: dict[str, Any]) -> None:
+        """Count one change; a repeat (same customer, same or older seq) is ignored."""
+        customer = str(change.get("customer_id"))
+        seq = int(change.get("segment_seq") or change.get("seq") or 0)
+        with self._lock:
+            known = self._current.get(customer)
+            if known and seq and seq <= known[0]:
+                return
+            if known:
+                self.sizes[known[1]] -= 1
+            new = str(change.get("new_segment"))
+            self._current[customer] = (seq, new)
+            self.sizes[new] += 1
+            self.reasons[str(change.get("reason"))] += 1
+            self.total += 1
+            self.latest.appendleft(change)
+
+    def snapshot(self) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, int], int]:
+        with self._lock:
+            sizes = {k: v for k, v in self.sizes.items() if v > 0}
+            return list(self.latest), sizes, dict(self.reasons), self.total
+
+
+def _follow_changes(settings: Settings, feed: ChangeFeed, stop: threading.Event) -> None:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        settings.segment_changes_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=500,
+    )
+    try:
+        while not stop.is_set():
+            for message in consumer:
+                with contextlib.suppress(ValueError):
+                    feed.add(json.loads(message.value))
+                if stop.is_set():
+                    break
+    finally:
+        consumer.close()
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, var in ENV.items():
+        value = getattr(settings, name)
+        env[var] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return env
+
+
+def _segstream(*args: str) -> list[str]:
+    return [sys.executable, "-m", "worker", *args]
+
+
+def _health(port: int) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+            return json.loads(reply.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def _drift_text(health: dict[str, Any]) -> str:
+    drift = health.get("drift") or health.get("scoring", {}).get("drift")
+    if not isinstance(drift, dict):
+        return "n/a (no model yet)"
+    mean, worst = drift.get("mean"), drift.get("max")
+    if mean is None or worst is None:
+        return str(drift)
+    flag = "  ABOVE BOUND" if drift.get("above_bound") else ""
+    return f"mean {mean:.3f}, max {worst:.3f} std units{flag}"
+
+
+@contextlib.contextmanager
+def _worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            _segstream("worker"),
+            env=_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _counters(settings: Settings) -> dict[str, int]:
+    from worker.state.store import StateReader
+
+    with StateReader(settings.redis_url, settings.redis_prefix) as reader:
+        return reader.counters()
+
+
+def _wait_ingested(settings: Settings, expected: int, worker: subprocess.Popen[bytes]) -> float:
+    """Block until the worker has received ``expected`` records; returns events/s observed.
+
+    Gives up, with the worker's own last error from /health, when it makes no progress for
+    :data:`STALL_TIMEOUT_S` (a worker that cannot fetch would otherwise look merely slow).
+    """
+    started = last_progress = time.monotonic()
+    last_print, last_received = 0.0, -1
+    while True:
+        received = _counters(settings).get("received", 0)
+        now = time.monotonic()
+        if received >= expected:
+            return received / max(now - started, 1e-9)
+        if worker.poll() is not None:
+            raise SegstreamError(f"the worker exited with status {worker.returncode}")
+        if received != last_received:
+            last_received, last_progress = received, now
+        elif now - last_progress > STALL_TIMEOUT_S:
+            error = _health(settings.web_port).get("last_error") or "no error reported"
+            raise SegstreamError(
+                f"the worker applied nothing for {STALL_TIMEOUT_S:.0f}s "
+                f"({received:,}/{expected:,} records); its last error: {error}"
+            )
+        if now - last_print > 3:
+            rate = received / max(now - started, 1e-9)
+            click.echo(f"  worker applied {received:,}/{expected:,} records ({rate:,.0f}/s)")
+            last_print = now
+        time.sleep(0.5)
+
+
+def _render(
+    phase: str,
+    feed: ChangeFeed,
+    stats: dict[str, Any],
+    health: dict[str, Any],
+) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+
+    latest, sizes, reasons, total = feed.snapshot()
+    head = Table.grid(padding=(0, 3))
+    head.add_row(
+        f"[bold]{phase}[/]",
+        f"produced {stats['produced']:,} ({stats['produce_rate']:,.0f}/s)",
+        f"applied {stats['received']:,} ({stats['apply_rate']:,.0f}/s)",
+        f"lag {stats['lag']:,}",
+        f"dead letters {stats['dead_lettered']:,}",
+    )
+    head.add_row("", f"segment changes {total:,}", f"drift {_drift_text(health)}", "", "")
+    size_table = Table(title="segment sizes", show_edge=False)
+    size_table.add_column("segment")
+    size_table.add_column("customers", justify="right")
+    for name, count in sorted(sizes.items(), key=lambda kv: -kv[1]):
+        size_table.add_row(name, f"{count:,}")
+    change_table = Table(title="latest segment changes", show_edge=False)
+    for column in ("customer", "from", "to", "reason", "model"):
+        change_table.add_column(column)
+    for change in latest:
+        change_table.add_row(
+            str(change.get("customer_id")),
+            str(change.get("old_segment") or "-"),
+            str(change.get("new_segment")),
+            str(change.get("reason")),
+            str(change.get("model_version")),
+        )
+    reason_line = ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items()))
+    return Group(head, size_table, change_table, f"changes by reason: {reason_line or '-'}")
 
 
 @click.command("demo")
-def demo() -> None:
-    """Start a broker and Redis, round-trip valid and invalid events through them, stop them."""
-    import redis
-    from kafka import KafkaConsumer, KafkaProducer
-
+@click.option(
+    "--customers",
+    type=int,
+    default=20000,
+    show_default=True,
+    envvar="SEGSTREAM_DEMO_CUSTOMERS",
+    show_envvar=True,
+    help="Synthetic customers in the history.",
+)
+@click.option(
+    "--days",
+    type=int,
+    default=180,
+    show_default=True,
+    envvar="SEGSTREAM_DEMO_DAYS",
+    show_envvar=True,
+    help="Days of history.",
+)
+@click.option(
+    "--minutes",
+    type=float,
+    default=0.75,
+    show_default=True,
+    envvar="SEGSTREAM_DEMO_MINUTES",
+    show_envvar=True,
+    help="How long the live stream runs after training.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=7,
+    show_default=True,
+    envvar="SEGSTREAM_DEMO_SEED",
+    show_envvar=True,
+    help="Seed of the synthetic history and live traffic.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo-out",
+    show_default=True,
+    envvar="SEGSTREAM_DEMO_OUT",
+    show_envvar=True,
+    help="Where the model, report and logs are written.",
+)
+@click.option(
+    "--keep-running",
+    is_flag=True,
+    envvar="SEGSTREAM_DEMO_KEEP_RUNNING",
+    show_envvar=True,
+    help="Keep streaming (and the services up) until Ctrl-C.",
+)
+def demo(
+    customers: int, days: int, minutes: float, seed: int, out_dir: str, keep_running: bool
+) -> None:
+    """End to end: services, synthetic history, worker, training, live stream, report."""
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    # A `kill` or a closed terminal stops the demo like Ctrl-C does: through the cleanup below.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupt)
+    t0 = time.monotonic()
+    interrupted = False
     with (
         tempfile.TemporaryDirectory(prefix="segstream-demo-") as run_dir,
         local_services(run_dir) as started,
     ):
-        kafka_url, redis_url = started["kafka"].url, started["redis"].url
-        click.echo(f"broker {kafka_url}   redis {redis_url}   (started for this demo)")
-        records = _sample_records()
-        producer = KafkaProducer(bootstrap_servers=kafka_url, linger_ms=5)
-        for topic, value in records:
-            producer.send(f"demo-{topic}", value)
-        producer.flush()
-        producer.close()
-        consumer = KafkaConsumer(
-            "demo-orders", "demo-clicks", bootstrap_servers=kafka_url,
-            auto_offset_reset="earliest", group_id=f"demo-{time.time_ns()}",
-            session_timeout_ms=6000, consumer_timeout_ms=10000,
-        )  # fmt: skip
-        store = redis.Redis.from_url(redis_url)
-        seen = accepted = 0
-        for message in consumer:
-            seen += 1
-            decode = decode_order if message.topic == "demo-orders" else decode_click
-            try:
-                event = decode(message.value)
-            except SchemaError as exc:
-                click.secho(f"  rejected {message.topic}@{message.offset}: {exc}", fg="red")
-            else:
-                accepted += 1
-                store.hincrby(f"demo:{{{event.customer_id}}}", event.kind, 1)
-                click.echo(
-                    f"  accepted {message.topic}@{message.offset}: {event.kind} "
-                    f"{event.event_id} customer {event.customer_id}"
-                )
-            if seen == len(records):
-                break
-        consumer.close()
-        keys = sorted(k.decode() for k in store.scan_iter("demo:*"))
-        click.echo(
-            f"{seen} records round-tripped, {accepted} valid, {seen - accepted} rejected; "
-            f"Redis holds {len(keys)} customer keys"
+        settings = Settings(
+            kafka_bootstrap=started["kafka"].url,
+            redis_url=started["redis"].url,
+            redis_prefix="ss",
+            group_id="segstream-demo",
+            run_dir=str(out / "run"),
+            model_dir=str(out / "models"),
+            web_port=free_port(),
+            sweep_interval_s=5.0,
         )
-        store.close()
-    click.echo("services stopped")
+        click.secho(
+            f"[1/6] started broker {settings.kafka_bootstrap} and Redis "
+            f"{settings.redis_url} (for this demo only)",
+            bold=True,
+        )
+        try:
+            _run(settings, out, customers, days, minutes, seed, keep_running, t0)
+        except KeyboardInterrupt:
+            interrupted = True
+            click.echo("\ninterrupted: stopping the worker and the services...")
+    click.echo(f"services stopped; total {time.monotonic() - t0:.0f}s")
+    if interrupted:
+        sys.exit(130)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _create_topics(settings: Settings) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    topics = [
+        NewTopic(name, num_partitions=settings.partitions, replication_factor=1)
+        for name in (settings.orders_topic, settings.clicks_topic, settings.segment_changes_topic)
+    ] + [
+        NewTopic(name, num_partitions=1, replication_factor=1)
+        for name in (settings.dead_letter_topic, settings.control_topic)
+    ]
+    with contextlib.suppress(TopicAlreadyExistsError):
+        admin.create_topics(topics)
+    admin.close()
+
+
+def _run(
+    settings: Settings,
+    out: Path,
+    customers: int,
+    days: int,
+    minutes: float,
+    seed: int,
+    keep_running: bool,
+    t0: float,
+) -> None:
+    from producers.sinks import KafkaSink, KafkaSinkConfig
+    from producers.synthetic import SyntheticConfig, default_start, generate
+
+    _create_topics(settings)
+    data = generate(SyntheticConfig(customers, days, seed, default_start(days)))
+    labels_path = data.write_labels(out / "personas.csv")
+    click.secho(
+        f"[2/6] generated {customers:,} customers over {days} days: {data.n_orders:,} "
+        f"order events, {data.n_clicks:,} clicks (ground truth {labels_path})",
+        bold=True,
+    )
+    log_path = out / "worker.log"
+    with _worker_process(settings, log_path) as worker:
+        click.secho(
+            f"[3/6] worker started (pid {worker.pid}, log {log_path}); producing the "
+            "history to Kafka while it ingests",
+            bold=True,
+        )
+        sink = KafkaSink(
+            KafkaSinkConfig(
+                bootstrap=settings.kafka_bootstrap,
+                orders_topic=settings.orders_topic,
+                clicks_topic=settings.clicks_topic,
+            )
+        )
+        topics = {"order": settings.orders_topic, "click": settings.clicks_topic}
+        for kind, key, value in data.records():
+            sink.send_raw(topics[kind], key, value)
+        result = sink.close()
+        produced = result.delivered
+        rate = _wait_ingested(settings, produced, worker)
+        click.echo(f"  history ingested: {produced:,} records, {rate:,.0f}/s end to end")
+
+        click.secho(
+            "[4/6] training K-means on the state in Redis (k chosen by silhouette)", bold=True
+        )
+        trained = subprocess.run(
+            _segstream("train", "--from", "redis", "--seed", str(seed)),
+            env=_env(settings),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        click.echo(trained.stdout.rstrip())
+        if trained.returncode != 0:
+            raise SegstreamError(f"training failed: {trained.stderr.strip()[-500:]}")
+        _rescore_all(settings)
+
+        click.secho("[5/6] live traffic: sessions, orders and returns stamped now", bold=True)
+        feed, stop = ChangeFeed(), threading.Event()
+        follower = threading.Thread(
+            target=_follow_changes, args=(settings, feed, stop), daemon=True
+        )
+        follower.start()
+        try:
+            _live(settings, data.labels, feed, seed, minutes, keep_running, worker, produced)
+        finally:
+            stop.set()
+            follower.join(timeout=5)
+        _, sizes, reasons, total = feed.snapshot()
+
+    click.secho("[6/6] writing the analyst report", bold=True)
+    report_dir = out / "report"
+    reported = subprocess.run(
+        _segstream("report", "--out", str(report_dir)),
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if reported.returncode != 0:
+        click.secho(f"report failed: {reported.stderr.strip()[-500:]}", fg="red")
+    else:
+        click.echo(reported.stdout.rstrip())
+    some_customer = next(iter(sorted(data.labels)))
+    by_reason = ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items()))
+    click.secho(f"\n{total:,} segment changes published ({by_reason})", fg="green")
+    click.echo(f"report:    {report_dir / 'report.html'}")
+    click.echo(f"models:    {settings.model_dir}")
+    click.echo(
+        f"customer:  segstream customer {some_customer} --explain  (while services run; "
+        "with --keep-running they stay up)"
+    )
+    click.echo(
+        f"took {time.monotonic() - t0:.0f}s; segment sizes: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1]))
+    )
+
+
+def _rescore_all(settings: Settings) -> None:
+    """Ask the running worker to re-score every customer against the newly trained model."""
+    done = subprocess.run(
+        _segstream("rescore"), env=_env(settings), capture_output=True, text=True, check=False
+    )
+    if done.returncode == 0:
+        click.echo(done.stdout.rstrip())
+    else:
+        click.secho(f"rescore request failed: {done.stderr.strip()[-300:]}", fg="yellow")
+
+
+def _live(
+    settings: Settings,
+    labels: dict[str, str],
+    feed: ChangeFeed,
+    seed: int,
+    minutes: float,
+    keep_running: bool,
+    worker: subprocess.Popen[bytes],
+    produced_before: int,
+) -> None:
+    from kafka import KafkaProducer
+    from rich.console import Console
+    from rich.live import Live
+
+    from producers.live import LiveTraffic
+    from schemas import encode
+
+    traffic = LiveTraffic(labels, seed=seed + 1, run_tag=f"live{int(time.time())}")
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=10, acks="all")
+    console = Console()
+    interactive = console.is_terminal
+    deadline = time.monotonic() + minutes * 60
+    produced = produced_before
+    window: deque[tuple[float, int, int]] = deque(maxlen=20)
+    last_plain = 0.0
+
+    def stats() -> dict[str, Any]:
+        counters = _counters(settings)
+        now = time.monotonic()
+        window.append((now, produced, counters.get("received", 0)))
+        t_old, p_old, r_old = window[0]
+        span = max(now - t_old, 1e-9)
+        return {
+            "produced": produced,
+            "received": counters.get("received", 0),
+            "produce_rate": (produced - p_old) / span,
+            "apply_rate": (counters.get("received", 0) - r_old) / span,
+            "lag": max(produced - counters.get("received", 0), 0),
+            "dead_lettered": counters.get("dead_lettered", 0),
+        }
+
+    live = Live(console=console, refresh_per_second=4) if interactive else None
+    with live if live is not None else contextlib.nullcontext():
+        while keep_running or time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise SegstreamError(f"the worker exited with status {worker.returncode}")
+            for event in traffic.sessions(40, datetime.now(UTC)):
+                topic = settings.orders_topic if event.kind == "order" else settings.clicks_topic
+                producer.send(topic, encode(event), key=str(event.customer_id).encode())
+                produced += 1
+            producer.flush()
+            current = stats()
+            health = _health(settings.web_port)
+            if live is not None:
+                live.update(_render("live", feed, current, health))
+            elif time.monotonic() - last_plain > 5:
+                last_plain = time.monotonic()
+                latest, _, _, total = feed.snapshot()
+                click.echo(
+                    f"  live: produced {current['produced']:,}, applied "
+                    f"{current['received']:,} ({current['apply_rate']:,.0f}/s), lag "
+                    f"{current['lag']:,}, changes {total:,}, drift "
+                    f"{_drift_text(health)}"
+                )
+                for change in latest[:3]:
+                    click.echo(
+                        f"    {change.get('customer_id')}: {change.get('old_segment')} -> "
+                        f"{change.get('new_segment')} ({change.get('reason')})"
+                    )
+            time.sleep(0.25)
+    producer.close()
