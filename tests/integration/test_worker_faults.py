@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -186,3 +187,50 @@ def test_redis_paused_then_restarted_mid_stream_loses_and_doubles_nothing(
     health = worker.health()
     assert health is not None and health["status"] == "ok", health
     assert health["process"]["apply_retries"] > 0
+
+
+def test_broker_paused_mid_stream_loses_and_doubles_nothing(
+    settings: Settings, workers: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    """A broker of its own (the session's is shared), frozen with SIGSTOP for ~4 s mid-stream."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from worker.services import local_services
+
+    events = dataset(100, 800, 300, seed=61)
+    with local_services(tmp_path / "own-services") as started:
+        broker = started["kafka"]
+        settings = settings.with_(kafka_bootstrap=broker.url, batch_max_records=100)
+        admin = KafkaAdminClient(bootstrap_servers=broker.url)
+        admin.create_topics(
+            [
+                NewTopic(name, num_partitions=n, replication_factor=1)
+                for name, n in [
+                    (settings.orders_topic, 4),
+                    (settings.clicks_topic, 4),
+                    (settings.dead_letter_topic, 1),
+                    (settings.control_topic, 1),
+                    (settings.segment_changes_topic, 4),
+                ]
+            ]
+        )
+        admin.close()
+        worker = workers(settings, "patient")
+        worker.wait_assigned()
+        producer = PacedProducer(broker.url, records_for(settings, events), 150.0)
+        producer.start()
+        wait_progress(settings, len(events) // 4, worker)
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            # ~4 s frozen: the worker must neither exit nor lose its place.
+            thaw_at = time.monotonic() + 4.0
+            wait_for(lambda: not worker.alive or time.monotonic() >= thaw_at, 10, "the pause")
+            assert worker.alive, worker.tail()
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        producer.finish()
+        got = wait_received(settings, len(events))
+        assert got["valid"] == len(events)
+        assert_same_state(redis_rows(settings), oracle_rows(events))
+        assert worker.alive
+        worker.stop()

@@ -4,7 +4,9 @@ The worker calls ``on_changed`` after every applied batch with the customers who
 (and why), and ``on_recency_crossed`` with the customers the recency sweep found. A hook that
 raises is logged and skipped: a segmentation bug must not stop state ingestion, whose offsets
 are committed regardless (the state is exact; a missed re-score is repaired by the next event or
-sweep).
+sweep). ``on_changed`` is a fast path, not the record of changes: when an ``apply`` is retried
+after a first attempt that did reach Redis, the retry changes nothing and reports nothing. The
+store's ``{prefix}:dirty`` set, written in the same script as the state, is the complete record.
 """
 
 from __future__ import annotations
