@@ -297,7 +297,9 @@ def watch(
             cpu0, rcpu0 = proc_cpu_s(proc.pid), redis_cpu_s(r)
         if n >= expect and ingest_t is None:
             ingest_t = now
-        if n >= expect and (not scored or not r.scard(f"{prefix}:dirty")):
+        if n >= expect and (
+            not scored or not r.exists(f"{prefix}:dirty", f"{prefix}:scoring:inflight")
+        ):
             cpu1, rcpu1 = proc_cpu_s(proc.pid), redis_cpu_s(r)
             break
         if proc.poll() is not None:

@@ -98,6 +98,8 @@ def wait_all_scored(
         received = int(client.hget(keys.counters(settings.redis_prefix), "received") or 0)
         if received < n_received or client.scard(keys.dirty(settings.redis_prefix)):
             return None
+        if client.scard(f"{settings.redis_prefix}:scoring:inflight"):
+            return None
         if scoring_report(worker)["pending"]:
             return None
         segs = segments(settings)

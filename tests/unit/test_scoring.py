@@ -15,7 +15,7 @@ from worker.core.rfm import HASH_FIELDS, CustomerState, features
 from worker.scoring import control
 from worker.scoring.decide import change_events, decide, infer_reason
 from worker.scoring.errors import ControlMessageInvalid
-from worker.scoring.vectors import READ_FIELDS, STATE_FIELDS, feature_matrix, parse, signature
+from worker.scoring.vectors import READ_FIELDS, STATE_FIELDS, feature_matrix, from_packed, parse
 from worker.segmentation.features import KNOWN_FEATURES, Scaler, feature_frame
 from worker.segmentation.model import SegmentModel
 from worker.segmentation.rules import RulesModel
@@ -72,14 +72,33 @@ def test_feature_matrix_equals_feature_frame_of_export_rows_bit_for_bit() -> Non
     assert rnd.seqs == [s.segment_seq for s in states]
 
 
-def test_parse_leaves_customers_without_a_hash_out_and_signs_the_state_fields() -> None:
+def test_parse_leaves_customers_without_a_hash_out() -> None:
     empty = [None] * len(READ_FIELDS)
     one = [b"1", b"2000", *([None] * (len(STATE_FIELDS) - 2)), b"x", b"v1", b"3"]
     rnd = parse(["gone", "C1"], [empty, one])
     assert rnd.missing == ["gone"] and rnd.customer_ids == ["C1"]
-    assert rnd.signatures == [signature(one[: len(STATE_FIELDS)])]
-    assert rnd.signatures[0].startswith("1,2000,,")
+    assert rnd.raw[0, :2].tolist() == [1, 2000]
     assert rnd.segments == ["x"] and rnd.seqs == [3]
+
+
+def test_the_read_scripts_packed_rows_give_the_same_round_as_hmget_replies() -> None:
+    from worker.scoring.store import ABSENT
+
+    rng = random.Random(4)
+    states = [random_state(rng, i) for i in range(300)]
+    replies = [hmget_reply(s) for s in states] + [[None] * len(READ_FIELDS)]
+    ids = [s.customer_id for s in states] + ["gone"]
+    n = len(STATE_FIELDS)
+    packed: list[list[object]] = []
+    for r in replies:
+        seg, version, seq = r[n:]
+        row: list[object] = [ABSENT if v is None else int(v) for v in r[:n]]
+        row += [(seg or b"").decode(), (version or b"").decode(), -1 if seq is None else int(seq)]
+        packed.append(row)
+    a, b = parse(ids, replies), from_packed(ids, packed, ABSENT)
+    assert a.customer_ids == b.customer_ids and a.missing == b.missing == ["gone"]
+    assert (a.raw == b.raw).all()
+    assert (a.segments, a.model_versions, a.seqs) == (b.segments, b.model_versions, b.seqs)
 
 
 def two_segment_model(margin: float = 0.0) -> SegmentModel:

@@ -7,8 +7,8 @@ loop scores them in rounds of at most :data:`ROUND_MAX`:
 2. :func:`worker.scoring.decide.decide`: features as of the scoring clock, vectorised assignment
    against the current model (rules-v1 until a K-means model exists), hysteresis;
 3. one Lua write: segment, ``segment_seq`` (+1 on a real change), ``model_version``,
-   ``seg_as_of``; the change events into the outbox; ``SREM dirty`` for each customer whose
-   state is still the one scored; all compare-and-set on ``segment_seq``;
+   ``seg_as_of``; the change events into the outbox; off ``scoring:inflight`` (the read moved
+   it there from ``dirty``); all compare-and-set on ``segment_seq``;
 4. publish the round's changes (acks=all) and delete them from the outbox;
 5. the online model learns from the round's scaled vectors; drift is checked and recorded.
 
@@ -16,7 +16,7 @@ Scoring runs behind ingestion, not inside its batch: a batch's offsets are commi
 its state is in Redis, and a customer queued several times before its round is scored once, on
 its latest state. Nothing is lost by that: the state script adds every changed customer to
 ``{prefix}:dirty`` atomically with the state, and the service re-scores whatever is left there
-at start-up and every ``dirty_repair_s`` seconds.
+(or in ``scoring:inflight``) at start-up and every ``dirty_repair_s`` seconds.
 """
 
 from __future__ import annotations
@@ -279,14 +279,14 @@ class ScoringService(Service):
                 expected = -1 if seq is None else seq
                 ev = events.get(r)
                 if ev is None:
-                    rows.append((cid, rnd.signatures[r], expected, "", 0, ""))
+                    rows.append((cid, expected, "", 0, ""))
                     continue
                 nseq = expected + 1 if expected >= 0 else 1
                 payload = encode(ev)
                 sent[cid] = (cid, nseq, model.version, payload)
                 # JSON as text: Redis's cmsgpack does not read msgpack's bin type.
-                rows.append((cid, rnd.signatures[r], expected, segments[r], nseq, payload.decode()))
-            rows.extend((cid, "", -1, "", 0, "") for cid in rnd.missing)
+                rows.append((cid, expected, segments[r], nseq, payload.decode()))
+            rows.extend((cid, -1, "", 0, "") for cid in rnd.missing)
             conflicts = set(await self.store.write(model.version, as_of_ms, rows))
             publish = [v for cid, v in sent.items() if cid not in conflicts]
             await self._publish(publish)

@@ -5,8 +5,9 @@ Keys (all under ``{prefix}:``, see docs/scoring.md):
 - ``c:{<cid>}`` fields ``segment``, ``model_version``, ``segment_seq``, ``seg_as_of`` (epoch ms
   recency was computed at) beside the state fields;
 - ``dirty``: customers whose state changed since they were last scored (the state script adds
-  them atomically with the state; the write below removes them only if the state it scored is
-  still the stored one);
+  them atomically with the state); the read moves them to ``scoring:inflight`` atomically with
+  reading their state (so a later change puts them back in ``dirty``), the write removes them
+  from there; whatever is in either set at start-up (or every ``dirty_repair_s``) is re-scored;
 - ``outbox``: hash ``<cid>|<seq>`` -> SegmentChange JSON, written atomically with the new
   segment and deleted once the broker acknowledged the event (at-least-once publication);
 - ``online:<version>``: the online model's state (JSON); ``scoring``: status hash (model
@@ -26,8 +27,8 @@ import redis.asyncio as aioredis
 from worker.scoring.vectors import READ_FIELDS, STATE_FIELDS, Round, from_packed, parse
 from worker.state import keys
 
-#: One customer of a write: cid, signature, expected seq (-1), segment, new seq (0), event.
-WriteRow = tuple[str, str, int, str, int, str]
+#: One customer of a write: cid, expected seq (-1), segment, new seq (0), event JSON ('').
+WriteRow = tuple[str, int, str, int, str]
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder().decode
 
@@ -43,70 +44,61 @@ def _lua_list(names: Sequence[str]) -> str:
 #: Stands for an absent state field in the read script's reply (exact in a double).
 ABSENT = -(2**52)
 
-#: ARGV: prefix, msgpack list of customer ids. Returns msgpack: per customer
-#: ``[*state fields as numbers (ABSENT if absent), segment or '', model_version or '',
-#: segment_seq or -1, signature]``; the signature is the state fields as stored, joined by ','.
+#: ARGV: prefix, msgpack list of customer ids. Moves each customer from ``dirty`` to
+#: ``scoring:inflight`` (atomically with the read: a state change after this read adds it to
+#: ``dirty`` again) and returns msgpack: per customer ``[*state fields as numbers (ABSENT if
+#: absent), segment or '', model_version or '', segment_seq or -1]``.
 #: Blobs rather than one argument per value: redis-py's per-argument encoding cost more than
 #: the rest of a round.
 READ_LUA = f"""
 local prefix = ARGV[1]
 local ids = cmsgpack.unpack(ARGV[2])
+local dirty, inflight = prefix .. ':dirty', prefix .. ':scoring:inflight'
 local ns = {len(STATE_FIELDS)}
 local out = {{}}
 for i = 1, #ids do
-  local v = redis.call('HMGET', prefix .. ':c:{{' .. ids[i] .. '}}', {_lua_list(READ_FIELDS)})
-  local row, parts = {{}}, {{}}
+  local cid = ids[i]
+  redis.call('SMOVE', dirty, inflight, cid)
+  local v = redis.call('HMGET', prefix .. ':c:{{' .. cid .. '}}', {_lua_list(READ_FIELDS)})
+  local row = {{}}
   for j = 1, ns do
-    local x = v[j]
-    if x then
-      row[j] = tonumber(x)
-      parts[j] = x
-    else
-      row[j] = {ABSENT}
-      parts[j] = ''
-    end
+    row[j] = tonumber(v[j]) or {ABSENT}
   end
   row[ns + 1] = v[ns + 1] or ''
   row[ns + 2] = v[ns + 2] or ''
   row[ns + 3] = tonumber(v[ns + 3]) or -1
-  row[ns + 4] = table.concat(parts, ',')
   out[i] = row
 end
 return cmsgpack.pack(out)
 """
 
-#: ARGV: prefix, model version, as-of ms, msgpack list of rows ``[cid, signature, expected seq
-#: (-1 = none), new segment, new seq (0 = unchanged), event JSON or '']``. Returns the ids whose
-#: ``segment_seq`` was not the expected one (someone else scored them meanwhile).
-WRITE_LUA = f"""
+#: ARGV: prefix, model version, as-of ms, msgpack list of rows ``[cid, expected seq (-1 =
+#: none), new segment, new seq (0 = unchanged), event JSON or '']``. Removes each customer from
+#: ``scoring:inflight``; returns the ids whose ``segment_seq`` was not the expected one (someone
+#: else scored them meanwhile; they are re-queued).
+WRITE_LUA = """
 local prefix, version, asof = ARGV[1], ARGV[2], ARGV[3]
 local rows = cmsgpack.unpack(ARGV[4])
-local dirty = prefix .. ':dirty'
+local inflight = prefix .. ':scoring:inflight'
 local outbox = prefix .. ':outbox'
-local state_fields = {{{_lua_list(STATE_FIELDS)}}}
-local conflicts = {{}}
+local conflicts = {}
 for i = 1, #rows do
   local row = rows[i]
-  local cid, sig, seq, seg, nseq, ev = row[1], row[2], row[3], row[4], row[5], row[6]
-  local key = prefix .. ':c:{{' .. cid .. '}}'
+  local cid, seq, seg, nseq, ev = row[1], row[2], row[3], row[4], row[5]
+  local key = prefix .. ':c:{' .. cid .. '}'
   if redis.call('EXISTS', key) == 0 then
-    redis.call('SREM', dirty, cid)
+    redis.call('SREM', inflight, cid)
   elseif (tonumber(redis.call('HGET', key, 'segment_seq')) or -1) ~= seq then
     conflicts[#conflicts + 1] = cid
   else
     if nseq > 0 then
-      redis.call('HSET', key, 'segment', seg, 'segment_seq', nseq)
+      redis.call('HSET', key, 'segment', seg, 'segment_seq', nseq, 'model_version', version,
+                 'seg_as_of', asof)
       redis.call('HSET', outbox, cid .. '|' .. nseq, ev)
+    else
+      redis.call('HSET', key, 'model_version', version, 'seg_as_of', asof)
     end
-    redis.call('HSET', key, 'model_version', version, 'seg_as_of', asof)
-    local now = redis.call('HMGET', key, unpack(state_fields))
-    local parts = {{}}
-    for j = 1, #state_fields do
-      parts[j] = now[j] or ''
-    end
-    if table.concat(parts, ',') == sig then
-      redis.call('SREM', dirty, cid)
-    end
+    redis.call('SREM', inflight, cid)
   end
 end
 return conflicts
@@ -136,7 +128,7 @@ class ScoringStore:
     async def write(self, model_version: str, as_of_ms: int, rows: Sequence[WriteRow]) -> list[str]:
         """Segments (+ outbox entries of changes) in one atomic call; returns conflicting ids.
 
-        Each row: ``(cid, signature, expected_seq or -1, segment, new_seq or 0, event or "")``.
+        Each row: ``(cid, expected_seq or -1, segment, new_seq or 0, event JSON or "")``.
         """
         if not rows:
             return []
@@ -160,12 +152,14 @@ class ScoringStore:
 
     # -- dirty set and customers ----------------------------------------------------------------
     async def dirty_pages(self, page: int = 1000) -> AsyncIterator[list[str]]:
+        """Customers still to score: ``dirty`` and ``scoring:inflight`` (read, not written)."""
         batch: list[str] = []
-        async for member in self.redis.sscan_iter(keys.dirty(self.prefix), count=page):
-            batch.append(_str(member))
-            if len(batch) >= page:
-                yield batch
-                batch = []
+        for key in (keys.dirty(self.prefix), self.key("scoring:inflight")):
+            async for member in self.redis.sscan_iter(key, count=page):
+                batch.append(_str(member))
+                if len(batch) >= page:
+                    yield batch
+                    batch = []
         if batch:
             yield batch
 

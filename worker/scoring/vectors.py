@@ -39,8 +39,6 @@ class Round:
     customer_ids: list[str]
     #: ``(n, len(STATE_FIELDS))`` int64; an absent counter is 0, an absent time ``_MISSING``.
     raw: np.ndarray
-    #: The state fields as read, joined: what the write checks to know the state did not move.
-    signatures: list[str]
     segments: list[str | None]
     model_versions: list[str | None]
     seqs: list[int | None]
@@ -68,17 +66,11 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def signature(values: Sequence[bytes | str | None]) -> str:
-    """The state fields joined with ``,`` (``""`` for an absent one), as the Lua write does."""
-    return ",".join("" if v is None else (_text(v) or "") for v in values)
-
-
 def parse(customer_ids: Sequence[str], replies: Sequence[Sequence[bytes | None]]) -> Round:
     """One HMGET reply of :data:`READ_FIELDS` per customer -> a :class:`Round`."""
     n_state = len(STATE_FIELDS)
     ids: list[str] = []
     rows: list[list[int]] = []
-    sigs: list[str] = []
     segs: list[str | None] = []
     versions: list[str | None] = []
     seqs: list[int | None] = []
@@ -90,13 +82,12 @@ def parse(customer_ids: Sequence[str], replies: Sequence[Sequence[bytes | None]]
             continue
         ids.append(cid)
         rows.append([a if v is None else int(v) for v, a in zip(state, _ABSENT, strict=True)])
-        sigs.append(signature(state))
         seg, version, seq = reply[n_state:]
         segs.append(_text(seg))
         versions.append(_text(version))
         seqs.append(None if seq is None else int(seq))
     raw = np.array(rows, dtype=np.int64).reshape(len(rows), n_state)
-    return Round(ids, raw, sigs, segs, versions, seqs, missing)
+    return Round(ids, raw, segs, versions, seqs, missing)
 
 
 def from_packed(customer_ids: Sequence[str], rows: Sequence[Sequence[Any]], absent: int) -> Round:
@@ -114,7 +105,6 @@ def from_packed(customer_ids: Sequence[str], rows: Sequence[Sequence[Any]], abse
     return Round(
         ids,
         raw,
-        [r[n_state + 3] for r in picked],
         [r[n_state] or None for r in picked],
         [r[n_state + 1] or None for r in picked],
         [None if r[n_state + 2] < 0 else int(r[n_state + 2]) for r in picked],
