@@ -115,15 +115,22 @@ def _health(port: int) -> dict[str, Any]:
         return {}
 
 
-def _drift_text(health: dict[str, Any]) -> str:
-    drift = health.get("drift") or health.get("scoring", {}).get("drift")
-    if not isinstance(drift, dict):
-        return "n/a (no model yet)"
-    mean, worst = drift.get("mean"), drift.get("max")
-    if mean is None or worst is None:
-        return str(drift)
-    flag = "  ABOVE BOUND" if drift.get("above_bound") else ""
-    return f"mean {mean:.3f}, max {worst:.3f} std units{flag}"
+def _drift_text(settings: Settings) -> str:
+    """The online model's drift as the scoring service last saved it (``{prefix}:scoring``)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        status: dict[str, str] = client.hgetall(f"{settings.redis_prefix}:scoring")  # type: ignore[assignment]
+    finally:
+        client.close()
+    if not status.get("drift_max"):
+        return f"n/a (model {status.get('model_version', 'none')})"
+    flag = "  ABOVE BOUND" if status.get("drift_exceeded") in ("1", "true", "True") else ""
+    return (
+        f"mean {float(status['drift_mean']):.3f}, max {float(status['drift_max']):.3f} std units "
+        f"(bound {float(status.get('drift_bound', 'nan')):.2f}){flag}"
+    )
 
 
 @contextlib.contextmanager
@@ -189,7 +196,7 @@ def _render(
     phase: str,
     feed: ChangeFeed,
     stats: dict[str, Any],
-    health: dict[str, Any],
+    drift: str,
 ) -> Any:
     from rich.console import Group
     from rich.table import Table
@@ -203,7 +210,7 @@ def _render(
         f"lag {stats['lag']:,}",
         f"dead letters {stats['dead_lettered']:,}",
     )
-    head.add_row("", f"segment changes {total:,}", f"drift {_drift_text(health)}", "", "")
+    head.add_row("", f"segment changes {total:,}", f"drift {drift}", "", "")
     size_table = Table(title="segment sizes", show_edge=False)
     size_table.add_column("segment")
     size_table.add_column("customers", justify="right")
@@ -500,9 +507,9 @@ def _live(
                 produced += 1
             producer.flush()
             current = stats()
-            health = _health(settings.web_port)
+            drift = _drift_text(settings)
             if live is not None:
-                live.update(_render("live", feed, current, health))
+                live.update(_render("live", feed, current, drift))
             elif time.monotonic() - last_plain > 5:
                 last_plain = time.monotonic()
                 latest, _, _, total = feed.snapshot()
@@ -510,7 +517,7 @@ def _live(
                     f"  live: produced {current['produced']:,}, applied "
                     f"{current['received']:,} ({current['apply_rate']:,.0f}/s), lag "
                     f"{current['lag']:,}, changes {total:,}, drift "
-                    f"{_drift_text(health)}"
+                    f"{drift}"
                 )
                 for change in latest[:3]:
                     click.echo(
