@@ -320,6 +320,13 @@ def test_sweep_moves_a_silent_customer_to_hibernating_with_reason_recency_decay(
     assert decay.model_version == "rules-v1" and decay.event_time >= crossing
     assert decay.features["recency_days"] >= 60.0
     assert len(by_customer["steady"]) == 1 and segs["steady"]["segment"] == "new"
+    shown = subprocess.run(
+        [sys.executable, "-m", "worker", "customer", "silent", "--explain", "--json"],
+        env=settings_env(s), cwd=REPO, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    info = json.loads(shown.stdout)
+    assert info["model_version"] == "rules-v1" and info["assigned"] == "hibernating"
+    assert info["scores"] == {"R": 2, "F": 1, "M": 1, "FM": 1}
 
 
 def test_model_reload_during_a_live_stream_loses_no_event(
