@@ -451,3 +451,36 @@ def test_a_crash_between_state_and_segment_loses_no_change(
     rest = [(seq, ev) for seq, ev in changes if ev.customer_id != "ghost"]
     by_customer = assert_one_event_per_change(rest, segs)
     assert all(ev.reason in ("order", "clicks") for evs in by_customer.values() for _, ev in evs)
+
+
+def test_drift_above_the_bound_publishes_a_notice_and_retrains_once(
+    settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    s = scoring_settings(settings, drift_bound=0.05, retrain_on_drift=1, retrain_cooldown_s=600)
+    first = aov_model(s.redis_prefix, s.redis_url)  # centroids at AOV 20 and 200
+    worker = workers(s)
+    worker.wait_assigned()
+    now = datetime.now(UTC) - timedelta(days=2)
+    # Baskets of 90-110 pull the 'big_baskets' centroid (200) down: drift.
+    orders = [_order(f"D{i}", n, 90.0 + (i * 7 + n) % 20, now + timedelta(hours=n))
+              for i in range(40) for n in range(3)]  # fmt: skip
+    produce(s.kafka_bootstrap, records_for(s, orders))
+    store = RedisModelStore.from_url(s.redis_url, s.redis_prefix)
+    retrained = wait_for(
+        lambda: (v := store.current_version()) != first.version and v, 120, "a retrained model"
+    )
+    wait_for(lambda: scoring_report(worker)["model_version"] == retrained, 30, "the reload")
+    report = scoring_report(worker)
+    assert report["retrains"] == 1 and report["drift_notices"] >= 1
+    consumer = KafkaConsumer(
+        s.control_topic, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
+        group_id=f"{s.group_id}-control-reader", session_timeout_ms=6000,
+        consumer_timeout_ms=5000,
+    )  # fmt: skip
+    notices = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    drift = [n for n in notices if n["type"] == "drift" and n["version"] == first.version]
+    assert len(drift) == 1 and drift[0]["max"] > s.drift_bound == drift[0]["bound"]
+    client = redis.Redis.from_url(s.redis_url)
+    assert client.exists(f"{s.redis_prefix}:retrain:lock")  # no second retrain for 10 min
+    client.close()
