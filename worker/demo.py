@@ -235,7 +235,7 @@ def _render(
 @click.option(
     "--customers",
     type=int,
-    default=20000,
+    default=10000,
     show_default=True,
     envvar="SEGSTREAM_DEMO_CUSTOMERS",
     show_envvar=True,
@@ -309,10 +309,10 @@ def demo(
             web_port=free_port(),
             sweep_interval_s=5.0,
         )
-        click.secho(
+        _step(
+            t0,
             f"[1/6] started broker {settings.kafka_bootstrap} and Redis "
             f"{settings.redis_url} (for this demo only)",
-            bold=True,
         )
         try:
             _run(settings, out, customers, days, minutes, seed, keep_running, t0)
@@ -322,6 +322,11 @@ def demo(
     click.echo(f"services stopped; total {time.monotonic() - t0:.0f}s")
     if interrupted:
         sys.exit(130)
+
+
+def _step(t0: float, text: str) -> None:
+    """A demo step's headline, with the seconds since the demo started."""
+    click.secho(f"[{time.monotonic() - t0:5.0f}s] {text}", bold=True)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -361,17 +366,17 @@ def _run(
     _create_topics(settings)
     data = generate(SyntheticConfig(customers, days, seed, default_start(days)))
     labels_path = data.write_labels(out / "personas.csv")
-    click.secho(
+    _step(
+        t0,
         f"[2/6] generated {customers:,} customers over {days} days: {data.n_orders:,} "
         f"order events, {data.n_clicks:,} clicks (ground truth {labels_path})",
-        bold=True,
     )
     log_path = out / "worker.log"
     with _worker_process(settings, log_path) as worker:
-        click.secho(
+        _step(
+            t0,
             f"[3/6] worker started (pid {worker.pid}, log {log_path}); producing the "
             "history to Kafka while it ingests",
-            bold=True,
         )
         sink = KafkaSink(
             KafkaSinkConfig(
@@ -381,16 +386,23 @@ def _run(
             )
         )
         topics = {"order": settings.orders_topic, "click": settings.clicks_topic}
+        produce_started = time.monotonic()
         for kind, key, value in data.records():
             sink.send_raw(topics[kind], key, value)
         result = sink.close()
         produced = result.delivered
-        rate = _wait_ingested(settings, produced, worker)
-        click.echo(f"  history ingested: {produced:,} records, {rate:,.0f}/s end to end")
-
-        click.secho(
-            "[4/6] training K-means on the state in Redis (k chosen by silhouette)", bold=True
+        produce_s = time.monotonic() - produce_started
+        click.echo(
+            f"  produced {produced:,} records in {produce_s:.0f}s ({produced / produce_s:,.0f}/s)"
         )
+        _wait_ingested(settings, produced, worker)
+        ingest_s = time.monotonic() - produce_started
+        click.echo(
+            f"  history ingested by the worker: {produced:,} records in {ingest_s:.0f}s "
+            f"({produced / ingest_s:,.0f}/s, produced and consumed at the same time)"
+        )
+
+        _step(t0, "[4/6] training K-means on the state in Redis (k chosen by silhouette)")
         trained = subprocess.run(
             _segstream("train", "--from", "redis", "--seed", str(seed)),
             env=_env(settings),
@@ -403,7 +415,7 @@ def _run(
             raise SegstreamError(f"training failed: {trained.stderr.strip()[-500:]}")
         _rescore_all(settings)
 
-        click.secho("[5/6] live traffic: sessions, orders and returns stamped now", bold=True)
+        _step(t0, "[5/6] live traffic: sessions, orders and returns stamped now")
         feed, stop = ChangeFeed(), threading.Event()
         follower = threading.Thread(
             target=_follow_changes, args=(settings, feed, stop), daemon=True
@@ -416,7 +428,7 @@ def _run(
             follower.join(timeout=5)
         _, sizes, reasons, total = feed.snapshot()
 
-    click.secho("[6/6] writing the analyst report", bold=True)
+    _step(t0, "[6/6] writing the analyst report")
     report_dir = out / "report"
     reported = subprocess.run(
         _segstream("report", "--out", str(report_dir)),
