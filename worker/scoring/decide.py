@@ -10,6 +10,7 @@ No Kafka, no Redis.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,10 +79,6 @@ def infer_reason(last_order_ms: int, last_seen_ms: int) -> str:
     return "order" if last_order_ms >= last_seen_ms else "clicks"
 
 
-def _dist(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
-
-
 def change_events(
     decision: Decision,
     reasons: Mapping[str, str | None],
@@ -96,33 +93,41 @@ def change_events(
     rnd = decision.rnd
     now = processing_time or datetime.now(UTC)
     as_of = datetime.fromtimestamp(as_of_ms / 1000, UTC)
-    seen = rnd.last_seen_ms
-    last_order = rnd.last_order_ms
+    rows = decision.changed_rows
+    if not len(rows):
+        return []
+    # Plain Python values once per round: iterating numpy rows costs more than the event itself.
+    seen = rnd.last_seen_ms[rows].tolist()
+    last_order = rnd.last_order_ms[rows].tolist()
+    x_rows = decision.x_real[rows].tolist()
+    old_d = decision.old_distance[rows].tolist()
+    new_d = decision.new_distance[rows].tolist()
+    names = decision.feature_names
+    ids, olds, news = rnd.customer_ids, rnd.segments, decision.new_segments
+    version = decision.model_version
     out: list[tuple[int, SegmentChange]] = []
-    for row in decision.changed_rows:
-        cid = rnd.customer_ids[row]
-        reason = reasons.get(cid) or infer_reason(int(last_order[row]), int(seen[row]))
-        if reason in EVENT_REASONS and seen[row] > 0:
-            when = datetime.fromtimestamp(int(seen[row]) / 1000, UTC)
+    for i, row in enumerate(rows.tolist()):
+        cid = ids[row]
+        reason = reasons.get(cid) or infer_reason(last_order[i], seen[i])
+        if reason in EVENT_REASONS and seen[i] > 0:
+            when = datetime.fromtimestamp(seen[i] / 1000, UTC)
         else:
             when = as_of
-        feats = {
-            f: float(v) for f, v in zip(decision.feature_names, decision.x_real[row], strict=True)
-        }
+        od, nd = old_d[i], new_d[i]
         out.append(
             (
-                int(row),
+                row,
                 SegmentChange(
                     customer_id=cid,
-                    old_segment=rnd.segments[row],
-                    new_segment=decision.new_segments[row],
+                    old_segment=olds[row],
+                    new_segment=news[row],
                     reason=reason,  # type: ignore[arg-type]
-                    model_version=decision.model_version,
-                    features=feats,
+                    model_version=version,
+                    features=dict(zip(names, x_rows[i], strict=True)),
                     event_time=when,
                     processing_time=now,
-                    old_distance=_dist(decision.old_distance[row]),
-                    new_distance=_dist(decision.new_distance[row]),
+                    old_distance=None if math.isnan(od) else od,
+                    new_distance=None if math.isnan(nd) else nd,
                 ),
             )
         )
