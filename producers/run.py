@@ -185,6 +185,13 @@ def pump(
         result = sink.close()
         if rejects is not None:
             rejects.close()
+    return _summarise(summary, result, started, sent=sent, rejected=rejected, unsent=unsent)
+
+
+def _summarise(
+    summary: Summary, result: Any, started: float, *, sent: int, rejected: int, unsent: int
+) -> Summary:
+    """Fill ``summary`` from the counts of a finished run and the sink's delivery result."""
     summary.seconds = time.perf_counter() - started
     summary.rows_read = sent + rejected + unsent
     summary.events_sent = result.sent
@@ -248,12 +255,4 @@ def pump_chunks(
         result = sink.close()
         if rejects is not None:
             rejects.close()
-    summary.seconds = time.perf_counter() - started
-    summary.rows_read = sent + rejected + unsent
-    summary.events_sent = result.sent
-    summary.failed = result.failed
-    summary.delivered = result.delivered
-    summary.errors = list(result.errors)
-    summary.rejected = rejected
-    summary.unsent = unsent
-    return summary
+    return _summarise(summary, result, started, sent=sent, rejected=rejected, unsent=unsent)
