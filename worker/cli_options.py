@@ -58,3 +58,10 @@ def env_option(field: str, *flags: str, **kwargs: Any) -> Callable[[F], F]:
     kwargs.setdefault("show_default", True)
     kwargs.setdefault("default", getattr(Settings(), field))
     return click.option(*flags, field, envvar=ENV[field], **kwargs)
+
+
+def var_option(var: str, *flags: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option that is not a :class:`Settings` field but still falls back to ``var``."""
+    kwargs.setdefault("show_envvar", True)
+    kwargs.setdefault("show_default", not kwargs.get("is_flag", False))
+    return click.option(*flags, envvar=var, **kwargs)

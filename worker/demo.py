@@ -31,6 +31,7 @@ from typing import Any
 
 import click
 
+from worker.cli_options import var_option
 from worker.config import ENV, Settings
 from worker.errors import SegstreamError
 from worker.services import free_port, local_services
@@ -232,57 +233,40 @@ def _render(
 
 
 @click.command("demo")
-@click.option(
+@var_option(
+    "SEGSTREAM_DEMO_CUSTOMERS",
     "--customers",
     type=int,
     default=10000,
-    show_default=True,
-    envvar="SEGSTREAM_DEMO_CUSTOMERS",
-    show_envvar=True,
     help="Synthetic customers in the history.",
 )
-@click.option(
-    "--days",
-    type=int,
-    default=180,
-    show_default=True,
-    envvar="SEGSTREAM_DEMO_DAYS",
-    show_envvar=True,
-    help="Days of history.",
-)
-@click.option(
+@var_option("SEGSTREAM_DEMO_DAYS", "--days", type=int, default=180, help="Days of history.")
+@var_option(
+    "SEGSTREAM_DEMO_MINUTES",
     "--minutes",
     type=float,
     default=0.75,
-    show_default=True,
-    envvar="SEGSTREAM_DEMO_MINUTES",
-    show_envvar=True,
     help="How long the live stream runs after training.",
 )
-@click.option(
+@var_option(
+    "SEGSTREAM_DEMO_SEED",
     "--seed",
     type=int,
     default=7,
-    show_default=True,
-    envvar="SEGSTREAM_DEMO_SEED",
-    show_envvar=True,
     help="Seed of the synthetic history and live traffic.",
 )
-@click.option(
+@var_option(
+    "SEGSTREAM_DEMO_OUT",
     "--out",
     "out_dir",
     default="demo-out",
-    show_default=True,
-    envvar="SEGSTREAM_DEMO_OUT",
-    show_envvar=True,
     help="Where the model, report and logs are written.",
 )
-@click.option(
+@var_option(
+    "SEGSTREAM_DEMO_KEEP_RUNNING",
     "--keep-running",
     is_flag=True,
-    envvar="SEGSTREAM_DEMO_KEEP_RUNNING",
-    show_envvar=True,
-    help="Keep streaming (and the services up) until Ctrl-C.",
+    help="Keep streaming, with the services up, until Ctrl-C.",
 )
 def demo(
     customers: int, days: int, minutes: float, seed: int, out_dir: str, keep_running: bool
@@ -313,6 +297,11 @@ def demo(
             t0,
             f"[1/6] started broker {settings.kafka_bootstrap} and Redis "
             f"{settings.redis_url} (for this demo only)",
+        )
+        click.echo(
+            "  to look around from another terminal while it runs: export "
+            f"SEGSTREAM_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} "
+            f"SEGSTREAM_REDIS_URL={settings.redis_url} SEGSTREAM_REDIS_PREFIX=ss"
         )
         try:
             _run(settings, out, customers, days, minutes, seed, keep_running, t0)
@@ -447,8 +436,8 @@ def _run(
     click.echo(f"report:    {report_dir / 'report.html'}")
     click.echo(f"models:    {settings.model_dir}")
     click.echo(
-        f"customer:  segstream customer {some_customer} --explain  (while services run; "
-        "with --keep-running they stay up)"
+        f"customer:  segstream customer {some_customer} --explain  (needs the services: run "
+        "the demo with --keep-running and use the exports printed at its start)"
     )
     click.echo(
         f"took {time.monotonic() - t0:.0f}s; segment sizes: "
