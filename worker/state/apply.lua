@@ -48,6 +48,25 @@ local function holds(s, fp)
   end
 end
 
+-- Counter fields, in the order of the first ten HMGET results below.
+local COUNTERS = {'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc'}
+local F, M, I, S, PV, IV, AC, CO, CS, CC = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+local T0, T1, TS, FP = 11, 12, 13, 14
+local CLICK_FIELD = {[PAGE_VIEW] = PV, [PRODUCT_VIEW] = IV,
+                     [ADD_TO_CART] = AC, [CHECKOUT_START] = CO}
+-- Counters are read, summed in Lua and written back with one HSET (one redis.call instead of
+-- one HINCRBY per field). Lua numbers are doubles, exact below 2^53; a value at or beyond that
+-- falls back to HINCRBY of the batch's delta, so the result stays exact either way.
+local EXACT = 2 ^ 53
+
+-- per customer group: fingerprints already stored, and the ones this batch added
+-- (tables reused from group to group: fewer allocations, less garbage for Lua's collector)
+local old, new, added, nadded = nil, {}, {}, 0
+local function has(fp) return new[fp] or holds(old, fp) end
+local function add(fp) new[fp] = true; nadded = nadded + 1; added[nadded] = fp end
+local d, set, ns = {}, {}, 0
+local function put(field, value) set[ns + 1] = field; set[ns + 2] = value; ns = ns + 2 end
+
 local changed = {}
 local ngroups = tonumber(ARGV[i]); i = i + 1
 for g = 1, ngroups do
@@ -63,20 +82,22 @@ for g = 1, ngroups do
     end
   else
     local hkey = prefix .. ':c:{' .. cid .. '}'
-    local fkey = prefix .. ':f:{' .. cid .. '}'
-    local cur = redis.call('HMGET', hkey, 't0', 't1', 'ts', 'fp')
-    local first, last, seen = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
+    local cur = redis.call('HMGET', hkey, 'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc',
+                           't0', 't1', 'ts', 'fp')
+    local first, last, seen = tonumber(cur[T0]), tonumber(cur[T1]), tonumber(cur[TS])
     local first0, last0, seen0 = first, last, seen
-    local old, in_key = cur[4], false
+    local in_key = false
+    for k = 1, nadded do new[added[k]] = nil end
+    old, nadded = cur[FP], 0
     if not old then
-      old = redis.call('GET', fkey)
+      -- Past 8 fingerprints they live in their own key. A customer without `ts` never had an
+      -- event applied (this script writes `ts` in the same call as its first fingerprints), so
+      -- there is no key to look up. Whatever deletes a customer's hash must delete its
+      -- fingerprint key too (worker/state/keys.py lists both).
+      if seen then old = redis.call('GET', prefix .. ':f:{' .. cid .. '}') end
       if old then in_key = true else old = '' end
     end
-    local new, added = {}, {}
-    local function has(fp) return new[fp] or holds(old, fp) end
-    local function add(fp) new[fp] = true; added[#added + 1] = fp end
-    local d = {}
-    local function bump(f, by) d[f] = (d[f] or 0) + by end
+    for k = 1, 10 do d[k] = 0 end
     local applied = 0
     for r = 0, n - 1 do
       local kind, click, tp, off, ms, amount, items, fp, sfp, mfp, pfp =
@@ -92,23 +113,22 @@ for g = 1, ngroups do
           applied = applied + 1
           if not seen or ms > seen then seen = ms end
           if kind == PLACED then
-            bump('f', 1); bump('m', amount); bump('i', items)
+            d[F] = d[F] + 1; d[M] = d[M] + amount; d[I] = d[I] + items
             if not first or ms < first then first = ms end
             if not last or ms > last then last = ms end
           elseif kind == CANCELLED then
-            bump('f', -1); bump('m', -amount); bump('i', -items)
+            d[F] = d[F] - 1; d[M] = d[M] - amount; d[I] = d[I] - items
           elseif kind == RETURNED then
-            bump('m', -amount); bump('i', -items)
+            d[M] = d[M] - amount; d[I] = d[I] - items
           else
-            if not has(sfp) then add(sfp); bump('s', 1) end
-            if click == PAGE_VIEW then bump('pv', 1)
-            elseif click == PRODUCT_VIEW then bump('iv', 1)
-            elseif click == ADD_TO_CART or click == CHECKOUT_START then
-              bump(click == ADD_TO_CART and 'ac' or 'co', 1)
-              if not has(mfp) then
+            if not has(sfp) then add(sfp); d[S] = d[S] + 1 end
+            local field = CLICK_FIELD[click]
+            if field then
+              d[field] = d[field] + 1
+              if (field == AC or field == CO) and not has(mfp) then
                 add(mfp)
-                if click == ADD_TO_CART then bump('cs', 1) end
-                if has(pfp) then bump('cc', 1) end
+                if click == ADD_TO_CART then d[CS] = d[CS] + 1 end
+                if has(pfp) then d[CC] = d[CC] + 1 end
               end
             end
           end
@@ -118,32 +138,43 @@ for g = 1, ngroups do
     if applied > 0 then
       c.applied = c.applied + applied
       changed[#changed + 1] = cid
-      for f, by in pairs(d) do
-        if by ~= 0 then redis.call('HINCRBY', hkey, f, int(by)) end
+      ns = 0
+      for k = 1, 10 do
+        local by = d[k]
+        if by ~= 0 then
+          local v = tonumber(cur[k]) or 0
+          if math.abs(v) < EXACT and math.abs(v + by) < EXACT then
+            put(COUNTERS[k], int(v + by))
+          else
+            redis.call('HINCRBY', hkey, COUNTERS[k], int(by))
+          end
+        end
       end
-      local set = {}
-      if first ~= first0 then set[#set + 1] = 't0'; set[#set + 1] = int(first) end
+      if first ~= first0 then put('t0', int(first)) end
       if last ~= last0 then
-        set[#set + 1] = 't1'; set[#set + 1] = int(last)
+        local t1 = int(last)
+        put('t1', t1)
         -- the sweep index: one sorted set per hour of last order time (see worker/state/keys.py)
         local bucket = math.floor(last / LO_BUCKET_MS)
         if last0 and math.floor(last0 / LO_BUCKET_MS) ~= bucket then
           redis.call('ZREM', prefix .. ':lo:' .. int(math.floor(last0 / LO_BUCKET_MS)), cid)
         end
-        redis.call('ZADD', prefix .. ':lo:' .. int(bucket), int(last), cid)
+        redis.call('ZADD', prefix .. ':lo:' .. int(bucket), t1, cid)
       end
-      if seen ~= seen0 then set[#set + 1] = 'ts'; set[#set + 1] = int(seen) end
-      local fps = old .. table.concat(added)
+      if seen ~= seen0 then put('ts', int(seen)) end
+      local fps = old .. table.concat(added, '', 1, nadded)
       if #fps > max_fp * 8 then fps = string.sub(fps, #fps - max_fp * 8 + 1) end
       -- Up to 8 fingerprints live in the hash (a small hash stays a compact listpack while its
-      -- values are <= 64 bytes); more move to their own string key.
+      -- values are <= 64 bytes); more move to their own string key. (SET, not APPEND: APPEND
+      -- leaves the string with spare capacity, ~10% more memory on customers with many events.)
       if not in_key and #fps <= 64 then
-        set[#set + 1] = 'fp'; set[#set + 1] = fps
+        put('fp', fps)
       else
-        redis.call('SET', fkey, fps)
-        if not in_key then redis.call('HDEL', hkey, 'fp') end
+        redis.call('SET', prefix .. ':f:{' .. cid .. '}', fps)
+        -- HDEL only when the fingerprints were in the hash until now
+        if cur[FP] then redis.call('HDEL', hkey, 'fp') end
       end
-      if #set > 0 then redis.call('HSET', hkey, unpack(set)) end
+      if ns > 0 then redis.call('HSET', hkey, unpack(set, 1, ns)) end
     end
   end
 end
