@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import click
 
@@ -15,9 +16,44 @@ from worker.config import Settings
 from worker.errors import SegstreamError
 from worker.services import LocalServices
 
+#: Subcommands that live beside the code they drive, as ``name: "module:attribute"``. They are
+#: imported on first use, so ``segstream customer`` does not pay for scikit-learn and matplotlib
+#: (about 2 s here) that ``train`` and ``report`` need. New commands add one line here.
+LAZY_COMMANDS: dict[str, str] = {
+    "demo": "worker.demo:demo",
+    "worker": "worker.cli_worker:worker",
+    "customer": "worker.reads:customer",
+    "export": "worker.reads:export",
+    "train": "worker.segmentation.cli:train_command",
+    "segments": "worker.segmentation.cli:segments_command",
+    "report": "worker.report.cli:report",
+    "produce": "producers.cli:produce",
+    "replay": "producers.cli:replay",
+    "rescore": "worker.scoring.cli:rescore",
+}
+
 
 class _Group(click.Group):
-    """Turns a :class:`SegstreamError` into one line on stderr and exit status 1, no traceback."""
+    """Turns a :class:`SegstreamError` into one line on stderr and exit status 1, no traceback.
+
+    It also loads the commands named in :data:`LAZY_COMMANDS` only when they are asked for.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, attribute = self.lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attribute)
+            if command.name != cmd_name:
+                raise RuntimeError(f"LAZY_COMMANDS[{cmd_name!r}] names command {command.name!r}")
+            self.add_command(command)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -27,7 +63,9 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
 def main() -> None:
     """Real-time customer segmentation over Kafka and Redis."""
 
@@ -76,24 +114,5 @@ def services_status(run_dir: str) -> None:
     if not any_up:
         sys.exit(3)
 
-
-def _register_subcommands() -> None:
-    """Attach the subcommands that live in other modules (imported lazily by click at call)."""
-    from worker.demo import demo
-
-    main.add_command(demo)
-    # -- later issues add their commands here, one line each ------------------------------------
-    main.add_command(importlib.import_module("worker.cli_worker").worker)
-    main.add_command(importlib.import_module("worker.reads").customer)
-    main.add_command(importlib.import_module("worker.reads").export)
-    main.add_command(importlib.import_module("worker.segmentation.cli").train_command)
-    main.add_command(importlib.import_module("worker.segmentation.cli").segments_command)
-    main.add_command(importlib.import_module("worker.report.cli").report)
-    main.add_command(importlib.import_module("producers.cli").produce)
-    main.add_command(importlib.import_module("producers.cli").replay)
-    main.add_command(importlib.import_module("worker.scoring.cli").rescore)
-
-
-_register_subcommands()
 
 __all__ = ["Settings", "main"]
