@@ -180,21 +180,40 @@ def records_for(settings: Settings, events: Sequence[Event]) -> list[tuple[str, 
 
 
 class PacedProducer(threading.Thread):
-    """Produces records at a steady rate in the background, so kills land mid-stream."""
+    """Produces records at a steady rate in the background, so kills land mid-stream.
+
+    With ``hold_from=N`` it stops before record N until :meth:`release` is called, so a test
+    can be sure the stream is still going at its last fault, however slowly the machine runs.
+    """
 
     def __init__(
-        self, bootstrap: str, items: Sequence[tuple[str, bytes, bytes]], per_second: float
+        self,
+        bootstrap: str,
+        items: Sequence[tuple[str, bytes, bytes]],
+        per_second: float,
+        hold_from: int | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.items, self.per_second = bootstrap, items, per_second
+        self.hold_from = hold_from
+        self._released = threading.Event()
         self.sent = 0
         self.error: BaseException | None = None
+
+    def release(self) -> None:
+        """Let a producer created with ``hold_from`` send the rest."""
+        self._released.set()
 
     def run(self) -> None:
         try:
             producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
             start = time.monotonic()
             for i, (topic, key, value) in enumerate(self.items):
+                if i == self.hold_from:
+                    producer.flush(60)
+                    if not self._released.wait(timeout=600):
+                        raise TimeoutError(f"never released after {i} records")
+                    start = time.monotonic() - i / self.per_second
                 due = start + i / self.per_second
                 delay = due - time.monotonic()
                 if delay > 0:
@@ -207,6 +226,7 @@ class PacedProducer(threading.Thread):
             self.error = exc
 
     def finish(self, timeout: float = 120.0) -> None:
+        self.release()
         self.join(timeout)
         assert not self.is_alive(), "producer did not finish"
         assert self.error is None, f"producer failed: {self.error!r}"
