@@ -4,7 +4,9 @@ What is timed, per run, each on a fresh local broker (tansu, started here on fre
 
 * **baseline**: kafka-python ``KafkaProducer.send`` of the *same* keys and encoded values that the
   replay produces, pre-encoded before the clock starts, then ``flush()`` (same producer settings:
-  acks=all, compression, linger, batch size);
+  acks=all, compression, linger, batch size; kafka-python's own default partitioner, where the
+  replay's sink remembers each key's partition — the same partitions, see
+  ``producers/partitioning.py``);
 * **replay**: ``segstream replay --format orders-csv`` as the CLI runs it: a child process reads
   and parses the CSV, validates, builds and encodes each event (``ParallelFileSource``), this
   process sends them keyed by customer (``pump_chunks`` -> ``KafkaSink``) and confirms every
@@ -51,6 +53,13 @@ PARTITIONS = 4
 #: Events per CPU-second (this process, its sender thread and the reader child), per path: less
 #: sensitive to other load on the machine than wall-clock rates.
 CPU_RATES: dict[str, list[float]] = {"baseline": [], "replay": [], "one process": []}
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "MISSING"
 
 
 def _cpu_now() -> float:
@@ -182,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"  python {platform.python_version()}  kafka-python {metadata.version('kafka-python')}"
-            f"  msgspec {metadata.version('msgspec')}"
+            f"  msgspec {metadata.version('msgspec')}  crc32c {_version('crc32c')} "
+            "(kafka-python's batch checksums in C; pure Python without it)"
         )
         base: list[float] = []
         ours: list[float] = []

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from producers.errors import DeliveryError
+from producers.partitioning import MemoKeyPartitioner
 from schemas import ClickEvent, OrderEvent
 
 Event = OrderEvent | ClickEvent
@@ -102,6 +103,7 @@ class KafkaSink:
                 ),
                 max_request_size=4 * 1024 * 1024,
                 metrics_enabled=False,
+                partitioner=MemoKeyPartitioner(),
             )
         except KafkaError as exc:
             raise DeliveryError(f"cannot connect to Kafka at {config.bootstrap}: {exc}") from exc
