@@ -86,9 +86,11 @@ for i = 1, #rows do
   local row = rows[i]
   local cid, seq, seg, nseq, ev = row[1], row[2], row[3], row[4], row[5]
   local key = prefix .. ':c:{' .. cid .. '}'
-  if redis.call('EXISTS', key) == 0 then
+  local stored = tonumber(redis.call('HGET', key, 'segment_seq')) or -1
+  -- EXISTS only where segment_seq cannot tell: a hash deleted meanwhile must not be recreated
+  if stored == -1 and seq == -1 and redis.call('EXISTS', key) == 0 then
     redis.call('SREM', inflight, cid)
-  elseif (tonumber(redis.call('HGET', key, 'segment_seq')) or -1) ~= seq then
+  elseif stored ~= seq then
     conflicts[#conflicts + 1] = cid
   else
     if nseq > 0 then
