@@ -2,14 +2,18 @@
 
 Per fetched batch, in this order:
 
-1. one decode+validate pass over the whole fetch (:func:`worker.ingest.batch.assemble`);
+1. one decode+validate pass over the whole fetch (:func:`worker.ingest.batch.assemble`), and
+   the state script's arguments built from it (``StateStore.prepare``);
 2. rejected records -> dead-letter topic, acknowledged before anything else moves;
 3. one ``StateStore.apply(batch)`` call (one Lua script: state, counters, per-partition offset
    fence and event-id dedup, atomically);
 4. the ``on_changed`` hook with the customers whose state changed;
-5. a manual commit of the Kafka offsets that apply covered (never before the Redis write).
+5. a manual commit of the Kafka offsets that apply covered (never before the Redis write), by a
+   committer task beside the loop: the next batch's apply does not wait for the broker's
+   answer, and offsets of several batches applied meanwhile go in one commit.
 
-While step 3 of batch N runs, batch N+1 is fetched and decoded (two-stage pipeline); batches are
+While step 3 of batch N runs, batch N+1 is fetched, decoded and prepared (two-stage pipeline:
+Redis runs one batch's script while this process builds the next one's arguments); batches are
 applied strictly one after another, so the order per partition is kept. Redis or broker trouble
 is retried with capped exponential backoff without committing; the service never exits on its
 own. Exactness does not depend on commits or on who owns a partition: the store skips every
@@ -59,7 +63,10 @@ FETCH_MAX_WAIT_MS = 20
 class StateStoreLike(Protocol):
     """The part of :class:`worker.state.store.StateStore` the ingest service uses."""
 
-    async def apply(self, batch: Batch) -> ApplyResult: ...
+    def prepare(self, batch: Batch) -> Any: ...
+    async def apply(
+        self, batch: Batch, prepared: Any = None, on_sent: Callable[[], None] | None = None
+    ) -> ApplyResult: ...
     async def counters(self) -> dict[str, int]: ...
     async def customers_crossing(
         self, threshold_days: float, since_ms: int, until_ms: int
@@ -134,6 +141,9 @@ class IngestService(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._sink: DeadLetterSink | None = None
         self._inflight: asyncio.Task[None] | None = None
+        #: Applied, not yet committed: (topic, partition) -> highest applied offset.
+        self._uncommitted: dict[tuple[str, int], int] = {}
+        self._applied = asyncio.Event()
         self._rebalancing = False
         self._stopping = False
         super().__init__(**kwargs)
@@ -203,8 +213,8 @@ class IngestService(Service):
 
     # -- the loop -------------------------------------------------------------------------------
     async def _consume_forever(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
+        consumer, store = self._consumer, self.store
+        assert consumer is not None and store is not None
         s = self.settings
         fetch_errors = 0
         while not self._stopping and not self.should_stop:
@@ -224,13 +234,31 @@ class IngestService(Service):
                     await self._finish_inflight()
                 continue
             assembled = assemble(fetched.values(), s.orders_topic, s.clicks_topic)
+            prepared = store.prepare(assembled.batch)
             for tp, records in fetched.items():
                 self.metrics.fetched_upto[(tp.topic, tp.partition)] = records[-1].offset
-            # Batch N+1 is decoded; wait for batch N (its apply overlapped our fetch+decode).
+            # Batch N+1 is decoded and its script arguments built; wait for batch N (its apply
+            # ran in Redis meanwhile).
             await self._finish_inflight()
             if self._stopping:
                 return
-            self._inflight = asyncio.ensure_future(self._process(assembled))
+            await self._start(assembled, prepared)
+
+    async def _start(self, assembled: Assembled, prepared: Any) -> None:
+        """Start applying a batch and return once its request has reached Redis.
+
+        Not sooner: getmany does not yield while records are buffered, so a task merely
+        created would only send its script at the next ``_finish_inflight``, and the apply
+        would never overlap the next batch's fetch, decode and prepare (the loop's CPU work).
+        """
+        sent = asyncio.Event()
+        task = asyncio.ensure_future(self._process(assembled, prepared, sent.set))
+        self._inflight = task
+        waiter = asyncio.ensure_future(sent.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
 
     async def _finish_inflight(self) -> None:
         task, self._inflight = self._inflight, None
@@ -238,7 +266,12 @@ class IngestService(Service):
             with contextlib.suppress(_Stopping):
                 await task
 
-    async def _process(self, assembled: Assembled) -> None:
+    async def _process(
+        self,
+        assembled: Assembled,
+        prepared: Any = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
         """Dead-letter, apply, hook, commit one batch; retries until done or stopping."""
         m = self.metrics
         batch = assembled.batch
@@ -257,7 +290,7 @@ class IngestService(Service):
         started = time.perf_counter()
 
         async def apply() -> ApplyResult:
-            return await asyncio.wait_for(store.apply(batch), APPLY_TIMEOUT_S)
+            return await asyncio.wait_for(store.apply(batch, prepared, on_sent), APPLY_TIMEOUT_S)
 
         result = await self._retry(f"apply {len(batch.records)} event(s)", apply, "retrying-redis")
         elapsed = time.perf_counter() - started
@@ -280,14 +313,27 @@ class IngestService(Service):
             except Exception:
                 m.hook_failures += 1
                 log.exception("on_changed hook failed for %d customer(s)", len(result.changed))
-        await self._commit(batch)
+        uncommitted = self._uncommitted
+        for tp, offset in batch.high_offsets.items():
+            if offset > uncommitted.get(tp, -1):
+                uncommitted[tp] = offset
+        self._applied.set()
 
-    async def _commit(self, batch: Batch) -> None:
+    @Service.task
+    async def _committer(self) -> None:
+        """Commit what has been applied, off the apply path (one commit may cover many batches)."""
+        while not self.should_stop:
+            await self._applied.wait()
+            self._applied.clear()
+            await self._commit()
+
+    async def _commit(self) -> None:
         consumer = self._consumer
         if consumer is None or self._rebalancing or self._stopping:
             return  # revoked or stopping: the fence covers redelivery, the new owner commits
+        taken, self._uncommitted = self._uncommitted, {}
         assigned = [(tp.topic, tp.partition) for tp in consumer.assignment()]
-        offsets = offsets_to_commit(batch.high_offsets, assigned)
+        offsets = offsets_to_commit(taken, assigned)
         if not offsets:
             return
         try:

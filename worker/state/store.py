@@ -20,18 +20,19 @@ results into the script's arguments and reads hashes back into :class:`CustomerS
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from redis import exceptions as rex
 
 from worker.core.batch import ApplyResult, Batch, Record
 from worker.core.memory import COUNTER_NAMES, MAX_FINGERPRINTS
 from worker.core.rfm import NO_FINGERPRINT, CustomerState, Kind, to_delta
+from worker.redis_io import bulk_client
 from worker.state import keys
 from worker.state.errors import StoreRejected, StoreUnavailable
 
@@ -119,21 +120,75 @@ class StateStore:
         self.redis_url = redis_url
         self.prefix = prefix
         self.max_fingerprints = max_fingerprints
-        self._redis = aioredis.Redis.from_url(redis_url)
-        self._script = self._redis.register_script(script_text())
+        self._redis = bulk_client(redis_url)
+        self._text = script_text()
+        self._sha = hashlib.sha1(self._text.encode()).hexdigest()
 
-    async def apply(self, batch: Batch) -> ApplyResult:
-        """Apply ``batch`` in one round trip; already-applied records are skipped."""
+    def prepare(self, batch: Batch) -> list[Any]:
+        """The script's arguments for ``batch``, for :meth:`apply`.
+
+        Building them is most of the CPU an apply costs this process; the ingest service calls
+        this while the previous batch's script is still running in Redis, so the two overlap
+        instead of adding up.
+        """
+        return build_args(batch, self.prefix, self.max_fingerprints)
+
+    async def apply(
+        self,
+        batch: Batch,
+        prepared: list[Any] | None = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> ApplyResult:
+        """Apply ``batch`` in one round trip; already-applied records are skipped.
+
+        ``prepared``: what :meth:`prepare` returned for this batch (built here when omitted).
+        ``on_sent``: called once the whole request is in the kernel's hands, so that the caller
+        can go back to CPU work while Redis runs the script (see :meth:`_evalsha`).
+        """
         if not batch.records and not batch.partitions():
             return ApplyResult(0, 0, [])
-        args = build_args(batch, self.prefix, self.max_fingerprints)
+        args = prepared if prepared is not None else self.prepare(batch)
         try:
-            reply = await self._script(keys=[], args=args)
+            reply = await self._evalsha(args, on_sent)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis at {self.redis_url} is unavailable: {exc}") from exc
         except rex.RedisError as exc:
             raise StoreRejected(f"Redis at {self.redis_url} refused a batch: {exc}") from exc
         return _result(reply)
+
+    async def _evalsha(self, args: list[Any], on_sent: Callable[[], None] | None) -> Any:
+        """EVALSHA on a connection of our own, split into send and receive.
+
+        A batch's request is a few hundred KB. asyncio hands a socket what fits and keeps the
+        rest until its loop runs again; a caller that goes straight back to decoding the next
+        batch would leave Redis waiting for the end of the request (measured: the apply then
+        never overlapped the decoding, 53k instead of 80k events/s). So the connection's write
+        buffer limit is 0 (``drain`` returns only once every byte is in the kernel) and
+        ``on_sent`` tells the caller when that is. NOSCRIPT (a restarted Redis) loads the
+        script and sends again; any failure drops the connection, whose reply may still come.
+        """
+        pool = self._redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            writer = getattr(conn, "_writer", None)
+            if writer is not None:
+                writer.transport.set_write_buffer_limits(high=0)
+            for attempt in range(2):
+                await conn.send_command("EVALSHA", self._sha, 0, *args)
+                if on_sent is not None:
+                    on_sent()
+                try:
+                    return await conn.read_response()
+                except rex.NoScriptError:
+                    if attempt:
+                        raise
+                    await conn.send_command("SCRIPT", "LOAD", self._text)
+                    await conn.read_response()
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
 
     async def fences(self, topic: str) -> dict[int, int]:
         """Partition -> last applied offset of ``topic``."""
