@@ -15,7 +15,14 @@ from worker.core.rfm import HASH_FIELDS, CustomerState, features
 from worker.scoring import control
 from worker.scoring.decide import change_events, decide, infer_reason
 from worker.scoring.errors import ControlMessageInvalid
-from worker.scoring.vectors import READ_FIELDS, STATE_FIELDS, feature_matrix, from_packed, parse
+from worker.scoring.vectors import (
+    READ_FIELDS,
+    STATE_FIELDS,
+    feature_matrix,
+    fields_for,
+    from_packed,
+    parse,
+)
 from worker.segmentation.features import KNOWN_FEATURES, Scaler, feature_frame
 from worker.segmentation.model import SegmentModel
 from worker.segmentation.rules import RulesModel
@@ -172,3 +179,52 @@ def test_control_messages_round_trip_and_junk_is_refused() -> None:
         control.decode(b"{not json")
     with pytest.raises(ControlMessageInvalid):
         control.decode(b'{"type": "reboot"}')
+
+
+def test_fields_for_reads_only_what_the_features_need() -> None:
+    assert fields_for(("recency_days", "frequency", "aov", "sessions")) == (
+        "f", "m", "t1", "ts", "s",
+    )  # fmt: skip
+    assert fields_for(("page_views",)) == ("t1", "ts", "pv")
+    assert fields_for(KNOWN_FEATURES) == STATE_FIELDS
+    assert fields_for(("frequency", "not_a_feature")) == STATE_FIELDS
+
+
+def test_a_round_read_with_fewer_fields_gives_the_same_features() -> None:
+    """Trimmed reads (only the model's fields) against full reads, for random feature sets."""
+    from dataclasses import replace
+
+    from worker.scoring.store import ABSENT
+
+    rng = random.Random(8)
+    # every stored customer has a last-seen time (the state script sets it with the first event)
+    states = [random_state(rng, i) for i in range(400)]
+    states = [s if s.last_seen_ms is not None else replace(s, last_seen_ms=1) for s in states]
+    replies = [hmget_reply(s) for s in states] + [[None] * len(READ_FIELDS)]
+    ids = [s.customer_id for s in states] + ["gone"]
+    full = parse(ids, replies)
+    n = len(STATE_FIELDS)
+    for trial in range(40):
+        names = tuple(rng.sample(KNOWN_FEATURES, rng.randint(1, 6))) if trial else ("sessions",)
+        fields = fields_for(names)
+        packed: list[list[object]] = []
+        for r in replies:
+            seg, version, seq = r[n:]
+            row: list[object] = [
+                ABSENT if r[STATE_FIELDS.index(f)] is None else int(r[STATE_FIELDS.index(f)])  # type: ignore[arg-type]
+                for f in fields
+            ]
+            row += [
+                (seg or b"").decode(),
+                (version or b"").decode(),
+                -1 if seq is None else int(seq),
+            ]
+            packed.append(row)
+        trimmed = from_packed(ids, packed, ABSENT, fields)
+        assert trimmed.customer_ids == full.customer_ids and trimmed.missing == ["gone"]
+        assert (trimmed.segments, trimmed.seqs) == (full.segments, full.seqs)
+        np.testing.assert_array_equal(
+            feature_matrix(trimmed, AS_OF_MS, names), feature_matrix(full, AS_OF_MS, names)
+        )
+        np.testing.assert_array_equal(trimmed.last_seen_ms, full.last_seen_ms)
+        np.testing.assert_array_equal(trimmed.last_order_ms, full.last_order_ms)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import subprocess
@@ -45,6 +46,7 @@ from worker.scoring.errors import ControlMessageInvalid
 from worker.scoring.models import ModelHolder
 from worker.scoring.publisher import ChangePublisher
 from worker.scoring.store import ScoringStore, WriteRow
+from worker.scoring.vectors import fields_for
 from worker.segmentation.model import SegmentModel
 
 log = logging.getLogger(__name__)
@@ -129,8 +131,11 @@ class ScoringService(Service):
         )
 
     async def on_changed(self, customer_ids: Sequence[str], reasons: Mapping[str, str]) -> None:
-        for cid in customer_ids:
-            self.pending[cid] = reasons.get(cid)
+        self.pending.update(reasons)  # one C call: this runs for every applied batch
+        if len(reasons) != len(customer_ids):
+            for cid in customer_ids:
+                if cid not in reasons:
+                    self.pending[cid] = None
         self._wake.set()
         if len(self.pending) > MAX_PENDING:
             await self.wait_pending_below(MAX_PENDING // 2)
@@ -215,7 +220,8 @@ class ScoringService(Service):
                     await asyncio.wait_for(self._wake.wait(), 0.5)
                 self._wake.clear()
                 continue
-            take = dict(list(self.pending.items())[:ROUND_MAX])
+            # the oldest first; islice, not list(): the queue can hold 200k customers
+            take = dict(itertools.islice(self.pending.items(), ROUND_MAX))
             for cid in take:
                 del self.pending[cid]
             try:
@@ -268,7 +274,7 @@ class ScoringService(Service):
             started = time.perf_counter()
             model = self.holder.model
             as_of_ms = self.as_of_ms()
-            rnd = await self.store.read(list(items))
+            rnd = await self.store.read(list(items), fields_for(model.feature_names))
             dec = decide(model, rnd, as_of_ms, self.settings.hysteresis_margin)
             events = dict(change_events(dec, items, as_of_ms))
             rows: list[WriteRow] = []

@@ -22,9 +22,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
-from worker.scoring.vectors import READ_FIELDS, STATE_FIELDS, Round, from_packed, parse
+from worker.redis_io import bulk_client
+from worker.scoring.vectors import SEGMENT_FIELDS, STATE_FIELDS, Round, from_packed, parse
 from worker.state import keys
 
 #: One customer of a write: cid, expected seq (-1), segment, new seq (0), event JSON ('').
@@ -44,22 +44,31 @@ def _lua_list(names: Sequence[str]) -> str:
 #: Stands for an absent state field in the read script's reply (exact in a double).
 ABSENT = -(2**52)
 
-#: ARGV: prefix, msgpack list of customer ids. Moves each customer from ``dirty`` to
-#: ``scoring:inflight`` (atomically with the read: a state change after this read adds it to
-#: ``dirty`` again) and returns msgpack: per customer ``[*state fields as numbers (ABSENT if
-#: absent), segment or '', model_version or '', segment_seq or -1]``.
+#: ARGV: prefix, msgpack list of customer ids, msgpack list of state fields to read. Puts the
+#: round's customers in ``scoring:inflight`` and takes them out of ``dirty`` (atomically with the
+#: read: a state change after this read adds one to ``dirty`` again) and returns msgpack: per
+#: customer ``[*those state fields as numbers (ABSENT if absent), segment or '', model_version
+#: or '', segment_seq or -1]``.
 #: Blobs rather than one argument per value: redis-py's per-argument encoding cost more than
 #: the rest of a round.
 READ_LUA = f"""
 local prefix = ARGV[1]
 local ids = cmsgpack.unpack(ARGV[2])
+local fields = cmsgpack.unpack(ARGV[3])
+local ns = #fields
+fields[ns + 1], fields[ns + 2], fields[ns + 3] = {_lua_list(SEGMENT_FIELDS)}
 local dirty, inflight = prefix .. ':dirty', prefix .. ':scoring:inflight'
-local ns = {len(STATE_FIELDS)}
+-- dirty -> inflight for the whole round, 1000 members a call (a call per customer cost more
+-- than the read itself; a customer that was not dirty only gets an extra re-score on a crash)
+for s = 1, #ids, 1000 do
+  local e = math.min(s + 999, #ids)
+  redis.call('SADD', inflight, unpack(ids, s, e))
+  redis.call('SREM', dirty, unpack(ids, s, e))
+end
 local out = {{}}
 for i = 1, #ids do
   local cid = ids[i]
-  redis.call('SMOVE', dirty, inflight, cid)
-  local v = redis.call('HMGET', prefix .. ':c:{{' .. cid .. '}}', {_lua_list(READ_FIELDS)})
+  local v = redis.call('HMGET', prefix .. ':c:{{' .. cid .. '}}', unpack(fields))
   local row = {{}}
   for j = 1, ns do
     row[j] = tonumber(v[j]) or {ABSENT}
@@ -81,7 +90,7 @@ local prefix, version, asof = ARGV[1], ARGV[2], ARGV[3]
 local rows = cmsgpack.unpack(ARGV[4])
 local inflight = prefix .. ':scoring:inflight'
 local outbox = prefix .. ':outbox'
-local conflicts = {}
+local conflicts, done, entries = {}, {}, {}
 for i = 1, #rows do
   local row = rows[i]
   local cid, seq, seg, nseq, ev = row[1], row[2], row[3], row[4], row[5]
@@ -89,19 +98,27 @@ for i = 1, #rows do
   local stored = tonumber(redis.call('HGET', key, 'segment_seq')) or -1
   -- EXISTS only where segment_seq cannot tell: a hash deleted meanwhile must not be recreated
   if stored == -1 and seq == -1 and redis.call('EXISTS', key) == 0 then
-    redis.call('SREM', inflight, cid)
+    done[#done + 1] = cid
   elseif stored ~= seq then
     conflicts[#conflicts + 1] = cid
   else
     if nseq > 0 then
       redis.call('HSET', key, 'segment', seg, 'segment_seq', nseq, 'model_version', version,
                  'seg_as_of', asof)
-      redis.call('HSET', outbox, cid .. '|' .. nseq, ev)
+      entries[#entries + 1] = cid .. '|' .. nseq
+      entries[#entries + 1] = ev
     else
       redis.call('HSET', key, 'model_version', version, 'seg_as_of', asof)
     end
-    redis.call('SREM', inflight, cid)
+    done[#done + 1] = cid
   end
+end
+-- the outbox entries and the SREMs of the round, 1000 a call
+for s = 1, #entries, 2000 do
+  redis.call('HSET', outbox, unpack(entries, s, math.min(s + 1999, #entries)))
+end
+for s = 1, #done, 1000 do
+  redis.call('SREM', inflight, unpack(done, s, math.min(s + 999, #done)))
 end
 return conflicts
 """
@@ -113,19 +130,22 @@ class ScoringStore:
     def __init__(self, redis_url: str, prefix: str) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
-        self.redis = aioredis.Redis.from_url(redis_url)
+        self.redis = bulk_client(redis_url)
         self._read = self.redis.register_script(READ_LUA)
         self._write = self.redis.register_script(WRITE_LUA)
 
     def key(self, suffix: str) -> str:
         return f"{self.prefix}:{suffix}"
 
-    async def read(self, customer_ids: Sequence[str]) -> Round:
-        """Every customer's state and segment fields in one round trip."""
+    async def read(
+        self, customer_ids: Sequence[str], fields: Sequence[str] = STATE_FIELDS
+    ) -> Round:
+        """The customers' state ``fields`` (others left absent) and segment fields, one trip."""
         if not customer_ids:
             return parse([], [])
-        blob = await self._read(keys=[], args=[self.prefix, _pack(list(customer_ids))])
-        return from_packed(customer_ids, _unpack(blob), ABSENT)
+        args: list[str | bytes] = [self.prefix, _pack(list(customer_ids)), _pack(list(fields))]
+        blob = await self._read(keys=[], args=args)
+        return from_packed(customer_ids, _unpack(blob), ABSENT, fields)
 
     async def write(self, model_version: str, as_of_ms: int, rows: Sequence[WriteRow]) -> list[str]:
         """Segments (+ outbox entries of changes) in one atomic call; returns conflicting ids.

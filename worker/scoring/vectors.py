@@ -90,24 +90,69 @@ def parse(customer_ids: Sequence[str], replies: Sequence[Sequence[bytes | None]]
     return Round(ids, raw, segs, versions, seqs, missing)
 
 
-def from_packed(customer_ids: Sequence[str], rows: Sequence[Sequence[Any]], absent: int) -> Round:
-    """The read script's reply (see ``worker.scoring.store.READ_LUA``) -> a :class:`Round`."""
-    n_state = len(STATE_FIELDS)
+#: State fields each feature is computed from (``f`` also decides who is a buyer).
+_SOURCES: dict[str, tuple[str, ...]] = {
+    "frequency": ("f",),
+    "monetary": ("m",),
+    "aov": ("f", "m"),
+    "recency_days": ("t1", "f"),
+    "tenure_days": ("t0", "f"),
+    "items": ("i",),
+    "sessions": ("s",),
+    "page_views": ("pv",),
+    "product_views": ("iv",),
+    "add_to_carts": ("ac",),
+    "checkout_starts": ("co",),
+    "abandoned_carts": ("cs", "cc"),
+    "views_per_order": ("pv", "iv", "f"),
+}
+#: Read for every round whatever the model: ``t1``/``ts`` give the change event's reason and
+#: time, and ``ts`` is set on every customer with an applied event (an all-absent row = no hash).
+_ALWAYS = ("t1", "ts")
+
+
+def fields_for(feature_names: Sequence[str]) -> tuple[str, ...]:
+    """The state fields a round must read for these features, in :data:`STATE_FIELDS` order.
+
+    Scoring reads only these: a model on RFM + sessions needs 5 of the 13 fields, and each
+    field read costs Redis (``HMGET`` walks the hash) and this process (parsing) per customer.
+    An unknown feature name reads everything.
+    """
+    if any(name not in _SOURCES for name in feature_names):
+        return STATE_FIELDS
+    wanted = set(_ALWAYS).union(*(_SOURCES[name] for name in feature_names))
+    return tuple(f for f in STATE_FIELDS if f in wanted)
+
+
+def from_packed(
+    customer_ids: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    absent: int,
+    fields: Sequence[str] = STATE_FIELDS,
+) -> Round:
+    """The read script's reply (see ``worker.scoring.store.READ_LUA``) -> a :class:`Round`.
+
+    Each row holds ``fields`` then the segment fields; state fields not read are absent.
+    """
+    n_read = len(fields)
     if not rows:
         return parse([], [])
-    raw = np.array([r[:n_state] for r in rows], dtype=np.int64)
-    found = (raw != absent).any(axis=1)
+    got = np.array([r[:n_read] for r in rows], dtype=np.int64).reshape(len(rows), n_read)
+    found = (got != absent).any(axis=1)
     keep = np.flatnonzero(found).tolist()
     absent_row = np.array(_ABSENT, dtype=np.int64)
-    raw = np.where(raw == absent, absent_row[None, :], raw)[keep]
+    raw = np.repeat(absent_row[None, :], len(keep), axis=0)
+    columns = [_COL[f] for f in fields]
+    kept = got[keep]
+    raw[:, columns] = np.where(kept == absent, absent_row[columns][None, :], kept)
     ids = [customer_ids[i] for i in keep]
     picked = [rows[i] for i in keep]
     return Round(
         ids,
         raw,
-        [r[n_state] or None for r in picked],
-        [r[n_state + 1] or None for r in picked],
-        [None if r[n_state + 2] < 0 else int(r[n_state + 2]) for r in picked],
+        [r[n_read] or None for r in picked],
+        [r[n_read + 1] or None for r in picked],
+        [None if r[n_read + 2] < 0 else int(r[n_read + 2]) for r in picked],
         [customer_ids[i] for i in np.flatnonzero(~found).tolist()],
     )
 
