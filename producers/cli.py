@@ -24,16 +24,15 @@ from producers.readers import FORMATS, FileSource, parse_map, parse_ts
 from producers.run import RejectsWriter, Summary, pump, pump_chunks
 from producers.sinks import EventSink, FileSink, KafkaSink, KafkaSinkConfig
 from producers.synthetic import SyntheticConfig, default_start, generate
-from worker.cli_options import settings_options
+from worker.cli_options import settings_options, var_option
 from worker.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _opt(var: str, *flags: str, **kwargs: Any) -> Callable[[F], F]:
-    """A click option falling back to ``SEGSTREAM_<var>``, shown in ``--help``."""
-    kwargs.setdefault("show_envvar", True)
-    return click.option(*flags, envvar=f"SEGSTREAM_{var}", **kwargs)
+    """:func:`worker.cli_options.var_option` for ``SEGSTREAM_<var>``."""
+    return var_option(f"SEGSTREAM_{var}", *flags, **kwargs)
 
 
 def _parse_when(value: str | None, flag: str) -> datetime | None:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from worker.cli_options import env_option, settings_options
+from worker.cli_options import env_option, settings_options, var_option
 from worker.config import Settings
 from worker.errors import ConfigError
 from worker.segmentation.features import DEFAULT_FEATURES, KNOWN_FEATURES
@@ -24,8 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _opt(*flags: str, env: str, **kwargs: Any) -> Callable[[F], F]:
-    """A click option that falls back to the environment variable ``env`` (shown in --help)."""
-    return click.option(*flags, envvar=env, show_envvar=True, **kwargs)
+    """:func:`worker.cli_options.var_option`, the variable given by keyword."""
+    return var_option(env, *flags, **kwargs)
 
 
 def parse_k_range(text: str) -> tuple[int, int]:
