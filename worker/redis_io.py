@@ -4,8 +4,9 @@ A batch's EVALSHA is a few hundred KB. asyncio hands the socket what fits in its
 and keeps the rest until its loop runs again; in a worker whose loop is busy decoding the next
 batch for tens of milliseconds, Redis would sit waiting for the end of the request. A larger
 ``SO_SNDBUF`` lets one ``send`` hand the kernel the whole request (the kernel caps it at twice
-``net.core.wmem_max``; 4 MB here). The state store also waits until its request is fully sent
-before letting the loop go on (``StateStore._evalsha``).
+``net.core.wmem_max``; 4 MB here), and a write-buffer limit of 0 makes ``drain`` return only once
+every byte is in the kernel, so "sent" means sent (``StateStore._evalsha`` relies on it to let
+the loop go on).
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ SEND_BUFFER_BYTES = 8 * 1024 * 1024
 
 
 class BulkConnection(Connection):
-    """A TCP connection to Redis with a send buffer sized for whole batches."""
+    """A TCP connection to Redis whose sends are whole: sized for batches, drained to the end."""
 
     async def _connect(self) -> None:
         await super()._connect()  # type: ignore[no-untyped-call]
-        writer = self._writer
-        sock = writer.transport.get_extra_info("socket") if writer is not None else None
+        if self._writer is None:
+            return
+        transport = self._writer.transport
+        transport.set_write_buffer_limits(high=0)
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)

@@ -162,17 +162,14 @@ class StateStore:
         A batch's request is a few hundred KB. asyncio hands a socket what fits and keeps the
         rest until its loop runs again; a caller that goes straight back to decoding the next
         batch would leave Redis waiting for the end of the request (measured: the apply then
-        never overlapped the decoding, 53k instead of 80k events/s). So the connection's write
-        buffer limit is 0 (``drain`` returns only once every byte is in the kernel) and
+        never overlapped the decoding, 53k instead of 80k events/s). The connection's ``send``
+        returns only once every byte is in the kernel (:mod:`worker.redis_io`), and
         ``on_sent`` tells the caller when that is. NOSCRIPT (a restarted Redis) loads the
         script and sends again; any failure drops the connection, whose reply may still come.
         """
         pool = self._redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            writer = getattr(conn, "_writer", None)
-            if writer is not None:
-                writer.transport.set_write_buffer_limits(high=0)
             for attempt in range(2):
                 await conn.send_command("EVALSHA", self._sha, 0, *args)
                 if on_sent is not None:
