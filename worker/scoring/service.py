@@ -236,33 +236,34 @@ class ScoringService(Service):
                             type(exc).__name__, exc)  # fmt: skip
                 await asyncio.sleep(0.5)
 
-    @Service.task
-    async def _poll(self) -> None:
-        """Follow ``{prefix}:model:current`` and rescore requests every ``model_poll_s``."""
+    async def _every(self, interval_s: float, what: str, op: Callable[[], Awaitable[Any]]) -> None:
+        """``op`` every ``interval_s`` once ready; a failure is noted and the next turn retries."""
         while not self.should_stop:
-            await self.sleep(self.settings.model_poll_s)
+            await self.sleep(interval_s)
             if not self.ready:
                 continue
             try:
-                await self.reload()
-                token = await self.store.rescore_request()
-                if token and token != self._seen_request:
-                    self._seen_request = token
-                    await self.maybe_rescore(token)
+                await op()
             except Exception as exc:
-                self._note(f"model poll failed: {type(exc).__name__}: {exc}")
+                self._note(f"{what} failed: {type(exc).__name__}: {exc}")
+
+    @Service.task
+    async def _poll(self) -> None:
+        """Follow ``{prefix}:model:current`` and rescore requests every ``model_poll_s``."""
+
+        async def poll() -> None:
+            await self.reload()
+            token = await self.store.rescore_request()
+            if token and token != self._seen_request:
+                self._seen_request = token
+                await self.maybe_rescore(token)
+
+        await self._every(self.settings.model_poll_s, "model poll", poll)
 
     @Service.task
     async def _repair(self) -> None:
         """Re-score customers left in ``{prefix}:dirty`` (a crash between state and segment)."""
-        while not self.should_stop:
-            await self.sleep(self.settings.dirty_repair_s)
-            if not self.ready:
-                continue
-            try:
-                await self.enqueue_dirty()
-            except Exception as exc:
-                self._note(f"dirty repair failed: {type(exc).__name__}: {exc}")
+        await self._every(self.settings.dirty_repair_s, "dirty repair", self.enqueue_dirty)
 
     # -- the work -------------------------------------------------------------------------------
     def as_of_ms(self) -> int:
