@@ -6,8 +6,8 @@ Starts its own redis-server (and tansu, unused) on free ports through
 1. Memory: N customers (default 1M), a few events each (1-3 orders, 1 in 10 cancelled, half
    with a click session), applied through ``StateStore.apply``; ``INFO memory`` used_memory
    before/after, bytes per customer with every structure included (customer hash with its
-   fingerprints, fingerprint keys, last-order index, dirty set, fences, counters), and again
-   after the segmentation step would have drained the dirty set. One run: memory is
+   fingerprints, fingerprint keys, last-order index, unscored hash, fences, counters), and again
+   after the segmentation step would have drained the unscored hash. One run: memory is
    deterministic for a seed.
 2. Speed, median of R runs on a flushed Redis each time, same events: the Lua script alone
    (arguments built beforehand), ``StateStore.apply`` end to end (argument building included),
@@ -175,7 +175,7 @@ def main() -> None:
         hash_mean = statistics.mean(r.memory_usage(k) or 0 for k in sample)
         zset = sum(r.memory_usage(b) or 0 for b in buckets)
         listpacks = sum(1 for b in buckets[:2000] if r.object("encoding", b) == b"listpack")
-        dirty = r.memory_usage(keys.dirty(prefix)) or 0
+        dirty = r.memory_usage(keys.unscored(prefix)) or 0
         print(f"memory: {a.customers} customers, {n_events} events "
               f"({n_events / a.customers:.2f}/customer), loaded in {secs:.1f}s "
               f"({n_events / secs:,.0f} events/s through StateStore.apply)")  # fmt: skip
@@ -184,11 +184,11 @@ def main() -> None:
         print(f"  breakdown (MEMORY USAGE): customer hash ~{hash_mean:.0f} B "
               f"(encoding {r.object('encoding', sample[0])!r}), last-order index "
               f"{zset / a.customers:.1f} B/customer in {len(buckets)} hour buckets "
-              f"({listpacks}/{min(len(buckets), 2000)} listpack), dirty set "
+              f"({listpacks}/{min(len(buckets), 2000)} listpack), unscored hash "
               f"{dirty / a.customers:.1f} B/customer, {n_fp_keys} fingerprint keys")  # fmt: skip
-        r.delete(keys.dirty(prefix))
+        r.delete(keys.unscored(prefix), keys.stamp(prefix))
         drained = used_memory(r) - before
-        print(f"  after the dirty set is drained: {drained / a.customers:.1f} bytes/customer "
+        print(f"  after the unscored hash is drained: {drained / a.customers:.1f} bytes/customer "
               f"(target <= 400)")  # fmt: skip
         # -- speed ---------------------------------------------------------------------------
         bs = list(batches(a.speed_customers, a.batch, a.seed + 1, a.days))

@@ -27,7 +27,7 @@ With ``--with-scoring`` a fourth path runs, ``scoring``: the same worker with se
 (``SEGSTREAM_SCORING=1``; the other worker runs have it off) and a K-means model (k=6, trained on
 seeded synthetic state) current in Redis, so every changed customer is read, scored, written
 and, on a real change, published to segment-changes, and the online model learns. Its rate is
-end to end: from the first applied batch until every event is applied *and* the dirty set is
+end to end: from the first applied batch until every event is applied *and* ``unscored`` is
 empty (every changed customer scored); its ingest-only rate is printed beside it. The ratio
 ``scoring / worker`` (per run, median) is the overhead (target: >= 0.90).
 
@@ -283,7 +283,7 @@ def publish_model(redis_url: str, prefix: str, seed: int) -> str:
 def watch(
     r: redis.Redis, prefix: str, expect: int, proc: subprocess.Popen[bytes], scored: bool = False
 ) -> Throughput:
-    """Until ``expect`` events are applied (and, with ``scored``, the dirty set is empty)."""
+    """Until ``expect`` events are applied (and, with ``scored``, nothing is left unscored)."""
     key = f"{prefix}:counters"
     spawned = time.perf_counter()
     first_t = first_n = ingest_t = None
@@ -297,9 +297,7 @@ def watch(
             cpu0, rcpu0 = proc_cpu_s(proc.pid), redis_cpu_s(r)
         if n >= expect and ingest_t is None:
             ingest_t = now
-        if n >= expect and (
-            not scored or not r.exists(f"{prefix}:dirty", f"{prefix}:scoring:inflight")
-        ):
+        if n >= expect and (not scored or not r.exists(f"{prefix}:unscored")):
             cpu1, rcpu1 = proc_cpu_s(proc.pid), redis_cpu_s(r)
             break
         if proc.poll() is not None:

@@ -54,6 +54,12 @@ from worker.config import Settings
 )
 @env_option("model_poll_s", "--model-poll", type=float, help="Seconds between model checks.")
 @env_option(
+    "scoring_share",
+    "--scoring-share",
+    type=float,
+    help="Max share of time scoring takes while events arrive (0-1; docs/scoring.md).",
+)
+@env_option(
     "scoring_as_of",
     "--scoring-as-of",
     help="Pin the scoring clock (ISO 8601) instead of the wall clock (tests, backfills).",
@@ -128,7 +134,7 @@ def run_worker(settings: Settings) -> None:
         scoring = ScoringService(settings, loop=app.loop)
         filled = scoring.hooks()
         hooks.on_changed, hooks.on_recency_crossed = filled.on_changed, filled.on_recency_crossed
-        hooks.on_control = filled.on_control
+        hooks.on_control, hooks.snapshot_spec = filled.on_control, filled.snapshot_spec
         app.add_dependency(scoring)
 
         @app.page("/scoring")

@@ -48,6 +48,7 @@ ENV: dict[str, str] = {
     "retrain_on_drift": "SEGSTREAM_RETRAIN_ON_DRIFT",
     "retrain_cooldown_s": "SEGSTREAM_RETRAIN_COOLDOWN_S",
     "dirty_repair_s": "SEGSTREAM_DIRTY_REPAIR_S",
+    "scoring_share": "SEGSTREAM_SCORING_SHARE",
     "scoring": "SEGSTREAM_SCORING",
 }
 
@@ -102,6 +103,10 @@ class Settings:
     retrain_on_drift: int = 0
     retrain_cooldown_s: float = 3600.0
     dirty_repair_s: float = 30.0
+    #: While events keep arriving, scoring rounds take at most this share of the worker's time
+    #: (the rest goes to ingestion, and customers changed meanwhile are scored once, on their
+    #: latest state); when ingestion is idle, scoring runs flat out. 1 = no limit.
+    scoring_share: float = 0.3
     #: 1 = the worker assigns segments (``ScoringService``); 0 = state only (benchmarks).
     scoring: int = 1
 

@@ -96,9 +96,7 @@ def wait_all_scored(
     def done() -> dict[str, dict[str, str]] | None:
         assert worker.alive, worker.tail()
         received = int(client.hget(keys.counters(settings.redis_prefix), "received") or 0)
-        if received < n_received or client.scard(keys.dirty(settings.redis_prefix)):
-            return None
-        if client.scard(f"{settings.redis_prefix}:scoring:inflight"):
+        if received < n_received or client.hlen(keys.unscored(settings.redis_prefix)):
             return None
         if scoring_report(worker)["pending"]:
             return None
@@ -416,8 +414,9 @@ def test_a_crash_between_state_and_segment_loses_no_change(
     settings: Settings, workers: Callable[..., WorkerProcess]
 ) -> None:
     """State written without scoring (as if the worker died right after the state script) is
-    scored at the next start from ``{prefix}:dirty``; an unacknowledged change left in the
-    outbox is published then too."""
+    scored at the next start from ``{prefix}:unscored``; unacknowledged changes left in the
+    outbox (a round's, and one in the per-change layout of earlier releases) are published then
+    too."""
     events = dataset(60, 300, 100, seed=3)
     state_only = workers(settings.with_(scoring=0), "state-only")
     produce(settings.kafka_bootstrap, records_for(settings, events))
@@ -432,13 +431,23 @@ def test_a_crash_between_state_and_segment_loses_no_change(
     )
     assert state_only.stop() == 0
     customers = set(oracle_rows(events))
-    dirty = {m.decode() for m in client.smembers(keys.dirty(settings.redis_prefix))}  # type: ignore[union-attr]
-    assert dirty == customers and not any(v["segment"] for v in segments(settings).values())
+    unscored = {m.decode() for m in client.hkeys(keys.unscored(settings.redis_prefix))}  # type: ignore[union-attr]
+    assert unscored == customers and not any(v["segment"] for v in segments(settings).values())
     ghost = SegmentChange(
         customer_id="ghost", old_segment=None, new_segment="new", reason="order",
         model_version="rules-v1", features={}, event_time=AS_OF, processing_time=AS_OF,
     )  # fmt: skip
-    client.hset(f"{settings.redis_prefix}:outbox", "ghost|1", msgspec.json.encode(ghost))
+    ghost2 = SegmentChange(
+        customer_id="ghost2", old_segment="new", new_segment="loyal", reason="clicks",
+        model_version="rules-v1", features={}, event_time=AS_OF, processing_time=AS_OF,
+    )  # fmt: skip
+    outbox = f"{settings.redis_prefix}:outbox"
+    client.hset(outbox, "ghost|1", msgspec.json.encode(ghost))
+    # a round's events; "ghost3" lost its compare-and-set, so its event must not go out
+    lost = msgspec.json.encode(msgspec.structs.replace(ghost2, customer_id="ghost3"))
+    a_round = msgspec.msgpack.encode(["ghost2", 4, msgspec.json.encode(ghost2), "ghost3", 2, lost])
+    client.hset(outbox, "00000000000000000001-1-0", a_round)
+    client.hset(outbox, "00000000000000000001-1-0:skip", msgspec.msgpack.encode(["ghost3"]))
 
     s = scoring_settings(settings, group_id=f"{settings.group_id}-2")
     worker = workers(s, "restarted")
@@ -446,9 +455,11 @@ def test_a_crash_between_state_and_segment_loses_no_change(
     assert set(segs) == customers
     assert not client.exists(f"{settings.redis_prefix}:outbox")
     client.close()
-    changes = read_changes(s, len(customers) + 1)
+    changes = read_changes(s, len(customers) + 2)
     assert [(seq, ev) for seq, ev in changes if ev.customer_id == "ghost"] == [(1, ghost)]
-    rest = [(seq, ev) for seq, ev in changes if ev.customer_id != "ghost"]
+    assert [(seq, ev) for seq, ev in changes if ev.customer_id == "ghost2"] == [(4, ghost2)]
+    assert not [ev for _, ev in changes if ev.customer_id == "ghost3"]
+    rest = [(seq, ev) for seq, ev in changes if ev.customer_id not in ("ghost", "ghost2")]
     by_customer = assert_one_event_per_change(rest, segs)
     assert all(ev.reason in ("order", "clicks") for evs in by_customer.values() for _, ev in evs)
 

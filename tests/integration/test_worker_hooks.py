@@ -16,6 +16,7 @@ import pytest
 from schemas import ClickEvent, LineItem, OrderEvent
 from tests.integration.test_worker import produce, records_for
 from worker.config import Settings
+from worker.core.batch import PackedSnapshot
 from worker.ingest.hooks import Hooks
 from worker.ingest.service import IngestService
 from worker.ingest.sweep import RecencySweep
@@ -66,7 +67,10 @@ def test_on_changed_gets_every_changed_customer_once_with_its_reason(settings: S
     ]
     calls: list[tuple[list[str], dict[str, str]]] = []
 
-    async def on_changed(ids: Sequence[str], reasons: Mapping[str, str]) -> None:
+    async def on_changed(
+        ids: Sequence[str], reasons: Mapping[str, str], snapshot: PackedSnapshot | None
+    ) -> None:
+        assert snapshot is None  # nobody asked for one
         calls.append((list(ids), dict(reasons)))
 
     async def scenario() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from schemas import SegmentChange, encode
+from worker.core.batch import PackedSnapshot, SnapshotSpec
 from worker.core.rfm import HASH_FIELDS, CustomerState, features
 from worker.scoring import control
 from worker.scoring.decide import change_events, decide, infer_reason
@@ -101,11 +103,83 @@ def test_the_read_scripts_packed_rows_give_the_same_round_as_hmget_replies() -> 
         seg, version, seq = r[n:]
         row: list[object] = [ABSENT if v is None else int(v) for v in r[:n]]
         row += [(seg or b"").decode(), (version or b"").decode(), -1 if seq is None else int(seq)]
-        packed.append(row)
+        packed.append([*row, len(packed) % 3])  # the unscored stamp (0 = none)
     a, b = parse(ids, replies), from_packed(ids, packed, ABSENT)
     assert a.customer_ids == b.customer_ids and a.missing == b.missing == ["gone"]
     assert (a.raw == b.raw).all()
     assert (a.segments, a.model_versions, a.seqs) == (b.segments, b.model_versions, b.seqs)
+    assert b.stamps == [i % 3 for i in range(len(states))]
+
+
+def packed_snapshot(
+    states: list[CustomerState], replies: list[list[bytes | None]], fields: tuple[str, ...]
+) -> PackedSnapshot:
+    """What apply.lua returns for these customers (its layout, built independently here)."""
+    from worker.scoring.snapshot import SNAPSHOT_ABSENT
+
+    n = len(STATE_FIELDS)
+    numbers: list[int] = []
+    segments: list[str] = []
+    for r in replies:
+        by_name = dict(zip(STATE_FIELDS, r[:n], strict=True))
+        seg, version, seq = r[n:]
+        numbers += [SNAPSHOT_ABSENT if by_name[f] is None else int(by_name[f]) for f in fields]
+        numbers += [-1 if seq is None else int(seq), int(version == b"km-1"), len(numbers) % 3]
+        segments.append((seg or b"").decode())
+    spec = SnapshotSpec(fields, "km-1")
+    encode_ = msgspec.msgpack.encode
+    return PackedSnapshot(spec, 7, encode_(numbers), encode_(segments))
+
+
+def test_a_snapshot_gives_the_round_a_read_of_the_same_fields_would() -> None:
+    from worker.scoring.snapshot import REASONS, SnapshotBatch, SnapshotIndex
+
+    rng = random.Random(5)
+    states = [random_state(rng, i) for i in range(200)]
+    replies = [hmget_reply(s) for s in states]
+    for i, r in enumerate(replies):  # some customers scored by km-1 before, some not
+        r[len(STATE_FIELDS) + 1] = b"km-1" if i % 2 else b"rules-v1"
+    ids = [s.customer_id for s in states]
+    fields = fields_for(("recency_days", "frequency", "aov", "sessions"))
+    index = SnapshotIndex()
+    packed = packed_snapshot(states, replies, fields)
+    index.add(SnapshotBatch(ids, packed))
+    rnd, without = index.take([*ids[::-1], "C-unknown"], fields)
+    assert rnd is not None and without == ["C-unknown"] and len(index) == 0
+    read = parse(ids, replies)
+    order = [ids.index(c) for c in rnd.customer_ids]
+    cols = [STATE_FIELDS.index(f) for f in fields]
+    assert (rnd.raw[:, cols] == read.raw[order][:, cols]).all()
+    assert rnd.segments == [read.segments[i] for i in order]
+    assert rnd.seqs == [read.seqs[i] for i in order]
+    assert rnd.model_versions == ["km-1" if i % 2 else "" for i in order]
+    assert rnd.snapshot and rnd.stamps == [7] * len(ids)
+    width = len(fields) + 3
+    codes = msgspec.msgpack.decode(packed.numbers)[width - 1 :: width]
+    assert rnd.reasons == [REASONS[codes[i]] for i in order]
+    at = 1_800_000_000_000
+    assert np.array_equal(
+        feature_matrix(rnd, at, ("recency_days", "frequency", "aov", "sessions")),
+        feature_matrix(read, at, ("recency_days", "frequency", "aov", "sessions"))[order],
+    )
+
+
+def test_the_latest_snapshot_wins_and_one_missing_a_needed_field_is_read_instead() -> None:
+    from worker.scoring.snapshot import SnapshotBatch, SnapshotIndex
+
+    rng = random.Random(6)
+    old, new = random_state(rng, 1), random_state(rng, 2)
+    new = dataclasses.replace(new, customer_id=old.customer_id)
+    fields = fields_for(("frequency",))
+    index = SnapshotIndex()
+    for s in (old, new):
+        index.add(SnapshotBatch([s.customer_id], packed_snapshot([s], [hmget_reply(s)], fields)))
+    rnd, without = index.take([old.customer_id], fields)
+    assert rnd is not None and without == []
+    assert rnd.raw[0, STATE_FIELDS.index("f")] == new.frequency
+    index.add(SnapshotBatch([new.customer_id], packed_snapshot([new], [hmget_reply(new)], fields)))
+    rnd, without = index.take([new.customer_id], fields_for(("sessions",)))
+    assert rnd is None and without == [new.customer_id]
 
 
 def two_segment_model(margin: float = 0.0) -> SegmentModel:
@@ -218,6 +292,7 @@ def test_a_round_read_with_fewer_fields_gives_the_same_features() -> None:
                 (seg or b"").decode(),
                 (version or b"").decode(),
                 -1 if seq is None else int(seq),
+                0,  # the unscored stamp
             ]
             packed.append(row)
         trimmed = from_packed(ids, packed, ABSENT, fields)
@@ -228,3 +303,34 @@ def test_a_round_read_with_fewer_fields_gives_the_same_features() -> None:
         )
         np.testing.assert_array_equal(trimmed.last_seen_ms, full.last_seen_ms)
         np.testing.assert_array_equal(trimmed.last_order_ms, full.last_order_ms)
+
+
+def test_an_undecodable_snapshot_sends_its_customers_to_the_read_path() -> None:
+    from worker.scoring.snapshot import SnapshotBatch, SnapshotIndex
+
+    spec = SnapshotSpec(fields_for(("frequency",)), "km-1")
+    broken = PackedSnapshot(spec, 3, b"\xc1", msgspec.msgpack.encode(["", ""]))
+    index = SnapshotIndex()
+    index.add(SnapshotBatch(["C1", "C2"], broken))
+    rnd, without = index.take(["C1", "C2"], spec.fields)
+    assert rnd is None and sorted(without) == ["C1", "C2"] and len(index) == 0
+
+
+def test_scoring_pauses_for_its_share_only_while_ingestion_is_busy() -> None:
+    import asyncio
+    import time
+
+    from worker.config import Settings
+    from worker.scoring.service import ScoringService
+
+    async def pause(share: float, busy: bool, round_s: float) -> float:
+        svc = ScoringService(Settings(redis_url="redis://127.0.0.1:1/0", scoring_share=share))
+        svc._changed_at = time.monotonic() if busy else 0.0
+        started = time.perf_counter()
+        await svc._yield_to_ingest(round_s)
+        return time.perf_counter() - started
+
+    # busy: round 0.1 s at share 0.5 -> ~0.1 s pause; idle or no limit -> none
+    assert 0.08 <= asyncio.run(pause(0.5, True, 0.1)) < 0.6
+    assert asyncio.run(pause(0.5, False, 0.1)) < 0.02
+    assert asyncio.run(pause(1.0, True, 0.1)) < 0.02

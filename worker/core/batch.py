@@ -71,3 +71,36 @@ class ApplyResult:
     applied: int
     duplicates: int
     changed: Sequence[str]
+    #: Written with every changed customer into ``{prefix}:unscored`` (0 when none changed).
+    stamp: int = 0
+    #: The changed customers' new state, when asked for (see :class:`SnapshotSpec`).
+    snapshot: PackedSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSpec:
+    """What an apply returns of each changed customer's new state, for scoring.
+
+    ``fields``: short hash field names (``worker.core.rfm.HASH_FIELDS`` values); ``version``:
+    the model version each customer's stored ``model_version`` is compared with.
+    """
+
+    fields: tuple[str, ...]
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class PackedSnapshot:
+    """The state script's snapshot reply, left packed (decoded by ``worker.scoring.snapshot``).
+
+    ``numbers``: msgpack list, per changed customer (in ``ApplyResult.changed`` order) the
+    ``spec.fields`` values (-2**52 = absent), the stored ``segment_seq`` (-1 = none), 1 if its
+    ``model_version`` is ``spec.version`` else 0, and why it changed (0 an order placed, 1 a
+    cancellation or return, 2 clicks only); ``segments``: msgpack list of the stored segment
+    names ('' = none).
+    """
+
+    spec: SnapshotSpec
+    stamp: int
+    numbers: bytes
+    segments: bytes

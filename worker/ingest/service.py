@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from worker.config import Settings
-from worker.core.batch import ApplyResult, Batch
+from worker.core.batch import ApplyResult, Batch, SnapshotSpec
 from worker.ingest.batch import Assembled, assemble, change_reasons, offsets_to_commit
 from worker.ingest.dead_letter import DeadLetterSink
 from worker.ingest.hooks import Hooks
@@ -63,7 +63,7 @@ FETCH_MAX_WAIT_MS = 20
 class StateStoreLike(Protocol):
     """The part of :class:`worker.state.store.StateStore` the ingest service uses."""
 
-    def prepare(self, batch: Batch) -> Any: ...
+    def prepare(self, batch: Batch, snapshot: SnapshotSpec | None = None) -> Any: ...
     async def apply(
         self, batch: Batch, prepared: Any = None, on_sent: Callable[[], None] | None = None
     ) -> ApplyResult: ...
@@ -234,7 +234,8 @@ class IngestService(Service):
                     await self._finish_inflight()
                 continue
             assembled = assemble(fetched.values(), s.orders_topic, s.clicks_topic)
-            prepared = store.prepare(assembled.batch)
+            spec = self.hooks.snapshot_spec
+            prepared = store.prepare(assembled.batch, spec() if spec is not None else None)
             for tp, records in fetched.items():
                 self.metrics.fetched_upto[(tp.topic, tp.partition)] = records[-1].offset
             # Batch N+1 is decoded and its script arguments built; wait for batch N (its apply
@@ -307,9 +308,11 @@ class IngestService(Service):
             log.info("ingest resumed: batch applied after retries")
             m.state = "running"
         if result.changed and self.hooks.on_changed is not None:
-            reasons = change_reasons(batch.records, result.changed)
+            # a snapshot carries the reasons (the state script knows which events it applied)
+            snap = result.snapshot
+            reasons = None if snap is not None else change_reasons(batch.records, result.changed)
             try:
-                await self.hooks.on_changed(list(result.changed), reasons)
+                await self.hooks.on_changed(list(result.changed), reasons, snap)
             except Exception:
                 m.hook_failures += 1
                 log.exception("on_changed hook failed for %d customer(s)", len(result.changed))

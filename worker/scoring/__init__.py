@@ -2,8 +2,9 @@
 
 - :mod:`.vectors`: customer hash fields -> feature matrix in real units (pure numpy);
 - :mod:`.decide`: assignment of a round of customers against the current model (pure);
-- :mod:`.store`: the Redis side (one Lua read and one Lua write per round, outbox, dirty set,
-  online-model state, claims);
+- :mod:`.snapshot`: the state script's snapshot of changed customers -> rows to score (pure);
+- :mod:`.store`: the Redis side (one Lua write per round, a Lua read for customers without a
+  snapshot, outbox, unscored stamps, online-model state, claims);
 - :mod:`.models`: the model holder (rules-v1 until a K-means model exists, hot reload, online
   drift tracking);
 - :mod:`.publisher`: the aiokafka producer of ``segment-changes`` and control notices;

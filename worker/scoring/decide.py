@@ -87,8 +87,10 @@ def change_events(
 ) -> list[tuple[int, SegmentChange]]:
     """``(row, SegmentChange)`` for every real change of the round.
 
-    Event time: the customer's latest event (``last_seen``) for order/return/clicks, the scoring
-    time (as-of) for ``recency_decay`` and ``model_update``.
+    Reason: the one queued with the customer, else the one the state script gave its snapshot,
+    else inferred from its latest event. Event time: the customer's latest event
+    (``last_seen``) for order/return/clicks, the scoring time (as-of) for ``recency_decay``
+    and ``model_update``.
     """
     rnd = decision.rnd
     now = processing_time or datetime.now(UTC)
@@ -104,11 +106,14 @@ def change_events(
     new_d = decision.new_distance[rows].tolist()
     names = decision.feature_names
     ids, olds, news = rnd.customer_ids, rnd.segments, decision.new_segments
+    why = rnd.reasons
     version = decision.model_version
     out: list[tuple[int, SegmentChange]] = []
     for i, row in enumerate(rows.tolist()):
         cid = ids[row]
-        reason = reasons.get(cid) or infer_reason(last_order[i], seen[i])
+        reason = (
+            reasons.get(cid) or (why[row] if why else None) or infer_reason(last_order[i], seen[i])
+        )
         if reason in EVENT_REASONS and seen[i] > 0:
             when = datetime.fromtimestamp(seen[i] / 1000, UTC)
         else:

@@ -1,22 +1,24 @@
 """``ScoringService``: the mode Service that assigns segments beside ingestion in the worker.
 
-The ingest hooks only *queue* customers (``pending``: customer id -> reason); one background
+The ingest hooks only *queue* customers (``pending``: customer id -> reason), with the snapshot
+of their new state the state script returned (:mod:`worker.scoring.snapshot`); one background
 loop scores them in rounds of at most :data:`ROUND_MAX`:
 
-1. one Lua read of every queued customer's state and segment fields;
+1. the round's customers' state: their latest snapshot, or, for those without one (crash
+   repair, sweep, rescore, conflicts), one Lua read;
 2. :func:`worker.scoring.decide.decide`: features as of the scoring clock, vectorised assignment
    against the current model (rules-v1 until a K-means model exists), hysteresis;
 3. one Lua write: segment, ``segment_seq`` (+1 on a real change), ``model_version``,
-   ``seg_as_of``; the change events into the outbox; off ``scoring:inflight`` (the read moved
-   it there from ``dirty``); all compare-and-set on ``segment_seq``;
+   ``seg_as_of``; the round's change events into the outbox; each customer out of
+   ``{prefix}:unscored``; all conditional on the stamp its state was read at;
 4. publish the round's changes (acks=all) and delete them from the outbox;
 5. the online model learns from the round's scaled vectors; drift is checked and recorded.
 
 Scoring runs behind ingestion, not inside its batch: a batch's offsets are committed as soon as
 its state is in Redis, and a customer queued several times before its round is scored once, on
-its latest state. Nothing is lost by that: the state script adds every changed customer to
-``{prefix}:dirty`` atomically with the state, and the service re-scores whatever is left there
-(or in ``scoring:inflight``) at start-up and every ``dirty_repair_s`` seconds.
+its latest state. Nothing is lost by that: the state script records every changed customer in
+``{prefix}:unscored`` atomically with the state, and the service re-scores whatever is left
+there at start-up and every ``dirty_repair_s`` seconds.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -39,14 +42,16 @@ from mode import Service
 
 from schemas import encode
 from worker.config import ENV, Settings
+from worker.core.batch import PackedSnapshot, SnapshotSpec
 from worker.ingest.hooks import Hooks
 from worker.scoring import control
 from worker.scoring.decide import change_events, decide
 from worker.scoring.errors import ControlMessageInvalid
 from worker.scoring.models import ModelHolder
 from worker.scoring.publisher import ChangePublisher
+from worker.scoring.snapshot import SnapshotBatch, SnapshotIndex
 from worker.scoring.store import ScoringStore, WriteRow
-from worker.scoring.vectors import fields_for
+from worker.scoring.vectors import Round, fields_for
 from worker.segmentation.model import SegmentModel
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,10 @@ STATUS_EVERY_S = 1.0
 #: A rescore request is claimed once per token for this long (s).
 RESCORE_CLAIM_S = 7 * 86_400
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.05, 2.0
+#: How long a stopping worker waits for the last round's acknowledgements (s).
+STOP_PUBLISH_WAIT_S = 5.0
+#: Ingestion counts as idle once no batch has changed anyone for this long (s).
+INGEST_IDLE_S = 0.5
 
 
 @dataclass
@@ -112,6 +121,7 @@ class ScoringService(Service):
         )
         self.metrics = ScoringMetrics()
         self.pending: dict[str, str | None] = {}
+        self.snapshots = SnapshotIndex()
         self.ready = False
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -120,6 +130,11 @@ class ScoringService(Service):
         self._seen_request: str | None = None
         self._status_at = 0.0
         self._status_stale = False
+        self._spec: SnapshotSpec | None = None
+        self._changed_at = 0.0
+        self._publishing: asyncio.Future[None] | None = None
+        #: The customers of the round being scored (the repair leaves them alone).
+        self._in_round: Mapping[str, str | None] = {}
         super().__init__(**kwargs)
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -128,14 +143,33 @@ class ScoringService(Service):
             on_changed=self.on_changed,
             on_recency_crossed=self.on_recency_crossed,
             on_control=self.on_control,
+            snapshot_spec=self.snapshot_spec,
         )
 
-    async def on_changed(self, customer_ids: Sequence[str], reasons: Mapping[str, str]) -> None:
-        self.pending.update(reasons)  # one C call: this runs for every applied batch
-        if len(reasons) != len(customer_ids):
-            for cid in customer_ids:
-                if cid not in reasons:
-                    self.pending[cid] = None
+    def snapshot_spec(self) -> SnapshotSpec | None:
+        """The state fields the current model needs, asked of every apply once scoring is up."""
+        if not self.ready:
+            return None
+        spec = self._spec
+        model = self.holder.model
+        if spec is None or spec.version != model.version:
+            spec = self._spec = SnapshotSpec(fields_for(model.feature_names), model.version)
+        return spec
+
+    async def on_changed(
+        self,
+        customer_ids: Sequence[str],
+        reasons: Mapping[str, str] | None,
+        snapshot: PackedSnapshot | None = None,
+    ) -> None:
+        # C-speed updates only: this runs for every applied batch
+        self._changed_at = time.monotonic()
+        self.pending.update(dict.fromkeys(customer_ids))
+        if snapshot is not None:
+            # it says why each one changed, so no queued reason (one would override it)
+            self.snapshots.add(SnapshotBatch(customer_ids, snapshot))
+        elif reasons:
+            self.pending.update(reasons)
         self._wake.set()
         if len(self.pending) > MAX_PENDING:
             await self.wait_pending_below(MAX_PENDING // 2)
@@ -168,9 +202,12 @@ class ScoringService(Service):
     async def idle(self, timeout: float) -> bool:
         """Until nothing is queued or being scored (for tests and the rescore command)."""
         deadline = time.monotonic() + timeout
-        while self.pending or self._lock.locked():
+        while self.pending or self._lock.locked() or self._publishing is not None:
             if time.monotonic() > deadline:
                 return False
+            if self._publishing is not None and self._publishing.done() and not self._lock.locked():
+                await self.publish_settled()
+                continue
             await asyncio.sleep(0.02)
         return True
 
@@ -180,6 +217,9 @@ class ScoringService(Service):
             task.cancel()
         with contextlib.suppress(Exception):
             await self._save_status(force=True)
+        if self._publishing is not None:  # acknowledged now or republished from the outbox
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._publishing), STOP_PUBLISH_WAIT_S)
         with contextlib.suppress(Exception):
             await self.publisher.stop()
         with contextlib.suppress(Exception):
@@ -208,7 +248,8 @@ class ScoringService(Service):
         await self._retry("start segment-changes producer", self.publisher.start)
         await self._retry("publish the outbox", self.flush_outbox)
         await self._retry("load the current model", self.reload)
-        await self._retry("queue dirty customers", self.enqueue_dirty)
+        await self._retry("adopt an earlier release's dirty set", self.store.migrate_legacy)
+        await self._retry("queue unscored customers", self.enqueue_dirty)
         self.ready = True
         log.info("scoring ready with model %s", self.holder.version)
         while not self.should_stop:
@@ -224,8 +265,11 @@ class ScoringService(Service):
             take = dict(itertools.islice(self.pending.items(), ROUND_MAX))
             for cid in take:
                 del self.pending[cid]
+            self._in_round = take
             try:
+                started = time.perf_counter()
                 await self.score(take)
+                await self._yield_to_ingest(time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -235,6 +279,27 @@ class ScoringService(Service):
                 log.warning("scoring round of %d failed (%s: %s); retrying", len(take),
                             type(exc).__name__, exc)  # fmt: skip
                 await asyncio.sleep(0.5)
+
+    async def _yield_to_ingest(self, round_s: float) -> None:
+        """After a round of ``round_s``, leave ingestion its share while events keep coming.
+
+        Scoring shares the worker's event loop (and, on a small machine, its cores) with
+        ingestion. Flat out, it would take every gap ingestion leaves and slow it down, only to
+        score customers again and again between their events; paused for
+        ``round_s * (1 - share) / share``, it takes at most ``settings.scoring_share`` of the
+        time, and a customer's events of the pause are scored once, on its latest state. The
+        pause ends as soon as ingestion has been idle for :data:`INGEST_IDLE_S`: at low rates
+        (and once a burst is over) rounds follow each other without delay.
+        """
+        share = self.settings.scoring_share
+        if share >= 1 or round_s <= 0:
+            return
+        deadline = time.monotonic() + round_s * (1 - share) / max(share, 0.01)
+        while not self.should_stop:
+            now = time.monotonic()
+            if now >= deadline or now - self._changed_at >= INGEST_IDLE_S:
+                return
+            await asyncio.sleep(min(deadline - now, 0.05))
 
     async def _every(self, interval_s: float, what: str, op: Callable[[], Awaitable[Any]]) -> None:
         """``op`` every ``interval_s`` once ready; a failure is noted and the next turn retries."""
@@ -262,7 +327,7 @@ class ScoringService(Service):
 
     @Service.task
     async def _repair(self) -> None:
-        """Re-score customers left in ``{prefix}:dirty`` (a crash between state and segment)."""
+        """Re-score customers left in ``{prefix}:unscored`` (a crash between state and segment)."""
         await self._every(self.settings.dirty_repair_s, "dirty repair", self.enqueue_dirty)
 
     # -- the work -------------------------------------------------------------------------------
@@ -275,71 +340,127 @@ class ScoringService(Service):
             started = time.perf_counter()
             model = self.holder.model
             as_of_ms = self.as_of_ms()
-            rnd = await self.store.read(list(items), fields_for(model.feature_names))
-            dec = decide(model, rnd, as_of_ms, self.settings.hysteresis_margin)
-            events = dict(change_events(dec, items, as_of_ms))
+            fields = fields_for(model.feature_names)
+            snapped, without = self.snapshots.take(items, fields)
+            parts = [] if snapped is None else [snapped]
+            if without:
+                parts.append(await self.store.read(without, fields))
             rows: list[WriteRow] = []
             sent: dict[str, tuple[str, int, str, bytes]] = {}
-            segments = dec.new_segments
-            for r, cid in enumerate(rnd.customer_ids):
-                seq = rnd.seqs[r]
-                expected = -1 if seq is None else seq
-                ev = events.get(r)
-                if ev is None:
-                    rows.append((cid, expected, "", 0, ""))
-                    continue
-                nseq = expected + 1 if expected >= 0 else 1
-                payload = encode(ev)
-                sent[cid] = (cid, nseq, model.version, payload)
-                # JSON as text: Redis's cmsgpack does not read msgpack's bin type.
-                rows.append((cid, expected, segments[r], nseq, payload.decode()))
-            rows.extend((cid, -1, "", 0, "") for cid in rnd.missing)
-            conflicts = set(await self.store.write(model.version, as_of_ms, rows))
+            decisions = [(rnd, decide(model, rnd, as_of_ms, self.settings.hysteresis_margin))
+                         for rnd in parts]  # fmt: skip
+            for rnd, dec in decisions:
+                rows += self._rows(model.version, rnd, dec, items, as_of_ms, sent)
+            events = [(cid, seq, payload) for cid, seq, _, payload in sent.values()]
+            conflicts_list, token = await self.store.write(model.version, as_of_ms, rows, events)
+            conflicts = set(conflicts_list)
             publish = [v for cid, v in sent.items() if cid not in conflicts]
-            await self._publish(publish)
+            await self._publish_behind(publish, token)
             for cid in conflicts:
                 self.pending.setdefault(cid, items.get(cid))
             m = self.metrics
             m.rounds += 1
-            m.scored += len(rnd) - len(conflicts)
+            m.scored += sum(len(rnd) for rnd in parts) - len(conflicts)
             m.changes += len(publish)
             m.conflicts += len(conflicts)
-            m.missing += len(rnd.missing)
-            if self.holder.online is not None and isinstance(model, SegmentModel) and len(rnd):
-                ok = np.array([cid not in conflicts for cid in rnd.customer_ids], bool)
-                self.holder.online.learn_many(model.transform(dec.x_real[ok]), dec.segment_ids[ok])
+            m.missing += sum(len(rnd.missing) for rnd in parts)
+            online = self.holder.online
+            if online is not None and isinstance(model, SegmentModel):
+                for rnd, dec in decisions:
+                    if not len(rnd):
+                        continue
+                    x, ids = dec.x_real, dec.segment_ids
+                    if conflicts:
+                        ok = np.array([cid not in conflicts for cid in rnd.customer_ids], bool)
+                        x, ids = x[ok], ids[ok]
+                    online.learn_many(model.transform(x), ids)
                 await self._check_drift()
             m.round_seconds_sum += time.perf_counter() - started
         await self._save_status()
         return len(publish)
 
-    async def _publish(self, items: list[tuple[str, int, str, bytes]]) -> None:
-        """Publish until acknowledged (the outbox keeps them meanwhile), then clear them."""
-        if not items:
-            return
-        await self._retry(f"publish {len(items)} change(s)", lambda: self.publisher.publish(items))
-        await self.store.outbox_done([(cid, seq) for cid, seq, _, _ in items])
+    @staticmethod
+    def _rows(
+        version: str,
+        rnd: Round,
+        dec: Any,
+        reasons: Mapping[str, str | None],
+        as_of_ms: int,
+        sent: dict[str, tuple[str, int, str, bytes]],
+    ) -> list[WriteRow]:
+        """The write rows of one part of a round; its change events go into ``sent``."""
+        ids, stamps = rnd.customer_ids, rnd.stamps
+        expected = [-1 if seq is None else seq for seq in rnd.seqs]
+        stale = [int(v != version) for v in rnd.model_versions]
+        check = 0 if rnd.snapshot else 1
+        n = len(ids)
+        # kept segments first, built in C (most rows), then the changes patched in
+        rows: list[WriteRow] = list(
+            zip(ids, stamps, expected, repeat("", n), repeat(0, n), stale, repeat(check, n),
+                strict=True)
+        )  # fmt: skip
+        segments = dec.new_segments
+        for r, ev in change_events(dec, reasons, as_of_ms):
+            cid, seq = ids[r], expected[r]
+            nseq = seq + 1 if seq >= 0 else 1
+            sent[cid] = (cid, nseq, version, encode(ev))
+            rows[r] = (cid, stamps[r], seq, segments[r], nseq, 1, check)
+        rows.extend((cid, -1, -1, "", 0, 0, 1) for cid in rnd.missing)
+        return rows
+
+    async def _publish(self, items: list[tuple[str, int, str, bytes]], *fields: str) -> None:
+        """Publish until acknowledged (the outbox keeps them meanwhile), then clear ``fields``."""
+        if items:
+            await self._retry(
+                f"publish {len(items)} change(s)", lambda: self.publisher.publish(items)
+            )
+        done = [f for f in fields if f]
+        if done:
+            await self._retry("clear the outbox", lambda: self.store.outbox_done(done))
         self.metrics.published += len(items)
+
+    async def _publish_behind(self, items: list[tuple[str, int, str, bytes]], field: str) -> None:
+        """Publish a round's changes while the next round is scored.
+
+        Waiting for the broker's acknowledgements took half of a round's time; the next round's
+        read, assignment and write do not need them. One round's publication at a time: the
+        next one starts only once this one is acknowledged (retries included), so a customer's
+        changes still reach the topic in order. The outbox covers a crash meanwhile.
+        """
+        await self.publish_settled()
+        if items or field:
+            self._publishing = asyncio.ensure_future(self._publish(items, field))
+
+    async def publish_settled(self) -> None:
+        """Until the last round's changes are acknowledged and out of the outbox."""
+        task, self._publishing = self._publishing, None
+        if task is not None:
+            await task
 
     async def flush_outbox(self) -> int:
         """Publish changes a previous run wrote but did not get acknowledged (start-up)."""
-        entries = await self.store.outbox()
-        if entries:
-            import msgspec
+        rounds = await self.store.outbox()
+        if not rounds:
+            return 0
+        import msgspec
 
-            items = []
+        items = []
+        for _, entries in rounds:
             for cid, seq, value in entries:
                 version = msgspec.json.decode(value).get("model_version", "")
                 items.append((cid, seq, str(version), value))
-            await self._publish(items)
-            log.info("published %d change(s) left in the outbox by a previous run", len(items))
-        return len(entries)
+        items.sort(key=lambda t: (t[1], t[0]))  # one customer's changes in seq order
+        await self._publish(items, *(name for name, _ in rounds))
+        log.info("published %d change(s) left in the outbox by a previous run", len(items))
+        return len(items)
 
     async def enqueue_dirty(self) -> int:
+        """Queue every unscored customer not already queued or in the current round."""
         n = 0
-        async for page in self.store.dirty_pages():
-            self.enqueue(page, None)
-            n += len(page)
+        async for page in self.store.unscored_pages():
+            owed = [c for c in page if c not in self.pending and c not in self._in_round]
+            self.enqueue(owed, None)
+            n += len(owed)
         self.metrics.repaired += n
         return n
 

@@ -1,15 +1,17 @@
-"""The Redis side of scoring: one Lua read and one Lua write per round, outbox, claims.
+"""The Redis side of scoring: one Lua write per round (a read where no snapshot), outbox, claims.
 
 Keys (all under ``{prefix}:``, see docs/scoring.md):
 
 - ``c:{<cid>}`` fields ``segment``, ``model_version``, ``segment_seq``, ``seg_as_of`` (epoch ms
   recency was computed at) beside the state fields;
-- ``dirty``: customers whose state changed since they were last scored (the state script adds
-  them atomically with the state); the read moves them to ``scoring:inflight`` atomically with
-  reading their state (so a later change puts them back in ``dirty``), the write removes them
-  from there; whatever is in either set at start-up (or every ``dirty_repair_s``) is re-scored;
-- ``outbox``: hash ``<cid>|<seq>`` -> SegmentChange JSON, written atomically with the new
-  segment and deleted once the broker acknowledged the event (at-least-once publication);
+- ``unscored``: hash customer -> stamp of its last state change not scored yet (the state script
+  writes it atomically with the state); the write deletes a customer's entry with its segment,
+  only while the stamp is the one its state was read at (so a later change stays owed);
+  whatever is in it at start-up (or every ``dirty_repair_s``) is re-scored;
+- ``outbox``: hash ``<round token>`` -> msgpack ``[cid, seq, SegmentChange JSON, ...]`` and
+  ``<round token>:skip`` -> msgpack list of the round's conflicting customers (their events
+  are not to be published), written atomically with the round's new segments and deleted once
+  the broker acknowledged the events (at-least-once publication);
 - ``online:<version>``: the online model's state (JSON); ``scoring``: status hash (model
   version, drift, updated time);
 - ``rescore:request`` / ``rescore:claim:<token>`` and ``drift:notice:<version>`` /
@@ -18,6 +20,9 @@ Keys (all under ``{prefix}:``, see docs/scoring.md):
 
 from __future__ import annotations
 
+import itertools
+import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -27,14 +32,20 @@ from worker.redis_io import bulk_client
 from worker.scoring.vectors import SEGMENT_FIELDS, STATE_FIELDS, Round, from_packed, parse
 from worker.state import keys
 
-#: One customer of a write: cid, expected seq (-1), segment, new seq (0), event JSON ('').
-WriteRow = tuple[str, int, str, int, str]
+#: One customer of a write: cid, unscored stamp its state was read at (0 = none), expected
+#: segment_seq (-1 = none), segment, new seq (0 = kept), 1 to write the model version of a kept
+#: segment, 1 to compare segment_seq (rows read back, not snapshot rows).
+WriteRow = tuple[str, int, int, str, int, int, int]
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder().decode
 
 
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _lua_list(names: Sequence[str]) -> str:
@@ -44,11 +55,11 @@ def _lua_list(names: Sequence[str]) -> str:
 #: Stands for an absent state field in the read script's reply (exact in a double).
 ABSENT = -(2**52)
 
-#: ARGV: prefix, msgpack list of customer ids, msgpack list of state fields to read. Puts the
-#: round's customers in ``scoring:inflight`` and takes them out of ``dirty`` (atomically with the
-#: read: a state change after this read adds one to ``dirty`` again) and returns msgpack: per
-#: customer ``[*those state fields as numbers (ABSENT if absent), segment or '', model_version
-#: or '', segment_seq or -1]``.
+#: ARGV: prefix, msgpack list of customer ids, msgpack list of state fields to read. Returns
+#: msgpack: per customer ``[*those state fields as numbers (ABSENT if absent), segment or '',
+#: model_version or '', segment_seq or -1, unscored stamp or 0]``, the stamp read atomically
+#: with the state it vouches for. For customers without a snapshot (repair, sweep, rescore,
+#: conflicts); the others come with the state script's snapshot (worker/scoring/snapshot.py).
 #: Blobs rather than one argument per value: redis-py's per-argument encoding cost more than
 #: the rest of a round.
 READ_LUA = f"""
@@ -57,13 +68,10 @@ local ids = cmsgpack.unpack(ARGV[2])
 local fields = cmsgpack.unpack(ARGV[3])
 local ns = #fields
 fields[ns + 1], fields[ns + 2], fields[ns + 3] = {_lua_list(SEGMENT_FIELDS)}
-local dirty, inflight = prefix .. ':dirty', prefix .. ':scoring:inflight'
--- dirty -> inflight for the whole round, 1000 members a call (a call per customer cost more
--- than the read itself; a customer that was not dirty only gets an extra re-score on a crash)
+local stamps = {{}}
 for s = 1, #ids, 1000 do
-  local e = math.min(s + 999, #ids)
-  redis.call('SADD', inflight, unpack(ids, s, e))
-  redis.call('SREM', dirty, unpack(ids, s, e))
+  local got = redis.call('HMGET', prefix .. ':unscored', unpack(ids, s, math.min(s + 999, #ids)))
+  for j = 1, #got do stamps[s + j - 1] = tonumber(got[j]) or 0 end
 end
 local out = {{}}
 for i = 1, #ids do
@@ -76,51 +84,93 @@ for i = 1, #ids do
   row[ns + 1] = v[ns + 1] or ''
   row[ns + 2] = v[ns + 2] or ''
   row[ns + 3] = tonumber(v[ns + 3]) or -1
+  row[ns + 4] = stamps[i]
   out[i] = row
 end
 return cmsgpack.pack(out)
 """
 
-#: ARGV: prefix, model version, as-of ms, msgpack list of rows ``[cid, expected seq (-1 =
-#: none), new segment, new seq (0 = unchanged), event JSON or '']``. Removes each customer from
-#: ``scoring:inflight``; returns the ids whose ``segment_seq`` was not the expected one (someone
-#: else scored them meanwhile; they are re-queued).
+#: ARGV: prefix, model version, as-of ms, outbox field, msgpack list of :data:`WriteRow`, the
+#: round's change events as the outbox keeps them ('' = none).
+#:
+#: A row is written only while the customer's ``{prefix}:unscored`` stamp is still the one its
+#: state was read at (else a newer state exists, or someone else scored this one: a conflict,
+#: returned and re-queued by the caller). For a snapshot row that is the whole check: segment
+#: writes delete the stamp, so an unchanged stamp also means an unchanged ``segment_seq``. A row
+#: read back from Redis also compares ``segment_seq`` (it may have been read with no stamp). A
+#: real change writes ``segment``, ``segment_seq`` (the new one), ``model_version``,
+#: ``seg_as_of``; a kept segment writes ``model_version`` and ``seg_as_of`` only when the stored
+#: version is another. Every written customer leaves ``unscored``; the round's change events go
+#: into the outbox as they came (the script never parses them: JSON through Lua cost more than
+#: the rest of a row), with the conflicting customers beside them under ``<field>:skip``.
 WRITE_LUA = """
-local prefix, version, asof = ARGV[1], ARGV[2], ARGV[3]
-local rows = cmsgpack.unpack(ARGV[4])
-local inflight = prefix .. ':scoring:inflight'
-local outbox = prefix .. ':outbox'
-local conflicts, done, entries = {}, {}, {}
+local prefix, version, asof, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local rows = cmsgpack.unpack(ARGV[5])
+local unscored = prefix .. ':unscored'
+local ids, cur = {}, {}
+for i = 1, #rows do ids[i] = rows[i][1] end
+for s = 1, #ids, 1000 do
+  local got = redis.call('HMGET', unscored, unpack(ids, s, math.min(s + 999, #ids)))
+  for j = 1, #got do cur[s + j - 1] = tonumber(got[j]) or 0 end
+end
+local conflicts, done = {}, {}
 for i = 1, #rows do
   local row = rows[i]
-  local cid, seq, seg, nseq, ev = row[1], row[2], row[3], row[4], row[5]
+  local cid, stamp, seq = row[1], row[2], row[3]
   local key = prefix .. ':c:{' .. cid .. '}'
-  local stored = tonumber(redis.call('HGET', key, 'segment_seq')) or -1
-  -- EXISTS only where segment_seq cannot tell: a hash deleted meanwhile must not be recreated
-  if stored == -1 and seq == -1 and redis.call('EXISTS', key) == 0 then
-    done[#done + 1] = cid
-  elseif stored ~= seq then
+  local verdict = 'write'
+  if cur[i] ~= stamp then
+    verdict = 'conflict'
+  elseif row[7] == 1 then
+    local stored = tonumber(redis.call('HGET', key, 'segment_seq')) or -1
+    -- EXISTS only where segment_seq cannot tell: a hash deleted meanwhile must not be recreated
+    if stored == -1 and seq == -1 and redis.call('EXISTS', key) == 0 then
+      verdict = 'gone'
+    elseif stored ~= seq then
+      verdict = 'conflict'
+    end
+  end
+  if verdict == 'conflict' then
     conflicts[#conflicts + 1] = cid
   else
-    if nseq > 0 then
-      redis.call('HSET', key, 'segment', seg, 'segment_seq', nseq, 'model_version', version,
-                 'seg_as_of', asof)
-      entries[#entries + 1] = cid .. '|' .. nseq
-      entries[#entries + 1] = ev
-    else
-      redis.call('HSET', key, 'model_version', version, 'seg_as_of', asof)
+    if verdict == 'write' then
+      local nseq = row[5]
+      if nseq > 0 then
+        redis.call('HSET', key, 'segment', row[4], 'segment_seq', nseq, 'model_version', version,
+                   'seg_as_of', asof)
+      elseif row[6] == 1 then
+        redis.call('HSET', key, 'model_version', version, 'seg_as_of', asof)
+      end
     end
-    done[#done + 1] = cid
+    if cur[i] ~= 0 then done[#done + 1] = cid end
   end
 end
--- the outbox entries and the SREMs of the round, 1000 a call
-for s = 1, #entries, 2000 do
-  redis.call('HSET', outbox, unpack(entries, s, math.min(s + 1999, #entries)))
-end
 for s = 1, #done, 1000 do
-  redis.call('SREM', inflight, unpack(done, s, math.min(s + 999, #done)))
+  redis.call('HDEL', unscored, unpack(done, s, math.min(s + 999, #done)))
+end
+if #ARGV[6] > 0 then
+  redis.call('HSET', prefix .. ':outbox', token, ARGV[6])
+  if #conflicts > 0 then
+    redis.call('HSET', prefix .. ':outbox', token .. ':skip', cmsgpack.pack(conflicts))
+  end
 end
 return conflicts
+"""
+
+#: KEYS: the sets of earlier releases (``dirty``, ``scoring:inflight``). Their members become
+#: ``unscored`` entries with stamp -1 (never a real stamp; kept where a real one exists), then
+#: the sets are deleted: one atomic call, so a crash leaves either the sets or the entries.
+MIGRATE_LUA = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('TYPE', key).ok == 'set' then
+    for _, cid in ipairs(redis.call('SMEMBERS', key)) do
+      n = n + redis.call('HSETNX', ARGV[1] .. ':unscored', cid, -1)
+    end
+    redis.call('DEL', key)
+  end
+end
+return n
 """
 
 
@@ -133,6 +183,8 @@ class ScoringStore:
         self.redis = bulk_client(redis_url)
         self._read = self.redis.register_script(READ_LUA)
         self._write = self.redis.register_script(WRITE_LUA)
+        self._migrate = self.redis.register_script(MIGRATE_LUA)
+        self._rounds = itertools.count()
 
     def key(self, suffix: str) -> str:
         return f"{self.prefix}:{suffix}"
@@ -147,41 +199,75 @@ class ScoringStore:
         blob = await self._read(keys=[], args=args)
         return from_packed(customer_ids, _unpack(blob), ABSENT, fields)
 
-    async def write(self, model_version: str, as_of_ms: int, rows: Sequence[WriteRow]) -> list[str]:
-        """Segments (+ outbox entries of changes) in one atomic call; returns conflicting ids.
+    async def write(
+        self,
+        model_version: str,
+        as_of_ms: int,
+        rows: Sequence[WriteRow],
+        events: Sequence[tuple[str, int, bytes]] = (),
+    ) -> tuple[list[str], str]:
+        """Segments (+ the round's change events ``(cid, seq, JSON)`` in the outbox), atomically.
 
-        Each row: ``(cid, expected_seq or -1, segment, new_seq or 0, event JSON or "")``.
+        Returns the conflicting ids and the outbox field holding the round's events (to delete
+        once the others are published).
         """
         if not rows:
-            return []
-        args: list[str | int | bytes] = [self.prefix, model_version, as_of_ms, _pack(rows)]
+            return [], ""
+        token = f"{time.time_ns():020d}-{os.getpid()}-{next(self._rounds)}"
+        flat = [x for event in events for x in event]
+        args: list[str | int | bytes] = [
+            self.prefix, model_version, as_of_ms, token, _pack(rows), _pack(flat) if flat else "",
+        ]  # fmt: skip
         reply = await self._write(keys=[], args=args)
-        return [_str(c) for c in reply]
+        return [_str(c) for c in reply], token
 
     # -- outbox ---------------------------------------------------------------------------------
-    async def outbox(self) -> list[tuple[str, int, bytes]]:
-        """Unpublished changes ``(cid, seq, event JSON)``, oldest seq first per customer."""
-        raw: dict[Any, Any] = await self.redis.hgetall(self.key("outbox"))
-        out: list[tuple[str, int, bytes]] = []
-        for field, value in raw.items():
-            cid, _, seq = _str(field).rpartition("|")
-            out.append((cid, int(seq), bytes(value)))
-        return sorted(out, key=lambda t: (t[1], t[0]))
+    async def outbox(self) -> list[tuple[str, list[tuple[str, int, bytes]]]]:
+        """Unpublished rounds ``(field, [(cid, seq, event JSON), ...])``, oldest round first.
 
-    async def outbox_done(self, entries: Sequence[tuple[str, int]]) -> None:
-        if entries:
-            await self.redis.hdel(self.key("outbox"), *(f"{c}|{s}" for c, s in entries))
+        A field of the per-change layout of earlier releases (``<cid>|<seq>`` -> JSON) reads as
+        a round of one.
+        """
+        got: dict[Any, Any] = await self.redis.hgetall(self.key("outbox"))
+        raw = {_str(k): _bytes(v) for k, v in got.items()}
+        out: list[tuple[str, list[tuple[str, int, bytes]]]] = []
+        for name, value in raw.items():
+            if name.endswith(":skip"):
+                continue
+            if "|" in name:
+                cid, _, seq = name.rpartition("|")
+                out.append((name, [(cid, int(seq), bytes(value))]))
+                continue
+            flat = _unpack(value)
+            skip = raw.get(f"{name}:skip")
+            conflicts = {_str(c) for c in _unpack(skip)} if skip is not None else set()
+            entries = [
+                (_str(flat[i]), int(flat[i + 1]), _bytes(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+                if _str(flat[i]) not in conflicts
+            ]
+            out.append((name, entries))
+        return sorted(out)
 
-    # -- dirty set and customers ----------------------------------------------------------------
-    async def dirty_pages(self, page: int = 1000) -> AsyncIterator[list[str]]:
-        """Customers still to score: ``dirty`` and ``scoring:inflight`` (read, not written)."""
+    async def outbox_done(self, fields: Sequence[str]) -> None:
+        """Delete published rounds (and their skip lists)."""
+        if fields:
+            await self.redis.hdel(self.key("outbox"), *fields, *(f"{f}:skip" for f in fields))
+
+    # -- unscored customers and every customer ----------------------------------------------
+    async def migrate_legacy(self) -> int:
+        """Move the ``dirty`` / ``scoring:inflight`` sets of earlier releases into ``unscored``."""
+        legacy = list(keys.legacy_dirty(self.prefix))
+        return int(await self._migrate(keys=legacy, args=[self.prefix]))
+
+    async def unscored_pages(self, page: int = 1000) -> AsyncIterator[list[str]]:
+        """Customers still to score (``unscored``), a page at a time (HSCAN, may repeat)."""
         batch: list[str] = []
-        for key in (keys.dirty(self.prefix), self.key("scoring:inflight")):
-            async for member in self.redis.sscan_iter(key, count=page):
-                batch.append(_str(member))
-                if len(batch) >= page:
-                    yield batch
-                    batch = []
+        async for member, _ in self.redis.hscan_iter(keys.unscored(self.prefix), count=page):
+            batch.append(_str(member))
+            if len(batch) >= page:
+                yield batch
+                batch = []
         if batch:
             yield batch
 

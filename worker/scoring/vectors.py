@@ -11,6 +11,7 @@ No Kafka, no Redis.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +26,11 @@ STATE_FIELDS: tuple[str, ...] = tuple(HASH_FIELDS.values())
 #: Segment fields read after the state fields.
 SEGMENT_FIELDS: tuple[str, ...] = ("segment", "model_version", "segment_seq")
 READ_FIELDS: tuple[str, ...] = (*STATE_FIELDS, *SEGMENT_FIELDS)
-_COL = {name: i for i, name in enumerate(STATE_FIELDS)}
+COLUMN = {name: i for i, name in enumerate(STATE_FIELDS)}
 #: Time fields may be absent (no order yet); an absent counter is 0, as in ``CustomerState``.
 _TIME_FIELDS = frozenset({"t0", "t1", "ts"})
 _MISSING = -(2**62)
-_ABSENT = [_MISSING if name in _TIME_FIELDS else 0 for name in STATE_FIELDS]
+ABSENT_VALUES = [_MISSING if name in _TIME_FIELDS else 0 for name in STATE_FIELDS]
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,21 @@ class Round:
     segments: list[str | None]
     model_versions: list[str | None]
     seqs: list[int | None]
-    #: Customers that have no hash (forgotten, or never existed): only removed from dirty.
+    #: Customers that have no hash (forgotten, or never existed): only removed from unscored.
     missing: list[str]
+    #: Per customer, its ``{prefix}:unscored`` stamp when its state was read (0 = none).
+    stamps: list[int] = dataclasses.field(default_factory=list)
+    #: True when the rows come from the state script's snapshot (worker/scoring/snapshot.py),
+    #: whose stamp also vouches for ``segment_seq``; False when read back from Redis.
+    snapshot: bool = False
+    #: Why each customer changed, where the state script said (snapshot rows).
+    reasons: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.customer_ids)
 
     def column(self, field: str) -> np.ndarray:
-        return self.raw[:, _COL[field]]
+        return self.raw[:, COLUMN[field]]
 
     @property
     def last_seen_ms(self) -> np.ndarray:
@@ -81,7 +89,7 @@ def parse(customer_ids: Sequence[str], replies: Sequence[Sequence[bytes | None]]
             missing.append(cid)
             continue
         ids.append(cid)
-        rows.append([a if v is None else int(v) for v, a in zip(state, _ABSENT, strict=True)])
+        rows.append([a if v is None else int(v) for v, a in zip(state, ABSENT_VALUES, strict=True)])
         seg, version, seq = reply[n_state:]
         segs.append(_text(seg))
         versions.append(_text(version))
@@ -132,7 +140,8 @@ def from_packed(
 ) -> Round:
     """The read script's reply (see ``worker.scoring.store.READ_LUA``) -> a :class:`Round`.
 
-    Each row holds ``fields`` then the segment fields; state fields not read are absent.
+    Each row holds ``fields``, the segment fields, then the customer's unscored stamp (0 =
+    none); state fields not read are absent.
     """
     n_read = len(fields)
     if not rows:
@@ -140,9 +149,9 @@ def from_packed(
     got = np.array([r[:n_read] for r in rows], dtype=np.int64).reshape(len(rows), n_read)
     found = (got != absent).any(axis=1)
     keep = np.flatnonzero(found).tolist()
-    absent_row = np.array(_ABSENT, dtype=np.int64)
+    absent_row = np.array(ABSENT_VALUES, dtype=np.int64)
     raw = np.repeat(absent_row[None, :], len(keep), axis=0)
-    columns = [_COL[f] for f in fields]
+    columns = [COLUMN[f] for f in fields]
     kept = got[keep]
     raw[:, columns] = np.where(kept == absent, absent_row[columns][None, :], kept)
     ids = [customer_ids[i] for i in keep]
@@ -154,6 +163,7 @@ def from_packed(
         [r[n_read + 1] or None for r in picked],
         [None if r[n_read + 2] < 0 else int(r[n_read + 2]) for r in picked],
         [customer_ids[i] for i in np.flatnonzero(~found).tolist()],
+        [int(r[n_read + 3]) for r in picked],
     )
 
 

@@ -2,7 +2,10 @@
 --
 -- Called with EVALSHA, no KEYS (every key is built from the prefix; this script targets a single
 -- Redis primary). ARGV:
---   1 prefix   2 max fingerprints per customer   3 number of partitions N
+--   1 prefix   2 max fingerprints per customer
+--   3 snapshot fields: comma-separated short state field names ('' = no snapshot)
+--   4 the scoring model version (compared with each snapshot customer's stored one)
+--   5 number of partitions N
 --   then N times: topic, partition, high offset, dead-lettered count (-1 = given as records)
 --   then the number of customer groups M, then M times: customer id ('' = no customer), blob
 -- A blob is a run of 64-byte little-endian records (see worker/state/store.py RECORD):
@@ -11,10 +14,20 @@
 -- A record at or below its partition's fence (the last applied offset, stored with the state)
 -- is skipped; so is an event whose fingerprint the customer already holds.
 -- Hash field names are worker.core.rfm.HASH_FIELDS (short: they repeat in every customer).
--- Returns {applied, duplicates, changed customer ids...}.
+-- Every changed customer goes into the hash {prefix}:unscored, customer -> stamp (one INCR of
+-- {prefix}:stamp per call that changed anything): the record of what segmentation still owes.
+-- With snapshot fields, the script also returns each changed customer's new state (those fields),
+-- stored segment, segment_seq, whether its model_version is ARGV[4] and why it changed (0 an order
+-- placed, 1 a cancellation or return, 2 clicks only: the strongest applied event), so that
+-- scoring needs no read of its own (worker/scoring/snapshot.py).
+-- Returns {applied, duplicates, stamp, snapshot numbers (msgpack), snapshot segments (msgpack),
+-- changed customer ids...}; the snapshot blobs are '' without snapshot fields.
 local prefix = ARGV[1]
 local max_fp = tonumber(ARGV[2])
-local ntp = tonumber(ARGV[3])
+local want = {}
+for name in string.gmatch(ARGV[3], '[^,]+') do want[#want + 1] = name end
+local snap_version = ARGV[4]
+local ntp = tonumber(ARGV[5])
 local REC, FMT = 64, '<BBHi8i8i8i4c8c8c8c8'
 local PLACED, CANCELLED, RETURNED, CLICK, DEAD = 1, 2, 3, 4, 5
 local PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT_START = 1, 2, 3, 6
@@ -25,7 +38,7 @@ local function int(n) return string.format('%d', n) end
 local fence, high, tp_key, tp_field = {}, {}, {}, {}
 local c = {received = 0, valid = 0, dead_lettered = 0, applied = 0, fenced = 0, deduped = 0,
            anonymous = 0}
-local i = 4
+local i = 6
 for t = 1, ntp do
   tp_key[t] = prefix .. ':fence:' .. ARGV[i]
   tp_field[t] = ARGV[i + 1]
@@ -52,6 +65,15 @@ end
 local COUNTERS = {'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc'}
 local F, M, I, S, PV, IV, AC, CO, CS, CC = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 local T0, T1, TS, FP = 11, 12, 13, 14
+local SEG, SEQ, VER = 15, 16, 17
+local FIELD_INDEX = {t0 = T0, t1 = T1, ts = TS}
+for k, name in ipairs(COUNTERS) do FIELD_INDEX[name] = k end
+local nwant = #want
+for k = 1, nwant do
+  want[k] = FIELD_INDEX[want[k]] or error('unknown snapshot field ' .. want[k])
+end
+local ABSENT = -2 ^ 52
+local snap_nums, snap_segs, nnums = {}, {}, 0
 local CLICK_FIELD = {[PAGE_VIEW] = PV, [PRODUCT_VIEW] = IV,
                      [ADD_TO_CART] = AC, [CHECKOUT_START] = CO}
 -- Counters are read, summed in Lua and written back with one HSET (one redis.call instead of
@@ -82,8 +104,14 @@ for g = 1, ngroups do
     end
   else
     local hkey = prefix .. ':c:{' .. cid .. '}'
-    local cur = redis.call('HMGET', hkey, 'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc',
-                           't0', 't1', 'ts', 'fp')
+    local cur
+    if nwant > 0 then
+      cur = redis.call('HMGET', hkey, 'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc',
+                       't0', 't1', 'ts', 'fp', 'segment', 'segment_seq', 'model_version')
+    else
+      cur = redis.call('HMGET', hkey, 'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc',
+                       't0', 't1', 'ts', 'fp')
+    end
     local first, last, seen = tonumber(cur[T0]), tonumber(cur[T1]), tonumber(cur[TS])
     local first0, last0, seen0 = first, last, seen
     local in_key = false
@@ -98,7 +126,7 @@ for g = 1, ngroups do
       if old then in_key = true else old = '' end
     end
     for k = 1, 10 do d[k] = 0 end
-    local applied = 0
+    local applied, why = 0, 2  -- why: 0 an order placed, 1 a cancel or return, 2 clicks only
     for r = 0, n - 1 do
       local kind, click, tp, off, ms, amount, items, fp, sfp, mfp, pfp =
         struct.unpack(FMT, blob, r * REC + 1)
@@ -113,12 +141,15 @@ for g = 1, ngroups do
           applied = applied + 1
           if not seen or ms > seen then seen = ms end
           if kind == PLACED then
+            why = 0
             d[F] = d[F] + 1; d[M] = d[M] + amount; d[I] = d[I] + items
             if not first or ms < first then first = ms end
             if not last or ms > last then last = ms end
           elseif kind == CANCELLED then
+            if why > 1 then why = 1 end
             d[F] = d[F] - 1; d[M] = d[M] - amount; d[I] = d[I] - items
           elseif kind == RETURNED then
+            if why > 1 then why = 1 end
             d[M] = d[M] - amount; d[I] = d[I] - items
           else
             if not has(sfp) then add(sfp); d[S] = d[S] + 1 end
@@ -175,6 +206,22 @@ for g = 1, ngroups do
         if cur[FP] then redis.call('HDEL', hkey, 'fp') end
       end
       if ns > 0 then redis.call('HSET', hkey, unpack(set, 1, ns)) end
+      if nwant > 0 then
+        -- the customer's state as this call left it, for scoring
+        for w = 1, nwant do
+          local k, v = want[w], nil
+          if k <= 10 then v = (tonumber(cur[k]) or 0) + d[k]
+          elseif k == T0 then v = first
+          elseif k == T1 then v = last
+          else v = seen end
+          snap_nums[nnums + w] = v or ABSENT
+        end
+        snap_nums[nnums + nwant + 1] = tonumber(cur[SEQ]) or -1
+        snap_nums[nnums + nwant + 2] = (cur[VER] == snap_version) and 1 or 0
+        snap_nums[nnums + nwant + 3] = why
+        nnums = nnums + nwant + 3
+        snap_segs[#changed] = cur[SEG] or ''
+      end
     end
   end
 end
@@ -188,9 +235,22 @@ local ckey = prefix .. ':counters'
 for name, v in pairs(c) do
   if v ~= 0 then redis.call('HINCRBY', ckey, name, int(v)) end
 end
-for s = 1, #changed, 1000 do
-  redis.call('SADD', prefix .. ':dirty', unpack(changed, s, math.min(s + 999, #changed)))
+local stamp = 0
+if #changed > 0 then
+  stamp = redis.call('INCR', prefix .. ':stamp')
+  local pairs_, np_ = {}, 0
+  for k = 1, #changed do
+    pairs_[np_ + 1] = changed[k]; pairs_[np_ + 2] = stamp; np_ = np_ + 2
+    if np_ == 2000 or k == #changed then
+      redis.call('HSET', prefix .. ':unscored', unpack(pairs_, 1, np_))
+      np_ = 0
+    end
+  end
 end
-local out = {c.applied, c.duplicates}
+local out = {c.applied, c.duplicates, stamp, '', ''}
+if nwant > 0 and #changed > 0 then
+  out[4] = cmsgpack.pack(snap_nums)
+  out[5] = cmsgpack.pack(snap_segs)
+end
 for k = 1, #changed do out[#out + 1] = changed[k] end
 return out

@@ -27,9 +27,24 @@ def counters(prefix: str) -> str:
     return f"{prefix}:counters"
 
 
-def dirty(prefix: str) -> str:
-    """Set of customers whose state changed since the segmentation step last drained it."""
-    return f"{prefix}:dirty"
+def unscored(prefix: str) -> str:
+    """Hash customer -> stamp of the last state change segmentation has not scored yet.
+
+    The state script writes it with the state (the stamp: ``INCR {prefix}:stamp`` once per
+    script call); scoring deletes a customer's entry with its segment, only while the stamp is
+    still the one its state was read at (worker/scoring/store.py).
+    """
+    return f"{prefix}:unscored"
+
+
+def stamp(prefix: str) -> str:
+    """Counter giving each state-changing script call its stamp (see :func:`unscored`)."""
+    return f"{prefix}:stamp"
+
+
+def legacy_dirty(prefix: str) -> tuple[str, str]:
+    """The set ``dirty`` and ``scoring:inflight`` of releases before ``unscored``: drained once."""
+    return f"{prefix}:dirty", f"{prefix}:scoring:inflight"
 
 
 #: Width of one bucket of the recency sweep index (one hour, in ms).

@@ -24,12 +24,13 @@ import hashlib
 import importlib.resources
 import struct
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from redis import exceptions as rex
 
-from worker.core.batch import ApplyResult, Batch, Record
+from worker.core.batch import ApplyResult, Batch, PackedSnapshot, Record, SnapshotSpec
 from worker.core.memory import COUNTER_NAMES, MAX_FINGERPRINTS
 from worker.core.rfm import NO_FINGERPRINT, CustomerState, Kind, to_delta
 from worker.redis_io import bulk_client
@@ -46,6 +47,15 @@ __all__ = [
     "build_args",
 ]
 
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch's script arguments, built ahead of :meth:`StateStore.apply`."""
+
+    args: list[Any]
+    snapshot: SnapshotSpec | None = None
+
+
 #: One event in the script's input blob (must match ``FMT`` in apply.lua).
 RECORD = struct.Struct("<BBHqqqi8s8s8s8s")
 assert RECORD.size == 64
@@ -58,11 +68,22 @@ def script_text() -> str:
     return (importlib.resources.files("worker.state") / "apply.lua").read_text()
 
 
-def build_args(batch: Batch, prefix: str, max_fingerprints: int = MAX_FINGERPRINTS) -> list[Any]:
-    """The script's ARGV for ``batch``: partitions with fences to check, then per-customer blobs."""
+def build_args(
+    batch: Batch,
+    prefix: str,
+    max_fingerprints: int = MAX_FINGERPRINTS,
+    snapshot: SnapshotSpec | None = None,
+) -> list[Any]:
+    """The script's ARGV for ``batch``: partitions with fences to check, then per-customer blobs.
+
+    ``snapshot``: the state fields (and model version) the script returns for each changed
+    customer (see apply.lua); ``None`` returns none.
+    """
     high = batch.partitions()
     index = {tp: i for i, tp in enumerate(high, start=1)}
-    args: list[Any] = [prefix, max_fingerprints, len(high)]
+    fields = "" if snapshot is None else ",".join(snapshot.fields)
+    version = "" if snapshot is None else snapshot.version
+    args: list[Any] = [prefix, max_fingerprints, fields, version, len(high)]
     for tp, top in high.items():
         dead = -1 if tp in batch.dead_letter_offsets else batch.dead_lettered.get(tp, 0)
         args += [tp[0], tp[1], top, dead]
@@ -93,9 +114,12 @@ def build_args(batch: Batch, prefix: str, max_fingerprints: int = MAX_FINGERPRIN
     return args
 
 
-def _result(reply: Sequence[Any]) -> ApplyResult:
-    changed = [c.decode() if isinstance(c, bytes) else str(c) for c in reply[2:]]
-    return ApplyResult(int(reply[0]), int(reply[1]), changed)
+def _result(reply: Sequence[Any], snapshot: SnapshotSpec | None) -> ApplyResult:
+    changed = [c.decode() if isinstance(c, bytes) else str(c) for c in reply[5:]]
+    packed = None
+    if snapshot is not None and changed:
+        packed = PackedSnapshot(snapshot, int(reply[2]), bytes(reply[3]), bytes(reply[4]))
+    return ApplyResult(int(reply[0]), int(reply[1]), changed, int(reply[2]), packed)
 
 
 def _int_map(raw: dict[Any, Any]) -> dict[int, int]:
@@ -124,19 +148,19 @@ class StateStore:
         self._text = script_text()
         self._sha = hashlib.sha1(self._text.encode()).hexdigest()
 
-    def prepare(self, batch: Batch) -> list[Any]:
+    def prepare(self, batch: Batch, snapshot: SnapshotSpec | None = None) -> Prepared:
         """The script's arguments for ``batch``, for :meth:`apply`.
 
         Building them is most of the CPU an apply costs this process; the ingest service calls
         this while the previous batch's script is still running in Redis, so the two overlap
-        instead of adding up.
+        instead of adding up. ``snapshot``: what to return of each changed customer's state.
         """
-        return build_args(batch, self.prefix, self.max_fingerprints)
+        return Prepared(build_args(batch, self.prefix, self.max_fingerprints, snapshot), snapshot)
 
     async def apply(
         self,
         batch: Batch,
-        prepared: list[Any] | None = None,
+        prepared: Prepared | None = None,
         on_sent: Callable[[], None] | None = None,
     ) -> ApplyResult:
         """Apply ``batch`` in one round trip; already-applied records are skipped.
@@ -147,14 +171,14 @@ class StateStore:
         """
         if not batch.records and not batch.partitions():
             return ApplyResult(0, 0, [])
-        args = prepared if prepared is not None else self.prepare(batch)
+        prep = prepared if prepared is not None else self.prepare(batch)
         try:
-            reply = await self._evalsha(args, on_sent)
+            reply = await self._evalsha(prep.args, on_sent)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis at {self.redis_url} is unavailable: {exc}") from exc
         except rex.RedisError as exc:
             raise StoreRejected(f"Redis at {self.redis_url} refused a batch: {exc}") from exc
-        return _result(reply)
+        return _result(reply, prep.snapshot)
 
     async def _evalsha(self, args: list[Any], on_sent: Callable[[], None] | None) -> Any:
         """EVALSHA on a connection of our own, split into send and receive.
@@ -315,7 +339,8 @@ class StateReader:
         return _int_map(self._call(self._redis.hgetall, keys.fence(self.prefix, topic)))
 
     def dirty(self) -> set[str]:
-        return {m.decode() for m in self._call(self._redis.smembers, keys.dirty(self.prefix))}
+        """Customers whose state changed since they were last scored (``{prefix}:unscored``)."""
+        return {m.decode() for m in self._call(self._redis.hkeys, keys.unscored(self.prefix))}
 
     def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         try:

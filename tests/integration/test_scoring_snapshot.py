@@ -1,0 +1,136 @@
+"""The state script's snapshot and the stamp protocol of the scoring write, on a real Redis.
+
+The snapshot must be the state a read right after the apply would give, and a segment must only
+be written for the state its stamp stands for: a stale snapshot (the customer changed again)
+conflicts, and so does a second writer of the same stamp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+import redis
+
+from tests.state_events import batches, clicks, orders
+from worker.core import Batch
+from worker.core.batch import SnapshotSpec
+from worker.core.rfm import HASH_FIELDS
+from worker.scoring.snapshot import REASONS, SnapshotBatch, SnapshotIndex
+from worker.scoring.store import ScoringStore
+from worker.scoring.vectors import ABSENT_VALUES, STATE_FIELDS, fields_for
+from worker.state import StateReader, StateStore, keys
+
+pytestmark = pytest.mark.integration
+
+#: How a Round holds an absent time field.
+MISSING = ABSENT_VALUES[STATE_FIELDS.index("t1")]
+SPEC = SnapshotSpec(fields_for(("recency_days", "frequency", "aov", "sessions")), "km-test")
+
+
+def apply_with_snapshot(url: str, prefix: str, bs: list[Batch]) -> list[Any]:
+    async def run() -> list[Any]:
+        store = StateStore(url, prefix)
+        try:
+            return [await store.apply(b, store.prepare(b, SPEC)) for b in bs]
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def test_each_snapshot_is_the_state_a_read_right_after_its_apply_gives(
+    redis_url: str, redis_prefix: str
+) -> None:
+    events = [*orders(n_customers=120, n_orders=900), *clicks(n_customers=120, n_sessions=300)]
+    random.Random(2).shuffle(events)
+    bs = batches(events, "mixed", size=150)
+    client = redis.Redis.from_url(redis_url)
+    index = SnapshotIndex()
+    results = apply_with_snapshot(redis_url, redis_prefix, bs)
+    for result in results:
+        assert result.snapshot is not None and result.stamp > 0
+        index.add(SnapshotBatch(result.changed, result.snapshot))
+    stamps = client.hgetall(keys.unscored(redis_prefix))
+    # every changed customer is owed a scoring, at the stamp of the last batch that changed it
+    last_stamp = {cid: r.stamp for r in results for cid in r.changed}
+    assert {k.decode(): int(v) for k, v in stamps.items()} == last_stamp
+    # the latest snapshot of each customer equals its stored state now
+    ids = sorted(last_stamp)
+    rnd, without = index.take(ids, SPEC.fields)
+    assert rnd is not None and without == []
+    with StateReader(redis_url, redis_prefix) as reader:
+        for row, cid in enumerate(rnd.customer_ids):
+            state = reader.get(cid)
+            assert state is not None
+            for attr, f in HASH_FIELDS.items():
+                if f in SPEC.fields:
+                    want = getattr(state, attr)
+                    got = int(rnd.raw[row, STATE_FIELDS.index(f)])
+                    assert got == (MISSING if want is None else want), (cid, f)
+            assert rnd.stamps[row] == last_stamp[cid]
+            assert rnd.segments[row] is None and rnd.seqs[row] is None
+            assert rnd.reasons is not None and rnd.reasons[row] in REASONS
+    client.close()
+
+
+def test_a_stale_snapshot_or_a_second_writer_of_a_stamp_conflicts(
+    redis_url: str, redis_prefix: str
+) -> None:
+    events = orders(n_customers=1, n_orders=6)
+    half = len(events) // 2
+    *_, r1 = apply_with_snapshot(redis_url, redis_prefix, batches(events[:half], "o", size=100))
+    later = batches(events[half:], "o", size=100, first_offset=half)
+    *_, r2 = apply_with_snapshot(redis_url, redis_prefix, later)
+    (cid,) = r1.changed
+    assert r2.changed == [cid] and r2.stamp > r1.stamp
+
+    async def write(stamp: int, segment: str, seq: int) -> tuple[list[str], str]:
+        store = ScoringStore(redis_url, redis_prefix)
+        try:
+            row = (cid, stamp, seq - 1 if seq > 1 else -1, segment, seq, 1, 0)
+            return await store.write("km-test", 1, [row], [(cid, seq, b"{}")])
+        finally:
+            await store.close()
+
+    client = redis.Redis.from_url(redis_url)
+    key = keys.customer(redis_prefix, cid)
+    # the first batch's snapshot is stale: a newer state exists
+    conflicts, token = asyncio.run(write(r1.stamp, "old-news", 1))
+    assert conflicts == [cid] and client.hget(key, "segment") is None
+    assert client.hexists(f"{redis_prefix}:outbox", f"{token}:skip")
+    # the latest one writes, and the customer is no longer owed a scoring
+    conflicts, _ = asyncio.run(write(r2.stamp, "loyal", 1))
+    assert conflicts == [] and client.hget(key, "segment") == b"loyal"
+    assert client.hget(key, "segment_seq") == b"1"
+    assert not client.hexists(keys.unscored(redis_prefix), cid)
+    # a second writer holding the same stamp loses: its segment_seq would repeat
+    conflicts, _ = asyncio.run(write(r2.stamp, "champions", 1))
+    assert conflicts == [cid] and client.hget(key, "segment") == b"loyal"
+    client.close()
+
+
+def test_the_dirty_sets_of_an_earlier_release_become_unscored_entries(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    dirty, inflight = keys.legacy_dirty(redis_prefix)
+    client.sadd(dirty, "A", "B")
+    client.sadd(inflight, "C")
+    client.hset(keys.unscored(redis_prefix), "B", 42)  # a real stamp is kept
+
+    async def migrate() -> int:
+        store = ScoringStore(redis_url, redis_prefix)
+        try:
+            return await store.migrate_legacy()
+        finally:
+            await store.close()
+
+    assert asyncio.run(migrate()) == 2
+    got = {k.decode(): int(v) for k, v in client.hgetall(keys.unscored(redis_prefix)).items()}
+    assert got == {"A": -1, "B": 42, "C": -1}
+    assert not client.exists(dirty, inflight)
+    assert asyncio.run(migrate()) == 0
+    client.close()
