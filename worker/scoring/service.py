@@ -132,6 +132,11 @@ class ScoringService(Service):
         self._status_stale = False
         self._spec: SnapshotSpec | None = None
         self._changed_at = 0.0
+        #: Set by :meth:`enqueue` (sweep, rescore, repair): ends a pause at once.
+        self._urgent = False
+        #: Queued by a rescore, not scored yet: their change is ``model_update`` even when an
+        #: event of theirs arrives first (its batch would otherwise relabel it).
+        self._rescore_queued: set[str] = set()
         self._publishing: asyncio.Future[None] | None = None
         #: The customers of the round being scored (the repair leaves them alone).
         self._in_round: Mapping[str, str | None] = {}
@@ -189,10 +194,15 @@ class ScoringService(Service):
             await self.maybe_rescore(str(msg.get("token") or "control"))
 
     def enqueue(self, customer_ids: Sequence[str], reason: str | None) -> None:
-        """Queue customers without overriding a reason an ingest hook already gave."""
+        """Queue customers without overriding a reason an ingest hook already gave.
+
+        Not paced by the scoring share: a sweep, a rescore or a repair is scored at once
+        (events arriving meanwhile would relabel a rescored customer's change as theirs).
+        """
         for cid in customer_ids:
             if self.pending.get(cid) is None:
                 self.pending[cid] = reason
+        self._urgent = True
         self._wake.set()
 
     async def wait_pending_below(self, n: int) -> None:
@@ -266,6 +276,7 @@ class ScoringService(Service):
             for cid in take:
                 del self.pending[cid]
             self._in_round = take
+            self._urgent = False
             try:
                 started = time.perf_counter()
                 await self.score(take)
@@ -288,14 +299,15 @@ class ScoringService(Service):
         score customers again and again between their events; paused for
         ``round_s * (1 - share) / share``, it takes at most ``settings.scoring_share`` of the
         time, and a customer's events of the pause are scored once, on its latest state. The
-        pause ends as soon as ingestion has been idle for :data:`INGEST_IDLE_S`: at low rates
-        (and once a burst is over) rounds follow each other without delay.
+        pause ends as soon as ingestion has been idle for :data:`INGEST_IDLE_S` (at low rates,
+        and once a burst is over, rounds follow each other without delay) or something other
+        than an ingest batch queues customers (:meth:`enqueue`).
         """
         share = self.settings.scoring_share
         if share >= 1 or round_s <= 0:
             return
         deadline = time.monotonic() + round_s * (1 - share) / max(share, 0.01)
-        while not self.should_stop:
+        while not self.should_stop and not self._urgent:
             now = time.monotonic()
             if now >= deadline or now - self._changed_at >= INGEST_IDLE_S:
                 return
@@ -336,6 +348,11 @@ class ScoringService(Service):
 
     async def score(self, items: Mapping[str, str | None]) -> int:
         """Score one round; returns the number of changes published."""
+        if self._rescore_queued:
+            rescored = self._rescore_queued.intersection(items)
+            if rescored:
+                self._rescore_queued.difference_update(rescored)
+                items = {**items, **dict.fromkeys(rescored, "model_update")}
         async with self._lock:
             started = time.perf_counter()
             model = self.holder.model
@@ -486,11 +503,17 @@ class ScoringService(Service):
         return True
 
     async def rescore_all(self, token: str = "") -> int:
-        """Queue every customer (SCAN pages) with reason ``model_update``, paced by the loop."""
+        """Queue every customer (SCAN pages) with reason ``model_update``, paced by the loop.
+
+        The current model is looked up first: a rescore request can arrive (control topic)
+        before the next poll has seen the model it was made for.
+        """
         self.metrics.rescore_runs += 1
+        await self._retry("load the current model", self.reload)
         n = 0
         log.info("re-scoring every customer against %s (%s)", self.holder.version, token)
         async for page in self.store.customer_pages():
+            self._rescore_queued.update(page)
             self.enqueue(page, "model_update")
             n += len(page)
             await self.wait_pending_below(ROUND_MAX)
