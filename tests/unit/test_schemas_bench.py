@@ -18,7 +18,9 @@ def test_benchmark_runs_and_prints_its_conditions_and_verdict(
         assert expected in out
     for row in ("orjson.loads alone (baseline)", "msgspec + checks (ours: decode_many)"):
         assert out.count(row) == 2  # orders and clicks
-    assert out.count("       1.00 ") == 2  # the baseline's ratio to itself
+    baseline_rows = [line for line in out.splitlines() if "(baseline)" in line]
+    # the baseline's ratio to itself (another candidate may also show 1.00 at these sizes)
+    assert len(baseline_rows) == 2 and all(" 1.00 " in line for line in baseline_rows)
 
 
 def test_benchmark_refuses_fewer_than_three_runs() -> None:
