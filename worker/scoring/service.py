@@ -34,7 +34,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -45,7 +44,7 @@ from worker.config import ENV, Settings
 from worker.core.batch import PackedSnapshot, SnapshotSpec
 from worker.ingest.hooks import Hooks
 from worker.scoring import control
-from worker.scoring.decide import change_events, decide
+from worker.scoring.decide import Decision, change_events, decide
 from worker.scoring.errors import ControlMessageInvalid
 from worker.scoring.models import ModelHolder
 from worker.scoring.publisher import ChangePublisher
@@ -400,7 +399,7 @@ class ScoringService(Service):
     def _rows(
         version: str,
         rnd: Round,
-        dec: Any,
+        dec: Decision,
         reasons: Mapping[str, str | None],
         as_of_ms: int,
         sent: dict[str, tuple[str, int, str, bytes]],
@@ -412,6 +411,7 @@ class ScoringService(Service):
         check = 0 if rnd.snapshot else 1
         n = len(ids)
         # kept segments first, built in C (most rows), then the changes patched in
+        repeat = itertools.repeat
         rows: list[WriteRow] = list(
             zip(ids, stamps, expected, repeat("", n), repeat(0, n), stale, repeat(check, n),
                 strict=True)

@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from worker.core.batch import PackedSnapshot
-from worker.scoring.vectors import ABSENT_VALUES, COLUMN, Round
+from worker.scoring.vectors import Round, widen
 
 #: The state script's marker of an absent field in a snapshot (exact in a double).
 SNAPSHOT_ABSENT = -(2**52)
@@ -87,13 +87,8 @@ def decode(customer_ids: Sequence[str], packed: PackedSnapshot) -> DecodedSnapsh
     segments = _decode(packed.segments)
     if len(segments) != n:
         raise ValueError(f"snapshot of {len(segments)} customers for {n} changed")
-    absent_row = np.array(ABSENT_VALUES, dtype=np.int64)
-    raw = np.repeat(absent_row[None, :], n, axis=0)
-    columns = [COLUMN[f] for f in fields]
-    got = numbers[:, : len(fields)]
-    raw[:, columns] = np.where(got == SNAPSHOT_ABSENT, absent_row[columns][None, :], got)
     return DecodedSnapshot(
-        raw,
+        widen(numbers[:, : len(fields)], fields, SNAPSHOT_ABSENT),
         segments,
         numbers[:, -3].tolist(),
         numbers[:, -2].tolist(),
@@ -113,12 +108,6 @@ class SnapshotIndex:
 
     def add(self, batch: SnapshotBatch) -> None:
         self._latest.update(dict.fromkeys(batch.customer_ids, batch))  # C speed: every batch
-
-    def discard(self, customer_id: str) -> None:
-        self._latest.pop(customer_id, None)
-
-    def clear(self) -> None:
-        self._latest.clear()
 
     def take(
         self, customer_ids: Iterable[str], needed: Iterable[str]

@@ -132,6 +132,18 @@ def fields_for(feature_names: Sequence[str]) -> tuple[str, ...]:
     return tuple(f for f in STATE_FIELDS if f in wanted)
 
 
+def widen(got: np.ndarray, fields: Sequence[str], absent: int) -> np.ndarray:
+    """``got`` (one column per ``fields``, ``absent`` where absent) in :class:`Round`'s layout.
+
+    Fields not in ``fields``, and ``absent`` values, get :data:`ABSENT_VALUES`.
+    """
+    absent_row = np.array(ABSENT_VALUES, dtype=np.int64)
+    raw = np.repeat(absent_row[None, :], len(got), axis=0)
+    columns = [COLUMN[f] for f in fields]
+    raw[:, columns] = np.where(got == absent, absent_row[columns][None, :], got)
+    return raw
+
+
 def from_packed(
     customer_ids: Sequence[str],
     rows: Sequence[Sequence[Any]],
@@ -149,11 +161,7 @@ def from_packed(
     got = np.array([r[:n_read] for r in rows], dtype=np.int64).reshape(len(rows), n_read)
     found = (got != absent).any(axis=1)
     keep = np.flatnonzero(found).tolist()
-    absent_row = np.array(ABSENT_VALUES, dtype=np.int64)
-    raw = np.repeat(absent_row[None, :], len(keep), axis=0)
-    columns = [COLUMN[f] for f in fields]
-    kept = got[keep]
-    raw[:, columns] = np.where(kept == absent, absent_row[columns][None, :], kept)
+    raw = widen(got[keep], fields, absent)
     ids = [customer_ids[i] for i in keep]
     picked = [rows[i] for i in keep]
     return Round(

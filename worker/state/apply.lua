@@ -61,7 +61,7 @@ local function holds(s, fp)
   end
 end
 
--- Counter fields, in the order of the first ten HMGET results below.
+-- Counter fields, in the order of the first ten fields of READ below.
 local COUNTERS = {'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc'}
 local F, M, I, S, PV, IV, AC, CO, CS, CC = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 local T0, T1, TS, FP = 11, 12, 13, 14
@@ -73,6 +73,10 @@ for k = 1, nwant do
   want[k] = FIELD_INDEX[want[k]] or error('unknown snapshot field ' .. want[k])
 end
 local ABSENT = -2 ^ 52
+-- Fields read per customer, in the order of the indices above (the segment fields only for a
+-- snapshot: they make every read longer).
+local READ = {'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc', 't0', 't1', 'ts', 'fp'}
+if nwant > 0 then READ[SEG], READ[SEQ], READ[VER] = 'segment', 'segment_seq', 'model_version' end
 local snap_nums, snap_segs, nnums = {}, {}, 0
 local CLICK_FIELD = {[PAGE_VIEW] = PV, [PRODUCT_VIEW] = IV,
                      [ADD_TO_CART] = AC, [CHECKOUT_START] = CO}
@@ -104,14 +108,7 @@ for g = 1, ngroups do
     end
   else
     local hkey = prefix .. ':c:{' .. cid .. '}'
-    local cur
-    if nwant > 0 then
-      cur = redis.call('HMGET', hkey, 'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc',
-                       't0', 't1', 'ts', 'fp', 'segment', 'segment_seq', 'model_version')
-    else
-      cur = redis.call('HMGET', hkey, 'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc',
-                       't0', 't1', 'ts', 'fp')
-    end
+    local cur = redis.call('HMGET', hkey, unpack(READ))
     local first, last, seen = tonumber(cur[T0]), tonumber(cur[T1]), tonumber(cur[TS])
     local first0, last0, seen0 = first, last, seen
     local in_key = false
