@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -22,7 +23,7 @@ from worker.scoring.vectors import (
     STATE_FIELDS,
     feature_matrix,
     fields_for,
-    from_packed,
+    from_flat,
     parse,
 )
 from worker.segmentation.features import KNOWN_FEATURES, Scaler, feature_frame
@@ -90,25 +91,45 @@ def test_parse_leaves_customers_without_a_hash_out() -> None:
     assert rnd.segments == ["x"] and rnd.seqs == [3]
 
 
-def test_the_read_scripts_packed_rows_give_the_same_round_as_hmget_replies() -> None:
+def flat_read_reply(
+    replies: list[list[bytes | None]], fields: Sequence[str], stamps: list[int]
+) -> list[bytes]:
+    """What the read script returns for these HMGET replies of ``READ_FIELDS``."""
+    from worker.scoring.store import ABSENT
+
+    n = len(STATE_FIELDS)
+    flat: list[bytes] = []
+    for r in replies:
+        flat += [r[STATE_FIELDS.index(f)] or str(ABSENT).encode() for f in fields]
+        flat += [v or b"" for v in r[n:]]
+    return flat + [str(s).encode() for s in stamps]
+
+
+def test_the_read_scripts_flat_reply_gives_the_same_round_as_hmget_replies() -> None:
     from worker.scoring.store import ABSENT
 
     rng = random.Random(4)
     states = [random_state(rng, i) for i in range(300)]
     replies = [hmget_reply(s) for s in states] + [[None] * len(READ_FIELDS)]
     ids = [s.customer_id for s in states] + ["gone"]
-    n = len(STATE_FIELDS)
-    packed: list[list[object]] = []
-    for r in replies:
-        seg, version, seq = r[n:]
-        row: list[object] = [ABSENT if v is None else int(v) for v in r[:n]]
-        row += [(seg or b"").decode(), (version or b"").decode(), -1 if seq is None else int(seq)]
-        packed.append([*row, len(packed) % 3])  # the unscored stamp (0 = none)
-    a, b = parse(ids, replies), from_packed(ids, packed, ABSENT)
+    flat = flat_read_reply(replies, STATE_FIELDS, [i % 3 for i in range(len(replies))])
+    a, b = parse(ids, replies), from_flat(ids, flat, ABSENT)
     assert a.customer_ids == b.customer_ids and a.missing == b.missing == ["gone"]
     assert (a.raw == b.raw).all()
     assert (a.segments, a.model_versions, a.seqs) == (b.segments, b.model_versions, b.seqs)
     assert b.stamps == [i % 3 for i in range(len(states))]
+
+
+def test_a_value_that_is_not_a_number_reads_as_absent_and_a_short_reply_is_refused() -> None:
+    from worker.scoring.store import ABSENT
+
+    fields = ("f", "t1", "ts")
+    flat = [b"2", b"garbage", b"1700000000000", b"loyal", b"v1", b"4", b"7"]
+    rnd = from_flat(["C1"], flat, ABSENT, fields)
+    assert rnd.column("f").tolist() == [2] and rnd.last_order_ms.tolist() == [-(2**62)]
+    assert (rnd.segments, rnd.seqs, rnd.stamps) == (["loyal"], [4], [7])
+    with pytest.raises(ValueError, match="read reply"):
+        from_flat(["C1", "C2"], flat, ABSENT, fields)
 
 
 def packed_snapshot(
@@ -277,25 +298,11 @@ def test_a_round_read_with_fewer_fields_gives_the_same_features() -> None:
     replies = [hmget_reply(s) for s in states] + [[None] * len(READ_FIELDS)]
     ids = [s.customer_id for s in states] + ["gone"]
     full = parse(ids, replies)
-    n = len(STATE_FIELDS)
     for trial in range(40):
         names = tuple(rng.sample(KNOWN_FEATURES, rng.randint(1, 6))) if trial else ("sessions",)
         fields = fields_for(names)
-        packed: list[list[object]] = []
-        for r in replies:
-            seg, version, seq = r[n:]
-            row: list[object] = [
-                ABSENT if r[STATE_FIELDS.index(f)] is None else int(r[STATE_FIELDS.index(f)])  # type: ignore[arg-type]
-                for f in fields
-            ]
-            row += [
-                (seg or b"").decode(),
-                (version or b"").decode(),
-                -1 if seq is None else int(seq),
-                0,  # the unscored stamp
-            ]
-            packed.append(row)
-        trimmed = from_packed(ids, packed, ABSENT, fields)
+        flat = flat_read_reply(replies, fields, [0] * len(replies))
+        trimmed = from_flat(ids, flat, ABSENT, fields)
         assert trimmed.customer_ids == full.customer_ids and trimmed.missing == ["gone"]
         assert (trimmed.segments, trimmed.seqs) == (full.segments, full.seqs)
         np.testing.assert_array_equal(
@@ -334,3 +341,39 @@ def test_scoring_pauses_for_its_share_only_while_ingestion_is_busy() -> None:
     assert 0.08 <= asyncio.run(pause(0.5, True, 0.1)) < 0.6
     assert asyncio.run(pause(0.5, False, 0.1)) < 0.02
     assert asyncio.run(pause(1.0, True, 0.1)) < 0.02
+
+
+def test_snapshots_are_asked_for_only_while_scoring_keeps_up_and_a_later_batch_drops_them() -> None:
+    """Behind a backlog the state script sends no snapshot (each costs Redis per changed
+    customer, and most would be replaced before their round); a batch without one makes the
+    customers' older snapshot stale, so their round must read them instead."""
+    import asyncio
+
+    from worker.config import Settings
+    from worker.scoring.service import SNAPSHOT_QUEUE_MAX, ScoringService
+
+    rng = random.Random(9)
+    states = [random_state(rng, i) for i in range(3)]
+    ids = [s.customer_id for s in states]
+
+    async def scenario() -> None:
+        svc = ScoringService(Settings(redis_url="redis://127.0.0.1:1/0"))
+        assert svc.snapshot_spec() is None  # not ready yet
+        svc.ready = True
+        spec = svc.snapshot_spec()
+        assert spec is not None and spec.version == svc.holder.version
+        svc.pending.update(dict.fromkeys(f"Q{i}" for i in range(SNAPSHOT_QUEUE_MAX)))
+        assert svc.snapshot_spec() is None  # backlog: rounds read the state instead
+        svc.pending.clear()
+        assert svc.snapshot_spec() == spec
+
+        packed = packed_snapshot(states, [hmget_reply(s) for s in states], spec.fields)
+        await svc.on_changed(ids, None, packed)
+        assert len(svc.snapshots) == 3 and list(svc.pending) == ids
+        await svc.on_changed(ids[:2], {ids[0]: "order", ids[1]: "clicks"}, None)
+        assert len(svc.snapshots) == 1
+        snapped, without = svc.snapshots.take(ids, spec.fields)
+        assert without == ids[:2] and snapped is not None and snapped.customer_ids == ids[2:]
+        assert svc.pending == {ids[0]: "order", ids[1]: "clicks", ids[2]: None}
+
+    asyncio.run(scenario())

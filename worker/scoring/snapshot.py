@@ -109,6 +109,12 @@ class SnapshotIndex:
     def add(self, batch: SnapshotBatch) -> None:
         self._latest.update(dict.fromkeys(batch.customer_ids, batch))  # C speed: every batch
 
+    def discard(self, customer_ids: Iterable[str]) -> None:
+        """Forget these customers' snapshots (their state changed again without one)."""
+        latest = self._latest
+        for cid in customer_ids:
+            latest.pop(cid, None)
+
     def take(
         self, customer_ids: Iterable[str], needed: Iterable[str]
     ) -> tuple[Round | None, list[str]]:
