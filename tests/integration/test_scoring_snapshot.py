@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from worker.core import Batch
 from worker.core.batch import SnapshotSpec
 from worker.core.rfm import HASH_FIELDS
 from worker.scoring.snapshot import REASONS, SnapshotBatch, SnapshotIndex
-from worker.scoring.store import ScoringStore
+from worker.scoring.store import ScoringStore, WritePlan
 from worker.scoring.vectors import ABSENT_VALUES, STATE_FIELDS, fields_for
 from worker.state import StateReader, StateStore, keys
 
@@ -90,8 +91,8 @@ def test_a_stale_snapshot_or_a_second_writer_of_a_stamp_conflicts(
     async def write(stamp: int, segment: str, seq: int) -> tuple[list[str], str]:
         store = ScoringStore(redis_url, redis_prefix)
         try:
-            row = (cid, stamp, seq - 1 if seq > 1 else -1, segment, seq, 1, 0)
-            return await store.write("km-test", 1, [row], [(cid, seq, b"{}")])
+            plan = WritePlan([cid], [stamp], changes=[0, segment, seq])
+            return await store.write("km-test", 1, plan, [(cid, seq, b"{}")])
         finally:
             await store.close()
 
@@ -109,6 +110,46 @@ def test_a_stale_snapshot_or_a_second_writer_of_a_stamp_conflicts(
     # a second writer holding the same stamp loses: its segment_seq would repeat
     conflicts, _ = asyncio.run(write(r2.stamp, "champions", 1))
     assert conflicts == [cid] and client.hget(key, "segment") == b"loyal"
+    client.close()
+
+
+def test_rows_read_back_compare_segment_seq_and_a_vanished_hash_only_leaves_unscored(
+    redis_url: str, redis_prefix: str
+) -> None:
+    events = orders(n_customers=3, n_orders=9)
+    (result,) = apply_with_snapshot(redis_url, redis_prefix, batches(events, "o", size=100))
+    a, b, c = sorted(result.changed)
+    client = redis.Redis.from_url(redis_url)
+    client.delete(keys.customer(redis_prefix, c))  # deleted by hand while owed a scoring
+
+    async def run(plan: WritePlan) -> list[str]:
+        store = ScoringStore(redis_url, redis_prefix)
+        try:
+            if not plan.ids:  # the read: stamps come with the state
+                rnd = await store.read([a, b, c], SPEC.fields)
+                assert rnd.customer_ids == [a, b] and rnd.stamps == [result.stamp] * 2
+                assert rnd.missing == [c] and rnd.missing_stamps == [result.stamp]
+                return []
+            conflicts, _ = await store.write("km-test", 1, plan)
+            return conflicts
+        finally:
+            await store.close()
+
+    asyncio.run(run(WritePlan()))
+    # a read segment_seq that no longer holds is a conflict (someone scored b meanwhile)
+    client.hset(keys.customer(redis_prefix, b), "segment_seq", 4)
+    s = result.stamp
+    plan = WritePlan(
+        [a, b, c], [s, s, s], checks=[0, -1, 1, -1, 2, -1], changes=[0, "loyal", 1, 1, "lost", 1]
+    )
+    assert asyncio.run(run(plan)) == [b]
+    assert client.hget(keys.customer(redis_prefix, a), "segment") == b"loyal"
+    assert client.hget(keys.customer(redis_prefix, b), "segment") is None
+    assert not client.exists(keys.customer(redis_prefix, c))  # not recreated
+    assert {k.decode() for k in client.hkeys(keys.unscored(redis_prefix))} == {b}
+    # a customer read while owed nothing (stamp 0) and keeping its segment: nothing to do
+    assert asyncio.run(run(WritePlan([a], [0]))) == []
+    assert client.hget(keys.customer(redis_prefix, a), "segment_seq") == b"1"
     client.close()
 
 
@@ -133,4 +174,39 @@ def test_the_dirty_sets_of_an_earlier_release_become_unscored_entries(
     assert got == {"A": -1, "B": 42, "C": -1}
     assert not client.exists(dirty, inflight)
     assert asyncio.run(migrate()) == 0
+    client.close()
+
+
+def test_a_round_with_a_customer_whose_hash_vanished_clears_it_instead_of_requeueing_it(
+    redis_url: str, redis_prefix: str, kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    from worker.config import Settings
+    from worker.scoring.service import ScoringService
+
+    events = orders(n_customers=2, n_orders=4)
+    (result,) = apply_with_snapshot(redis_url, redis_prefix, batches(events, "o", size=100))
+    kept, gone = sorted(result.changed)
+    client = redis.Redis.from_url(redis_url)
+    client.delete(keys.customer(redis_prefix, gone))
+
+    async def score() -> ScoringService:
+        svc = ScoringService(
+            Settings(
+                redis_url=redis_url, redis_prefix=redis_prefix, kafka_bootstrap=kafka_bootstrap,
+                segment_changes_topic=make_topic("changes"),
+            )
+        )  # fmt: skip
+        await svc.publisher.start()
+        try:
+            await asyncio.wait_for(svc.score(dict.fromkeys([kept, gone])), 30)
+            await asyncio.wait_for(svc.publish_settled(), 30)
+        finally:
+            await svc.publisher.stop()
+            await svc.store.close()
+        return svc
+
+    svc = asyncio.run(score())
+    assert svc.pending == {} and svc.metrics.conflicts == 0 and svc.metrics.missing == 1
+    assert not client.exists(keys.unscored(redis_prefix), keys.customer(redis_prefix, gone))
+    assert client.hget(keys.customer(redis_prefix, kept), "segment_seq") == b"1"
     client.close()

@@ -49,7 +49,7 @@ from worker.scoring.errors import ControlMessageInvalid
 from worker.scoring.models import ModelHolder
 from worker.scoring.publisher import ChangePublisher
 from worker.scoring.snapshot import SnapshotBatch, SnapshotIndex
-from worker.scoring.store import ScoringStore, WriteRow
+from worker.scoring.store import ScoringStore, WritePlan
 from worker.scoring.vectors import Round, fields_for
 from worker.segmentation.model import SegmentModel
 
@@ -375,14 +375,14 @@ class ScoringService(Service):
             parts = [] if snapped is None else [snapped]
             if without:
                 parts.append(await self.store.read(without, fields))
-            rows: list[WriteRow] = []
+            plan = WritePlan()
             sent: dict[str, tuple[str, int, str, bytes]] = {}
             decisions = [(rnd, decide(model, rnd, as_of_ms, self.settings.hysteresis_margin))
                          for rnd in parts]  # fmt: skip
             for rnd, dec in decisions:
-                rows += self._rows(model.version, rnd, dec, items, as_of_ms, sent)
+                self._plan(plan, model.version, rnd, dec, items, as_of_ms, sent)
             events = [(cid, seq, payload) for cid, seq, _, payload in sent.values()]
-            conflicts_list, token = await self.store.write(model.version, as_of_ms, rows, events)
+            conflicts_list, token = await self.store.write(model.version, as_of_ms, plan, events)
             conflicts = set(conflicts_list)
             publish = [v for cid, v in sent.items() if cid not in conflicts]
             await self._publish_behind(publish, token)
@@ -410,34 +410,45 @@ class ScoringService(Service):
         return len(publish)
 
     @staticmethod
-    def _rows(
+    def _plan(
+        plan: WritePlan,
         version: str,
         rnd: Round,
         dec: Decision,
         reasons: Mapping[str, str | None],
         as_of_ms: int,
         sent: dict[str, tuple[str, int, str, bytes]],
-    ) -> list[WriteRow]:
-        """The write rows of one part of a round; its change events go into ``sent``."""
-        ids, stamps = rnd.customer_ids, rnd.stamps
-        expected = [-1 if seq is None else seq for seq in rnd.seqs]
-        stale = [int(v != version) for v in rnd.model_versions]
-        check = 0 if rnd.snapshot else 1
-        n = len(ids)
-        # kept segments first, built in C (most rows), then the changes patched in
-        repeat = itertools.repeat
-        rows: list[WriteRow] = list(
-            zip(ids, stamps, expected, repeat("", n), repeat(0, n), stale, repeat(check, n),
-                strict=True)
-        )  # fmt: skip
+    ) -> None:
+        """Add one part of a round to ``plan``; its change events go into ``sent``.
+
+        Most customers keep their segment: they only leave ``unscored``. Rows read back from
+        Redis that write something have their ``segment_seq`` compared (see ``WRITE_LUA``);
+        customers without a hash are compared too, so that their entry goes without a write.
+        """
+        base = len(plan.ids)
+        ids, seqs = rnd.customer_ids, rnd.seqs
+        plan.ids += ids
+        plan.stamps += rnd.stamps
         segments = dec.new_segments
+        changed: list[int] = []
         for r, ev in change_events(dec, reasons, as_of_ms):
-            cid, seq = ids[r], expected[r]
-            nseq = seq + 1 if seq >= 0 else 1
+            cid, seq = ids[r], seqs[r]
+            nseq = 1 if seq is None else seq + 1
             sent[cid] = (cid, nseq, version, encode(ev))
-            rows[r] = (cid, stamps[r], seq, segments[r], nseq, 1, check)
-        rows.extend((cid, -1, -1, "", 0, 0, 1) for cid in rnd.missing)
-        return rows
+            plan.changes += (base + r, segments[r], nseq)
+            changed.append(r)
+        skip = set(changed)
+        stale = [r for r, v in enumerate(rnd.model_versions) if v != version and r not in skip]
+        plan.stale += [base + r for r in stale]
+        if not rnd.snapshot:
+            for r in (*changed, *stale):
+                read_seq = seqs[r]
+                plan.checks += (base + r, -1 if read_seq is None else read_seq)
+        stamps = rnd.missing_stamps or [0] * len(rnd.missing)
+        for cid, stamp in zip(rnd.missing, stamps, strict=True):
+            plan.checks += (len(plan.ids), -1)
+            plan.ids.append(cid)
+            plan.stamps.append(stamp)
 
     async def _publish(self, items: list[tuple[str, int, str, bytes]], *fields: str) -> None:
         """Publish until acknowledged (the outbox keeps them meanwhile), then clear ``fields``."""

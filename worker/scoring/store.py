@@ -24,6 +24,7 @@ import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -32,10 +33,6 @@ from worker.redis_io import bulk_client
 from worker.scoring.vectors import SEGMENT_FIELDS, STATE_FIELDS, Round, from_flat, parse
 from worker.state import keys
 
-#: One customer of a write: cid, unscored stamp its state was read at (0 = none), expected
-#: segment_seq (-1 = none), segment, new seq (0 = kept), 1 to write the model version of a kept
-#: segment, 1 to compare segment_seq (rows read back, not snapshot rows).
-WriteRow = tuple[str, int, int, str, int, int, int]
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder().decode
 
@@ -87,66 +84,78 @@ end
 return out
 """
 
-#: ARGV: prefix, model version, as-of ms, outbox field, msgpack list of :data:`WriteRow`, the
-#: round's change events as the outbox keeps them ('' = none).
+#: ARGV: prefix, model version, as-of ms, outbox field, then the :class:`WritePlan` as msgpack
+#: columns: customer ids, the unscored stamp each was read at, (row, expected segment_seq)
+#: pairs to compare, (row, segment, new segment_seq) triples of real changes, rows whose kept
+#: segment gets the model version; then the round's change events as the outbox keeps them
+#: ('' = none). Rows count from 0.
 #:
-#: A row is written only while the customer's ``{prefix}:unscored`` stamp is still the one its
-#: state was read at (else a newer state exists, or someone else scored this one: a conflict,
-#: returned and re-queued by the caller). For a snapshot row that is the whole check: segment
-#: writes delete the stamp, so an unchanged stamp also means an unchanged ``segment_seq``. A row
-#: read back from Redis also compares ``segment_seq`` (it may have been read with no stamp). A
-#: real change writes ``segment``, ``segment_seq`` (the new one), ``model_version``,
-#: ``seg_as_of``; a kept segment writes ``model_version`` and ``seg_as_of`` only when the stored
-#: version is another. Every written customer leaves ``unscored``; the round's change events go
-#: into the outbox as they came (the script never parses them: JSON through Lua cost more than
-#: the rest of a row), with the conflicting customers beside them under ``<field>:skip``.
+#: A customer is written only while its ``{prefix}:unscored`` stamp is still the one its state
+#: was read at (else a newer state exists, or someone else scored it: a conflict, returned and
+#: re-queued by the caller). Every segment write deletes the stamp, so an unchanged stamp also
+#: vouches for ``segment_seq``, except where the stamp was 0 (a customer read while nothing was
+#: owed: rescore, sweep): the caller then sends the ``segment_seq`` it read, and rows read back
+#: from Redis that write send it too, so that a hash deleted meanwhile is not recreated (EXISTS
+#: only where segment_seq cannot tell). A real change writes ``segment``, ``segment_seq``,
+#: ``model_version`` and ``seg_as_of``; a kept segment writes ``model_version`` and
+#: ``seg_as_of`` only when the stored version is another; a kept segment whose version is
+#: current writes nothing. Every customer not in conflict leaves ``unscored``; the round's change
+#: events go into the outbox as they came (the script never parses them: JSON through Lua cost
+#: more than the rest of a row), with the conflicting customers beside them under
+#: ``<field>:skip``. Columns, not a table per customer: unpacking 5000 small tables and
+#: looping over them cost the script more than its writes.
 WRITE_LUA = """
 local prefix, version, asof, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local rows = cmsgpack.unpack(ARGV[5])
+local ids, stamps = cmsgpack.unpack(ARGV[5]), cmsgpack.unpack(ARGV[6])
+local checks, changes, stale = cmsgpack.unpack(ARGV[7]), cmsgpack.unpack(ARGV[8]),
+  cmsgpack.unpack(ARGV[9])
 local unscored = prefix .. ':unscored'
-local ids, cur = {}, {}
-for i = 1, #rows do ids[i] = rows[i][1] end
-for s = 1, #ids, 1000 do
-  local got = redis.call('HMGET', unscored, unpack(ids, s, math.min(s + 999, #ids)))
-  for j = 1, #got do cur[s + j - 1] = tonumber(got[j]) or 0 end
+local n = #ids
+local ok, owed, gone = {}, {}, {}
+for s = 1, n, 1000 do
+  local got = redis.call('HMGET', unscored, unpack(ids, s, math.min(s + 999, n)))
+  for j = 1, #got do
+    local i = s + j - 1
+    local cur = tonumber(got[j]) or 0
+    ok[i], owed[i] = cur == stamps[i], cur ~= 0
+  end
+end
+for k = 1, #checks, 2 do
+  local i, seq = checks[k] + 1, checks[k + 1]
+  if ok[i] then
+    local key = prefix .. ':c:{' .. ids[i] .. '}'
+    local stored = tonumber(redis.call('HGET', key, 'segment_seq')) or -1
+    if stored == -1 and seq == -1 and redis.call('EXISTS', key) == 0 then
+      gone[i] = true
+    elseif stored ~= seq then
+      ok[i] = false
+    end
+  end
+end
+for k = 1, #changes, 3 do
+  local i = changes[k] + 1
+  if ok[i] and not gone[i] then
+    redis.call('HSET', prefix .. ':c:{' .. ids[i] .. '}', 'segment', changes[k + 1],
+               'segment_seq', changes[k + 2], 'model_version', version, 'seg_as_of', asof)
+  end
+end
+for k = 1, #stale do
+  local i = stale[k] + 1
+  if ok[i] and not gone[i] then
+    redis.call('HSET', prefix .. ':c:{' .. ids[i] .. '}', 'model_version', version,
+               'seg_as_of', asof)
+  end
 end
 local conflicts, done = {}, {}
-for i = 1, #rows do
-  local row = rows[i]
-  local cid, stamp, seq = row[1], row[2], row[3]
-  local key = prefix .. ':c:{' .. cid .. '}'
-  local verdict = 'write'
-  if cur[i] ~= stamp then
-    verdict = 'conflict'
-  elseif row[7] == 1 then
-    local stored = tonumber(redis.call('HGET', key, 'segment_seq')) or -1
-    -- EXISTS only where segment_seq cannot tell: a hash deleted meanwhile must not be recreated
-    if stored == -1 and seq == -1 and redis.call('EXISTS', key) == 0 then
-      verdict = 'gone'
-    elseif stored ~= seq then
-      verdict = 'conflict'
-    end
-  end
-  if verdict == 'conflict' then
-    conflicts[#conflicts + 1] = cid
-  else
-    if verdict == 'write' then
-      local nseq = row[5]
-      if nseq > 0 then
-        redis.call('HSET', key, 'segment', row[4], 'segment_seq', nseq, 'model_version', version,
-                   'seg_as_of', asof)
-      elseif row[6] == 1 then
-        redis.call('HSET', key, 'model_version', version, 'seg_as_of', asof)
-      end
-    end
-    if cur[i] ~= 0 then done[#done + 1] = cid end
-  end
+for i = 1, n do
+  if not ok[i] then conflicts[#conflicts + 1] = ids[i]
+  elseif owed[i] then done[#done + 1] = ids[i] end
 end
 for s = 1, #done, 1000 do
   redis.call('HDEL', unscored, unpack(done, s, math.min(s + 999, #done)))
 end
-if #ARGV[6] > 0 then
-  redis.call('HSET', prefix .. ':outbox', token, ARGV[6])
+if #ARGV[10] > 0 then
+  redis.call('HSET', prefix .. ':outbox', token, ARGV[10])
   if #conflicts > 0 then
     redis.call('HSET', prefix .. ':outbox', token .. ':skip', cmsgpack.pack(conflicts))
   end
@@ -169,6 +178,24 @@ for _, key in ipairs(KEYS) do
 end
 return n
 """
+
+
+@dataclass
+class WritePlan:
+    """One round's write in :data:`WRITE_LUA`'s columns; rows count from 0 in ``ids``."""
+
+    ids: list[str] = field(default_factory=list)
+    #: The unscored stamp each customer's state was read at (0 = none).
+    stamps: list[int] = field(default_factory=list)
+    #: Flat ``row, expected segment_seq (-1 = none)`` pairs: compared before writing.
+    checks: list[int] = field(default_factory=list)
+    #: Flat ``row, segment, new segment_seq`` triples: the round's real changes.
+    changes: list[int | str] = field(default_factory=list)
+    #: Rows whose kept segment was assigned by another model version.
+    stale: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 class ScoringStore:
@@ -200,7 +227,7 @@ class ScoringStore:
         self,
         model_version: str,
         as_of_ms: int,
-        rows: Sequence[WriteRow],
+        plan: WritePlan,
         events: Sequence[tuple[str, int, bytes]] = (),
     ) -> tuple[list[str], str]:
         """Segments (+ the round's change events ``(cid, seq, JSON)`` in the outbox), atomically.
@@ -208,12 +235,14 @@ class ScoringStore:
         Returns the conflicting ids and the outbox field holding the round's events (to delete
         once the others are published).
         """
-        if not rows:
+        if not plan.ids:
             return [], ""
         token = f"{time.time_ns():020d}-{os.getpid()}-{next(self._rounds)}"
         flat = [x for event in events for x in event]
         args: list[str | int | bytes] = [
-            self.prefix, model_version, as_of_ms, token, _pack(rows), _pack(flat) if flat else "",
+            self.prefix, model_version, as_of_ms, token, _pack(plan.ids), _pack(plan.stamps),
+            _pack(plan.checks), _pack(plan.changes), _pack(plan.stale),
+            _pack(flat) if flat else "",
         ]  # fmt: skip
         reply = await self._write(keys=[], args=args)
         return [_str(c) for c in reply], token

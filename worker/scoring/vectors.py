@@ -51,6 +51,8 @@ class Round:
     snapshot: bool = False
     #: Why each customer changed, where the state script said (snapshot rows).
     reasons: list[str | None] | None = None
+    #: The unscored stamps of ``missing``, read with them (their entries are removed with it).
+    missing_stamps: list[int] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -179,7 +181,7 @@ def from_flat(
     columns = [_ints(reply[j : n * width : width], absent) for j in range(n_read)]
     got = np.array(columns, dtype=np.int64).reshape(n_read, n).T
     found = (got != absent).any(axis=1)
-    keep = np.flatnonzero(found).tolist()
+    keep, gone = np.flatnonzero(found).tolist(), np.flatnonzero(~found).tolist()
     segments = reply[n_read : n * width : width]
     versions = reply[n_read + 1 : n * width : width]
     seqs = _ints([v or b"-1" for v in reply[n_read + 2 : n * width : width]], -1)
@@ -190,8 +192,9 @@ def from_flat(
         [_text(segments[i]) or None for i in keep],
         [_text(versions[i]) or None for i in keep],
         [None if seqs[i] < 0 else seqs[i] for i in keep],
-        [customer_ids[i] for i in np.flatnonzero(~found).tolist()],
+        [customer_ids[i] for i in gone],
         [stamps[i] for i in keep],
+        missing_stamps=[stamps[i] for i in gone],
     )
 
 
