@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 
@@ -209,4 +210,73 @@ def test_a_round_with_a_customer_whose_hash_vanished_clears_it_instead_of_requeu
     assert svc.pending == {} and svc.metrics.conflicts == 0 and svc.metrics.missing == 1
     assert not client.exists(keys.unscored(redis_prefix), keys.customer(redis_prefix, gone))
     assert client.hget(keys.customer(redis_prefix, kept), "segment_seq") == b"1"
+    client.close()
+
+
+def test_with_ingestion_idle_the_next_round_is_read_during_this_one_and_scored_from_that_read(
+    redis_url: str,
+    redis_prefix: str,
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from worker.config import Settings
+    from worker.scoring import service as service_module
+    from worker.scoring.service import ScoringService
+
+    monkeypatch.setattr(service_module, "ROUND_MAX", 10)
+    events = orders(n_customers=30, n_orders=90)
+    results = apply_with_snapshot(redis_url, redis_prefix, batches(events, "o", size=100))
+    ids = sorted({cid for r in results for cid in r.changed})
+    assert len(ids) > 20
+    client = redis.Redis.from_url(redis_url)
+
+    async def run() -> ScoringService:
+        svc = ScoringService(
+            Settings(
+                redis_url=redis_url, redis_prefix=redis_prefix, kafka_bootstrap=kafka_bootstrap,
+                segment_changes_topic=make_topic("changes"),
+            )
+        )  # fmt: skip
+        await svc.publisher.start()
+        try:
+            svc.enqueue(ids, None)
+            first = svc._take()
+            svc._changed_at = time.monotonic()  # ingestion busy: no read ahead
+            svc._read_ahead(first)
+            assert svc._ahead is None
+            svc._changed_at = 0.0
+            svc._read_ahead(first)
+            assert svc._ahead is not None
+            second, reading = svc._ahead
+            assert set(svc._in_round) == set(first) | set(second)
+            assert len(svc.pending) == len(ids) - 20
+            assert not set(first) & set(second)
+            await svc.score(first)
+            # an order of one of them after the read ahead: that read is stale for it now
+            late = next(iter(second))
+            fresh = msgspec.structs.replace(
+                next(e for e in events if e.customer_id == late),
+                event_id="E-late", order_id="O-late",
+            )  # fmt: skip
+            state = StateStore(redis_url, redis_prefix)
+            (batch,) = batches([fresh], "o", first_offset=10_000)
+            await state.apply(batch, state.prepare(batch))
+            await state.close()
+            await svc.score(second, await reading)  # the stamp catches it: re-queued
+            await svc.publish_settled()
+            assert svc.metrics.conflicts == 1 and late in svc.pending
+        finally:
+            await svc.publisher.stop()
+            await svc.store.close()
+        return svc
+
+    svc = asyncio.run(run())
+    assert svc.metrics.scored == 19
+    left = {k.decode() for k in client.hkeys(keys.unscored(redis_prefix))}
+    assert left == set(svc.pending) and len(left) == len(ids) - 19
+    for cid in set(ids) - left:
+        assert client.hget(keys.customer(redis_prefix, cid), "segment_seq") == b"1"
     client.close()

@@ -94,6 +94,14 @@ class ScoringMetrics:
     last_error: str | None = None
 
 
+@dataclass(frozen=True)
+class Gathered:
+    """A round's state: the snapshot and read parts, for the model fields they hold."""
+
+    fields: tuple[str, ...]
+    parts: list[Round]
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child ``segstream`` process these settings."""
     env = dict(os.environ)
@@ -139,8 +147,11 @@ class ScoringService(Service):
         #: event of theirs arrives first (its batch would otherwise relabel it).
         self._rescore_queued: set[str] = set()
         self._publishing: asyncio.Future[None] | None = None
-        #: The customers of the round being scored (the repair leaves them alone).
+        #: The customers of the round being scored and of the one read ahead (the repair
+        #: leaves them alone).
         self._in_round: Mapping[str, str | None] = {}
+        #: The next round and its state read, started during this one (:meth:`_read_ahead`).
+        self._ahead: tuple[dict[str, str | None], asyncio.Future[Gathered]] | None = None
         super().__init__(**kwargs)
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -225,7 +236,7 @@ class ScoringService(Service):
     async def idle(self, timeout: float) -> bool:
         """Until nothing is queued or being scored (for tests and the rescore command)."""
         deadline = time.monotonic() + timeout
-        while self.pending or self._lock.locked() or self._publishing is not None:
+        while self.pending or self._lock.locked() or self._publishing is not None or self._ahead:
             if time.monotonic() > deadline:
                 return False
             if self._publishing is not None and self._publishing.done() and not self._lock.locked():
@@ -238,6 +249,8 @@ class ScoringService(Service):
     async def on_stop(self) -> None:
         for task in list(self._rescores):
             task.cancel()
+        if self._ahead is not None:  # its customers are still in unscored
+            self._ahead[1].cancel()
         with contextlib.suppress(Exception):
             await self._save_status(force=True)
         if self._publishing is not None:  # acknowledged now or republished from the outbox
@@ -276,7 +289,8 @@ class ScoringService(Service):
         self.ready = True
         log.info("scoring ready with model %s", self.holder.version)
         while not self.should_stop:
-            if not self.pending:
+            ahead, self._ahead = self._ahead, None
+            if ahead is None and not self.pending:
                 if self._status_stale:
                     with contextlib.suppress(Exception):
                         await self._save_status(force=True)
@@ -284,15 +298,14 @@ class ScoringService(Service):
                     await asyncio.wait_for(self._wake.wait(), 0.5)
                 self._wake.clear()
                 continue
-            # the oldest first; islice, not list(): the queue can hold 200k customers
-            take = dict(itertools.islice(self.pending.items(), ROUND_MAX))
-            for cid in take:
-                del self.pending[cid]
+            take, reading = ahead if ahead is not None else (self._take(), None)
             self._in_round = take
             self._urgent = False
             try:
                 started = time.perf_counter()
-                await self.score(take)
+                gathered = None if reading is None else await reading
+                self._read_ahead(take)
+                await self.score(take, gathered)
                 await self._yield_to_ingest(time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
@@ -303,6 +316,34 @@ class ScoringService(Service):
                 log.warning("scoring round of %d failed (%s: %s); retrying", len(take),
                             type(exc).__name__, exc)  # fmt: skip
                 await asyncio.sleep(0.5)
+
+    def _take(self) -> dict[str, str | None]:
+        """The next round's customers, out of the queue: the oldest first."""
+        # islice, not list(): the queue can hold 200k customers
+        take = dict(itertools.islice(self.pending.items(), ROUND_MAX))
+        for cid in take:
+            del self.pending[cid]
+        return take
+
+    def _ingest_idle(self) -> bool:
+        return time.monotonic() - self._changed_at >= INGEST_IDLE_S
+
+    def _read_ahead(self, current: Mapping[str, str | None]) -> None:
+        """While ingestion is idle, start reading the next round before this one is assigned.
+
+        After a burst the backlog is scored flat out, and a round spent about half its time
+        waiting for Redis (read, write) and half assigning and building events; reading round
+        N+1 meanwhile keeps both busy. Not while ingestion is busy: a pause follows each round
+        then, and a state read before it would mostly be stale (its writes would conflict).
+        The rounds stay disjoint (both are out of the queue), and a read made for another
+        model's fields is made again (:meth:`score`).
+        """
+        if not self.pending or not self._ingest_idle():
+            return
+        nxt = self._take()
+        self._in_round = {**current, **nxt}
+        fields = fields_for(self.holder.model.feature_names)
+        self._ahead = (nxt, asyncio.ensure_future(self._gather(nxt, fields)))
 
     async def _yield_to_ingest(self, round_s: float) -> None:
         """After a round of ``round_s``, leave ingestion its share while events keep coming.
@@ -322,7 +363,7 @@ class ScoringService(Service):
         deadline = time.monotonic() + round_s * (1 - share) / max(share, 0.01)
         while not self.should_stop and not self._urgent:
             now = time.monotonic()
-            if now >= deadline or now - self._changed_at >= INGEST_IDLE_S:
+            if now >= deadline or self._ingest_idle():
                 return
             await asyncio.sleep(min(deadline - now, 0.05))
 
@@ -359,8 +400,16 @@ class ScoringService(Service):
     def as_of_ms(self) -> int:
         return self._pinned_ms if self._pinned_ms is not None else int(time.time() * 1000)
 
-    async def score(self, items: Mapping[str, str | None]) -> int:
-        """Score one round; returns the number of changes published."""
+    async def _gather(self, items: Mapping[str, str | None], fields: tuple[str, ...]) -> Gathered:
+        """The customers' state: their latest snapshot, or one read for those without."""
+        snapped, without = self.snapshots.take(items, fields)
+        parts = [] if snapped is None else [snapped]
+        if without:
+            parts.append(await self.store.read(without, fields))
+        return Gathered(fields, parts)
+
+    async def score(self, items: Mapping[str, str | None], gathered: Gathered | None = None) -> int:
+        """Score one round (its state ``gathered`` ahead, or now); returns the changes."""
         if self._rescore_queued:
             rescored = self._rescore_queued.intersection(items)
             if rescored:
@@ -371,10 +420,9 @@ class ScoringService(Service):
             model = self.holder.model
             as_of_ms = self.as_of_ms()
             fields = fields_for(model.feature_names)
-            snapped, without = self.snapshots.take(items, fields)
-            parts = [] if snapped is None else [snapped]
-            if without:
-                parts.append(await self.store.read(without, fields))
+            if gathered is None or gathered.fields != fields:
+                gathered = await self._gather(items, fields)
+            parts = gathered.parts
             plan = WritePlan()
             sent: dict[str, tuple[str, int, str, bytes]] = {}
             decisions = [(rnd, decide(model, rnd, as_of_ms, self.settings.hysteresis_margin))
