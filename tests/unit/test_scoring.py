@@ -377,3 +377,48 @@ def test_snapshots_are_asked_for_only_while_scoring_keeps_up_and_a_later_batch_d
         assert svc.pending == {ids[0]: "order", ids[1]: "clicks", ids[2]: None}
 
     asyncio.run(scenario())
+
+
+def test_two_rounds_publish_at_once_only_when_they_share_no_customer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Per-customer order on the topic: a round holding a customer of a publication still in
+    flight waits for it (even if that one fails and is retried); disjoint rounds overlap."""
+    import asyncio
+
+    from worker.config import Settings
+    from worker.scoring.service import ScoringService
+
+    async def scenario() -> list[str]:
+        svc = ScoringService(Settings(redis_url="redis://127.0.0.1:1/0"))
+        gates = {name: asyncio.Event() for name in "acde"}
+        acked: list[str] = []
+
+        async def publish(items: list[tuple[str, int, str, bytes]], *fields: str) -> None:
+            await gates[fields[0]].wait()  # until the broker "acknowledges"
+            acked.append(fields[0])
+
+        monkeypatch.setattr(svc, "_publish", publish)
+
+        def change(cid: str) -> tuple[str, int, str, bytes]:
+            return (cid, 1, "km-1", b"{}")
+
+        await svc._publish_behind([change("X")], "a")
+        waiting = asyncio.ensure_future(svc._publish_behind([change("X"), change("Y")], "c"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and len(svc._publishing) == 1
+        gates["a"].set()
+        await waiting
+        assert len(svc._publishing) == 1  # c in flight now
+        gates["c"].set()
+        await svc.publish_settled()
+        await svc._publish_behind([change("Y")], "d")
+        await svc._publish_behind([change("Z")], "e")
+        assert len(svc._publishing) == 2  # disjoint: both in flight
+        gates["e"].set()
+        await asyncio.sleep(0.05)
+        gates["d"].set()
+        await svc.publish_settled()
+        return acked
+
+    assert asyncio.run(scenario()) == ["a", "c", "e", "d"]

@@ -66,6 +66,8 @@ STATUS_EVERY_S = 1.0
 #: A rescore request is claimed once per token for this long (s).
 RESCORE_CLAIM_S = 7 * 86_400
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.05, 2.0
+#: Rounds whose publications may be in flight at once (they never share a customer).
+PUBLISH_DEPTH = 2
 #: How long a stopping worker waits for the last round's acknowledgements (s).
 STOP_PUBLISH_WAIT_S = 5.0
 #: Ingestion counts as idle once no batch has changed anyone for this long (s).
@@ -146,7 +148,8 @@ class ScoringService(Service):
         #: Queued by a rescore, not scored yet: their change is ``model_update`` even when an
         #: event of theirs arrives first (its batch would otherwise relabel it).
         self._rescore_queued: set[str] = set()
-        self._publishing: asyncio.Future[None] | None = None
+        #: Rounds' publications in flight, oldest first, with their customers.
+        self._publishing: list[tuple[frozenset[str], asyncio.Future[None]]] = []
         #: The customers of the round being scored and of the one read ahead (the repair
         #: leaves them alone).
         self._in_round: Mapping[str, str | None] = {}
@@ -236,10 +239,11 @@ class ScoringService(Service):
     async def idle(self, timeout: float) -> bool:
         """Until nothing is queued or being scored (for tests and the rescore command)."""
         deadline = time.monotonic() + timeout
-        while self.pending or self._lock.locked() or self._publishing is not None or self._ahead:
+        while self.pending or self._lock.locked() or self._publishing or self._ahead:
             if time.monotonic() > deadline:
                 return False
-            if self._publishing is not None and self._publishing.done() and not self._lock.locked():
+            published = all(task.done() for _, task in self._publishing)
+            if self._publishing and published and not self._lock.locked():
                 await self.publish_settled()
                 continue
             await asyncio.sleep(0.02)
@@ -253,9 +257,10 @@ class ScoringService(Service):
             self._ahead[1].cancel()
         with contextlib.suppress(Exception):
             await self._save_status(force=True)
-        if self._publishing is not None:  # acknowledged now or republished from the outbox
+        if self._publishing:  # acknowledged now or republished from the outbox
+            tasks = asyncio.gather(*(task for _, task in self._publishing))
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._publishing), STOP_PUBLISH_WAIT_S)
+                await asyncio.wait_for(asyncio.shield(tasks), STOP_PUBLISH_WAIT_S)
         with contextlib.suppress(Exception):
             await self.publisher.stop()
         with contextlib.suppress(Exception):
@@ -510,22 +515,36 @@ class ScoringService(Service):
         self.metrics.published += len(items)
 
     async def _publish_behind(self, items: list[tuple[str, int, str, bytes]], field: str) -> None:
-        """Publish a round's changes while the next round is scored.
+        """Publish a round's changes while the next rounds are scored.
 
         Waiting for the broker's acknowledgements took half of a round's time; the next round's
-        read, assignment and write do not need them. One round's publication at a time: the
-        next one starts only once this one is acknowledged (retries included), so a customer's
-        changes still reach the topic in order. The outbox covers a crash meanwhile.
+        read, assignment and write do not need them. Up to :data:`PUBLISH_DEPTH` rounds'
+        publications are in flight, never two with a customer in common: a round first waits
+        for every earlier publication (oldest first) while one of them holds one of its
+        customers, so a customer's changes reach the topic in order even when a publication
+        fails and is retried. The outbox covers a crash meanwhile.
         """
-        await self.publish_settled()
+        ids = frozenset(cid for cid, _, _, _ in items)
+        while self._publishing and (
+            len(self._publishing) >= PUBLISH_DEPTH
+            or any(not ids.isdisjoint(held) for held, _ in self._publishing)
+        ):
+            await self._settle_oldest()
         if items or field:
-            self._publishing = asyncio.ensure_future(self._publish(items, field))
+            self._publishing.append((ids, asyncio.ensure_future(self._publish(items, field))))
+
+    async def _settle_oldest(self) -> None:
+        _, task = self._publishing[0]
+        try:
+            await task
+        finally:
+            if self._publishing and self._publishing[0][1] is task:
+                self._publishing.pop(0)
 
     async def publish_settled(self) -> None:
-        """Until the last round's changes are acknowledged and out of the outbox."""
-        task, self._publishing = self._publishing, None
-        if task is not None:
-            await task
+        """Until every round's changes are acknowledged and out of the outbox."""
+        while self._publishing:
+            await self._settle_oldest()
 
     async def flush_outbox(self) -> int:
         """Publish changes a previous run wrote but did not get acknowledged (start-up)."""
