@@ -47,6 +47,7 @@ class ChangePublisher:
             acks="all",
             enable_idempotence=False,
             linger_ms=5,
+            compression_type="lz4",
         )
         try:
             await producer.start()
