@@ -8,8 +8,9 @@ conflicts, and so does a second writer of the same stamp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -17,9 +18,11 @@ import pytest
 import redis
 
 from tests.state_events import batches, clicks, orders
+from worker.config import Settings
 from worker.core import Batch
 from worker.core.batch import SnapshotSpec
 from worker.core.rfm import HASH_FIELDS
+from worker.scoring.service import ScoringService
 from worker.scoring.snapshot import REASONS, SnapshotBatch, SnapshotIndex
 from worker.scoring.store import ScoringStore, WritePlan
 from worker.scoring.vectors import ABSENT_VALUES, STATE_FIELDS, fields_for
@@ -178,12 +181,28 @@ def test_the_dirty_sets_of_an_earlier_release_become_unscored_entries(
     client.close()
 
 
+@contextlib.asynccontextmanager
+async def scoring_service(
+    redis_url: str, prefix: str, bootstrap: str, make_topic: Callable[..., str]
+) -> AsyncIterator[ScoringService]:
+    """A scoring service on the real Redis and broker, its publisher started (no loop running)."""
+    svc = ScoringService(
+        Settings(
+            redis_url=redis_url, redis_prefix=prefix, kafka_bootstrap=bootstrap,
+            segment_changes_topic=make_topic("changes"),
+        )
+    )  # fmt: skip
+    await svc.publisher.start()
+    try:
+        yield svc
+    finally:
+        await svc.publisher.stop()
+        await svc.store.close()
+
+
 def test_a_round_with_a_customer_whose_hash_vanished_clears_it_instead_of_requeueing_it(
     redis_url: str, redis_prefix: str, kafka_bootstrap: str, make_topic: Callable[..., str]
 ) -> None:
-    from worker.config import Settings
-    from worker.scoring.service import ScoringService
-
     events = orders(n_customers=2, n_orders=4)
     (result,) = apply_with_snapshot(redis_url, redis_prefix, batches(events, "o", size=100))
     kept, gone = sorted(result.changed)
@@ -191,19 +210,9 @@ def test_a_round_with_a_customer_whose_hash_vanished_clears_it_instead_of_requeu
     client.delete(keys.customer(redis_prefix, gone))
 
     async def score() -> ScoringService:
-        svc = ScoringService(
-            Settings(
-                redis_url=redis_url, redis_prefix=redis_prefix, kafka_bootstrap=kafka_bootstrap,
-                segment_changes_topic=make_topic("changes"),
-            )
-        )  # fmt: skip
-        await svc.publisher.start()
-        try:
+        async with scoring_service(redis_url, redis_prefix, kafka_bootstrap, make_topic) as svc:
             await asyncio.wait_for(svc.score(dict.fromkeys([kept, gone])), 30)
             await asyncio.wait_for(svc.publish_settled(), 30)
-        finally:
-            await svc.publisher.stop()
-            await svc.store.close()
         return svc
 
     svc = asyncio.run(score())
@@ -222,9 +231,7 @@ def test_with_ingestion_idle_the_next_round_is_read_during_this_one_and_scored_f
 ) -> None:
     import time
 
-    from worker.config import Settings
     from worker.scoring import service as service_module
-    from worker.scoring.service import ScoringService
 
     monkeypatch.setattr(service_module, "ROUND_MAX", 10)
     events = orders(n_customers=30, n_orders=90)
@@ -234,14 +241,7 @@ def test_with_ingestion_idle_the_next_round_is_read_during_this_one_and_scored_f
     client = redis.Redis.from_url(redis_url)
 
     async def run() -> ScoringService:
-        svc = ScoringService(
-            Settings(
-                redis_url=redis_url, redis_prefix=redis_prefix, kafka_bootstrap=kafka_bootstrap,
-                segment_changes_topic=make_topic("changes"),
-            )
-        )  # fmt: skip
-        await svc.publisher.start()
-        try:
+        async with scoring_service(redis_url, redis_prefix, kafka_bootstrap, make_topic) as svc:
             svc.enqueue(ids, None)
             first = svc._take()
             svc._changed_at = time.monotonic()  # ingestion busy: no read ahead
@@ -268,9 +268,6 @@ def test_with_ingestion_idle_the_next_round_is_read_during_this_one_and_scored_f
             await svc.score(second, await reading)  # the stamp catches it: re-queued
             await svc.publish_settled()
             assert svc.metrics.conflicts == 1 and late in svc.pending
-        finally:
-            await svc.publisher.stop()
-            await svc.store.close()
         return svc
 
     svc = asyncio.run(run())
