@@ -191,15 +191,18 @@ class ScoringService(Service):
         reasons: Mapping[str, str] | None,
         snapshot: PackedSnapshot | None = None,
     ) -> None:
-        # C-speed updates only: this runs for every applied batch
+        # C-speed updates only: this runs for every applied batch; one pass over the queue
+        # (each customer a random probe of a 100k-entry dict: ~0.4 us a customer)
         self._changed_at = time.monotonic()
-        self.pending.update(dict.fromkeys(customer_ids))
         if snapshot is not None:
             # it says why each one changed, so no queued reason (one would override it)
+            self.pending.update(dict.fromkeys(customer_ids))
             self.snapshots.add(SnapshotBatch(customer_ids, snapshot))
         else:
             if self.snapshots:  # an older snapshot of theirs is stale now: read them instead
                 self.snapshots.discard(customer_ids)
+            if reasons is None or len(reasons) < len(customer_ids):
+                self.pending.update(dict.fromkeys(customer_ids))
             if reasons:
                 self.pending.update(reasons)
         self._wake.set()
@@ -220,16 +223,20 @@ class ScoringService(Service):
         elif msg["type"] == "rescore_all":
             await self.maybe_rescore(str(msg.get("token") or "control"))
 
-    def enqueue(self, customer_ids: Sequence[str], reason: str | None) -> None:
+    def enqueue(self, customer_ids: Sequence[str], reason: str | None, urgent: bool = True) -> None:
         """Queue customers without overriding a reason an ingest hook already gave.
 
-        Not paced by the scoring share: a sweep, a rescore or a repair is scored at once
-        (events arriving meanwhile would relabel a rescored customer's change as theirs).
+        ``urgent``: not paced by the scoring share. A sweep or a rescore is scored at once
+        (events arriving meanwhile would relabel a rescored customer's change as theirs). A
+        repair is not: its customers have no reason to lose, and during a burst it finds the
+        few whose batch is between the state script and the ingest hook on every page of its
+        scan; breaking the pause for each page let a 1M-event burst score ~20 % more often.
         """
         for cid in customer_ids:
             if self.pending.get(cid) is None:
                 self.pending[cid] = reason
-        self._urgent = True
+        if urgent and customer_ids:
+            self._urgent = True
         self._wake.set()
 
     async def wait_pending_below(self, n: int) -> None:
@@ -568,7 +575,7 @@ class ScoringService(Service):
         n = 0
         async for page in self.store.unscored_pages():
             owed = [c for c in page if c not in self.pending and c not in self._in_round]
-            self.enqueue(owed, None)
+            self.enqueue(owed, None, urgent=False)
             n += len(owed)
         self.metrics.repaired += n
         return n
