@@ -125,14 +125,17 @@ def test_change_reasons_prefer_order_then_return_then_clicks() -> None:
                 Raw("orders", 0, 0, None, order(1, "A", "returned")),
                 Raw("orders", 0, 1, None, order(2, "A")),
                 Raw("orders", 0, 2, None, order(3, "B", "cancelled")),
+                Raw("orders", 0, 3, None, order(4, "D")),
+                Raw("orders", 0, 4, None, order(5, "D", "returned")),
+                Raw("orders", 0, 5, None, order(6, "E")),
             ],
             [Raw("clicks", 0, 0, None, click(1, "B")), Raw("clicks", 0, 1, None, click(2, "C"))],
         ],
         "orders",
         "clicks",
     )
-    reasons = change_reasons(out.batch.records, ["A", "B", "C"])
-    assert reasons == {"A": "order", "B": "return", "C": "clicks"}
+    reasons = change_reasons(out.batch.records, ["A", "B", "C", "D"])
+    assert reasons == {"A": "order", "B": "return", "C": "clicks", "D": "order"}
     assert change_reasons(out.batch.records, ["A"]) == {"A": "order"}
 
 

@@ -23,7 +23,6 @@ from worker.core.batch import Batch, Record
 REASON_ORDER = "order"
 REASON_RETURN = "return"
 REASON_CLICKS = "clicks"
-_RANK = {REASON_ORDER: 0, REASON_RETURN: 1, REASON_CLICKS: 2}
 
 
 class RawRecord(Protocol):
@@ -128,23 +127,23 @@ def assemble(
 
 
 def change_reasons(records: Iterable[Record], changed: Iterable[str]) -> dict[str, str]:
-    """Why each changed customer changed: ``order`` > ``return`` > ``clicks`` within a batch."""
-    wanted = set(changed)
-    reasons: dict[str, str] = {}
+    """Why each changed customer changed: ``order`` > ``return`` > ``clicks`` within a batch.
+
+    Every changed customer starts at ``clicks`` (a dict made in C); only order events can
+    raise it, so a click costs one type check. Ranking every record through a dict cost ~1 us
+    a record, ~3 % of the worker's CPU with scoring on.
+    """
+    reasons = dict.fromkeys(changed, REASON_CLICKS)
     for record in records:
         event = record.event
-        customer = event.customer_id
-        if customer is None or customer not in wanted:
+        if type(event) is not OrderEvent:  # clicks: the default already
             continue
-        if isinstance(event, OrderEvent):
-            reason = REASON_ORDER if event.status == "placed" else REASON_RETURN
-        else:
-            reason = REASON_CLICKS
-        old = reasons.get(customer)
-        if old is None or _RANK[reason] < _RANK[old]:
-            reasons[customer] = reason
-    for customer in wanted:
-        reasons.setdefault(customer, REASON_CLICKS)
+        customer = event.customer_id
+        if customer in reasons:
+            if event.status == "placed":
+                reasons[customer] = REASON_ORDER
+            elif reasons[customer] == REASON_CLICKS:
+                reasons[customer] = REASON_RETURN
     return reasons
 
 
