@@ -343,6 +343,35 @@ def test_scoring_pauses_for_its_share_only_while_ingestion_is_busy() -> None:
     assert asyncio.run(pause(1.0, True, 0.1)) < 0.02
 
 
+def test_a_repair_does_not_end_the_pause_a_sweep_or_rescore_does() -> None:
+    """The periodic repair queues what it finds without ending the scoring share's pause (its
+    customers have no reason to lose); a sweep or a rescore ends it, an empty one does not."""
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    from worker.config import Settings
+    from worker.scoring.service import ScoringService
+
+    async def scenario() -> None:
+        svc = ScoringService(Settings(redis_url="redis://127.0.0.1:1/0"))
+
+        async def pages() -> AsyncIterator[list[str]]:
+            yield ["A", "B"]
+            yield []
+            yield ["C"]
+
+        svc.store.unscored_pages = pages  # type: ignore[method-assign]
+        svc.pending["A"] = "order"
+        assert await svc.enqueue_dirty() == 2
+        assert svc.pending == {"A": "order", "B": None, "C": None} and not svc._urgent
+        svc.enqueue([], "recency_decay")
+        assert not svc._urgent
+        svc.enqueue(["D"], "recency_decay")
+        assert svc._urgent and svc.pending["D"] == "recency_decay"
+
+    asyncio.run(scenario())
+
+
 def test_snapshots_are_asked_for_only_while_scoring_keeps_up_and_a_later_batch_drops_them() -> None:
     """Behind a backlog the state script sends no snapshot (each costs Redis per changed
     customer, and most would be replaced before their round); a batch without one makes the
