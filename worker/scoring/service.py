@@ -506,8 +506,7 @@ class ScoringService(Service):
             for r in (*changed, *stale):
                 read_seq = seqs[r]
                 plan.checks += (base + r, -1 if read_seq is None else read_seq)
-        stamps = rnd.missing_stamps or [0] * len(rnd.missing)
-        for cid, stamp in zip(rnd.missing, stamps, strict=True):
+        for cid, stamp in zip(rnd.missing, rnd.missing_stamps, strict=True):
             plan.checks += (len(plan.ids), -1)
             plan.ids.append(cid)
             plan.stamps.append(stamp)

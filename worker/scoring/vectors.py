@@ -76,7 +76,10 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 def parse(customer_ids: Sequence[str], replies: Sequence[Sequence[bytes | None]]) -> Round:
-    """One HMGET reply of :data:`READ_FIELDS` per customer -> a :class:`Round`."""
+    """One HMGET reply of :data:`READ_FIELDS` per customer -> a :class:`Round`.
+
+    Without unscored stamps: such a round is for reading (explain, tests), never written.
+    """
     n_state = len(STATE_FIELDS)
     ids: list[str] = []
     rows: list[list[int]] = []
