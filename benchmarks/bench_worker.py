@@ -345,7 +345,10 @@ def worker_env(
     return env
 
 
-def spawn(path: str, opts: argparse.Namespace, ctx: dict[str, Any], tag: str) -> Any:
+def spawn(
+    path: str, opts: argparse.Namespace, ctx: dict[str, Any], tag: str, port: int | None = None
+) -> Any:
+    """Start one path's process; a worker serves its web pages on ``port`` (default: free)."""
     from worker.services import free_port
 
     prefix, group = f"b-{tag}", f"g-{tag}"
@@ -353,7 +356,13 @@ def spawn(path: str, opts: argparse.Namespace, ctx: dict[str, Any], tag: str) ->
     topics = ctx["topics"]
     if path in ("worker", "scoring"):
         env = worker_env(
-            ctx["bootstrap"], ctx["redis_url"], prefix, group, topics, free_port(), ctx["dir"]
+            ctx["bootstrap"],
+            ctx["redis_url"],
+            prefix,
+            group,
+            topics,
+            port or free_port(),
+            ctx["dir"],
         )
         if path == "scoring":
             env["SEGSTREAM_SCORING"] = "1"

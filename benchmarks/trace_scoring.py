@@ -29,7 +29,6 @@ import tempfile
 import time
 import urllib.request
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import bench_worker as bw
@@ -45,7 +44,7 @@ def script_names() -> dict[str, str]:
     return {hashlib.sha1(t.encode()).hexdigest(): name for name, t in texts.items()}
 
 
-def scoring_page(port: str) -> dict[str, Any]:
+def scoring_page(port: int) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/scoring", timeout=1) as resp:
             return dict(json.loads(resp.read()))
@@ -62,18 +61,6 @@ def counters(page: dict[str, Any]) -> str:
             ("changes", "changes", 8),
         )
     )  # fmt: skip
-
-
-def web_port(pid: int) -> str:
-    """The worker's ``SEGSTREAM_WEB_PORT`` (``spawn`` picks a free one)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        for item in env:
-            if item.startswith(b"SEGSTREAM_WEB_PORT="):
-                return item.split(b"=", 1)[1].decode()
-        time.sleep(0.1)  # the child has not exec'd yet
-    raise RuntimeError("no SEGSTREAM_WEB_PORT in the worker's environment")
 
 
 def slow_scripts(r: redis.Redis, names: dict[str, str]) -> None:
@@ -98,7 +85,7 @@ def main() -> None:
     opts = parser.parse_args()
     opts.runs, opts.paths = 1, "scoring"  # for bench_worker's conditions line
 
-    from worker.services import local_services
+    from worker.services import free_port, local_services
 
     with tempfile.TemporaryDirectory(prefix="trace-scoring-") as tmp, local_services(tmp) as svc:
         bootstrap, redis_url = svc["kafka"].url, svc["redis"].url
@@ -113,9 +100,9 @@ def main() -> None:
         r.config_set("slowlog-max-len", 100_000)
         r.slowlog_reset()
         ctx = {"bootstrap": bootstrap, "redis_url": redis_url, "topics": topics, "dir": tmp}
-        proc, prefix, log = bw.spawn("scoring", opts, ctx, "trace")
+        port = free_port()
+        proc, prefix, log = bw.spawn("scoring", opts, ctx, "trace", port)
         try:
-            port = web_port(proc.pid)
             broker = svc["kafka"].pid
 
             def cpu_now() -> list[float]:
