@@ -451,3 +451,27 @@ def test_two_rounds_publish_at_once_only_when_they_share_no_customer(
         return acked
 
     assert asyncio.run(scenario()) == ["a", "c", "e", "d"]
+
+
+def test_only_rows_read_without_a_stamp_have_their_segment_seq_compared() -> None:
+    """A stamp that still holds at the write vouches for segment_seq (store.WRITE_LUA)."""
+    from worker.scoring.service import ScoringService
+    from worker.scoring.store import WritePlan
+
+    rng = random.Random(9)
+    states = [dataclasses.replace(random_state(rng, i), segment=None) for i in range(40)]
+    rnd = parse([s.customer_id for s in states], [hmget_reply(s) for s in states])
+    stamps = [0 if i % 4 == 0 else (-1 if i % 4 == 1 else 7) for i in range(len(rnd))]
+    rnd = dataclasses.replace(rnd, stamps=stamps)
+    dec = decide(RulesModel(), rnd, AS_OF_MS, 0.0)
+    plan, sent = WritePlan(), {}  # type: ignore[var-annotated]
+    ScoringService._plan(plan, RulesModel().version, rnd, dec, {}, AS_OF_MS, sent)
+    assert len(sent) == len(rnd)  # no segment stored yet: every row is a change
+    checked = plan.checks[0::2]
+    assert checked == [r for r, stamp in enumerate(stamps) if stamp <= 0]
+    assert plan.checks[1::2] == [-1 if rnd.seqs[r] is None else rnd.seqs[r] for r in checked]
+    # a snapshot's rows (stamped by the state script) are never compared
+    plan = WritePlan()
+    snap = dataclasses.replace(rnd, stamps=[7] * len(rnd), snapshot=True)
+    ScoringService._plan(plan, RulesModel().version, snap, dec, {}, AS_OF_MS, {})
+    assert plan.checks == []

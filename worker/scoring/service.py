@@ -483,9 +483,10 @@ class ScoringService(Service):
     ) -> None:
         """Add one part of a round to ``plan``; its change events go into ``sent``.
 
-        Most customers keep their segment: they only leave ``unscored``. Rows read back from
-        Redis that write something have their ``segment_seq`` compared (see ``WRITE_LUA``);
-        customers without a hash are compared too, so that their entry goes without a write.
+        Most customers keep their segment: they only leave ``unscored``. A row that writes
+        something has its ``segment_seq`` compared (see ``WRITE_LUA``) only when it was read
+        without a stamp (rescore, sweep: nothing else vouches for it); customers without a hash
+        are compared too, so that their entry goes without a write.
         """
         base = len(plan.ids)
         ids, seqs = rnd.customer_ids, rnd.seqs
@@ -503,9 +504,11 @@ class ScoringService(Service):
         stale = [r for r, v in enumerate(rnd.model_versions) if v != version and r not in skip]
         plan.stale += [base + r for r in stale]
         if not rnd.snapshot:
+            stamps = rnd.stamps
             for r in (*changed, *stale):
-                read_seq = seqs[r]
-                plan.checks += (base + r, -1 if read_seq is None else read_seq)
+                if stamps[r] <= 0:  # no stamp to vouch for segment_seq
+                    read_seq = seqs[r]
+                    plan.checks += (base + r, -1 if read_seq is None else read_seq)
         for cid, stamp in zip(rnd.missing, rnd.missing_stamps, strict=True):
             plan.checks += (len(plan.ids), -1)
             plan.ids.append(cid)

@@ -92,11 +92,13 @@ return out
 #:
 #: A customer is written only while its ``{prefix}:unscored`` stamp is still the one its state
 #: was read at (else a newer state exists, or someone else scored it: a conflict, returned and
-#: re-queued by the caller). Every segment write deletes the stamp, so an unchanged stamp also
-#: vouches for ``segment_seq``, except where the stamp was 0 (a customer read while nothing was
-#: owed: rescore, sweep): the caller then sends the ``segment_seq`` it read, and rows read back
-#: from Redis that write send it too, so that a hash deleted meanwhile is not recreated (EXISTS
-#: only where segment_seq cannot tell). A real change writes ``segment``, ``segment_seq``,
+#: re-queued by the caller). Stamps only grow and every segment write deletes the stamp, so an
+#: unchanged stamp also vouches for ``segment_seq`` and for the hash itself (whatever deletes a
+#: customer's hash deletes its ``unscored`` entry in the same call), except where the stamp was
+#: 0 or -1 (a customer read while nothing was owed: rescore, sweep; an earlier release's entry):
+#: the caller then sends the ``segment_seq`` it read, as for a customer it found without a hash
+#: (EXISTS only where segment_seq cannot tell). Comparing every written row cost the script a
+#: third of its time (an HGET per change). A real change writes ``segment``, ``segment_seq``,
 #: ``model_version`` and ``seg_as_of``; a kept segment writes ``model_version`` and
 #: ``seg_as_of`` only when the stored version is another; a kept segment whose version is
 #: current writes nothing. Every customer not in conflict leaves ``unscored``; the round's change

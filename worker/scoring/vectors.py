@@ -162,6 +162,12 @@ def _ints(values: Sequence[bytes | str], absent: int) -> list[int]:
         return out
 
 
+def _texts(values: Sequence[bytes | str | None]) -> list[str | None]:
+    """Text of a reply column, ``None`` where absent or empty (one decode per distinct value)."""
+    text = {v: _text(v) or None for v in set(values)}
+    return [text[v] for v in values]
+
+
 def from_flat(
     customer_ids: Sequence[str],
     reply: Sequence[bytes | str],
@@ -185,15 +191,15 @@ def from_flat(
     got = np.array(columns, dtype=np.int64).reshape(n_read, n).T
     found = (got != absent).any(axis=1)
     keep, gone = np.flatnonzero(found).tolist(), np.flatnonzero(~found).tolist()
-    segments = reply[n_read : n * width : width]
-    versions = reply[n_read + 1 : n * width : width]
+    segments = _texts(reply[n_read : n * width : width])
+    versions = _texts(reply[n_read + 1 : n * width : width])
     seqs = _ints([v or b"-1" for v in reply[n_read + 2 : n * width : width]], -1)
     stamps = _ints(reply[n * width :], 0)
     return Round(
         [customer_ids[i] for i in keep],
         widen(got[keep], fields, absent),
-        [_text(segments[i]) or None for i in keep],
-        [_text(versions[i]) or None for i in keep],
+        [segments[i] for i in keep],
+        [versions[i] for i in keep],
         [None if seqs[i] < 0 else seqs[i] for i in keep],
         [customer_ids[i] for i in gone],
         [stamps[i] for i in keep],

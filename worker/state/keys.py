@@ -32,7 +32,9 @@ def unscored(prefix: str) -> str:
 
     The state script writes it with the state (the stamp: ``INCR {prefix}:stamp`` once per
     script call); scoring deletes a customer's entry with its segment, only while the stamp is
-    still the one its state was read at (worker/scoring/store.py).
+    still the one its state was read at (worker/scoring/store.py). Whatever deletes a
+    customer's hash must delete its entry here in the same call: an unchanged stamp is what
+    tells scoring that the hash it read is still there.
     """
     return f"{prefix}:unscored"
 
