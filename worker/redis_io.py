@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions as rex
 from redis.asyncio.connection import Connection
 
 #: Requested send buffer per Redis connection (bytes).
@@ -42,3 +44,41 @@ def bulk_client(url: str, **kwargs: Any) -> aioredis.Redis:
     if url.startswith("redis://"):
         kwargs.setdefault("connection_class", BulkConnection)
     return aioredis.Redis.from_url(url, **kwargs)
+
+
+async def evalsha_sent(
+    client: aioredis.Redis,
+    sha: str,
+    text: str,
+    args: list[Any],
+    on_sent: Callable[[], None] | None = None,
+) -> Any:
+    """EVALSHA (no keys) on a connection of our own, split into send and receive.
+
+    redis-py's call returns only with the reply, so a caller cannot tell when Redis has the
+    request: a task started "in the background" sends it only once the loop runs again, which
+    in a loop busy with CPU work (the next batch's decoding, a round's assignment) can be tens
+    of milliseconds later. The connection's send returns once every byte is in the kernel
+    (:class:`BulkConnection`), and ``on_sent`` tells the caller when that is (after each send:
+    twice when NOSCRIPT, from a restarted Redis, had the script loaded from ``text`` and sent
+    again). Any failure drops the connection, whose reply may still come.
+    """
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        for attempt in range(2):
+            await conn.send_command("EVALSHA", sha, 0, *args)
+            if on_sent is not None:
+                on_sent()
+            try:
+                return await conn.read_response()
+            except rex.NoScriptError:
+                if attempt:
+                    raise
+                await conn.send_command("SCRIPT", "LOAD", text)
+                await conn.read_response()
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)

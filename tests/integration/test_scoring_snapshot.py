@@ -245,10 +245,10 @@ def test_with_ingestion_idle_the_next_round_is_read_during_this_one_and_scored_f
             svc.enqueue(ids, None)
             first = svc._take()
             svc._changed_at = time.monotonic()  # ingestion busy: no read ahead
-            svc._read_ahead(first)
+            await svc._read_ahead(first)
             assert svc._ahead is None
             svc._changed_at = 0.0
-            svc._read_ahead(first)
+            await svc._read_ahead(first)  # returns once Redis has the read
             assert svc._ahead is not None
             second, reading = svc._ahead
             assert set(svc._in_round) == set(first) | set(second)

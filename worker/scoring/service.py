@@ -318,7 +318,7 @@ class ScoringService(Service):
             try:
                 started = time.perf_counter()
                 gathered = None if reading is None else await reading
-                self._read_ahead(take)
+                await self._read_ahead(take)
                 await self.score(take, gathered)
                 await self._yield_to_ingest(time.perf_counter() - started)
             except asyncio.CancelledError:
@@ -342,22 +342,31 @@ class ScoringService(Service):
     def _ingest_idle(self) -> bool:
         return time.monotonic() - self._changed_at >= INGEST_IDLE_S
 
-    def _read_ahead(self, current: Mapping[str, str | None]) -> None:
-        """While ingestion is idle, start reading the next round before this one is assigned.
+    async def _read_ahead(self, current: Mapping[str, str | None]) -> None:
+        """While ingestion is idle, send the next round's read before this one is assigned.
 
         After a burst the backlog is scored flat out, and a round spent about half its time
         waiting for Redis (read, write) and half assigning and building events; reading round
-        N+1 meanwhile keeps both busy. Not while ingestion is busy: a pause follows each round
-        then, and a state read before it would mostly be stale (its writes would conflict).
-        The rounds stay disjoint (both are out of the queue), and a read made for another
-        model's fields is made again (:meth:`score`).
+        N+1 meanwhile keeps both busy. Returns once Redis has the read: a task merely started
+        would send it only when the assignment (CPU, no await) is over, and Redis would then
+        run it after this round's write instead of during the assignment. Not while ingestion
+        is busy: a pause follows each round then, and a state read before it would mostly be
+        stale (its writes would conflict). The rounds stay disjoint (both are out of the
+        queue), and a read made for another model's fields is made again (:meth:`score`).
         """
         if not self.pending or not self._ingest_idle():
             return
         nxt = self._take()
         self._in_round = {**current, **nxt}
         fields = fields_for(self.holder.model.feature_names)
-        self._ahead = (nxt, asyncio.ensure_future(self._gather(nxt, fields)))
+        sent = asyncio.Event()
+        reading = asyncio.ensure_future(self._gather(nxt, fields, sent.set))
+        self._ahead = (nxt, reading)
+        waiter = asyncio.ensure_future(sent.wait())
+        try:
+            await asyncio.wait({reading, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
 
     async def _yield_to_ingest(self, round_s: float) -> None:
         """After a round of ``round_s``, leave ingestion its share while events keep coming.
@@ -414,12 +423,22 @@ class ScoringService(Service):
     def as_of_ms(self) -> int:
         return self._pinned_ms if self._pinned_ms is not None else int(time.time() * 1000)
 
-    async def _gather(self, items: Mapping[str, str | None], fields: tuple[str, ...]) -> Gathered:
-        """The customers' state: their latest snapshot, or one read for those without."""
+    async def _gather(
+        self,
+        items: Mapping[str, str | None],
+        fields: tuple[str, ...],
+        on_sent: Callable[[], None] | None = None,
+    ) -> Gathered:
+        """The customers' state: their latest snapshot, or one read for those without.
+
+        ``on_sent``: called once the read is in Redis's hands, or at once when none is needed.
+        """
         snapped, without = self.snapshots.take(items, fields)
         parts = [] if snapped is None else [snapped]
         if without:
-            parts.append(await self.store.read(without, fields))
+            parts.append(await self.store.read(without, fields, on_sent))
+        elif on_sent is not None:
+            on_sent()
         return Gathered(fields, parts)
 
     async def score(self, items: Mapping[str, str | None], gathered: Gathered | None = None) -> int:

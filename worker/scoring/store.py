@@ -20,16 +20,17 @@ Keys (all under ``{prefix}:``, see docs/scoring.md):
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from worker.redis_io import bulk_client
+from worker.redis_io import bulk_client, evalsha_sent
 from worker.scoring.vectors import SEGMENT_FIELDS, STATE_FIELDS, Round, from_flat, parse
 from worker.state import keys
 
@@ -207,7 +208,7 @@ class ScoringStore:
         self.redis_url = redis_url
         self.prefix = prefix
         self.redis = bulk_client(redis_url)
-        self._read = self.redis.register_script(READ_LUA)
+        self._read_sha = hashlib.sha1(READ_LUA.encode()).hexdigest()
         self._write = self.redis.register_script(WRITE_LUA)
         self._migrate = self.redis.register_script(MIGRATE_LUA)
         self._rounds = itertools.count()
@@ -216,13 +217,22 @@ class ScoringStore:
         return f"{self.prefix}:{suffix}"
 
     async def read(
-        self, customer_ids: Sequence[str], fields: Sequence[str] = STATE_FIELDS
+        self,
+        customer_ids: Sequence[str],
+        fields: Sequence[str] = STATE_FIELDS,
+        on_sent: Callable[[], None] | None = None,
     ) -> Round:
-        """The customers' state ``fields`` (others left absent) and segment fields, one trip."""
+        """The customers' state ``fields`` (others left absent) and segment fields, one trip.
+
+        ``on_sent``: called once Redis has the request (a read ahead runs while the caller
+        assigns the current round, see ``ScoringService._read_ahead``).
+        """
         if not customer_ids:
+            if on_sent is not None:
+                on_sent()
             return parse([], [])
-        args: list[str | bytes] = [self.prefix, _pack(list(customer_ids)), _pack(list(fields))]
-        reply = await self._read(keys=[], args=args)
+        args: list[Any] = [self.prefix, _pack(list(customer_ids)), _pack(list(fields))]
+        reply = await evalsha_sent(self.redis, self._read_sha, READ_LUA, args, on_sent)
         return from_flat(customer_ids, reply, ABSENT, fields)
 
     async def write(

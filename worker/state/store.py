@@ -33,7 +33,7 @@ from redis import exceptions as rex
 from worker.core.batch import ApplyResult, Batch, PackedSnapshot, Record, SnapshotSpec
 from worker.core.memory import COUNTER_NAMES, MAX_FINGERPRINTS
 from worker.core.rfm import NO_FINGERPRINT, CustomerState, Kind, to_delta
-from worker.redis_io import bulk_client
+from worker.redis_io import bulk_client, evalsha_sent
 from worker.state import keys
 from worker.state.errors import StoreRejected, StoreUnavailable
 
@@ -181,35 +181,13 @@ class StateStore:
         return _result(reply, prep.snapshot)
 
     async def _evalsha(self, args: list[Any], on_sent: Callable[[], None] | None) -> Any:
-        """EVALSHA on a connection of our own, split into send and receive.
+        """The state script, sent whole before ``on_sent`` (:func:`worker.redis_io.evalsha_sent`).
 
-        A batch's request is a few hundred KB. asyncio hands a socket what fits and keeps the
-        rest until its loop runs again; a caller that goes straight back to decoding the next
-        batch would leave Redis waiting for the end of the request (measured: the apply then
-        never overlapped the decoding, 53k instead of 80k events/s). The connection's ``send``
-        returns only once every byte is in the kernel (:mod:`worker.redis_io`), and
-        ``on_sent`` tells the caller when that is. NOSCRIPT (a restarted Redis) loads the
-        script and sends again; any failure drops the connection, whose reply may still come.
+        A batch's request is a few hundred KB; a caller that went straight back to decoding
+        the next batch before it was sent would leave Redis waiting for the end of the request
+        (measured: the apply then never overlapped the decoding, 53k instead of 80k events/s).
         """
-        pool = self._redis.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            for attempt in range(2):
-                await conn.send_command("EVALSHA", self._sha, 0, *args)
-                if on_sent is not None:
-                    on_sent()
-                try:
-                    return await conn.read_response()
-                except rex.NoScriptError:
-                    if attempt:
-                        raise
-                    await conn.send_command("SCRIPT", "LOAD", self._text)
-                    await conn.read_response()
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
+        return await evalsha_sent(self._redis, self._sha, self._text, args, on_sent)
 
     async def fences(self, topic: str) -> dict[int, int]:
         """Partition -> last applied offset of ``topic``."""
