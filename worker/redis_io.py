@@ -11,6 +11,7 @@ the loop go on).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
@@ -82,3 +83,17 @@ async def evalsha_sent(
         raise
     finally:
         await pool.release(conn)
+
+
+async def until_sent(task: asyncio.Future[Any], sent: asyncio.Event) -> None:
+    """Wait until ``task`` has set ``sent`` (its :func:`evalsha_sent` ``on_sent``) or ended.
+
+    For a caller that starts a request as a task and then goes on with CPU work: the task
+    runs only when the caller awaits, so without this the request would leave only at the
+    caller's next await, not before its CPU work.
+    """
+    waiter = asyncio.ensure_future(sent.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()

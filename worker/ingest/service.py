@@ -42,6 +42,7 @@ from worker.core.batch import ApplyResult, Batch, SnapshotSpec
 from worker.ingest.batch import Assembled, assemble, change_reasons, offsets_to_commit
 from worker.ingest.dead_letter import DeadLetterSink
 from worker.ingest.hooks import Hooks
+from worker.redis_io import until_sent
 from worker.state.errors import StoreRejected
 
 log = logging.getLogger(__name__)
@@ -267,11 +268,7 @@ class IngestService(Service):
         sent = asyncio.Event()
         task = asyncio.ensure_future(self._process(assembled, prepared, sent.set))
         self._inflight = task
-        waiter = asyncio.ensure_future(sent.wait())
-        try:
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
+        await until_sent(task, sent)
 
     async def _finish_inflight(self) -> None:
         task, self._inflight = self._inflight, None

@@ -43,6 +43,7 @@ from schemas import encode
 from worker.config import ENV, Settings
 from worker.core.batch import PackedSnapshot, SnapshotSpec
 from worker.ingest.hooks import Hooks
+from worker.redis_io import until_sent
 from worker.scoring import control
 from worker.scoring.decide import Decision, change_events, decide
 from worker.scoring.errors import ControlMessageInvalid
@@ -362,11 +363,7 @@ class ScoringService(Service):
         sent = asyncio.Event()
         reading = asyncio.ensure_future(self._gather(nxt, fields, sent.set))
         self._ahead = (nxt, reading)
-        waiter = asyncio.ensure_future(sent.wait())
-        try:
-            await asyncio.wait({reading, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
+        await until_sent(reading, sent)
 
     async def _yield_to_ingest(self, round_s: float) -> None:
         """After a round of ``round_s``, leave ingestion its share while events keep coming.
