@@ -13,6 +13,11 @@ worker, redis-server and the broker. At the end:
 - redis-server's ``SLOWLOG`` for commands slower than ``--slowlog-ms``: the state script and the
   scoring read and write scripts, by name, with median and maximum wall time per call.
 
+``--backlog`` measures the tail on its own: the events are first applied with scoring off (every
+customer is left ``unscored``), then a scoring worker starts on the same state and scores the
+whole backlog flat out; its phase **tail** is from the first scored customer until nothing is
+unscored, and the line before the phases gives customers scored per second.
+
 Phase boundaries are as fine as ``--every``. Not a pass/fail benchmark (there is no baseline in
 it): the figures to compare are ``bench_worker.py``'s. Example:
 ``.venv/bin/python benchmarks/trace_scoring.py --every 0.5``.
@@ -82,6 +87,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--every", type=float, default=1.0, help="seconds between lines")
     parser.add_argument("--slowlog-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--backlog", action="store_true", help="apply with scoring off, then score the backlog"
+    )
     opts = parser.parse_args()
     opts.runs, opts.paths = 1, "scoring"  # for bench_worker's conditions line
 
@@ -96,11 +104,14 @@ def main() -> None:
         bw.create_topics(bootstrap, [*topics, *extra], 4)
         asyncio.run(bw.produce_all(bootstrap, topics, bw.make_events(
             opts.events, opts.customers, opts.seed)))  # fmt: skip
+        ctx = {"bootstrap": bootstrap, "redis_url": redis_url, "topics": topics, "dir": tmp}
+        if opts.backlog:
+            apply_state_only(r, opts, ctx)
         r.config_set("slowlog-log-slower-than", int(opts.slowlog_ms * 1000))
         r.config_set("slowlog-max-len", 100_000)
         r.slowlog_reset()
-        ctx = {"bootstrap": bootstrap, "redis_url": redis_url, "topics": topics, "dir": tmp}
         port = free_port()
+        backlog = r.hlen("b-trace:unscored")
         proc, prefix, log = bw.spawn("scoring", opts, ctx, "trace", port)
         try:
             broker = svc["kafka"].pid
@@ -116,10 +127,11 @@ def main() -> None:
                 owed = r.hlen(f"{prefix}:unscored")
                 now = time.perf_counter()
                 used = cpu_now()
-                if applied and first is None:
+                scoring = opts.backlog and owed < backlog
+                if (scoring or (applied and not opts.backlog)) and first is None:
                     first = now
                     marks["start"] = (now, used)
-                if applied >= opts.events and "ingested" not in marks:
+                if first is not None and applied >= opts.events and "ingested" not in marks:
                     marks["ingested"] = (now, used)
                 if first is not None:
                     page = scoring_page(port)
@@ -136,8 +148,13 @@ def main() -> None:
         finally:
             bw.stop(proc)
             log.close()
+        if opts.backlog:
+            (t0, _), (t1, _) = marks["start"], marks["done"]
+            print(f"\n{backlog:,} customers scored in {t1 - t0:.2f} s: "
+                  f"{backlog / max(t1 - t0, 1e-9):,.0f} customers/s")  # fmt: skip
         print("\n# phases (share of one core used by each process)")
-        for name, (a, b) in (("ingest", ("start", "ingested")), ("tail", ("ingested", "done"))):
+        phases = (("ingest", ("start", "ingested")), ("tail", ("ingested", "done")))
+        for name, (a, b) in phases[1:] if opts.backlog else phases:
             (t0, c0), (t1, c1) = marks[a], marks[b]
             span = max(t1 - t0, 1e-9)
             who = ("worker", "redis", "broker")
@@ -149,6 +166,18 @@ def main() -> None:
         slow_scripts(r, script_names())
         keys = ("rounds", "scored", "changes", "conflicts", "repaired", "round_seconds_sum")
         print(f"\n# /scoring at the end: {json.dumps({k: page.get(k) for k in keys})}")
+
+
+def apply_state_only(r: redis.Redis, opts: argparse.Namespace, ctx: dict[str, Any]) -> None:
+    """Apply every event with scoring off, under the prefix and group the scoring run uses."""
+    proc, prefix, log = bw.spawn("worker", opts, ctx, "trace")
+    try:
+        bw.watch(r, prefix, opts.events, proc)
+    finally:
+        bw.stop(proc)
+        log.close()
+    print(f"applied {opts.events:,} events with scoring off: "
+          f"{r.hlen(f'{prefix}:unscored'):,} customers unscored", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
