@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
-#: Keys whose partition is remembered before the memo starts over.
-MEMO_MAX = 1_000_000
+from worker.scoring.partitions import default_partitions
+
 #: Uncompressed bytes per record batch (aiokafka's default is 16 KiB, ~40 change events). A
 #: round's changes to one partition then fit in one or two batches instead of ~30: every batch
 #: is compressed, framed and written to the socket on its own, and those writes were ~5 % of
@@ -40,11 +39,6 @@ class ChangePublisher:
         self.client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self.published = 0
-        self._partitioner = DefaultPartitioner()
-        #: key -> partition for the partition list in ``_memo_for``: aiokafka's murmur2 is pure
-        #: Python (~3 us a record) and the same customers change segment again and again.
-        self._memo: dict[bytes, int] = {}
-        self._memo_for: list[int] = []
 
     async def start(self) -> None:
         producer = AIOKafkaProducer(
@@ -75,7 +69,8 @@ class ChangePublisher:
         """Send ``(customer_id, segment_seq, model_version, value)`` records; wait for acks.
 
         Records are appended to one batch per partition (the default partitioner's choice for
-        the key, as ``send`` would make it) and sent with ``send_batch``: ``send`` per record
+        the key, as ``send`` would make it, computed for all keys at once:
+        :mod:`worker.scoring.partitions`) and sent with ``send_batch``: ``send`` per record
         costs ~30 us of Python each, more than scoring the customer.
         """
         producer = self._producer
@@ -83,17 +78,13 @@ class ChangePublisher:
         if not items:
             return
         partitions = sorted(await producer.partitions_for(self.topic))
-        if partitions != self._memo_for or len(self._memo) > MEMO_MAX:
-            self._memo, self._memo_for = {}, partitions
-        memo = self._memo
+        keys = [cid.encode() for cid, _, _, _ in items]
         batches: dict[int, Any] = {}
         futures = []
-        for cid, seq, version, value in items:
-            key = cid.encode()
+        for key, part, (_, seq, version, value) in zip(
+            keys, default_partitions(keys, partitions), items, strict=True
+        ):
             headers = [("segment_seq", str(seq).encode()), ("model_version", version.encode())]
-            part = memo.get(key)
-            if part is None:
-                part = memo[key] = self._partitioner(key, partitions, partitions)
             batch = batches.get(part)
             if batch is None:
                 batch = batches[part] = producer.create_batch()
