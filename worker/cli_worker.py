@@ -60,6 +60,18 @@ from worker.config import Settings
     help="Max share of time scoring takes while events arrive (0-1; docs/scoring.md).",
 )
 @env_option(
+    "catch_up_lag",
+    "--catch-up-lag",
+    type=int,
+    help="Records behind the brokers from which scoring uses --catch-up-share (0 = never).",
+)
+@env_option(
+    "catch_up_share",
+    "--catch-up-share",
+    type=float,
+    help="Max share of time scoring takes while catching up on a backlog (0-1).",
+)
+@env_option(
     "scoring_as_of",
     "--scoring-as-of",
     help="Pin the scoring clock (ISO 8601) instead of the wall clock (tests, backfills).",
@@ -129,7 +141,8 @@ def run_worker(settings: Settings) -> None:
 
         hooks = Hooks()  # filled in below: the scoring service needs the app's loop
         app = create_app(settings, hooks=hooks)
-        scoring = ScoringService(settings, loop=app.loop)
+        ingest = app.ingest  # type: ignore[attr-defined]
+        scoring = ScoringService(settings, behind=ingest.behind, loop=app.loop)
         filled = scoring.hooks()
         hooks.on_changed, hooks.on_recency_crossed = filled.on_changed, filled.on_recency_crossed
         hooks.on_control, hooks.snapshot_spec = filled.on_control, filled.snapshot_spec

@@ -49,6 +49,8 @@ ENV: dict[str, str] = {
     "retrain_cooldown_s": "SEGSTREAM_RETRAIN_COOLDOWN_S",
     "dirty_repair_s": "SEGSTREAM_DIRTY_REPAIR_S",
     "scoring_share": "SEGSTREAM_SCORING_SHARE",
+    "catch_up_lag": "SEGSTREAM_CATCH_UP_LAG",
+    "catch_up_share": "SEGSTREAM_CATCH_UP_SHARE",
     "scoring": "SEGSTREAM_SCORING",
 }
 
@@ -107,6 +109,13 @@ class Settings:
     #: (the rest goes to ingestion, and customers changed meanwhile are scored once, on their
     #: latest state); when ingestion is idle, scoring runs flat out. 1 = no limit.
     scoring_share: float = 0.3
+    #: Catching up: while ingestion is at least ``catch_up_lag`` records behind the brokers (a
+    #: replay, a backfill, the backlog after an outage), scoring takes at most
+    #: ``catch_up_share`` of the time instead: segments scored mid-backlog describe states the
+    #: next events replace within seconds, and the backlog drained sooner is what brings every
+    #: segment up to date sooner. 0 = never (``scoring_share`` always).
+    catch_up_lag: int = 50_000
+    catch_up_share: float = 0.02
     #: 1 = the worker assigns segments (``ScoringService``); 0 = state only (benchmarks).
     scoring: int = 1
 

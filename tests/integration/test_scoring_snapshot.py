@@ -277,3 +277,64 @@ def test_with_ingestion_idle_the_next_round_is_read_during_this_one_and_scored_f
     for cid in set(ids) - left:
         assert client.hget(keys.customer(redis_prefix, cid), "segment_seq") == b"1"
     client.close()
+
+
+def test_a_write_behind_returns_once_redis_has_it_and_its_task_finishes_the_round(
+    redis_url: str,
+    redis_prefix: str,
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ingestion idle: the loop assigns the next round while Redis runs this one's write."""
+    import time
+
+    from tests.integration.test_redis_io import SLOW
+    from worker.redis_io import bulk_client, evalsha_sent
+    from worker.scoring import service as service_module
+
+    monkeypatch.setattr(service_module, "ROUND_MAX", 10)
+    events = orders(n_customers=20, n_orders=60)
+    results = apply_with_snapshot(redis_url, redis_prefix, batches(events, "o", size=100))
+    ids = sorted({cid for r in results for cid in r.changed})
+    client = redis.Redis.from_url(redis_url)
+
+    async def run() -> tuple[ScoringService, list[str]]:
+        async with scoring_service(redis_url, redis_prefix, kafka_bootstrap, make_topic) as svc:
+            svc.enqueue(ids, None)
+            first, second = svc._take(), svc._take()
+            fields = fields_for(svc.holder.model.feature_names)
+            gathered = await svc._gather(first, fields)
+            busy = bulk_client(redis_url)  # Redis busy ~400 ms: the write waits behind it
+            sent = asyncio.Event()
+            slow_sha = await busy.script_load(SLOW)
+            svc._status_at = time.monotonic()  # no status write at the round's end
+            blocker = asyncio.ensure_future(
+                evalsha_sent(busy, slow_sha, SLOW, [400, "done"], sent.set)
+            )
+            await sent.wait()
+            await asyncio.sleep(0.05)  # Redis is inside the busy script now
+            assert await svc.score(first, gathered, write_behind=True) > 0
+            assert svc.metrics.rounds == 0 and len(svc._publishing) == 1  # reply still owed
+            assert not blocker.done()
+            await svc.publish_settled()
+            assert svc.metrics.rounds == 1 and svc.metrics.scored == 10
+            await blocker
+            await busy.aclose()
+
+            # a write behind that fails puts its round back in the queue
+            async def failing_write(*args: Any) -> tuple[list[str], str]:
+                args[-1]()  # on_sent: "Redis has it"
+                raise ConnectionError("Redis went away")
+
+            monkeypatch.setattr(svc.store, "write", failing_write)
+            await svc.score(second, write_behind=True)
+            await svc.publish_settled()
+            return svc, list(second)
+
+    svc, second = asyncio.run(run())
+    assert set(svc.pending) == set(second) and svc.metrics.failures == 1
+    assert svc.metrics.last_error and "Redis went away" in svc.metrics.last_error
+    left = {k.decode() for k in client.hkeys(keys.unscored(redis_prefix))}
+    assert left == set(second)  # the first round is written, the second still owed
+    client.close()

@@ -140,3 +140,29 @@ def test_sweep_hands_over_customers_whose_recency_crossed_a_threshold_once(
             await service.stop()
 
     asyncio.run(scenario())
+
+
+def test_behind_is_the_backlog_still_to_fetch_and_falls_to_zero(settings: Settings) -> None:
+    """What the scoring service reads to know it is catching up (``settings.catch_up_lag``)."""
+    events = [_click(i, f"c{i % 50}") for i in range(3000)]
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        service = IngestService(
+            settings.with_(batch_max_records=100),
+            hooks=Hooks(on_changed=lambda *_: record(service)),
+        )
+        produce(settings.kafka_bootstrap, records_for(settings, events))  # a backlog first
+        await service.start()
+        try:
+            await _until(lambda: service.metrics.valid >= len(events), 60, "all events applied")
+            assert service.behind() == 0
+        finally:
+            await service.stop()
+
+    async def record(service: IngestService) -> None:
+        seen.append(service.behind())
+
+    asyncio.run(scenario())
+    assert max(seen) >= 2000  # early batches: most of the 3000 still on the broker
+    assert seen[-1] < 200

@@ -343,6 +343,51 @@ def test_scoring_pauses_for_its_share_only_while_ingestion_is_busy() -> None:
     assert asyncio.run(pause(1.0, True, 0.1)) < 0.02
 
 
+def test_while_catching_up_scoring_takes_the_catch_up_share_and_its_end_shortens_the_pause() -> (
+    None
+):
+    import asyncio
+    import time
+
+    from worker.config import Settings
+    from worker.scoring.service import ScoringService
+
+    lag = [5000]
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0",
+        scoring_share=0.5,
+        catch_up_lag=1000,
+        catch_up_share=0.1,
+    )
+    svc = ScoringService(settings, behind=lambda: lag[0])
+    assert svc.catching_up() and svc.share() == 0.1
+    lag[0] = 999
+    assert not svc.catching_up() and svc.share() == 0.5
+    # off: no lag threshold, nobody to ask, or a catch-up share above the live one
+    lag[0] = 5000
+    assert not ScoringService(settings.with_(catch_up_lag=0), behind=lambda: 10**9).catching_up()
+    assert ScoringService(settings).share() == 0.5
+    assert ScoringService(settings.with_(catch_up_share=0.9), behind=lambda: 5000).share() == 0.5
+
+    async def pause(round_s: float, lag_after: float | None = None) -> float:
+        svc._changed_at = time.monotonic()  # ingestion busy
+        lag[0] = 5000
+
+        async def catch_up_ends() -> None:
+            if lag_after is not None:
+                await asyncio.sleep(lag_after)
+                lag[0] = 0
+
+        started = time.perf_counter()
+        await asyncio.gather(svc._yield_to_ingest(round_s), catch_up_ends())
+        return time.perf_counter() - started
+
+    # round 0.02 s: catching up (share 0.1) -> 0.18 s; the catch-up over after 0.05 s -> the
+    # live share's 0.02 s has passed, so the pause ends at the next look (<= 0.05 s later)
+    assert 0.15 <= asyncio.run(pause(0.02)) < 0.24
+    assert 0.04 <= asyncio.run(pause(0.02, lag_after=0.05)) < 0.14
+
+
 def test_a_repair_does_not_end_the_pause_a_sweep_or_rescore_does() -> None:
     """The periodic repair queues what it finds without ending the scoring share's pause (its
     customers have no reason to lose); a sweep or a rescore ends it, an empty one does not."""

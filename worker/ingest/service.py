@@ -431,6 +431,10 @@ class IngestService(Service):
             await asyncio.wait({task}, timeout=timeout)
 
     # -- introspection --------------------------------------------------------------------------
+    def behind(self) -> int:
+        """Records fetched by nobody yet on this worker's partitions: the backlog it is in."""
+        return sum(self.lag().values())
+
     def lag(self) -> dict[str, int]:
         """Records behind the broker's high watermark per assigned partition (approximate)."""
         consumer = self._consumer

@@ -53,6 +53,7 @@ from worker.scoring.snapshot import SnapshotBatch, SnapshotIndex
 from worker.scoring.store import ScoringStore, WritePlan
 from worker.scoring.vectors import Round, fields_for
 from worker.segmentation.model import SegmentModel
+from worker.segmentation.online import OnlineKMeans
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ INGEST_IDLE_S = 0.25
 @dataclass
 class ScoringMetrics:
     rounds: int = 0
+    catch_up_rounds: int = 0
     scored: int = 0
     changes: int = 0
     published: int = 0
@@ -123,8 +125,12 @@ def _backoff(attempt: int) -> float:
 class ScoringService(Service):
     """Scores queued customers in rounds; see the module docstring."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, behind: Callable[[], int] | None = None, **kwargs: Any
+    ) -> None:
+        """``behind``: how many records ingestion has still to fetch (catch-up, :meth:`share`)."""
         self.settings = settings
+        self._behind = behind
         self.store = ScoringStore(settings.redis_url, settings.redis_prefix)
         self.holder = ModelHolder(self.store)
         self.publisher = ChangePublisher(
@@ -152,7 +158,7 @@ class ScoringService(Service):
         #: event of theirs arrives first (its batch would otherwise relabel it).
         self._rescore_queued: set[str] = set()
         #: Rounds' publications in flight, oldest first, with their customers.
-        self._publishing: list[tuple[frozenset[str], asyncio.Future[None]]] = []
+        self._publishing: list[tuple[frozenset[str], asyncio.Future[Any]]] = []
         #: The customers of the round being scored and of the one read ahead (the repair
         #: leaves them alone).
         self._in_round: Mapping[str, str | None] = {}
@@ -320,7 +326,9 @@ class ScoringService(Service):
                 started = time.perf_counter()
                 gathered = None if reading is None else await reading
                 await self._read_ahead(take)
-                await self.score(take, gathered)
+                await self.score(take, gathered, write_behind=self._ingest_idle())
+                if self.catching_up():
+                    self.metrics.catch_up_rounds += 1
                 await self._yield_to_ingest(time.perf_counter() - started)
             except asyncio.CancelledError:
                 raise
@@ -365,23 +373,37 @@ class ScoringService(Service):
         self._ahead = (nxt, reading)
         await until_sent(reading, sent)
 
+    def catching_up(self) -> bool:
+        """Whether ingestion is at least ``settings.catch_up_lag`` records behind the brokers."""
+        lag = self.settings.catch_up_lag
+        return lag > 0 and self._behind is not None and self._behind() >= lag
+
+    def share(self) -> float:
+        """The share of the time scoring may take now (``--scoring-share``, or catching up)."""
+        s = self.settings
+        return min(s.catch_up_share, s.scoring_share) if self.catching_up() else s.scoring_share
+
     async def _yield_to_ingest(self, round_s: float) -> None:
         """After a round of ``round_s``, leave ingestion its share while events keep coming.
 
         Scoring shares the worker's event loop (and, on a small machine, its cores) with
         ingestion. Flat out, it would take every gap ingestion leaves and slow it down, only to
         score customers again and again between their events; paused for
-        ``round_s * (1 - share) / share``, it takes at most ``settings.scoring_share`` of the
-        time, and a customer's events of the pause are scored once, on its latest state. The
-        pause ends as soon as ingestion has been idle for :data:`INGEST_IDLE_S` (at low rates,
-        and once a burst is over, rounds follow each other without delay) or something other
-        than an ingest batch queues customers (:meth:`enqueue`).
+        ``round_s * (1 - share) / share``, it takes at most :meth:`share` of the time, and a
+        customer's events of the pause are scored once, on its latest state. The pause ends as
+        soon as ingestion has been idle for :data:`INGEST_IDLE_S` (at low rates, and once a
+        burst is over, rounds follow each other without delay) or something other than an
+        ingest batch queues customers (:meth:`enqueue`). The share is looked at again while
+        the pause lasts: a catch-up that ends shortens it to the live one.
         """
-        share = self.settings.scoring_share
-        if share >= 1 or round_s <= 0:
+        if round_s <= 0:
             return
-        deadline = time.monotonic() + round_s * (1 - share) / max(share, 0.01)
+        ended = time.monotonic()
         while not self.should_stop and not self._urgent:
+            share = self.share()
+            if share >= 1:
+                return
+            deadline = ended + round_s * (1 - share) / max(share, 0.01)
             now = time.monotonic()
             if now >= deadline or self._ingest_idle():
                 return
@@ -438,8 +460,21 @@ class ScoringService(Service):
             on_sent()
         return Gathered(fields, parts)
 
-    async def score(self, items: Mapping[str, str | None], gathered: Gathered | None = None) -> int:
-        """Score one round (its state ``gathered`` ahead, or now); returns the changes."""
+    async def score(
+        self,
+        items: Mapping[str, str | None],
+        gathered: Gathered | None = None,
+        write_behind: bool = False,
+    ) -> int:
+        """Score one round (its state ``gathered`` ahead, or now); returns the changes.
+
+        ``write_behind``: return once Redis has the round's write, and let its reply, the
+        conflicts, the online model and the publication follow in a task (:meth:`_finish`).
+        While ingestion is idle the backlog is scored flat out and each round waited ~40 ms for
+        its write with nothing to do, although the next round's state was already read; now it
+        assigns that round meanwhile. The count returned is then that of the changes planned
+        (conflicts, known later, are not subtracted).
+        """
         if self._rescore_queued:
             rescored = self._rescore_queued.intersection(items)
             if rescored:
@@ -460,31 +495,80 @@ class ScoringService(Service):
             for rnd, dec in decisions:
                 self._plan(plan, model.version, rnd, dec, items, as_of_ms, sent)
             events = [(cid, seq, payload) for cid, seq, _, payload in sent.values()]
-            conflicts_list, token = await self.store.write(model.version, as_of_ms, plan, events)
-            conflicts = set(conflicts_list)
-            publish = [v for cid, v in sent.items() if cid not in conflicts]
-            await self._publish_behind(publish, token)
-            for cid in conflicts:
-                self.pending.setdefault(cid, items.get(cid))
-            m = self.metrics
-            m.rounds += 1
-            m.scored += sum(len(rnd) for rnd in parts) - len(conflicts)
-            m.changes += len(publish)
-            m.conflicts += len(conflicts)
-            m.missing += sum(len(rnd.missing) for rnd in parts)
-            online = self.holder.online
-            if online is not None and isinstance(model, SegmentModel):
-                for rnd, dec in decisions:
-                    if not len(rnd):
-                        continue
-                    x, ids = dec.x_real, dec.segment_ids
-                    if conflicts:
-                        ok = np.array([cid not in conflicts for cid in rnd.customer_ids], bool)
-                        x, ids = x[ok], ids[ok]
-                    online.learn_many(model.transform(x), ids)
-                await self._check_drift()
-            m.round_seconds_sum += time.perf_counter() - started
+            on_sent = asyncio.Event()
+            writing = asyncio.ensure_future(
+                self.store.write(model.version, as_of_ms, plan, events, on_sent.set)
+            )
+            online = self.holder.online if isinstance(model, SegmentModel) else None
+
+            def finish(in_task: bool) -> Awaitable[int]:
+                return self._finish(writing, items, sent, decisions, model, online, in_task)
+
+            if write_behind:
+                await until_sent(writing, on_sent)
+                await self._in_flight(frozenset(sent), lambda: finish(True))
+                changes = len(sent)
+            else:
+                changes = await finish(False)
+            self.metrics.round_seconds_sum += time.perf_counter() - started
         await self._save_status()
+        return changes
+
+    async def _finish(
+        self,
+        writing: Awaitable[tuple[list[str], str]],
+        items: Mapping[str, str | None],
+        sent: Mapping[str, tuple[str, int, str, bytes]],
+        decisions: Sequence[tuple[Round, Decision]],
+        model: SegmentModel | Any,
+        online: OnlineKMeans | None,
+        in_task: bool,
+    ) -> int:
+        """After a round's write: conflicts back in the queue, counts, online model, publication.
+
+        Returns the changes published. ``in_task``: this runs as the round's entry in
+        ``_publishing`` (write behind) and publishes itself; else the publication is handed to
+        a task of its own. A failed write behind puts the whole round back in the queue (its
+        customers stay in ``unscored``, so the repair would find them too); a failed write
+        otherwise raises, and the scoring loop does the same.
+        """
+        try:
+            conflicts_list, token = await writing
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not in_task:
+                raise
+            for cid, reason in items.items():
+                self.pending.setdefault(cid, reason)
+            self._note(f"scoring write failed: {type(exc).__name__}: {exc}")
+            log.warning("scoring write of %d failed (%s: %s); re-queued", len(items),
+                        type(exc).__name__, exc)  # fmt: skip
+            return 0
+        conflicts = set(conflicts_list)
+        publish = [v for cid, v in sent.items() if cid not in conflicts]
+        for cid in conflicts:
+            self.pending.setdefault(cid, items.get(cid))
+        m = self.metrics
+        m.rounds += 1
+        m.scored += sum(len(rnd) for rnd, _ in decisions) - len(conflicts)
+        m.changes += len(publish)
+        m.conflicts += len(conflicts)
+        m.missing += sum(len(rnd.missing) for rnd, _ in decisions)
+        if online is not None:
+            for rnd, dec in decisions:
+                if not len(rnd):
+                    continue
+                x, ids = dec.x_real, dec.segment_ids
+                if conflicts:
+                    ok = np.array([cid not in conflicts for cid in rnd.customer_ids], bool)
+                    x, ids = x[ok], ids[ok]
+                online.learn_many(model.transform(x), ids)
+            await self._check_drift()
+        if in_task:
+            await self._publish(publish, token)
+        else:
+            await self._publish_behind(publish, token)
         return len(publish)
 
     @staticmethod
@@ -551,14 +635,18 @@ class ScoringService(Service):
         customers, so a customer's changes reach the topic in order even when a publication
         fails and is retried. The outbox covers a crash meanwhile.
         """
-        ids = frozenset(cid for cid, _, _, _ in items)
+        if items or field:
+            ids = frozenset(cid for cid, _, _, _ in items)
+            await self._in_flight(ids, lambda: self._publish(items, field))
+
+    async def _in_flight(self, ids: frozenset[str], start: Callable[[], Awaitable[Any]]) -> None:
+        """Start a round's publication (``start()``) as a task once the order rules allow it."""
         while self._publishing and (
             len(self._publishing) >= PUBLISH_DEPTH
             or any(not ids.isdisjoint(held) for held, _ in self._publishing)
         ):
             await self._settle_oldest()
-        if items or field:
-            self._publishing.append((ids, asyncio.ensure_future(self._publish(items, field))))
+        self._publishing.append((ids, asyncio.ensure_future(start())))
 
     async def _settle_oldest(self) -> None:
         _, task = self._publishing[0]
@@ -701,6 +789,7 @@ class ScoringService(Service):
         m["model_version"] = self.holder.version
         m["ready"] = self.ready
         m["drift_bound"] = self.settings.drift_bound
+        m["catching_up"] = self.catching_up()
         return m
 
 

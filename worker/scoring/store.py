@@ -209,7 +209,7 @@ class ScoringStore:
         self.prefix = prefix
         self.redis = bulk_client(redis_url)
         self._read_sha = hashlib.sha1(READ_LUA.encode()).hexdigest()
-        self._write = self.redis.register_script(WRITE_LUA)
+        self._write_sha = hashlib.sha1(WRITE_LUA.encode()).hexdigest()
         self._migrate = self.redis.register_script(MIGRATE_LUA)
         self._rounds = itertools.count()
 
@@ -241,13 +241,16 @@ class ScoringStore:
         as_of_ms: int,
         plan: WritePlan,
         events: Sequence[tuple[str, int, bytes]] = (),
+        on_sent: Callable[[], None] | None = None,
     ) -> tuple[list[str], str]:
         """Segments (+ the round's change events ``(cid, seq, JSON)`` in the outbox), atomically.
 
         Returns the conflicting ids and the outbox field holding the round's events (to delete
-        once the others are published).
+        once the others are published). ``on_sent``: called once Redis has the request.
         """
         if not plan.ids:
+            if on_sent is not None:
+                on_sent()
             return [], ""
         token = f"{time.time_ns():020d}-{os.getpid()}-{next(self._rounds)}"
         flat = [x for event in events for x in event]
@@ -256,7 +259,7 @@ class ScoringStore:
             _pack(plan.checks), _pack(plan.changes), _pack(plan.stale),
             _pack(flat) if flat else "",
         ]  # fmt: skip
-        reply = await self._write(keys=[], args=args)
+        reply = await evalsha_sent(self.redis, self._write_sha, WRITE_LUA, args, on_sent)
         return [_str(c) for c in reply], token
 
     # -- outbox ---------------------------------------------------------------------------------
