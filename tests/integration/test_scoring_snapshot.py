@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -222,6 +223,18 @@ def test_a_round_with_a_customer_whose_hash_vanished_clears_it_instead_of_requeu
     client.close()
 
 
+def rounds_of_ten(
+    monkeypatch: pytest.MonkeyPatch, url: str, prefix: str, n_customers: int
+) -> tuple[list[Any], list[str]]:
+    """Rounds of 10 customers; ``n_customers`` customers' orders applied (the events, the ids)."""
+    from worker.scoring import service as service_module
+
+    monkeypatch.setattr(service_module, "ROUND_MAX", 10)
+    events = orders(n_customers=n_customers, n_orders=3 * n_customers)
+    results = apply_with_snapshot(url, prefix, batches(events, "o", size=100))
+    return events, sorted({cid for r in results for cid in r.changed})
+
+
 def test_with_ingestion_idle_the_next_round_is_read_during_this_one_and_scored_from_that_read(
     redis_url: str,
     redis_prefix: str,
@@ -229,14 +242,7 @@ def test_with_ingestion_idle_the_next_round_is_read_during_this_one_and_scored_f
     make_topic: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import time
-
-    from worker.scoring import service as service_module
-
-    monkeypatch.setattr(service_module, "ROUND_MAX", 10)
-    events = orders(n_customers=30, n_orders=90)
-    results = apply_with_snapshot(redis_url, redis_prefix, batches(events, "o", size=100))
-    ids = sorted({cid for r in results for cid in r.changed})
+    events, ids = rounds_of_ten(monkeypatch, redis_url, redis_prefix, n_customers=30)
     assert len(ids) > 20
     client = redis.Redis.from_url(redis_url)
 
@@ -287,16 +293,10 @@ def test_a_write_behind_returns_once_redis_has_it_and_its_task_finishes_the_roun
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Ingestion idle: the loop assigns the next round while Redis runs this one's write."""
-    import time
-
     from tests.integration.test_redis_io import SLOW
     from worker.redis_io import bulk_client, evalsha_sent
-    from worker.scoring import service as service_module
 
-    monkeypatch.setattr(service_module, "ROUND_MAX", 10)
-    events = orders(n_customers=20, n_orders=60)
-    results = apply_with_snapshot(redis_url, redis_prefix, batches(events, "o", size=100))
-    ids = sorted({cid for r in results for cid in r.changed})
+    _, ids = rounds_of_ten(monkeypatch, redis_url, redis_prefix, n_customers=20)
     client = redis.Redis.from_url(redis_url)
 
     async def run() -> tuple[ScoringService, list[str]]:
