@@ -450,14 +450,13 @@ class ScoringService(Service):
     ) -> Gathered:
         """The customers' state: their latest snapshot, or one read for those without.
 
-        ``on_sent``: called once the read is in Redis's hands, or at once when none is needed.
+        ``on_sent``: called once the read is in Redis's hands (never when none is needed: the
+        caller's ``until_sent`` returns when this ends).
         """
         snapped, without = self.snapshots.take(items, fields)
         parts = [] if snapped is None else [snapped]
         if without:
             parts.append(await self.store.read(without, fields, on_sent))
-        elif on_sent is not None:
-            on_sent()
         return Gathered(fields, parts)
 
     async def score(

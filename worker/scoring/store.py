@@ -225,11 +225,10 @@ class ScoringStore:
         """The customers' state ``fields`` (others left absent) and segment fields, one trip.
 
         ``on_sent``: called once Redis has the request (a read ahead runs while the caller
-        assigns the current round, see ``ScoringService._read_ahead``).
+        assigns the current round, see ``ScoringService._read_ahead``); not when nothing is
+        sent (``redis_io.until_sent`` also returns when the call ends).
         """
         if not customer_ids:
-            if on_sent is not None:
-                on_sent()
             return parse([], [])
         args: list[Any] = [self.prefix, _pack(list(customer_ids)), _pack(list(fields))]
         reply = await evalsha_sent(self.redis, self._read_sha, READ_LUA, args, on_sent)
@@ -246,11 +245,10 @@ class ScoringStore:
         """Segments (+ the round's change events ``(cid, seq, JSON)`` in the outbox), atomically.
 
         Returns the conflicting ids and the outbox field holding the round's events (to delete
-        once the others are published). ``on_sent``: called once Redis has the request.
+        once the others are published). ``on_sent``: called once Redis has the request (as for
+        :meth:`read`).
         """
         if not plan.ids:
-            if on_sent is not None:
-                on_sent()
             return [], ""
         token = f"{time.time_ns():020d}-{os.getpid()}-{next(self._rounds)}"
         flat = [x for event in events for x in event]
