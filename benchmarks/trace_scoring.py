@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import statistics
 import tempfile
@@ -42,11 +41,12 @@ import redis
 
 def script_names() -> dict[str, str]:
     """SHA-1 -> name of the Lua scripts the worker runs (EVALSHA carries only the hash)."""
+    from worker.redis_io import script_sha
     from worker.scoring.store import READ_LUA, WRITE_LUA
     from worker.state.store import script_text
 
     texts = {"state script": script_text(), "scoring read": READ_LUA, "scoring write": WRITE_LUA}
-    return {hashlib.sha1(t.encode()).hexdigest(): name for name, t in texts.items()}
+    return {script_sha(t): name for name, t in texts.items()}
 
 
 def scoring_page(port: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,11 @@ def bulk_client(url: str, **kwargs: Any) -> aioredis.Redis:
     if url.startswith("redis://"):
         kwargs.setdefault("connection_class", BulkConnection)
     return aioredis.Redis.from_url(url, **kwargs)
+
+
+def script_sha(text: str) -> str:
+    """The SHA-1 Redis knows a Lua script by (what EVALSHA and :func:`evalsha_sent` take)."""
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 async def evalsha_sent(

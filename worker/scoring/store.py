@@ -20,7 +20,6 @@ Keys (all under ``{prefix}:``, see docs/scoring.md):
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import time
@@ -30,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from worker.redis_io import bulk_client, evalsha_sent
+from worker.redis_io import bulk_client, evalsha_sent, script_sha
 from worker.scoring.vectors import SEGMENT_FIELDS, STATE_FIELDS, Round, from_flat, parse
 from worker.state import keys
 
@@ -208,8 +207,7 @@ class ScoringStore:
         self.redis_url = redis_url
         self.prefix = prefix
         self.redis = bulk_client(redis_url)
-        self._read_sha = hashlib.sha1(READ_LUA.encode()).hexdigest()
-        self._write_sha = hashlib.sha1(WRITE_LUA.encode()).hexdigest()
+        self._read_sha, self._write_sha = script_sha(READ_LUA), script_sha(WRITE_LUA)
         self._migrate = self.redis.register_script(MIGRATE_LUA)
         self._rounds = itertools.count()
 

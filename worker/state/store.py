@@ -20,7 +20,6 @@ results into the script's arguments and reads hashes back into :class:`CustomerS
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +32,7 @@ from redis import exceptions as rex
 from worker.core.batch import ApplyResult, Batch, PackedSnapshot, Record, SnapshotSpec
 from worker.core.memory import COUNTER_NAMES, MAX_FINGERPRINTS
 from worker.core.rfm import NO_FINGERPRINT, CustomerState, Kind, to_delta
-from worker.redis_io import bulk_client, evalsha_sent
+from worker.redis_io import bulk_client, evalsha_sent, script_sha
 from worker.state import keys
 from worker.state.errors import StoreRejected, StoreUnavailable
 
@@ -146,7 +145,7 @@ class StateStore:
         self.max_fingerprints = max_fingerprints
         self._redis = bulk_client(redis_url)
         self._text = script_text()
-        self._sha = hashlib.sha1(self._text.encode()).hexdigest()
+        self._sha = script_sha(self._text)
 
     def prepare(self, batch: Batch, snapshot: SnapshotSpec | None = None) -> Prepared:
         """The script's arguments for ``batch``, for :meth:`apply`.
