@@ -8,6 +8,7 @@ all without raising.
 The reasons, by kind (``<...>`` varies with the record; the tests assert each one):
 
 - oversize: ``$: oversize: <n> bytes, the limit is 65536``
+- nested too deeply: ``$: nested too deeply: more than 32 levels of arrays and objects``
 - not UTF-8: ``$: not UTF-8: invalid byte at position <i>``
 - not JSON: ``$: not JSON: <what the parser saw>``
 - missing field: ``$.<field>: missing required field``
@@ -17,10 +18,13 @@ The reasons, by kind (``<...>`` varies with the record; the tests assert each on
 - unparsable timestamp: ``$.event_time: unparsable timestamp: expected RFC 3339 ...``
 - a model's own checks (prices, quantities, totals, times, versions, ids): see
   :mod:`schemas.events`, e.g. ``$.items[0].quantity: must be at least 1, got 0``
+- anything else a record makes the decoder raise (the last resort, so that one record can never
+  stop a batch): ``$: could not be decoded: <exception type>: <message>``
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -39,6 +43,12 @@ from schemas.events import (
 #: Larger records are refused before parsing: a real order is a few KiB at most, and parsing a
 #: multi-megabyte blob would stall a whole partition.
 MAX_EVENT_BYTES = 64 * 1024
+#: Deeper records are refused before parsing. Valid events nest three levels (an order, its
+#: ``items`` array, one item); msgspec parses unknown fields recursively and raises
+#: ``RecursionError`` past Python's recursion limit, which depends on how deep the caller's stack
+#: already is: without a fixed bound the same record could pass in one process and fail in
+#: another.
+MAX_NESTING = 32
 #: A reason longer than this is cut (a rejected value is quoted in it, and can be 64 KiB).
 MAX_REASON_CHARS = 300
 #: ``decode_many`` re-reads the clock for the future-time bound every 4096 records.
@@ -68,21 +78,60 @@ def _literal_fields(model: type[Any]) -> dict[str, tuple[str, ...]]:
 _CHOICES: dict[type[Any], dict[str, tuple[str, ...]]] = {m: _literal_fields(m) for m in _MODELS}
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_OPENERS = frozenset(b"[{")
+
+
+def nesting_depth(data: bytes | bytearray | memoryview) -> int:
+    """How deeply arrays and objects nest in JSON ``data`` (brackets inside strings ignored).
+
+    Malformed JSON gets a number too (an unterminated string's brackets count); the parser
+    refuses such a record anyway, this only decides which reason it gets first.
+    """
+    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", bytes(data)))
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in _OPENERS:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        else:
+            depth -= 1
+    return deepest
+
+
+def _guard(data: bytes | bytearray | memoryview) -> SchemaError | None:
+    """The checks made before parsing: size, then nesting (scanned only when it could be deep)."""
+    if len(data) > MAX_EVENT_BYTES:
+        return _oversize(len(data))
+    if isinstance(data, memoryview):  # no count(); rare enough for the copy not to matter
+        data = data.tobytes()
+    if data.count(b"{") + data.count(b"[") > MAX_NESTING and nesting_depth(data) > MAX_NESTING:
+        return SchemaError(
+            "$", f"nested too deeply: more than {MAX_NESTING} levels of arrays and objects"
+        )
+    return None
+
+
 def encode(event: OrderEvent | ClickEvent | SegmentChange | DeadLetter) -> bytes:
     """Compact JSON bytes for any event model."""
     return _ENCODER.encode(event)
 
 
 def decode(model: type[T], data: bytes | bytearray | memoryview) -> T:
-    """Decode and validate one record, or raise :class:`SchemaError`."""
-    if len(data) > MAX_EVENT_BYTES:
-        raise _oversize(len(data))
+    """Decode and validate one record, or raise :class:`SchemaError` (and nothing else)."""
     try:
-        return _DECODERS[model].decode(data)  # type: ignore[no-any-return]
+        refused = _guard(data)
+        if refused is None:
+            return _DECODERS[model].decode(data)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
-        raise _validation_error(model, exc) from None
+        refused = _validation_error(model, exc)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise _decode_error(data, exc) from None
+        refused = _decode_error(data, exc)
+    except Exception as exc:  # the last resort: see the module docstring
+        refused = _unexpected(exc)
+    raise refused
 
 
 def decode_order(data: bytes) -> OrderEvent:
@@ -100,8 +149,9 @@ def decode_many(
 
     ``index`` is the record's position in ``records``, so a caller can dead-letter the exact
     bytes it received; both lists are in input order and together hold every index once. Never
-    raises for a record's content. The future-time bound is read from the clock once per
-    4096 records (:func:`schemas.events.batch_clock`).
+    raises for a record's content, whatever it is: an exception no check foresaw rejects that
+    record alone, with the exception's type in the reason. The future-time bound is read from
+    the clock once per 4096 records (:func:`schemas.events.batch_clock`).
     """
     valid: list[tuple[int, T]] = []
     rejected: list[tuple[int, SchemaError]] = []
@@ -111,20 +161,31 @@ def decode_many(
         for index, data in enumerate(records):
             if not index & _CLOCK_REFRESH_MASK and index:
                 refresh_clock()
-            if len(data) > MAX_EVENT_BYTES:
-                rejected.append((index, _oversize(len(data))))
-                continue
             try:
+                refused = _guard(data)
+                if refused is not None:
+                    rejected.append((index, refused))
+                    continue
                 keep((index, decode_one(data)))
             except msgspec.ValidationError as exc:
                 rejected.append((index, _validation_error(model, exc)))
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 rejected.append((index, _decode_error(data, exc)))
+            except Exception as exc:  # the last resort: see the module docstring
+                rejected.append((index, _unexpected(exc)))
     return valid, rejected
 
 
 def _oversize(size: int) -> SchemaError:
     return SchemaError("$", f"oversize: {size} bytes, the limit is {MAX_EVENT_BYTES}")
+
+
+def _unexpected(exc: Exception) -> SchemaError:
+    try:
+        detail = str(exc)
+    except Exception:  # an exception whose __str__ raises must not escape either
+        detail = "(message unavailable)"
+    return _error("$", f"could not be decoded: {type(exc).__name__}: {detail}")
 
 
 def _error(path: str, reason: str) -> SchemaError:
