@@ -38,6 +38,8 @@ COUNTER_NAMES: tuple[str, ...] = (
     "fenced",
     "deduped",
     "anonymous",
+    # sweep-index buckets the state script found holding the wrong type (state still exact)
+    "index_errors",
 )
 
 

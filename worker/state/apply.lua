@@ -22,6 +22,11 @@
 -- scoring needs no read of its own (worker/scoring/snapshot.py).
 -- Returns {applied, duplicates, stamp, snapshot numbers (msgpack), snapshot segments (msgpack),
 -- changed customer ids...}; the snapshot blobs are '' without snapshot fields.
+-- Nothing is written before everything is read: a key of the wrong type (or a counter that is
+-- not an integer) makes the call fail before its first write, never half way through a batch
+-- (Redis does not roll a script back), so the caller can retry or isolate the batch safely. The
+-- sweep index is the one exception: a bucket of the wrong type is skipped, logged and counted
+-- (counter index_errors); the state stays exact.
 local prefix = ARGV[1]
 local max_fp = tonumber(ARGV[2])
 local want = {}
@@ -37,7 +42,7 @@ local function int(n) return string.format('%d', n) end
 
 local fence, high, tp_key, tp_field = {}, {}, {}, {}
 local c = {received = 0, valid = 0, dead_lettered = 0, applied = 0, fenced = 0, deduped = 0,
-           anonymous = 0}
+           anonymous = 0, index_errors = 0}
 local i = 6
 for t = 1, ntp do
   tp_key[t] = prefix .. ':fence:' .. ARGV[i]
@@ -49,6 +54,17 @@ for t = 1, ntp do
   if dl > 0 and high[t] > fence[t] then c.dead_lettered = c.dead_lettered + dl end
   i = i + 4
 end
+
+-- keys every call writes: refuse the batch before any write when one holds the wrong type
+local function expect(key, want_type)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want_type then
+    error('segstream state key ' .. key .. ' holds a ' .. t .. ', expected a ' .. want_type)
+  end
+end
+expect(prefix .. ':counters', 'hash')
+expect(prefix .. ':unscored', 'hash')
+expect(prefix .. ':stamp', 'string')
 
 -- true when fp is one of the 8-byte-aligned fingerprints in s
 local function holds(s, fp)
@@ -95,6 +111,45 @@ local function put(field, value) set[ns + 1] = field; set[ns + 2] = value; ns = 
 
 local changed = {}
 local ngroups = tonumber(ARGV[i]); i = i + 1
+local first_group = i
+-- Read phase: every customer's stored state and fingerprints (cur_of, old_of), no writes.
+local cur_of, old_of, fp_in_key = {}, {}, {}
+for g = 1, ngroups do
+  local cid = ARGV[first_group + 2 * (g - 1)]
+  if cid ~= '' then
+    local cur = redis.call('HMGET', prefix .. ':c:{' .. cid .. '}', unpack(READ))
+    for k = 1, 10 do
+      local raw = cur[k]
+      -- past 2^53 a counter is added to with HINCRBY, which refuses a value that is not an
+      -- integer; refuse it here instead, before anything is written
+      if raw and #raw > 15 and not string.match(raw, '^-?%d+$') then
+        error('segstream state of customer ' .. cid .. ': field ' .. COUNTERS[k] ..
+              ' is not an integer')
+      end
+    end
+    local old = cur[FP]
+    if not old then
+      -- Past 8 fingerprints they live in their own key. A customer without `ts` never had an
+      -- event applied (this script writes `ts` in the same call as its first fingerprints), so
+      -- there is no key to look up. Whatever deletes a customer's hash must delete its
+      -- fingerprint key too (worker/state/keys.py lists both).
+      if cur[TS] then old = redis.call('GET', prefix .. ':f:{' .. cid .. '}') end
+      if old then fp_in_key[g] = true else old = '' end
+    end
+    cur_of[g], old_of[g] = cur, old
+  end
+end
+
+-- ZREM/ZADD on a sweep-index bucket; a bucket of the wrong type is skipped and counted
+local function index(op, key, ...)
+  local ok = redis.pcall(op, key, ...)
+  if type(ok) == 'table' and ok.err then
+    c.index_errors = c.index_errors + 1
+    redis.log(redis.LOG_WARNING, 'segstream: sweep index ' .. key .. ': ' .. ok.err)
+  end
+end
+
+-- Write phase.
 for g = 1, ngroups do
   local cid, blob = ARGV[i], ARGV[i + 1]
   i = i + 2
@@ -108,20 +163,12 @@ for g = 1, ngroups do
     end
   else
     local hkey = prefix .. ':c:{' .. cid .. '}'
-    local cur = redis.call('HMGET', hkey, unpack(READ))
+    local cur = cur_of[g]
     local first, last, seen = tonumber(cur[T0]), tonumber(cur[T1]), tonumber(cur[TS])
     local first0, last0, seen0 = first, last, seen
-    local in_key = false
+    local in_key = fp_in_key[g] or false
     for k = 1, nadded do new[added[k]] = nil end
-    old, nadded = cur[FP], 0
-    if not old then
-      -- Past 8 fingerprints they live in their own key. A customer without `ts` never had an
-      -- event applied (this script writes `ts` in the same call as its first fingerprints), so
-      -- there is no key to look up. Whatever deletes a customer's hash must delete its
-      -- fingerprint key too (worker/state/keys.py lists both).
-      if seen then old = redis.call('GET', prefix .. ':f:{' .. cid .. '}') end
-      if old then in_key = true else old = '' end
-    end
+    old, nadded = old_of[g], 0
     for k = 1, 10 do d[k] = 0 end
     local applied, why = 0, 2  -- why: 0 an order placed, 1 a cancel or return, 2 clicks only
     for r = 0, n - 1 do
@@ -185,9 +232,9 @@ for g = 1, ngroups do
         -- the sweep index: one sorted set per hour of last order time (see worker/state/keys.py)
         local bucket = math.floor(last / LO_BUCKET_MS)
         if last0 and math.floor(last0 / LO_BUCKET_MS) ~= bucket then
-          redis.call('ZREM', prefix .. ':lo:' .. int(math.floor(last0 / LO_BUCKET_MS)), cid)
+          index('ZREM', prefix .. ':lo:' .. int(math.floor(last0 / LO_BUCKET_MS)), cid)
         end
-        redis.call('ZADD', prefix .. ':lo:' .. int(bucket), t1, cid)
+        index('ZADD', prefix .. ':lo:' .. int(bucket), t1, cid)
       end
       if seen ~= seen0 then put('ts', int(seen)) end
       local fps = old .. table.concat(added, '', 1, nadded)
