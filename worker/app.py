@@ -19,10 +19,15 @@ from typing import Any
 
 import faust
 
+from schemas import SchemaError
 from worker.config import Settings
+from worker.ingest.applier import ApplierMetrics
+from worker.ingest.batch import Rejected
 from worker.ingest.hooks import Hooks
 from worker.ingest.service import IngestService, StateStoreLike
 from worker.ingest.sweep import RecencySweep
+from worker.scoring import control as control_message
+from worker.scoring.errors import ControlMessageInvalid
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +75,8 @@ def create_app(
     @app.agent(control, name="control")
     async def control_agent(stream: Any) -> None:
         """Model-update and drift notices: handed to ``hooks.on_control`` (low volume)."""
-        async for value in stream:
-            if hooks.on_control is None:
-                log.debug("control message ignored (no handler): %r", value[:200])
-                continue
-            try:
-                await hooks.on_control(value)
-            except Exception:
-                log.exception("on_control hook failed")
+        async for event in stream.events():
+            await handle_control(event.message, hooks, ingest)
 
     sweep = RecencySweep(
         settings.redis_url,
@@ -100,6 +99,37 @@ def create_app(
         return web.text(text, content_type="text/plain; version=0.0.4")
 
     return app
+
+
+async def handle_control(message: Any, hooks: Hooks, ingest: IngestService) -> None:
+    """One control-topic record: not a control message -> dead letter; else the hook.
+
+    Whatever the record holds, the agent goes on with the next one: a record that is not a
+    control message is dead-lettered with the reason, and a hook that raises is logged (model
+    updates and rescore requests are also found by polling Redis, so none is lost that way).
+    """
+    value = message.value
+    try:
+        control_message.decode(value)
+    except ControlMessageInvalid as exc:
+        ingest.metrics.control_dead_lettered += 1
+        await ingest.dead_letter(
+            Rejected(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key if isinstance(message.key, bytes) else None,
+                value=bytes(value) if isinstance(value, bytes | bytearray) else b"",
+                error=SchemaError("$", str(exc)),
+            )
+        )
+        return
+    if hooks.on_control is None:
+        return
+    try:
+        await hooks.on_control(value)
+    except Exception:
+        log.exception("on_control hook failed")
 
 
 async def sweep_once(ingest: IngestService, sweep: RecencySweep, hooks: Hooks) -> list[str]:
@@ -146,9 +176,13 @@ async def health_report(ingest: IngestService, started_at: float) -> dict[str, A
     if counters is None and status == "ok":
         status = "degraded"
     lag = ingest.lag()
+    a = ingest.applier.metrics if ingest.applier is not None else ApplierMetrics()
     return {
         "status": status,
         "state": m.state,
+        # the batch that is failing now (which offsets, outage or poison, the error, what to
+        # do); null while ingestion runs normally
+        "batch_failure": a.failing.as_dict() if a.failing is not None else None,
         "uptime_s": round(time.time() - started_at, 3),
         "group_id": ingest.settings.group_id,
         "assigned": m.assigned,
@@ -162,8 +196,11 @@ async def health_report(ingest: IngestService, started_at: float) -> dict[str, A
             "dead_lettered": m.dead_lettered,
             "applied": m.applied,
             "duplicates": m.duplicates,
-            "apply_retries": m.apply_retries,
-            "dead_letter_retries": m.dead_letter_retries,
+            "apply_failures": {"outage": a.outage_failures, "poison": a.poison_failures},
+            "isolated_batches": a.isolated_batches,
+            "quarantined": a.quarantined,
+            "dead_letter_retries": a.dead_letter_retries,
+            "control_dead_lettered": m.control_dead_lettered,
             "commit_failures": m.commit_failures,
             "rebalances": m.rebalances,
         },
@@ -199,11 +236,37 @@ def prometheus_text(ingest: IngestService, counters: dict[str, int] | None) -> s
         "Events skipped as already applied (fence or event id).",
         [("", m.duplicates)],
     )
+    a = ingest.applier.metrics if ingest.applier is not None else ApplierMetrics()
     metric(
-        "ingest_retries_total",
+        "ingest_apply_failures_total",
         "counter",
-        "Retried operations, by what failed.",
-        [('{op="apply"}', m.apply_retries), ('{op="dead_letter"}', m.dead_letter_retries)],
+        "Failed state-store applies, by kind (outage: waited out; poison: isolated after "
+        "poison_retries attempts).",
+        [('{kind="outage"}', a.outage_failures), ('{kind="poison"}', a.poison_failures)],
+    )
+    metric(
+        "ingest_dead_letter_retries_total",
+        "counter",
+        "Failed sends to the dead-letter topic (retried).",
+        [("", a.dead_letter_retries)],
+    )
+    metric(
+        "ingest_isolated_batches_total",
+        "counter",
+        "Batches applied in pieces to isolate the records the state store refused.",
+        [("", a.isolated_batches)],
+    )
+    metric(
+        "ingest_quarantined_records_total",
+        "counter",
+        "Valid records dead-lettered because the state store kept refusing them.",
+        [("", a.quarantined)],
+    )
+    metric(
+        "ingest_batch_failing",
+        "gauge",
+        "1 while a batch is failing (see /health batch_failure).",
+        [("", a.failing is not None)],
     )
     metric(
         "ingest_commit_failures_total",

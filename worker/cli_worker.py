@@ -21,6 +21,13 @@ from worker.config import Settings
 @env_option("group_id", "--group-id", help="Consumer group of the ingest service.")
 @env_option("web_port", "--web-port", type=int, help="Port of /health and /metrics.")
 @env_option("batch_max_records", "--batch-max-records", type=int, help="Records per batch.")
+@env_option(
+    "poison_retries",
+    "--poison-retries",
+    type=int,
+    help="Attempts before a failing batch is applied in pieces and its bad records "
+    "dead-lettered (0 = retry forever).",
+)
 @env_option("partitions", "--partitions", type=int, help="Partitions of topics faust creates.")
 @env_option(
     "session_timeout_s", "--session-timeout", type=float, help="Consumer session timeout (s)."

@@ -52,6 +52,7 @@ ENV: dict[str, str] = {
     "catch_up_lag": "SEGSTREAM_CATCH_UP_LAG",
     "catch_up_share": "SEGSTREAM_CATCH_UP_SHARE",
     "scoring": "SEGSTREAM_SCORING",
+    "poison_retries": "SEGSTREAM_POISON_RETRIES",
 }
 
 
@@ -78,6 +79,10 @@ class Settings:
     model_dir: str = "models"
     web_port: int = 6066
     batch_max_records: int = 5000
+    #: A batch the state store keeps refusing for a reason that is not an outage is applied in
+    #: pieces after this many attempts, and the records that still fail are dead-lettered
+    #: (docs/state.md, "When a batch fails"). 0 = never: retry until someone fixes it.
+    poison_retries: int = 5
     #: Recency thresholds (days) the sweep watches; crossing one triggers a re-score.
     recency_thresholds_days: tuple[int, ...] = (30, 60, 90, 180, 365)
     sweep_interval_s: float = 10.0

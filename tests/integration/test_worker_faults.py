@@ -192,7 +192,7 @@ def test_redis_paused_then_restarted_mid_stream_loses_and_doubles_nothing(
     assert worker.alive
     health = worker.health()
     assert health is not None and health["status"] == "ok", health
-    assert health["process"]["apply_retries"] > 0
+    assert health["process"]["apply_failures"]["outage"] > 0
 
 
 def test_broker_paused_mid_stream_loses_and_doubles_nothing(

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from schemas import ClickEvent, DeadLetter, LineItem, OrderEvent, decode, encode
+from worker.ingest.applier import BACKOFF_MAX_S
+from worker.ingest.applier import backoff as _backoff
 from worker.ingest.batch import assemble, change_reasons, offsets_to_commit
 from worker.ingest.dead_letter import MAX_ORIGINAL_BYTES, to_dead_letter
-from worker.ingest.service import BACKOFF_MAX_S, _backoff
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -146,6 +147,7 @@ def test_commit_offsets_are_next_offsets_of_assigned_partitions_only() -> None:
 
 
 def test_backoff_grows_and_is_capped() -> None:
+    assert _backoff(5000) == BACKOFF_MAX_S  # hours of retries later: no overflow
     waits = [_backoff(n) for n in range(12)]
     assert waits == sorted(waits)
     assert waits[0] < 0.1 and waits[-1] == BACKOFF_MAX_S

@@ -62,6 +62,9 @@ class Assembled:
 
     batch: Batch
     rejected: Sequence[Rejected] = field(default_factory=tuple)
+    #: The fetched records it was built from, one sequence per partition (to dead-letter a
+    #: valid record with its original bytes when the state store cannot take it).
+    sources: Sequence[Sequence[RawRecord]] = field(default_factory=tuple)
 
     @property
     def received(self) -> int:
@@ -85,34 +88,25 @@ def assemble(
     high: dict[tuple[str, int], int] = {}
     dead: dict[tuple[str, int], int] = defaultdict(int)
     dead_offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for part in fetched:
-        if not part:
-            continue
+    parts = [part for part in fetched if part]
+    for part in parts:
         topic, partition = part[0].topic, part[0].partition
         tp = (topic, partition)
         high[tp] = max(high.get(tp, -1), max(r.offset for r in part))
-        if topic not in (orders_topic, clicks_topic):
+        try:
+            good, bad = _decode_part(part, orders_topic, clicks_topic)
+        except Exception:  # never expected (decode_many rejects any bytes): one by one
+            good, bad = [], []
             for r in part:
-                err = SchemaError("$", f"topic {topic!r} is neither orders nor clicks")
-                rejected.append(_reject(r, err))
-            continue
-        present = [r for r in part if r.value is not None]
-        for r in part:
-            if r.value is None:
-                rejected.append(_reject(r, SchemaError("$", "empty record: the value is null")))
-        values = [r.value or b"" for r in present]
-        valid: list[tuple[int, OrderEvent | ClickEvent]]
-        if topic == orders_topic:
-            orders, bad = decode_many(OrderEvent, values)
-            valid = list(orders)
-        else:
-            clicks, bad = decode_many(ClickEvent, values)
-            valid = list(clicks)
-        for index, event in valid:
-            r = present[index]
-            records.append(Record(r.topic, r.partition, r.offset, event))
-        for index, error in bad:
-            rejected.append(_reject(present[index], error))
+                try:
+                    one_good, one_bad = _decode_part([r], orders_topic, clicks_topic)
+                except Exception as exc:
+                    reason = f"could not be decoded: {type(exc).__name__}: {exc}"
+                    one_good, one_bad = [], [_reject(r, SchemaError("$", reason))]
+                good += one_good
+                bad += one_bad
+        records += good
+        rejected += bad
     rejected.sort(key=lambda r: (r.topic, r.partition, r.offset))
     for r in rejected:
         dead[(r.topic, r.partition)] += 1
@@ -123,7 +117,37 @@ def assemble(
         dead_lettered=dict(dead),
         dead_letter_offsets={tp: tuple(offsets) for tp, offsets in dead_offsets.items()},
     )
-    return Assembled(batch=batch, rejected=tuple(rejected))
+    return Assembled(batch=batch, rejected=tuple(rejected), sources=parts)
+
+
+def _decode_part(
+    part: Sequence[RawRecord], orders_topic: str, clicks_topic: str
+) -> tuple[list[Record], list[Rejected]]:
+    """One partition's records of a fetch: the valid ones in offset order, and the rejects."""
+    topic = part[0].topic
+    if topic not in (orders_topic, clicks_topic):
+        err = SchemaError("$", f"topic {topic!r} is neither orders nor clicks")
+        return [], [_reject(r, err) for r in part]
+    rejected = [
+        _reject(r, SchemaError("$", "empty record: the value is null"))
+        for r in part
+        if r.value is None
+    ]
+    present = [r for r in part if r.value is not None]
+    values = [r.value or b"" for r in present]
+    valid: list[tuple[int, OrderEvent | ClickEvent]]
+    if topic == orders_topic:
+        orders, bad = decode_many(OrderEvent, values)
+        valid = list(orders)
+    else:
+        clicks, bad = decode_many(ClickEvent, values)
+        valid = list(clicks)
+    records = []
+    for index, event in valid:
+        r = present[index]
+        records.append(Record(r.topic, r.partition, r.offset, event))
+    rejected += [_reject(present[index], error) for index, error in bad]
+    return records, rejected
 
 
 def change_reasons(records: Iterable[Record], changed: Iterable[str]) -> dict[str, str]:

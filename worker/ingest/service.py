@@ -15,12 +15,13 @@ Per fetched batch, in this order:
 
 While step 3 of batch N runs, batch N+1 is fetched, decoded and prepared (two-stage pipeline:
 Redis runs one batch's script while this process builds the next one's arguments); batches are
-applied strictly one after another, so the order per partition is kept. Redis or broker trouble
-is retried with capped exponential backoff without committing; the service never exits on its
-own. Exactness does not depend on commits or on who owns a partition: the store skips every
-record at or below its partition's fence, so a batch applied twice (after a crash, a rebalance,
-a timed-out call that did reach Redis) changes nothing the second time. That is why a rebalance
-only has to stop *committing* for revoked partitions, not fence them off.
+applied strictly one after another, so the order per partition is kept. What happens when a
+batch fails (an outage is waited out, a batch that keeps failing otherwise is isolated record by
+record) is :mod:`worker.ingest.applier`'s job; the service never exits on its own. Exactness
+does not depend on commits or on who owns a partition: the store skips every record at or below
+its partition's fence, so a batch applied twice (after a crash, a rebalance, a timed-out call
+that did reach Redis) changes nothing the second time. That is why a rebalance only has to stop
+*committing* for revoked partitions, not fence them off.
 """
 
 from __future__ import annotations
@@ -31,53 +32,43 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
 from worker.config import Settings
-from worker.core.batch import ApplyResult, Batch, SnapshotSpec
-from worker.ingest.batch import Assembled, assemble, change_reasons, offsets_to_commit
+from worker.core.batch import ApplyResult, Batch, Record, SnapshotSpec
+from worker.ingest.applier import (
+    Applied,
+    BatchApplier,
+    StateStoreLike,
+    Stopping,
+    backoff,
+)
+from worker.ingest.batch import (
+    Assembled,
+    Rejected,
+    assemble,
+    change_reasons,
+    offsets_to_commit,
+)
 from worker.ingest.dead_letter import DeadLetterSink
 from worker.ingest.hooks import Hooks
+from worker.ingest.quarantine import without
 from worker.redis_io import until_sent
-from worker.state.errors import StoreRejected
 
 log = logging.getLogger(__name__)
 
-#: Backoff for every retried operation: first wait, growth factor, cap (seconds).
-BACKOFF_FIRST_S = 0.05
-BACKOFF_FACTOR = 2.0
-BACKOFF_MAX_S = 2.0
-#: One apply taking longer than this is treated as failed and retried (the fence makes a late
-#: completion of the abandoned call harmless). Covers a Redis that accepts but never answers.
-APPLY_TIMEOUT_S = 15.0
+__all__ = ["IngestMetrics", "IngestService", "StateStoreLike"]
+
 #: How long a rebalance waits for the in-flight batch before letting it finish uncommitted.
 REVOKE_WAIT_S = 5.0
 FETCH_TIMEOUT_MS = 200
 #: How long the broker may hold a fetch waiting for data. aiokafka's default (500 ms) puts up to
 #: that much on event-to-state latency when traffic is light; 20 ms costs a few idle fetches.
 FETCH_MAX_WAIT_MS = 20
-
-
-class StateStoreLike(Protocol):
-    """The part of :class:`worker.state.store.StateStore` the ingest service uses."""
-
-    def prepare(self, batch: Batch, snapshot: SnapshotSpec | None = None) -> Any: ...
-    async def apply(
-        self, batch: Batch, prepared: Any = None, on_sent: Callable[[], None] | None = None
-    ) -> ApplyResult: ...
-    async def counters(self) -> dict[str, int]: ...
-    async def customers_crossing(
-        self, threshold_days: float, since_ms: int, until_ms: int
-    ) -> list[str]: ...
-    async def close(self) -> None: ...
-
-
-class _Stopping(Exception):
-    """The service is stopping: abandon the in-flight batch uncommitted."""
 
 
 @dataclass
@@ -91,12 +82,12 @@ class IngestMetrics:
     dead_lettered: int = 0
     applied: int = 0
     duplicates: int = 0
-    apply_retries: int = 0
-    dead_letter_retries: int = 0
     fetch_errors: int = 0
     commits: int = 0
     commit_failures: int = 0
     hook_failures: int = 0
+    #: Control-topic records that are not control messages (dead-lettered by the app's agent).
+    control_dead_lettered: int = 0
     apply_seconds_sum: float = 0.0
     apply_seconds_max: float = 0.0
     last_error: str | None = None
@@ -120,10 +111,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.service._on_assigned(assigned)
 
 
-def _backoff(attempt: int) -> float:
-    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * BACKOFF_FACTOR**attempt))
-
-
 class IngestService(Service):
     """Consumes the orders and clicks topics in batches and applies them to the state store."""
 
@@ -139,6 +126,7 @@ class IngestService(Service):
         self.hooks = hooks or Hooks()
         self._store_factory = store_factory or _default_store
         self.store: StateStoreLike | None = None
+        self.applier: BatchApplier | None = None
         self.metrics = IngestMetrics()
         self._consumer: AIOKafkaConsumer | None = None
         self._sink: DeadLetterSink | None = None
@@ -177,13 +165,21 @@ class IngestService(Service):
         try:
             await self._connect()
             await self._consume_forever()
-        except (asyncio.CancelledError, _Stopping):
+        except (asyncio.CancelledError, Stopping):
             pass
 
     async def _connect(self) -> None:
         s = self.settings
         self._sink = DeadLetterSink(s.kafka_bootstrap, s.dead_letter_topic)
-        await self._retry("start dead-letter producer", self._sink.start, "retrying-broker")
+        await self._retry("start dead-letter producer", self._sink.start)
+        assert self.store is not None
+        self.applier = BatchApplier(
+            self.store,
+            self._sink,
+            poison_retries=s.poison_retries,
+            stopping=lambda: self._stopping,
+            on_state=self._set_state,
+        )
         session_ms = int(s.session_timeout_s * 1000)
 
         async def start_consumer() -> None:
@@ -208,7 +204,7 @@ class IngestService(Service):
                 raise
             self._consumer = consumer
 
-        await self._retry("start consumer", start_consumer, "retrying-broker")
+        await self._retry("start consumer", start_consumer)
         self.metrics.state = "running"
         log.info(
             "ingest consuming %s as group %r (batches of up to %d)",
@@ -236,7 +232,7 @@ class IngestService(Service):
             except KafkaError as exc:
                 self.metrics.fetch_errors += 1
                 self._note_error(f"fetch failed: {exc!r}")
-                await asyncio.sleep(_backoff(fetch_errors))
+                await asyncio.sleep(backoff(fetch_errors))
                 fetch_errors += 1
                 continue
             if not fetched:
@@ -247,7 +243,7 @@ class IngestService(Service):
                 continue
             assembled = assemble(fetched.values(), s.orders_topic, s.clicks_topic)
             spec = self.hooks.snapshot_spec
-            prepared = store.prepare(assembled.batch, spec() if spec is not None else None)
+            assembled, prepared = _prepare(store, assembled, spec() if spec is not None else None)
             for tp, records in fetched.items():
                 self.metrics.fetched_upto[(tp.topic, tp.partition)] = records[-1].offset
             # Batch N+1 is decoded and its script arguments built; wait for batch N (its apply
@@ -273,7 +269,7 @@ class IngestService(Service):
     async def _finish_inflight(self) -> None:
         task, self._inflight = self._inflight, None
         if task is not None:
-            with contextlib.suppress(_Stopping):
+            with contextlib.suppress(Stopping):
                 await task
 
     async def _process(
@@ -282,49 +278,32 @@ class IngestService(Service):
         prepared: Any = None,
         on_sent: Callable[[], None] | None = None,
     ) -> None:
-        """Dead-letter, apply, commit one batch, then its hook (:meth:`_run_hooks`); retries."""
+        """Dead-letter, apply (:class:`BatchApplier`), then book the batch for commit and hooks."""
         m = self.metrics
-        batch = assembled.batch
-        if assembled.rejected:
-            sink = self._sink
-            assert sink is not None
-
-            async def send() -> None:
-                await sink.send(assembled.rejected)
-
-            await self._retry(
-                f"dead-letter {len(assembled.rejected)} record(s)", send, "retrying-dead-letter"
-            )
-        store = self.store
-        assert store is not None
+        applier = self.applier
+        assert applier is not None
         started = time.perf_counter()
-
-        async def apply() -> ApplyResult:
-            return await asyncio.wait_for(store.apply(batch, prepared, on_sent), APPLY_TIMEOUT_S)
-
-        result = await self._retry(f"apply {len(batch.records)} event(s)", apply, "retrying-redis")
+        applied: Applied = await applier.apply(assembled, prepared, on_sent)
         elapsed = time.perf_counter() - started
         m.batches += 1
         m.received += assembled.received
-        m.valid += len(batch.records)
-        m.dead_lettered += len(assembled.rejected)
-        m.applied += result.applied
-        m.duplicates += result.duplicates
+        m.valid += len(assembled.batch.records) - applied.quarantined
+        m.dead_lettered += len(assembled.rejected) + applied.quarantined
         m.apply_seconds_sum += elapsed
         m.apply_seconds_max = max(m.apply_seconds_max, elapsed)
         m.last_applied_at = time.time()
-        if m.state.startswith("retrying"):
-            log.info("ingest resumed: batch applied after retries")
-            m.state = "running"
         uncommitted = self._uncommitted
-        for tp, offset in batch.high_offsets.items():
-            if offset > uncommitted.get(tp, -1):
-                uncommitted[tp] = offset
+        for batch, result in applied.pieces:
+            m.applied += result.applied
+            m.duplicates += result.duplicates
+            for tp, offset in batch.partitions().items():
+                if offset > uncommitted.get(tp, -1):
+                    uncommitted[tp] = offset
+            if result.changed and self.hooks.on_changed is not None:
+                self._hooks_due.append((batch, result))
         self._applied.set()
-        if result.changed and self.hooks.on_changed is not None:
-            self._hooks_due.append((batch, result))
-            if self._fetching:  # no next batch waits for this task: tell the hooks now
-                await self._run_hooks()
+        if self._hooks_due and self._fetching:  # no next batch waits for this task: hooks now
+            await self._run_hooks()
 
     async def _run_hooks(self) -> None:
         """``on_changed`` for the applied batches not reported yet, oldest first.
@@ -348,6 +327,15 @@ class IngestService(Service):
             except Exception:
                 self.metrics.hook_failures += 1
                 log.exception("on_changed hook failed for %d customer(s)", len(result.changed))
+
+    async def dead_letter(self, rejected: Rejected) -> None:
+        """Dead-letter one record of another consumer of this worker (the control agent)."""
+        if self.applier is None:  # not connected yet: the sink does not exist
+            log.warning("dropping nothing: %s waits for the dead-letter producer", rejected.where)
+            while self.applier is None and not self._stopping:
+                await asyncio.sleep(0.1)
+        if self.applier is not None:
+            await self.applier.send_dead_letters([rejected])
 
     @Service.task
     async def _committer(self) -> None:
@@ -374,39 +362,33 @@ class IngestService(Service):
             self.metrics.commit_failures += 1
             self._note_error(f"commit failed (next commit covers it): {exc!r}")
 
-    async def _retry(self, what: str, op: Callable[[], Awaitable[Any]], state: str) -> Any:
+    async def _retry(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
+        """Start-up steps (producer, consumer): retried with backoff until they work."""
         attempt = 0
         while True:
             if self._stopping:
-                raise _Stopping(what)
+                raise Stopping(what)
             try:
                 return await op()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                delay = _backoff(attempt)
-                if state == "retrying-redis":
-                    self.metrics.apply_retries += 1
-                elif state == "retrying-dead-letter":
-                    self.metrics.dead_letter_retries += 1
-                self.metrics.state = state
-                self._note_error(f"{what} failed: {type(exc).__name__}: {exc}")
-                if isinstance(exc, StoreRejected):
-                    # Redis answered with an error (OOM, script bug). Skipping the batch would
-                    # lose events and exiting would crash-loop: wait for ops, loudly.
-                    self.metrics.state = "blocked"
-                    log.error("%s rejected by Redis: %s; retrying in %.2fs", what, exc, delay)
-                elif attempt == 0 or attempt % 10 == 0:
+                self._set_state("retrying-broker", f"{what} failed: {type(exc).__name__}: {exc}")
+                if attempt == 0 or attempt % 10 == 0:
                     log.warning(
-                        "%s failed (%s: %s); retrying in %.2fs (attempt %d), nothing committed",
+                        "%s failed (%s: %s); retrying (attempt %d)",
                         what,
                         type(exc).__name__,
                         exc,
-                        delay,
                         attempt + 1,
                     )
+                await asyncio.sleep(backoff(attempt))
                 attempt += 1
-                await asyncio.sleep(delay)
+
+    def _set_state(self, state: str, error: str | None) -> None:
+        self.metrics.state = state
+        if error is not None:
+            self._note_error(error)
 
     def _note_error(self, text: str) -> None:
         self.metrics.last_error = text
@@ -452,6 +434,41 @@ class IngestService(Service):
 
 def _fmt(tps: Sequence[TopicPartition]) -> str:
     return ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)) or "none"
+
+
+def _prepare(
+    store: StateStoreLike, assembled: Assembled, spec: SnapshotSpec | None
+) -> tuple[Assembled, Any]:
+    """The state script's arguments; records that make building them raise are dead-lettered.
+
+    Building them is pure and never expected to fail for a record the schemas accepted; if it
+    does, each record is tried alone and the ones that raise are set aside with the exception in
+    their reason. ``None`` (the store prepares again at apply) when the batch fails only whole.
+    """
+    try:
+        return assembled, store.prepare(assembled.batch, spec)
+    except Exception as exc:
+        log.error(
+            "preparing %d event(s) for the state store failed (%s: %s); trying them one by one",
+            len(assembled.batch.records),
+            type(exc).__name__,
+            exc,
+        )
+    bad: dict[int, str] = {}
+    for i, rec in enumerate(assembled.batch.records):
+        try:
+            store.prepare(_alone(rec), spec)
+        except Exception as exc:
+            bad[i] = f"could not be prepared for the state store: {type(exc).__name__}: {exc}"
+    assembled = without(assembled, bad)
+    try:
+        return assembled, store.prepare(assembled.batch, spec)
+    except Exception:
+        return assembled, None
+
+
+def _alone(rec: Record) -> Batch:
+    return Batch([rec], {(rec.topic, rec.partition): rec.offset})
 
 
 def _default_store(settings: Settings) -> StateStoreLike:

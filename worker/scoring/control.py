@@ -25,11 +25,24 @@ def encode(kind: str, **fields: Any) -> bytes:
     return orjson.dumps({"type": kind, **fields})
 
 
-def decode(raw: bytes) -> dict[str, Any]:
+#: Control messages are a few hundred bytes; anything much larger is not one.
+MAX_CONTROL_BYTES = 64 * 1024
+
+
+def decode(raw: bytes | None) -> dict[str, Any]:
+    """The message in ``raw``, or :class:`ControlMessageInvalid` (and nothing else) saying why."""
+    if raw is None:
+        raise ControlMessageInvalid("empty record: the value is null")
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise ControlMessageInvalid(f"not bytes: {type(raw).__name__}")
+    if len(raw) > MAX_CONTROL_BYTES:
+        raise ControlMessageInvalid(f"oversize: {len(raw)} bytes, the limit is {MAX_CONTROL_BYTES}")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ControlMessageInvalid(f"control message is not JSON: {raw[:80]!r}") from exc
-    if not isinstance(data, dict) or data.get("type") not in TYPES:
-        raise ControlMessageInvalid(f"not a control message: {raw[:80]!r}")
-    return data
+        raise ControlMessageInvalid(f"control message is not JSON: {bytes(raw[:80])!r}") from exc
+    kind = data.get("type") if isinstance(data, dict) else None
+    if not isinstance(kind, str) or kind not in TYPES:
+        raise ControlMessageInvalid(f"not a control message: {bytes(raw[:80])!r}")
+    message: dict[str, Any] = data
+    return message

@@ -119,7 +119,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def _backoff(attempt: int) -> float:
-    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt))
+    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(attempt, 32)))  # no overflow
 
 
 class ScoringService(Service):

@@ -1,0 +1,154 @@
+"""Isolating the records a batch cannot be applied with (pure: no Kafka, no Redis, no clock).
+
+A batch that keeps failing for a reason that is not an outage (see :mod:`.failures`) is split
+in two and each half applied on its own, recursively, until the records that still fail are
+alone; those are dead-lettered and the rest is applied. The split keeps what makes a batch
+exact: inside a partition, every record of the first half comes before every record of the
+second, so the state script's per-partition fence moves forward piece by piece and a piece
+applied twice (a retry whose first attempt did land) changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+
+from schemas import SchemaError, encode
+from worker.core.batch import Batch, Record, TopicPartition
+from worker.ingest.batch import Assembled, RawRecord, Rejected
+
+
+def split_batch(batch: Batch) -> tuple[Batch, Batch]:
+    """Two batches that, applied one after the other, do what ``batch`` does.
+
+    The first holds the first half of the records and every dead-lettered offset at or below
+    its last record's offset in the same partition; the second holds the rest and keeps the
+    batch's high offsets. Needs at least two records, in offset order within each partition
+    (as :func:`worker.ingest.batch.assemble` builds them).
+    """
+    if len(batch.records) < 2:
+        raise ValueError("a batch of fewer than two records cannot be split")
+    half = len(batch.records) // 2
+    first, second = batch.records[:half], batch.records[half:]
+    cut: dict[TopicPartition, int] = {}
+    for rec in first:
+        tp = (rec.topic, rec.partition)
+        cut[tp] = max(cut.get(tp, -1), rec.offset)
+    dead_first: dict[TopicPartition, tuple[int, ...]] = {}
+    dead_second: dict[TopicPartition, tuple[int, ...]] = {}
+    for tp, offsets in batch.dead_letter_offsets.items():
+        top = cut.get(tp, -1)
+        below = tuple(o for o in offsets if o <= top)
+        above = tuple(o for o in offsets if o > top)
+        if below:
+            dead_first[tp] = below
+        if above:
+            dead_second[tp] = above
+    head = Batch(
+        records=first,
+        high_offsets=cut,
+        dead_lettered={tp: len(o) for tp, o in dead_first.items()},
+        dead_letter_offsets=dead_first,
+    )
+    tail = Batch(  # rejects given as counts alone stay with the batch's high offsets
+        records=second,
+        high_offsets=dict(batch.partitions()),
+        dead_lettered={**_counted_only(batch), **{tp: len(o) for tp, o in dead_second.items()}},
+        dead_letter_offsets=dead_second,
+    )
+    return head, tail
+
+
+def dead_letter_all(batch: Batch) -> Batch:
+    """``batch`` with every record turned into a dead-lettered offset: moves the fence, counts."""
+    offsets: dict[TopicPartition, list[int]] = {
+        tp: list(o) for tp, o in batch.dead_letter_offsets.items()
+    }
+    for rec in batch.records:
+        offsets.setdefault((rec.topic, rec.partition), []).append(rec.offset)
+    dead = {tp: tuple(sorted(o)) for tp, o in offsets.items()}
+    return Batch(
+        records=(),
+        high_offsets=dict(batch.partitions()),
+        dead_lettered={**_counted_only(batch), **{tp: len(o) for tp, o in dead.items()}},
+        dead_letter_offsets=dead,
+    )
+
+
+def _counted_only(batch: Batch) -> dict[TopicPartition, int]:
+    """Rejects a batch counts per partition without their offsets (see :class:`Batch`)."""
+    return {tp: n for tp, n in batch.dead_lettered.items() if tp not in batch.dead_letter_offsets}
+
+
+def reject(
+    records: Iterable[Record], reason: str, sources: Mapping[tuple[str, int, int], RawRecord]
+) -> list[Rejected]:
+    """The dead letters of ``records``, with their original bytes and keys where known.
+
+    ``sources``: the raw fetched records by (topic, partition, offset)
+    (:func:`raw_index`); a record not found there is re-encoded from its event.
+    """
+    out = []
+    for rec in records:
+        raw = sources.get((rec.topic, rec.partition, rec.offset))
+        key = raw.key if raw is not None else None
+        value = raw.value if raw is not None and raw.value is not None else encode(rec.event)
+        out.append(
+            Rejected(rec.topic, rec.partition, rec.offset, key, value, SchemaError("$", reason))
+        )
+    return out
+
+
+def raw_index(parts: Iterable[Sequence[RawRecord]]) -> dict[tuple[str, int, int], RawRecord]:
+    """Fetched records by (topic, partition, offset), for :func:`reject`."""
+    return {(r.topic, r.partition, r.offset): r for part in parts for r in part}
+
+
+def without(assembled: Assembled, bad: Mapping[int, str]) -> Assembled:
+    """``assembled`` with the records at indices ``bad`` moved to its rejects (index -> reason).
+
+    For records that could not be prepared for the state store: they are dead-lettered like a
+    schema reject, and the fence still moves past them.
+    """
+    if not bad:
+        return assembled
+    index = raw_index(assembled.sources)
+    batch = assembled.batch
+    keep = [rec for i, rec in enumerate(batch.records) if i not in bad]
+    refused: list[Rejected] = []
+    for i, reason in bad.items():
+        refused += reject([batch.records[i]], reason, index)
+    offsets: dict[TopicPartition, list[int]] = {
+        tp: list(o) for tp, o in batch.dead_letter_offsets.items()
+    }
+    for r in refused:
+        offsets.setdefault((r.topic, r.partition), []).append(r.offset)
+    dead = {tp: tuple(sorted(o)) for tp, o in offsets.items()}
+    new_batch = replace(
+        batch,
+        records=keep,
+        dead_lettered={**_counted_only(batch), **{tp: len(o) for tp, o in dead.items()}},
+        dead_letter_offsets=dead,
+    )
+    rejected = sorted(
+        [*assembled.rejected, *refused], key=lambda r: (r.topic, r.partition, r.offset)
+    )
+    return Assembled(batch=new_batch, rejected=tuple(rejected), sources=assembled.sources)
+
+
+def describe(batch: Batch) -> str:
+    """``orders[0]@120-130, clicks[3]@7`` -- the offsets a batch covers, for logs and /health."""
+    spans: dict[TopicPartition, list[int]] = {}
+    for rec in batch.records:
+        span = spans.setdefault((rec.topic, rec.partition), [rec.offset, rec.offset])
+        span[0], span[1] = min(span[0], rec.offset), max(span[1], rec.offset)
+    for tp, offsets in batch.dead_letter_offsets.items():
+        for offset in offsets:
+            span = spans.setdefault(tp, [offset, offset])
+            span[0], span[1] = min(span[0], offset), max(span[1], offset)
+    parts = [
+        f"{t}[{p}]@{lo}" if lo == hi else f"{t}[{p}]@{lo}-{hi}"
+        for (t, p), (lo, hi) in sorted(spans.items())
+    ]
+    n = len(batch.records)
+    return (", ".join(parts) or "no records") + f" ({n} event{'s' if n != 1 else ''})"
