@@ -175,6 +175,9 @@ async def health_report(ingest: IngestService, started_at: float) -> dict[str, A
     )
     if counters is None and status == "ok":
         status = "degraded"
+    watch = ingest.watch.report() if ingest.watch is not None else {}
+    if ingest.watch is not None and not ingest.watch.healthy and status == "ok":
+        status = "degraded"
     lag = ingest.lag()
     a = ingest.applier.metrics if ingest.applier is not None else ApplierMetrics()
     return {
@@ -183,6 +186,9 @@ async def health_report(ingest: IngestService, started_at: float) -> dict[str, A
         # the batch that is failing now (which offsets, outage or poison, the error, what to
         # do); null while ingestion runs normally
         "batch_failure": a.failing.as_dict() if a.failing is not None else None,
+        # input topics the broker does not have, partitions paused because their log went
+        # back behind what was applied (worker/ingest/watch.py)
+        **watch,
         "uptime_s": round(time.time() - started_at, 3),
         "group_id": ingest.settings.group_id,
         "assigned": m.assigned,

@@ -175,6 +175,18 @@ class LocalServices:
             raise
         return started
 
+    def restart_kafka(self, port: int) -> RunningService:
+        """Start the broker alone again on ``port`` (after it died); for fault tests and ops.
+
+        The local broker keeps its topics in memory: it comes back empty.
+        """
+        recorded = self.recorded().get(KAFKA)
+        if recorded is not None and recorded.alive():
+            raise ServiceError(f"{KAFKA} is still running (pid {recorded.pid})")
+        svc = self._start_kafka(port)
+        self._wait_ready(svc, time.monotonic() + START_TIMEOUT_S)
+        return svc
+
     def down(self) -> list[RunningService]:
         """Stop the processes this run directory started, by pid; returns what was stopped."""
         stopped = []

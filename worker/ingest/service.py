@@ -57,6 +57,7 @@ from worker.ingest.batch import (
 from worker.ingest.dead_letter import DeadLetterSink
 from worker.ingest.hooks import Hooks
 from worker.ingest.quarantine import without
+from worker.ingest.watch import WATCH_INTERVAL_S, TopicWatch, last_offsets
 from worker.redis_io import until_sent
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class IngestService(Service):
         self._store_factory = store_factory or _default_store
         self.store: StateStoreLike | None = None
         self.applier: BatchApplier | None = None
+        self.watch: TopicWatch | None = None
         self.metrics = IngestMetrics()
         self._consumer: AIOKafkaConsumer | None = None
         self._sink: DeadLetterSink | None = None
@@ -173,6 +175,12 @@ class IngestService(Service):
         self._sink = DeadLetterSink(s.kafka_bootstrap, s.dead_letter_topic)
         await self._retry("start dead-letter producer", self._sink.start)
         assert self.store is not None
+        self.watch = TopicWatch(
+            s.input_topics,
+            self.store.fences,
+            s.redis_prefix,
+            lambda reported: last_offsets(s.kafka_bootstrap, reported),
+        )
         self.applier = BatchApplier(
             self.store,
             self._sink,
@@ -400,12 +408,34 @@ class IngestService(Service):
         self._rebalancing = True
         self.metrics.rebalances += 1
         log.info("partitions revoked: %s", _fmt(revoked))
+        if self.watch is not None:
+            self.watch.forget(revoked)
         await self._wait_inflight(REVOKE_WAIT_S)
 
     async def _on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         self._rebalancing = False
         self.metrics.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
         log.info("partitions assigned: %s", _fmt(assigned))
+        consumer, watch = self._consumer, self.watch
+        if watch is not None and consumer is not None:  # before the first fetch from them
+            try:
+                check = watch.check_partitions(consumer, assigned, assigned=True)
+                await asyncio.wait_for(check, 2 * REVOKE_WAIT_S)
+            except Exception as exc:  # the periodic check tries again
+                log.warning("could not compare new partitions with their fences: %r", exc)
+
+    @Service.task
+    async def _watcher(self) -> None:
+        """Missing input topics and partitions reset behind their fence (:mod:`.watch`)."""
+        while not self.should_stop:
+            await self.sleep(WATCH_INTERVAL_S)
+            consumer, watch = self._consumer, self.watch
+            if consumer is None or watch is None or self._stopping:
+                continue
+            try:
+                await asyncio.wait_for(watch.check(consumer), WATCH_INTERVAL_S)
+            except Exception as exc:  # broker or Redis down: reported by the batch path
+                log.debug("topic watch skipped: %r", exc)
 
     async def _wait_inflight(self, timeout: float) -> None:
         task = self._inflight
