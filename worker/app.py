@@ -28,6 +28,7 @@ from worker.ingest.service import IngestService, StateStoreLike
 from worker.ingest.sweep import RecencySweep
 from worker.scoring import control as control_message
 from worker.scoring.errors import ControlMessageInvalid
+from worker.state.errors import StoreRejected
 
 log = logging.getLogger(__name__)
 
@@ -155,21 +156,29 @@ async def sweep_once(ingest: IngestService, sweep: RecencySweep, hooks: Hooks) -
 
 
 async def _redis_counters(ingest: IngestService) -> dict[str, int] | None:
+    counters, _ = await _redis_state(ingest)
+    return counters
+
+
+async def _redis_state(ingest: IngestService) -> tuple[dict[str, int] | None, str]:
+    """The store's counters, and how Redis answered: ok | unreachable | error: <reply>."""
     import asyncio
 
     store: StateStoreLike | None = ingest.store
     if store is None:
-        return None
+        return None, "unreachable"
     try:
-        return await asyncio.wait_for(store.counters(), HEALTH_REDIS_TIMEOUT_S)
+        return await asyncio.wait_for(store.counters(), HEALTH_REDIS_TIMEOUT_S), "ok"
+    except StoreRejected as exc:  # Redis answers, with an error (e.g. a key of the wrong type)
+        return None, f"error: {exc}"
     except Exception:
-        return None
+        return None, "unreachable"
 
 
 async def health_report(ingest: IngestService, started_at: float) -> dict[str, Any]:
     """``status`` is ok | starting | degraded (retrying Redis/broker) | stopped; never 5xx."""
     m = ingest.metrics
-    counters = await _redis_counters(ingest)
+    counters, redis_answer = await _redis_state(ingest)
     status = {"running": "ok", "starting": "starting", "stopped": "stopped"}.get(
         m.state, "degraded"
     )
@@ -193,7 +202,7 @@ async def health_report(ingest: IngestService, started_at: float) -> dict[str, A
         "group_id": ingest.settings.group_id,
         "assigned": m.assigned,
         "lag": {"total": sum(lag.values()), "by_partition": lag},
-        "redis": "ok" if counters is not None else "unreachable",
+        "redis": redis_answer,
         "counters": counters,
         "process": {
             "batches": m.batches,

@@ -420,7 +420,7 @@ def test_each_malformed_kind_is_dead_lettered_with_its_reason_and_counts_add_up(
     logged = worker.log_path.read_text(errors="replace").count("dead-lettered ")
     assert logged == len(bad)
     health = worker.health()
-    assert health is not None and health["status"] == "ok"
+    assert health is not None and health["status"] == "ok", json.dumps(health)
     assert health["counters"]["dead_lettered"] == len(bad)
     metric = f'segstream_ingest_records_total{{outcome="dead_lettered"}} {len(bad)}'
     assert metric in worker.metrics()

@@ -243,6 +243,8 @@ class IngestService(Service):
                 await asyncio.sleep(backoff(fetch_errors))
                 fetch_errors += 1
                 continue
+            if fetched:
+                fetched = await self._hold_unchecked(fetched)
             if not fetched:
                 if self._inflight is not None and self._inflight.done():
                     await self._finish_inflight()
@@ -261,6 +263,31 @@ class IngestService(Service):
                 return
             await self._start(assembled, prepared)
             await self._run_hooks()  # the previous batches', while Redis applies this one
+
+    async def _hold_unchecked(
+        self, fetched: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """Records of partitions not yet compared with their fence wait for that comparison.
+
+        A partition found reset (:mod:`.watch`) gives its records back: the consumer is sent
+        back to the first one and the partition stays paused, so nothing is skipped as
+        "already applied" and nothing is committed.
+        """
+        watch, consumer = self.watch, self._consumer
+        if watch is None or consumer is None:
+            return fetched
+        unchecked = [tp for tp in fetched if tp not in watch.checked]
+        if not unchecked:
+            return fetched
+        try:
+            await watch.check_partitions(consumer, unchecked, assigned=True)
+        except Exception as exc:  # Redis or the broker: hold the records, try again
+            log.warning("could not compare %s with their fences: %r", _fmt(unchecked), exc)
+            await asyncio.sleep(backoff(3))
+        for tp in unchecked:
+            if tp not in watch.checked:
+                consumer.seek(tp, fetched.pop(tp)[0].offset)
+        return fetched
 
     async def _start(self, assembled: Assembled, prepared: Any) -> None:
         """Start applying a batch and return once its request has reached Redis.
@@ -416,13 +443,8 @@ class IngestService(Service):
         self._rebalancing = False
         self.metrics.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
         log.info("partitions assigned: %s", _fmt(assigned))
-        consumer, watch = self._consumer, self.watch
-        if watch is not None and consumer is not None:  # before the first fetch from them
-            try:
-                check = watch.check_partitions(consumer, assigned, assigned=True)
-                await asyncio.wait_for(check, 2 * REVOKE_WAIT_S)
-            except Exception as exc:  # the periodic check tries again
-                log.warning("could not compare new partitions with their fences: %r", exc)
+        if self.watch is not None:  # compared with their fences before their first records
+            self.watch.forget(assigned)
 
     @Service.task
     async def _watcher(self) -> None:

@@ -15,7 +15,8 @@ events silently if nobody looks:
   <prefix>:fence:<topic> <partition>``, the exact command is in the log) resumes it within
   ``WATCH_INTERVAL_S``; events applied before are still recognised by their fingerprints.
 
-The check runs on every assignment (before the first fetch from a newly assigned partition)
+The check runs before the first records fetched from a newly assigned partition are applied
+(the ingest loop holds them until then: aiokafka may fetch before its rebalance listener runs)
 and every ``WATCH_INTERVAL_S`` seconds.
 """
 
@@ -70,6 +71,9 @@ class TopicWatch:
     true_ends: Callable[[dict[TopicPartition, int]], Awaitable[dict[TopicPartition, int]]]
     missing: list[str] = field(default_factory=list)
     resets: dict[TopicPartition, Reset] = field(default_factory=dict)
+    #: Partitions compared with their fence since they were assigned: records fetched from any
+    #: other partition wait for :meth:`check_partitions` before they are applied.
+    checked: set[TopicPartition] = field(default_factory=set)
     _logged_at: dict[str, float] = field(default_factory=dict)
 
     async def check(self, consumer: ConsumerLike) -> None:
@@ -116,35 +120,39 @@ class TopicWatch:
                 continue
             if assigned or tp in self.resets or await consumer.position(tp) <= fence:
                 suspects[tp] = end
-        if suspects:
-            ends.update(await self.true_ends(suspects))
-        for tp in tps:
-            end, fence = ends.get(tp), fences[tp.topic].get(tp.partition, -1)
-            if end is None:
+        true_ends = await self.true_ends(suspects) if suspects else {}
+        behind = {
+            tp: Reset(end, fences[tp.topic].get(tp.partition, -1))
+            for tp, end in true_ends.items()
+            if end <= fences[tp.topic].get(tp.partition, -1)
+        }
+        for tp, reset in behind.items():
+            if tp in self.resets:
                 continue
-            if end <= fence and tp not in self.resets:
-                consumer.pause(tp)
-                self.resets[tp] = Reset(end, fence)
-                log.error(
-                    "%s[%d]: the broker's log ends at offset %d, but records up to %d were "
-                    "applied from it: the topic was re-created or the broker lost its data. "
-                    "Paused (nothing is skipped or committed). If that is expected, drop the "
-                    "fence to resume: %s",
-                    tp.topic,
-                    tp.partition,
-                    end - 1,
-                    fence,
-                    self._fix(tp),
-                )
-            elif end > fence and tp in self.resets:
-                del self.resets[tp]
-                consumer.resume(tp)
-                log.info("%s[%d]: its fence is behind the log again; resumed", *tp)
+            consumer.pause(tp)
+            self.resets[tp] = reset
+            log.error(
+                "%s[%d]: the broker's log ends at offset %d, but records up to %d were "
+                "applied from it: the topic was re-created or the broker lost its data. "
+                "Paused (nothing is skipped or committed). If that is expected, drop the "
+                "fence to resume: %s",
+                tp.topic,
+                tp.partition,
+                reset.broker_end - 1,
+                reset.applied_up_to,
+                self._fix(tp),
+            )
+        for tp in [tp for tp in tps if tp in self.resets and tp not in behind]:
+            del self.resets[tp]
+            consumer.resume(tp)
+            log.info("%s[%d]: its fence is behind the log again; resumed", *tp)
+        self.checked.update(tp for tp in tps if tp not in self.resets)
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
-        """Revoked partitions: another worker owns (and checks) them now."""
+        """Revoked or newly assigned partitions: to be checked again before their records."""
         for tp in partitions:
             self.resets.pop(tp, None)
+            self.checked.discard(tp)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -176,10 +184,11 @@ class TopicWatch:
 async def last_offsets(
     bootstrap: str, reported: dict[TopicPartition, int], timeout_s: float = 5.0, **client: Any
 ) -> dict[TopicPartition, int]:
-    """One past the last record of each partition, fetched from ``reported - 1`` onwards.
+    """One past the last record of each partition, read from ``reported - 1`` to the end.
 
     A consumer of its own (no group, nothing committed): the worker's consumer keeps its
-    position. A partition that returns nothing in time keeps its reported end.
+    position. A partition that returns nothing in time keeps its reported end. Only called for
+    partitions that look reset (rare on Kafka; after a rebalance on tansu).
     """
     from aiokafka import AIOKafkaConsumer
 
@@ -195,13 +204,20 @@ async def last_offsets(
         consumer.assign(list(probe))
         for tp, offset in probe.items():
             consumer.seek(tp, offset)
-        pending = set(probe)
+        # Read on until a fetch brings nothing new: the batch at ``reported - 1`` need not be
+        # the last one.
         deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+        got_some = False
+        while time.monotonic() < deadline:
+            fetched = await consumer.getmany(timeout_ms=200)
+            if not any(fetched.values()):
+                if got_some:
+                    break
+                continue  # a new consumer's first fetches often come back empty
+            got_some = True
+            for tp, records in fetched.items():
                 if records:
                     ends[tp] = max(ends[tp], records[-1].offset + 1)
-                    pending.discard(tp)
     finally:
         await consumer.stop()
     return ends

@@ -149,7 +149,10 @@ local function index(op, key, ...)
   end
 end
 
--- Write phase.
+-- Write phase. Its first write is one Redis refuses when it is out of memory (HINCRBY is
+-- deny-oom; ZREM and HDEL are not): once a script has written, Redis lets every later write of it
+-- through, so a batch that began with a ZREM would be applied whole past maxmemory.
+redis.call('HINCRBY', prefix .. ':counters', 'received', 0)
 for g = 1, ngroups do
   local cid, blob = ARGV[i], ARGV[i + 1]
   i = i + 2
