@@ -29,6 +29,7 @@ somewhere an operator can find it, exactly once per delivery, with the reason to
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -61,11 +62,15 @@ from tests.integration.test_worker import (
     dataset,
     key_of,
     oracle_rows,
+    produce,
+    records_for,
     redis_rows,
     wait_for,
     worker_pool,
 )
 from worker.config import Settings
+from worker.ingest.hooks import Hooks
+from worker.ingest.service import IngestService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -686,3 +691,67 @@ def test_a_worker_of_a_new_group_rereads_every_poison_record_without_changing_th
     assert redis_rows(lost) == rows
     assert_exact(lost, sent, letters_per_record=(1, 2))
     assert_same_worker_healthy(again, pid)
+
+
+# -- the batch path itself failing -------------------------------------------------------------
+def _run_with_failing_batch_path(
+    settings: Settings, events: list[Event], failures: int
+) -> tuple[IngestService, int]:
+    """An in-process ingest service whose batch path raises ``failures`` times, then works.
+
+    The failure is injected where no record is to blame: the hook that says what each apply
+    should return (called once per fetched batch before it is prepared).
+    """
+    calls = 0
+
+    def failing_spec() -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= failures:
+            raise RuntimeError(f"injected batch-path failure {calls}")
+
+    async def scenario() -> IngestService:
+        service = IngestService(settings, hooks=Hooks(snapshot_spec=failing_spec))
+        await service.start()
+        try:
+            produce(settings.kafka_bootstrap, records_for(settings, events))
+            deadline = time.monotonic() + 90
+            while service.metrics.received < len(events):
+                assert time.monotonic() < deadline, service.metrics
+                await asyncio.sleep(0.05)
+        finally:
+            await service.stop()
+        return service
+
+    return asyncio.run(scenario()), calls
+
+
+def test_a_batch_path_that_raises_is_retried_from_the_batch_and_loses_nothing(
+    settings: Settings,
+) -> None:
+    events = dataset(40, 300, 100, seed=83)
+    service, _ = _run_with_failing_batch_path(settings.with_(poison_retries=5), events, 3)
+    assert service.metrics.batch_path_failures == 3
+    assert service.metrics.dead_lettered == 0
+    got = counters(settings)
+    assert got["valid"] == len(events) and got["dead_lettered"] == 0, got
+    assert_same_state(redis_rows(settings), oracle_rows(events))
+
+
+def test_a_batch_path_that_keeps_raising_dead_letters_that_batch_and_moves_on(
+    settings: Settings,
+) -> None:
+    events = dataset(40, 300, 100, seed=84)
+    service, _ = _run_with_failing_batch_path(settings.with_(poison_retries=2), events, 2)
+    set_aside = service.metrics.dead_lettered
+    assert service.metrics.batch_path_failures == 2 and set_aside > 0
+    got = counters(settings)
+    assert got["dead_lettered"] == set_aside and got["valid"] == len(events) - set_aside, got
+    letters = [d.letter for d in read_dead_letters(settings, set_aside)]
+    assert all("the batch path failed 2 times" in d.error for d in letters)
+    assert all("injected batch-path failure 2" in d.error for d in letters)
+    assert len({(d.source_topic, d.partition, d.offset) for d in letters}) == set_aside
+    gone = {msgspec.json.decode(d.original)["event_id"] for d in letters}
+    kept = [e for e in events if e.event_id not in gone]
+    assert len(kept) == len(events) - set_aside
+    assert_same_state(redis_rows(settings), oracle_rows(kept))

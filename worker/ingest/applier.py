@@ -217,6 +217,10 @@ class BatchApplier:
             await self._pause(attempt)
             attempt += 1
 
+    async def apply_record_free(self, batch: Batch) -> ApplyResult:
+        """A batch without events (fence moves and dead-letter counts), retried until done."""
+        return await self._apply_until_done(batch)
+
     async def _apply_until_done(self, batch: Batch) -> ApplyResult:
         """A batch without records (only fence moves and counts): retried whatever fails."""
         attempt = 0

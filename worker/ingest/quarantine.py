@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from schemas import SchemaError, encode
 from worker.core.batch import Batch, Record, TopicPartition
@@ -134,6 +135,34 @@ def without(assembled: Assembled, bad: Mapping[int, str]) -> Assembled:
         [*assembled.rejected, *refused], key=lambda r: (r.topic, r.partition, r.offset)
     )
     return Assembled(batch=new_batch, rejected=tuple(rejected), sources=assembled.sources)
+
+
+def dead_letter_fetched(
+    fetched: Mapping[Any, Sequence[RawRecord]], reason: str
+) -> tuple[list[Rejected], Batch]:
+    """Every fetched record as a dead letter with ``reason``, and the batch that counts them.
+
+    The last resort when the batch path itself keeps failing: the records go to the dead-letter
+    topic with their original bytes, and the batch (no events, every offset dead-lettered)
+    moves the fence past them.
+    """
+    letters: list[Rejected] = []
+    offsets: dict[TopicPartition, list[int]] = {}
+    for part in fetched.values():
+        for r in part:
+            value = r.value if r.value is not None else b""
+            letters.append(
+                Rejected(r.topic, r.partition, r.offset, r.key, value, SchemaError("$", reason))
+            )
+            offsets.setdefault((r.topic, r.partition), []).append(r.offset)
+    dead = {tp: tuple(sorted(o)) for tp, o in offsets.items()}
+    batch = Batch(
+        records=(),
+        high_offsets={tp: o[-1] for tp, o in dead.items()},
+        dead_lettered={tp: len(o) for tp, o in dead.items()},
+        dead_letter_offsets=dead,
+    )
+    return letters, batch
 
 
 def describe(batch: Batch) -> str:

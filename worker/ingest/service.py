@@ -56,7 +56,7 @@ from worker.ingest.batch import (
 )
 from worker.ingest.dead_letter import DeadLetterSink
 from worker.ingest.hooks import Hooks
-from worker.ingest.quarantine import without
+from worker.ingest.quarantine import dead_letter_fetched, without
 from worker.ingest.watch import WATCH_INTERVAL_S, TopicWatch, last_offsets
 from worker.redis_io import until_sent
 
@@ -87,6 +87,8 @@ class IngestMetrics:
     commits: int = 0
     commit_failures: int = 0
     hook_failures: int = 0
+    #: The batch loop itself raised (not a record, not Redis): retried from the batch.
+    batch_path_failures: int = 0
     #: Control-topic records that are not control messages (dead-lettered by the app's agent).
     control_dead_lettered: int = 0
     apply_seconds_sum: float = 0.0
@@ -99,6 +101,14 @@ class IngestMetrics:
     recency_crossed: int = 0
     assigned: list[str] = field(default_factory=list)
     fetched_upto: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class InflightFailed(Exception):
+    """The in-flight batch's task raised; carries what was fetched for it, to fetch it again."""
+
+    def __init__(self, error: Exception, fetched: dict[TopicPartition, list[Any]]) -> None:
+        super().__init__(str(error))
+        self.error, self.fetched = error, fetched
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -133,6 +143,7 @@ class IngestService(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._sink: DeadLetterSink | None = None
         self._inflight: asyncio.Task[None] | None = None
+        self._inflight_fetched: dict[TopicPartition, list[Any]] = {}
         #: Applied batches whose ``on_changed`` hook has not run yet, oldest first.
         self._hooks_due: list[tuple[Batch, ApplyResult]] = []
         #: True while the loop waits in ``getmany`` (no batch is being prepared).
@@ -223,10 +234,9 @@ class IngestService(Service):
 
     # -- the loop -------------------------------------------------------------------------------
     async def _consume_forever(self) -> None:
-        consumer, store = self._consumer, self.store
-        assert consumer is not None and store is not None
-        s = self.settings
-        fetch_errors = 0
+        consumer, s = self._consumer, self.settings
+        assert consumer is not None
+        fetch_errors = loop_failures = 0
         while not self._stopping and not self.should_stop:
             try:
                 self._fetching = True
@@ -243,26 +253,80 @@ class IngestService(Service):
                 await asyncio.sleep(backoff(fetch_errors))
                 fetch_errors += 1
                 continue
-            if fetched:
-                fetched = await self._hold_unchecked(fetched)
-            if not fetched:
-                if self._inflight is not None and self._inflight.done():
-                    await self._finish_inflight()
-                if self._inflight is None:
-                    await self._run_hooks()
-                continue
-            assembled = assemble(fetched.values(), s.orders_topic, s.clicks_topic)
-            spec = self.hooks.snapshot_spec
-            assembled, prepared = _prepare(store, assembled, spec() if spec is not None else None)
-            for tp, records in fetched.items():
-                self.metrics.fetched_upto[(tp.topic, tp.partition)] = records[-1].offset
-            # Batch N+1 is decoded and its script arguments built; wait for batch N (its apply
-            # ran in Redis meanwhile).
-            await self._finish_inflight()
-            if self._stopping:
+            try:
+                await self._handle(fetched)
+                loop_failures = 0
+            except Stopping:
                 return
-            await self._start(assembled, prepared)
-            await self._run_hooks()  # the previous batches', while Redis applies this one
+            except Exception as exc:  # never expected: the batch path itself failed
+                loop_failures = await self._handle_failed(exc, fetched, loop_failures + 1)
+
+    async def _handle(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        """One fetch: hold unchecked partitions, decode + prepare, wait for N-1, start N."""
+        store, s = self.store, self.settings
+        assert store is not None
+        if fetched:
+            fetched = await self._hold_unchecked(fetched)
+        if not fetched:
+            if self._inflight is not None and self._inflight.done():
+                await self._finish_inflight()
+            if self._inflight is None:
+                await self._run_hooks()
+            return
+        assembled = assemble(fetched.values(), s.orders_topic, s.clicks_topic)
+        spec = self.hooks.snapshot_spec
+        assembled, prepared = _prepare(store, assembled, spec() if spec is not None else None)
+        for tp, records in fetched.items():
+            self.metrics.fetched_upto[(tp.topic, tp.partition)] = records[-1].offset
+        # Batch N+1 is decoded and its script arguments built; wait for batch N (its apply
+        # ran in Redis meanwhile).
+        await self._finish_inflight()
+        if self._stopping:
+            raise Stopping("consume")
+        await self._start(assembled, prepared, fetched)
+        await self._run_hooks()  # the previous batches', while Redis applies this one
+
+    async def _handle_failed(
+        self, exc: Exception, fetched: dict[TopicPartition, list[Any]], attempt: int
+    ) -> int:
+        """The batch path raised (a bug, not a record): retry from the batch, then set it aside.
+
+        The consumer is sent back to the first record of the failed batch, nothing of it is
+        committed, and ``/health`` says so. After ``poison_retries`` failures in a row its
+        records are dead-lettered with the error (and counted, and the fence moved past them),
+        so no input can block a partition for good. Returns the failures in a row so far.
+        """
+        if isinstance(exc, InflightFailed):
+            fetched, exc = exc.fetched, exc.error
+        where = _fmt_fetched(fetched)
+        text = f"{type(exc).__name__}: {exc}"
+        self.metrics.batch_path_failures += 1
+        self._set_state("retrying-batch", f"processing {where} failed: {text}")
+        log.error(
+            "processing %s failed (attempt %d): %s; retrying from its first record, "
+            "nothing committed",
+            where,
+            attempt,
+            text,
+            exc_info=exc,
+        )
+        limit, applier, consumer = self.settings.poison_retries, self.applier, self._consumer
+        if limit and attempt >= limit and applier is not None and fetched:
+            reason = f"the batch path failed {attempt} times with this record's batch: {text}"
+            letters, dead = dead_letter_fetched(fetched, reason)
+            await applier.send_dead_letters(letters)
+            await applier.apply_record_free(dead)
+            self.metrics.received += len(letters)
+            self.metrics.dead_lettered += len(letters)
+            self._book_offsets(dead)
+            self._set_state("running", None)
+            return 0
+        if consumer is not None:
+            for tp, records in fetched.items():
+                with contextlib.suppress(Exception):  # revoked meanwhile: the new owner reads
+                    consumer.seek(tp, records[0].offset)
+        await asyncio.sleep(backoff(attempt))
+        return attempt
 
     async def _hold_unchecked(
         self, fetched: dict[TopicPartition, list[Any]]
@@ -289,7 +353,9 @@ class IngestService(Service):
                 consumer.seek(tp, fetched.pop(tp)[0].offset)
         return fetched
 
-    async def _start(self, assembled: Assembled, prepared: Any) -> None:
+    async def _start(
+        self, assembled: Assembled, prepared: Any, fetched: dict[TopicPartition, list[Any]]
+    ) -> None:
         """Start applying a batch and return once its request has reached Redis.
 
         Not sooner: getmany does not yield while records are buffered, so a task merely
@@ -298,14 +364,18 @@ class IngestService(Service):
         """
         sent = asyncio.Event()
         task = asyncio.ensure_future(self._process(assembled, prepared, sent.set))
-        self._inflight = task
+        self._inflight, self._inflight_fetched = task, fetched
         await until_sent(task, sent)
 
     async def _finish_inflight(self) -> None:
         task, self._inflight = self._inflight, None
         if task is not None:
-            with contextlib.suppress(Stopping):
+            try:
                 await task
+            except Stopping:
+                pass
+            except Exception as exc:  # its records are fetched again (_handle_failed)
+                raise InflightFailed(exc, self._inflight_fetched) from exc
 
     async def _process(
         self,
@@ -327,18 +397,22 @@ class IngestService(Service):
         m.apply_seconds_sum += elapsed
         m.apply_seconds_max = max(m.apply_seconds_max, elapsed)
         m.last_applied_at = time.time()
-        uncommitted = self._uncommitted
         for batch, result in applied.pieces:
             m.applied += result.applied
             m.duplicates += result.duplicates
-            for tp, offset in batch.partitions().items():
-                if offset > uncommitted.get(tp, -1):
-                    uncommitted[tp] = offset
+            self._book_offsets(batch)
             if result.changed and self.hooks.on_changed is not None:
                 self._hooks_due.append((batch, result))
-        self._applied.set()
         if self._hooks_due and self._fetching:  # no next batch waits for this task: hooks now
             await self._run_hooks()
+
+    def _book_offsets(self, batch: Batch) -> None:
+        """``batch`` is in Redis: its offsets go to the committer."""
+        uncommitted = self._uncommitted
+        for tp, offset in batch.partitions().items():
+            if offset > uncommitted.get(tp, -1):
+                uncommitted[tp] = offset
+        self._applied.set()
 
     async def _run_hooks(self) -> None:
         """``on_changed`` for the applied batches not reported yet, oldest first.
@@ -482,6 +556,13 @@ class IngestService(Service):
             done = self.metrics.fetched_upto.get((tp.topic, tp.partition), -1)
             out[f"{tp.topic}[{tp.partition}]"] = max(0, high - (done + 1))
         return out
+
+
+def _fmt_fetched(fetched: dict[TopicPartition, list[Any]]) -> str:
+    spans = (
+        f"{tp.topic}[{tp.partition}]@{r[0].offset}-{r[-1].offset}" for tp, r in fetched.items()
+    )
+    return ", ".join(sorted(spans)) or "nothing"
 
 
 def _fmt(tps: Sequence[TopicPartition]) -> str:
