@@ -216,6 +216,7 @@ async def health_report(ingest: IngestService, started_at: float) -> dict[str, A
             "quarantined": a.quarantined,
             "dead_letter_retries": a.dead_letter_retries,
             "control_dead_lettered": m.control_dead_lettered,
+            "batch_path_failures": m.batch_path_failures,
             "commit_failures": m.commit_failures,
             "rebalances": m.rebalances,
         },
