@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 
 from schemas import ClickEvent, DeadLetter, LineItem, OrderEvent, decode, encode
+from tests.support.records import Raw
 from worker.ingest.applier import BACKOFF_MAX_S
 from worker.ingest.applier import backoff as _backoff
 from worker.ingest.batch import assemble, change_reasons, offsets_to_commit
 from worker.ingest.dead_letter import MAX_ORIGINAL_BYTES, to_dead_letter
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@dataclass(frozen=True)
-class Raw:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def order(i: int, customer: str = "C1", status: str = "placed") -> bytes:

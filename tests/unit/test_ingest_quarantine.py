@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from schemas import encode
 from tests import state_events
+from tests.support.records import Raw
 from worker.core import InMemoryStateStore
 from worker.core.batch import ApplyResult, Batch
 from worker.ingest import applier as applier_module
@@ -30,15 +31,6 @@ from worker.ingest.quarantine import dead_letter_all, describe, split_batch, wit
 from worker.state.errors import StoreRejected, StoreUnavailable
 
 ORDERS, CLICKS = "orders", "clicks"
-
-
-@dataclass(frozen=True)
-class Raw:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def fetch(seed: int, n_events: int = 60, bad_every: int = 7) -> list[list[Raw]]:
