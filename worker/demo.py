@@ -88,12 +88,26 @@ def _follow_changes(settings: Settings, feed: ChangeFeed, stop: threading.Event)
     try:
         while not stop.is_set():
             for message in consumer:
-                with contextlib.suppress(ValueError):
-                    feed.add(json.loads(message.value))
+                change = _change_of(message.value)
+                if change is not None:
+                    feed.add(change)
                 if stop.is_set():
                     break
     finally:
         consumer.close()
+
+
+def _change_of(value: bytes | None) -> dict[str, Any] | None:
+    """A segment change to show, or ``None`` for any record that is not one (a tombstone, a
+    record some other client wrote): the live view skips it rather than stop following."""
+    try:
+        change = json.loads(value) if value else None
+        if isinstance(change, dict):
+            int(change.get("segment_seq") or change.get("seq") or 0)
+            return change
+    except (ValueError, TypeError):
+        pass
+    return None
 
 
 def _env(settings: Settings) -> dict[str, str]:
