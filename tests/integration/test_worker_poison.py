@@ -13,9 +13,10 @@ What this proves, against the real broker and Redis with ``segstream worker`` as
 - The kinds include the record that stopped the worker before commit d2c38e0: an object nested
   5000 levels deep made msgspec raise ``RecursionError`` out of ``decode_many``; the offset was
   never committed, so every restart fetched it again and died again. Also a valid event carrying
-  an unknown field nested 40 levels deep (accepted before, refused now: past the fixed bound of
-  32 levels), 70 KB records, random bytes, other encodings, every JSON top-level type, and each
-  model's own checks (prices, quantities, totals, times, versions, ids, enums).
+  an unknown field nested 300 levels deep (refused: past the fixed bound of 256 levels, which
+  keeps msgspec far from Python's recursion limit), 70 KB records, random bytes, other encodings,
+  every JSON top-level type, and each model's own checks (prices, quantities, totals, times,
+  versions, ids, enums).
 - Records produced before any worker runs are drained by the first worker (also when the first
   record of every partition is the 5000-deep one: the original outage), and a second worker
   started after a SIGTERM starts, re-applies nothing and dead-letters nothing again, and goes
@@ -80,7 +81,7 @@ PARTITIONS = 4
 BATCH_MAX_RECORDS = 250
 #: The record that crashed the worker before d2c38e0 (30 KB, under the size limit).
 DEEP_OBJECT = b'{"a":' * 5000 + b"1" + b"}" * 5000
-NESTED_TOO_DEEPLY = "$: nested too deeply: more than 32 levels"
+NESTED_TOO_DEEPLY = "$: nested too deeply: more than 256 levels"
 
 
 @pytest.fixture
@@ -145,13 +146,13 @@ def shared_kinds(template: dict[str, Any], other: dict[str, Any]) -> list[Kind]:
     """
     good = _json(template)
     rng = random.Random(20261206)
-    mixed_deep = b'[{"a":' * 20 + b"1" + b"}]" * 20  # 40 levels, arrays and objects alternating
+    mixed_deep = b'[{"a":' * 150 + b"1" + b"}]" * 150  # 300 levels, arrays and objects in turn
     return [
         # -- nesting: the record that raised before, and its relatives
         Kind("object nested 5000 deep", DEEP_OBJECT, NESTED_TOO_DEEPLY),
         Kind("array nested 5000 deep", b"[" * 5000 + b"]" * 5000, NESTED_TOO_DEEPLY),
-        Kind("arrays and objects nested 40 deep", mixed_deep, NESTED_TOO_DEEPLY),
-        Kind("valid event + unknown field nested 40 deep", _with(template, extra=_nested(40)),
+        Kind("arrays and objects nested 300 deep", mixed_deep, NESTED_TOO_DEEPLY),
+        Kind("valid event + unknown field nested 300 deep", _with(template, extra=_nested(300)),
              NESTED_TOO_DEEPLY),
         # -- size
         Kind("70 KB of JSON", b'{"pad":"' + b"x" * 70_000 + b'"}', "$: oversize: 70010 bytes"),
