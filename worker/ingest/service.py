@@ -409,7 +409,7 @@ class IngestService(Service):
     def _book_offsets(self, batch: Batch) -> None:
         """``batch`` is in Redis: its offsets go to the committer."""
         uncommitted = self._uncommitted
-        for tp, offset in batch.partitions().items():
+        for tp, offset in batch.high_offsets.items():  # every batch built here has them all
             if offset > uncommitted.get(tp, -1):
                 uncommitted[tp] = offset
         self._applied.set()
