@@ -22,8 +22,8 @@
 -- scoring needs no read of its own (worker/scoring/snapshot.py).
 -- Returns {applied, duplicates, stamp, snapshot numbers (msgpack), snapshot segments (msgpack),
 -- changed customer ids...}; the snapshot blobs are '' without snapshot fields.
--- Nothing is written before everything is read: a key of the wrong type (or a counter that is
--- not an integer) makes the call fail before its first write, never half way through a batch
+-- Nothing is written before everything is read: a key of the wrong type makes the call fail
+-- before its first write, never half way through a batch
 -- (Redis does not roll a script back), so the caller can retry or isolate the batch safely. The
 -- sweep index is the one exception: a bucket of the wrong type is skipped, logged and counted
 -- (counter index_errors); the state stays exact.
@@ -118,15 +118,6 @@ for g = 1, ngroups do
   local cid = ARGV[first_group + 2 * (g - 1)]
   if cid ~= '' then
     local cur = redis.call('HMGET', prefix .. ':c:{' .. cid .. '}', unpack(READ))
-    for k = 1, 10 do
-      local raw = cur[k]
-      -- past 2^53 a counter is added to with HINCRBY, which refuses a value that is not an
-      -- integer; refuse it here instead, before anything is written
-      if raw and #raw > 15 and not string.match(raw, '^-?%d+$') then
-        error('segstream state of customer ' .. cid .. ': field ' .. COUNTERS[k] ..
-              ' is not an integer')
-      end
-    end
     local old = cur[FP]
     if not old then
       -- Past 8 fingerprints they live in their own key. A customer without `ts` never had an
@@ -223,8 +214,14 @@ for g = 1, ngroups do
           local v = tonumber(cur[k]) or 0
           if math.abs(v) < EXACT and math.abs(v + by) < EXACT then
             put(COUNTERS[k], int(v + by))
-          else
+          elseif string.match(cur[k] or '0', '^-?%d+$') and #(cur[k] or '0') <= 18 then
             redis.call('HINCRBY', hkey, COUNTERS[k], int(by))
+          else
+            -- not an integer HINCRBY can take (someone wrote it): start again from this batch
+            -- rather than fail half way through it
+            redis.log(redis.LOG_WARNING, 'segstream: ' .. hkey .. ' ' .. COUNTERS[k] ..
+                      ' was not an integer; reset to this batch\'s change')
+            put(COUNTERS[k], int(by))
           end
         end
       end
