@@ -11,7 +11,6 @@ applied twice (a retry whose first attempt did land) changes nothing the second 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from schemas import SchemaError, encode
@@ -62,17 +61,27 @@ def split_batch(batch: Batch) -> tuple[Batch, Batch]:
 
 def dead_letter_all(batch: Batch) -> Batch:
     """``batch`` with every record turned into a dead-lettered offset: moves the fence, counts."""
+    return _with_dead(batch, (), (((r.topic, r.partition), r.offset) for r in batch.records))
+
+
+def _with_dead(
+    batch: Batch, records: Sequence[Record], dead: Iterable[tuple[TopicPartition, int]]
+) -> Batch:
+    """``batch`` holding ``records``, with the offsets ``dead`` added to its dead letters.
+
+    The high offsets stay those of the whole batch, so the fence moves past every record.
+    """
     offsets: dict[TopicPartition, list[int]] = {
         tp: list(o) for tp, o in batch.dead_letter_offsets.items()
     }
-    for rec in batch.records:
-        offsets.setdefault((rec.topic, rec.partition), []).append(rec.offset)
-    dead = {tp: tuple(sorted(o)) for tp, o in offsets.items()}
+    for tp, offset in dead:
+        offsets.setdefault(tp, []).append(offset)
+    by_tp = {tp: tuple(sorted(o)) for tp, o in offsets.items()}
     return Batch(
-        records=(),
+        records=records,
         high_offsets=dict(batch.partitions()),
-        dead_lettered={**_counted_only(batch), **{tp: len(o) for tp, o in dead.items()}},
-        dead_letter_offsets=dead,
+        dead_lettered={**_counted_only(batch), **{tp: len(o) for tp, o in by_tp.items()}},
+        dead_letter_offsets=by_tp,
     )
 
 
@@ -119,18 +128,7 @@ def without(assembled: Assembled, bad: Mapping[int, str]) -> Assembled:
     refused: list[Rejected] = []
     for i, reason in bad.items():
         refused += reject([batch.records[i]], reason, index)
-    offsets: dict[TopicPartition, list[int]] = {
-        tp: list(o) for tp, o in batch.dead_letter_offsets.items()
-    }
-    for r in refused:
-        offsets.setdefault((r.topic, r.partition), []).append(r.offset)
-    dead = {tp: tuple(sorted(o)) for tp, o in offsets.items()}
-    new_batch = replace(
-        batch,
-        records=keep,
-        dead_lettered={**_counted_only(batch), **{tp: len(o) for tp, o in dead.items()}},
-        dead_letter_offsets=dead,
-    )
+    new_batch = _with_dead(batch, keep, (((r.topic, r.partition), r.offset) for r in refused))
     rejected = sorted(
         [*assembled.rejected, *refused], key=lambda r: (r.topic, r.partition, r.offset)
     )
@@ -146,23 +144,14 @@ def dead_letter_fetched(
     topic with their original bytes, and the batch (no events, every offset dead-lettered)
     moves the fence past them.
     """
-    letters: list[Rejected] = []
-    offsets: dict[TopicPartition, list[int]] = {}
-    for part in fetched.values():
-        for r in part:
-            value = r.value if r.value is not None else b""
-            letters.append(
-                Rejected(r.topic, r.partition, r.offset, r.key, value, SchemaError("$", reason))
-            )
-            offsets.setdefault((r.topic, r.partition), []).append(r.offset)
-    dead = {tp: tuple(sorted(o)) for tp, o in offsets.items()}
-    batch = Batch(
-        records=(),
-        high_offsets={tp: o[-1] for tp, o in dead.items()},
-        dead_lettered={tp: len(o) for tp, o in dead.items()},
-        dead_letter_offsets=dead,
-    )
-    return letters, batch
+    error = SchemaError("$", reason)
+    letters = [
+        Rejected(r.topic, r.partition, r.offset, r.key, r.value or b"", error)
+        for part in fetched.values()
+        for r in part
+    ]
+    dead = (((r.topic, r.partition), r.offset) for r in letters)
+    return letters, _with_dead(Batch(records=()), (), dead)
 
 
 def describe(batch: Batch) -> str:
