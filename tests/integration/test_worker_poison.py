@@ -697,8 +697,10 @@ def test_a_worker_of_a_new_group_rereads_every_poison_record_without_changing_th
 # -- the batch path itself failing -------------------------------------------------------------
 def _run_with_failing_batch_path(
     settings: Settings, events: list[Event], failures: int
-) -> tuple[IngestService, int]:
+) -> tuple[IngestService, str]:
     """An in-process ingest service whose batch path raises ``failures`` times, then works.
+
+    Returns the service (stopped) and the state it was in once every event was received.
 
     The failure is injected where no record is to blame: the hook that says what each apply
     should return (called once per fetched batch before it is prepared).
@@ -711,7 +713,7 @@ def _run_with_failing_batch_path(
         if calls <= failures:
             raise RuntimeError(f"injected batch-path failure {calls}")
 
-    async def scenario() -> IngestService:
+    async def scenario() -> tuple[IngestService, str]:
         service = IngestService(settings, hooks=Hooks(snapshot_spec=failing_spec))
         await service.start()
         try:
@@ -720,19 +722,21 @@ def _run_with_failing_batch_path(
             while service.metrics.received < len(events):
                 assert time.monotonic() < deadline, service.metrics
                 await asyncio.sleep(0.05)
+            state = service.metrics.state
         finally:
             await service.stop()
-        return service
+        return service, state
 
-    return asyncio.run(scenario()), calls
+    return asyncio.run(scenario())
 
 
 def test_a_batch_path_that_raises_is_retried_from_the_batch_and_loses_nothing(
     settings: Settings,
 ) -> None:
     events = dataset(40, 300, 100, seed=83)
-    service, _ = _run_with_failing_batch_path(settings.with_(poison_retries=5), events, 3)
+    service, state = _run_with_failing_batch_path(settings.with_(poison_retries=5), events, 3)
     assert service.metrics.batch_path_failures == 3
+    assert state == "running"  # /health is ok again once the batch path works
     assert service.metrics.dead_lettered == 0
     got = counters(settings)
     assert got["valid"] == len(events) and got["dead_lettered"] == 0, got
@@ -743,7 +747,8 @@ def test_a_batch_path_that_keeps_raising_dead_letters_that_batch_and_moves_on(
     settings: Settings,
 ) -> None:
     events = dataset(40, 300, 100, seed=84)
-    service, _ = _run_with_failing_batch_path(settings.with_(poison_retries=2), events, 2)
+    service, state = _run_with_failing_batch_path(settings.with_(poison_retries=2), events, 2)
+    assert state == "running"
     set_aside = service.metrics.dead_lettered
     assert service.metrics.batch_path_failures == 2 and set_aside > 0
     got = counters(settings)

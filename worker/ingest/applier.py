@@ -243,6 +243,9 @@ class BatchApplier:
                 raise Stopping("dead-letter")
             try:
                 await self.dead_letters.send(rejected)
+                if attempt and self.metrics.failing is None:  # no failing apply to report
+                    log.info("dead-lettering resumed: %d record(s) sent", len(rejected))
+                    self._on_state("running", None)
                 return
             except asyncio.CancelledError:
                 raise

@@ -255,6 +255,9 @@ class IngestService(Service):
                 continue
             try:
                 await self._handle(fetched)
+                if loop_failures and self.metrics.state == "retrying-batch":
+                    log.info("ingest resumed: the batch path works again")
+                    self._set_state("running", None)
                 loop_failures = 0
             except Stopping:
                 return
@@ -440,7 +443,7 @@ class IngestService(Service):
     async def dead_letter(self, rejected: Rejected) -> None:
         """Dead-letter one record of another consumer of this worker (the control agent)."""
         if self.applier is None:  # not connected yet: the sink does not exist
-            log.warning("dropping nothing: %s waits for the dead-letter producer", rejected.where)
+            log.warning("%s waits for the dead-letter producer to start", rejected.where)
             while self.applier is None and not self._stopping:
                 await asyncio.sleep(0.1)
         if self.applier is not None:
