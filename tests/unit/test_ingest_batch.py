@@ -8,8 +8,8 @@ import msgspec
 
 from schemas import ClickEvent, DeadLetter, LineItem, OrderEvent, decode, encode
 from tests.support.records import Raw
-from worker.ingest.applier import BACKOFF_MAX_S
-from worker.ingest.applier import backoff as _backoff
+from worker.backoff import BACKOFF_MAX_S
+from worker.backoff import backoff as _backoff
 from worker.ingest.batch import assemble, change_reasons, offsets_to_commit
 from worker.ingest.dead_letter import MAX_ORIGINAL_BYTES, to_dead_letter
 

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from schemas import encode
 from tests import state_events
 from tests.support.records import Raw
+from worker import backoff as backoff_module
 from worker.core import InMemoryStateStore
 from worker.core.batch import ApplyResult, Batch
-from worker.ingest import applier as applier_module
 from worker.ingest.applier import BatchApplier, Stopping
 from worker.ingest.batch import Assembled, Rejected, assemble
 from worker.ingest.failures import Kind, classify
@@ -209,7 +209,7 @@ class Letters:
 
 @pytest.fixture(autouse=True)
 def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(applier_module, "BACKOFF_FIRST_S", 0.0)
+    monkeypatch.setattr(backoff_module, "BACKOFF_FIRST_S", 0.0)
 
 
 def run(store: RefusingStore, assembled: Assembled, poison_retries: int = 5) -> tuple[Any, Any]:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from worker.backoff import backoff
 from worker.core.batch import ApplyResult, Batch, SnapshotSpec
 from worker.ingest.batch import Assembled, Rejected
 from worker.ingest.failures import Failure, Kind, classify
@@ -35,18 +36,9 @@ from worker.ingest.quarantine import dead_letter_all, describe, raw_index, rejec
 
 log = logging.getLogger(__name__)
 
-#: Backoff between attempts: first wait, growth factor, cap (seconds).
-BACKOFF_FIRST_S = 0.05
-BACKOFF_FACTOR = 2.0
-BACKOFF_MAX_S = 2.0
 #: One apply taking longer than this is treated as failed and retried (the fence makes a late
 #: completion of the abandoned call harmless). Covers a Redis that accepts but never answers.
 APPLY_TIMEOUT_S = 15.0
-
-
-def backoff(attempt: int) -> float:
-    """The wait before retry ``attempt`` (the exponent is capped: 2.0**1024 overflows)."""
-    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * BACKOFF_FACTOR ** min(attempt, 32)))
 
 
 class Stopping(Exception):

@@ -38,15 +38,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from worker.backoff import backoff
 from worker.config import Settings
 from worker.core.batch import ApplyResult, Batch, Record, SnapshotSpec
-from worker.ingest.applier import (
-    Applied,
-    BatchApplier,
-    StateStoreLike,
-    Stopping,
-    backoff,
-)
+from worker.ingest.applier import Applied, BatchApplier, StateStoreLike, Stopping
 from worker.ingest.batch import (
     Assembled,
     Rejected,

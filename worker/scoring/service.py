@@ -40,6 +40,7 @@ import numpy as np
 from mode import Service
 
 from schemas import encode
+from worker.backoff import backoff
 from worker.config import ENV, Settings
 from worker.core.batch import PackedSnapshot, SnapshotSpec
 from worker.ingest.hooks import Hooks
@@ -67,7 +68,6 @@ SNAPSHOT_QUEUE_MAX = ROUND_MAX
 STATUS_EVERY_S = 1.0
 #: A rescore request is claimed once per token for this long (s).
 RESCORE_CLAIM_S = 7 * 86_400
-BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.05, 2.0
 #: Rounds whose publications may be in flight at once (they never share a customer).
 PUBLISH_DEPTH = 2
 #: How long a stopping worker waits for the last round's acknowledgements (s).
@@ -116,10 +116,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
         value = getattr(settings, name)
         env[var] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     return env
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(attempt, 32)))  # no overflow
 
 
 class ScoringService(Service):
@@ -293,7 +289,7 @@ class ScoringService(Service):
                 self._note(f"{what} failed: {type(exc).__name__}: {exc}")
                 if attempt == 0 or attempt % 10 == 0:
                     log.warning("%s failed (%s: %s); retrying", what, type(exc).__name__, exc)
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
                 attempt += 1
 
     def _note(self, text: str) -> None:
