@@ -170,7 +170,7 @@ async def _redis_state(ingest: IngestService) -> tuple[dict[str, int] | None, st
     try:
         return await asyncio.wait_for(store.counters(), HEALTH_REDIS_TIMEOUT_S), "ok"
     except StoreRejected as exc:  # Redis answers, with an error (e.g. a key of the wrong type)
-        return None, f"error: {exc}"
+        return None, f"error: {exc.__cause__ or exc}"  # Redis's reply, not our URL
     except Exception:
         return None, "unreachable"
 

@@ -289,3 +289,9 @@ def test_with_poison_retries_zero_a_refused_batch_is_retried_and_never_dead_lett
     assert applier.metrics.failing is not None
     assert applier.metrics.failing.as_dict()["kind"] == "poison"
     assert not list(store.memory.customers())
+
+
+def test_a_failure_line_never_shows_the_redis_password() -> None:
+    exc = StoreUnavailable("Redis at redis://worker:hunter2@redis:6379/0 is unavailable: refused")
+    failure = classify(exc)
+    assert "hunter2" not in failure.text and "redis://worker:***@redis:6379/0" in failure.text

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import redis.exceptions as rex
 from aiokafka.errors import KafkaError
 
+from worker.redact import redact
 from worker.state.errors import StoreRejected, StoreUnavailable
 
 
@@ -68,7 +69,7 @@ _SHARED_KEY = "segstream state key "
 
 def classify(exc: BaseException) -> Failure:
     """Outage or poison, with the line to log (the exception's type and message)."""
-    text = f"{type(exc).__name__}: {exc}"
+    text = redact(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, StoreUnavailable | KafkaError | TimeoutError | asyncio.TimeoutError):
         return Failure(Kind.OUTAGE, text)
     if isinstance(exc, ConnectionError | OSError):

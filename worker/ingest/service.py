@@ -53,6 +53,7 @@ from worker.ingest.dead_letter import DeadLetterSink
 from worker.ingest.hooks import Hooks
 from worker.ingest.quarantine import dead_letter_fetched, without
 from worker.ingest.watch import WATCH_INTERVAL_S, TopicWatch, last_offsets
+from worker.redact import redact
 from worker.redis_io import until_sent
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ class IngestService(Service):
         if isinstance(exc, InflightFailed):
             fetched, exc = exc.fetched, exc.error
         where = _fmt_fetched(fetched)
-        text = f"{type(exc).__name__}: {exc}"
+        text = redact(f"{type(exc).__name__}: {exc}")
         self.metrics.batch_path_failures += 1
         self._set_state("retrying-batch", f"processing {where} failed: {text}")
         log.error(
@@ -498,6 +499,7 @@ class IngestService(Service):
             self._note_error(error)
 
     def _note_error(self, text: str) -> None:
+        text = redact(text)  # it is shown on /health
         self.metrics.last_error = text
         self.metrics.last_error_at = time.time()
         log.debug(text)
