@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from devstack.services import local_services
 from producers.parallel import ParallelFileSource
 from producers.readers import FileSource, Reject
 from producers.run import RejectsWriter, pump, pump_chunks
 from producers.sinks import KafkaSink, KafkaSinkConfig, best_compression
 from schemas import encode
-from worker.services import local_services
 
 TARGET_EVENTS_PER_S = 50_000
 TARGET_RATIO = 0.70

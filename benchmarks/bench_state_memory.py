@@ -1,7 +1,7 @@
 """Redis memory per customer, and the speed of the one-Lua-call-per-batch write path.
 
 Starts its own redis-server (and tansu, unused) on free ports through
-``worker.services.local_services``, never the machine's Redis. Seeded.
+``devstack.services.local_services``, never the machine's Redis. Seeded.
 
 1. Memory: N customers (default 1M), a few events each (1-3 orders, 1 in 10 cancelled, half
    with a click session), applied through ``StateStore.apply``; ``INFO memory`` used_memory
@@ -32,10 +32,10 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
+from devstack.services import local_services
 from schemas import ClickEvent, LineItem, OrderEvent
 from worker.core import Batch, Record, to_delta
 from worker.core.rfm import CLICK_CODES, Kind
-from worker.services import local_services
 from worker.state import StateStore, keys
 from worker.state.store import build_args, script_text
 

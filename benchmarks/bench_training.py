@@ -1,6 +1,6 @@
 """Benchmark: ``segstream train`` core on 1M synthetic customers, k-range 2-10 (target <= 60 s).
 
-Seeded feature-level customers (worker.segmentation.synthetic, 7 personas), default features.
+Seeded feature-level customers (analytics.synthetic, 7 personas), default features.
 Prints the conditions, the median of ``--runs`` training runs with its phases, and a baseline
 measured in the same run: sklearn's ``silhouette_score`` called once per k on the same 20k
 sample, against the one-pass :func:`silhouette_by_k` used by training.
@@ -20,9 +20,10 @@ import numpy as np
 import sklearn
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from worker.segmentation.features import DEFAULT_FEATURES, Scaler, real_matrix
-from worker.segmentation.synthetic import synthetic_state
-from worker.segmentation.training import silhouette_by_k, train
+from analytics.frames import real_matrix
+from analytics.synthetic import synthetic_state
+from analytics.training import silhouette_by_k, train
+from worker.segmentation.features import DEFAULT_FEATURES, Scaler
 
 
 def main() -> None:
@@ -65,7 +66,7 @@ def main() -> None:
     idx = np.sort(np.random.default_rng(args.seed).choice(len(z), 20_000, replace=False))
     labels = {}
     for s in model.scores:
-        from worker.segmentation.training import nearest
+        from analytics.training import nearest
 
         km_labels, _ = nearest(z[idx], z[idx][: s.k])  # any labelling of k clusters will do
         labels[s.k] = km_labels

@@ -271,9 +271,9 @@ def redis_cpu_s(r: redis.Redis) -> float:
 
 def publish_model(redis_url: str, prefix: str, seed: int) -> str:
     """A K-means model (k=6) trained on seeded synthetic state, made current under ``prefix``."""
+    from analytics.synthetic import synthetic_state
+    from analytics.training import train
     from worker.segmentation.artifacts_redis import RedisModelStore
-    from worker.segmentation.synthetic import synthetic_state
-    from worker.segmentation.training import train
 
     model = train(synthetic_state(20_000, seed=seed), k=6, seed=seed).model
     RedisModelStore.from_url(redis_url, prefix).save(model)
@@ -349,7 +349,7 @@ def spawn(
     path: str, opts: argparse.Namespace, ctx: dict[str, Any], tag: str, port: int | None = None
 ) -> Any:
     """Start one path's process; a worker serves its web pages on ``port`` (default: free)."""
-    from worker.services import free_port
+    from devstack.services import free_port
 
     prefix, group = f"b-{tag}", f"g-{tag}"
     log = open(Path(ctx["dir"]) / f"{tag}.log", "wb")  # noqa: SIM115 - closed by the caller
@@ -367,7 +367,7 @@ def spawn(
         if path == "scoring":
             env["SEGSTREAM_SCORING"] = "1"
             publish_model(ctx["redis_url"], prefix, opts.seed)
-        cmd = [sys.executable, "-m", "worker", "worker"]
+        cmd = [sys.executable, "-m", "segstream", "worker"]
     else:
         env = dict(os.environ)
         cmd = [
@@ -386,7 +386,7 @@ async def latency_run(opts: argparse.Namespace, ctx: dict[str, Any], run: int) -
     import redis.asyncio as aioredis
     from aiokafka import AIOKafkaProducer
 
-    from worker.services import free_port
+    from devstack.services import free_port
 
     topics = (f"lat-orders-{run}", f"lat-clicks-{run}")
     create_topics(ctx["bootstrap"], list(topics), 4)
@@ -394,7 +394,7 @@ async def latency_run(opts: argparse.Namespace, ctx: dict[str, Any], run: int) -
     env = worker_env(ctx["bootstrap"], ctx["redis_url"], prefix, group, topics, port, ctx["dir"])
     log = open(Path(ctx["dir"]) / f"latency-{run}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", "worker"], env=env, cwd=REPO, stdout=log,
+        [sys.executable, "-m", "segstream", "worker"], env=env, cwd=REPO, stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -511,7 +511,7 @@ def main() -> None:
     if opts.with_scoring and "scoring" not in paths:
         paths.append("scoring")
 
-    from worker.services import local_services
+    from devstack.services import local_services
 
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, local_services(tmp) as svc:
         bootstrap, redis_url = svc["kafka"].url, svc["redis"].url

@@ -93,7 +93,7 @@ def main() -> None:
     opts = parser.parse_args()
     opts.runs, opts.paths = 1, "scoring"  # for bench_worker's conditions line
 
-    from worker.services import free_port, local_services
+    from devstack.services import free_port, local_services
 
     with tempfile.TemporaryDirectory(prefix="trace-scoring-") as tmp, local_services(tmp) as svc:
         bootstrap, redis_url = svc["kafka"].url, svc["redis"].url

@@ -1,7 +1,7 @@
 """``segstream produce synthetic`` and ``segstream replay`` (a file or a topic range).
 
 Every flag falls back to an environment variable shown in ``--help``: the shared ones come from
-:func:`worker.cli_options.settings_options`, the producer's own are named ``SEGSTREAM_PRODUCER_*``,
+:func:`segstream.options.settings_options`, the producer's own are named ``SEGSTREAM_PRODUCER_*``,
 ``SEGSTREAM_SYNTHETIC_*`` and ``SEGSTREAM_REPLAY_*``.
 
 Exit status: 0 when every event was confirmed by the broker (rejected rows do not fail a run:
@@ -24,14 +24,14 @@ from producers.readers import FORMATS, FileSource, parse_map, parse_ts
 from producers.run import RejectsWriter, Summary, pump, pump_chunks
 from producers.sinks import EventSink, FileSink, KafkaSink, KafkaSinkConfig
 from producers.synthetic import SyntheticConfig, default_start, generate
-from worker.cli_options import settings_options, var_option
-from worker.config import Settings
+from segstream.options import settings_options, var_option
+from segstream.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _opt(var: str, *flags: str, **kwargs: Any) -> Callable[[F], F]:
-    """:func:`worker.cli_options.var_option` for ``SEGSTREAM_<var>``."""
+    """:func:`segstream.options.var_option` for ``SEGSTREAM_<var>``."""
     return var_option(f"SEGSTREAM_{var}", *flags, **kwargs)
 
 

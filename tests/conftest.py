@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import Settings
-from worker.services import LocalServices, choose_backend, docker_engine_answers
+from devstack.services import LocalServices, choose_backend, docker_engine_answers
+from segstream.settings import Settings
 
 #: Short on purpose: the local broker's group join waits half the session timeout.
 TEST_SESSION_TIMEOUT_S = 6.0

@@ -6,7 +6,7 @@ orders + clicks hot path is *not* a faust agent: faust's per-event stream tops o
 events/s per process here, so it is the batched aiokafka :class:`IngestService`, a mode Service
 started and stopped with the app (see docs/worker.md for the numbers).
 
-Importing this module imports faust: call :func:`worker.cli_worker.install_uvloop` first when
+Importing this module imports faust: call :func:`worker.cli.install_uvloop` first when
 uvloop is wanted (faust and mode pick the event-loop policy up at import time).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import faust
 
 from schemas import SchemaError
-from worker.config import Settings
+from segstream.settings import Settings
 from worker.ingest.applier import ApplierMetrics
 from worker.ingest.batch import Rejected
 from worker.ingest.hooks import Hooks

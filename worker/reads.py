@@ -21,10 +21,10 @@ from typing import IO
 import click
 import orjson
 
-from worker.cli_options import settings_options
-from worker.config import Settings
+from segstream.errors import ConfigError
+from segstream.options import settings_options
+from segstream.settings import Settings
 from worker.core.rfm import EXPORT_COLUMNS, CustomerState, features
-from worker.errors import ConfigError
 from worker.state.errors import CustomerNotFound
 from worker.state.store import StateReader
 

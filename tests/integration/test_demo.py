@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.services import kafka_answers, redis_answers
+from devstack.services import kafka_answers, redis_answers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "demo", "--customers", "300", "--days", "60",
+        [sys.executable, "-m", "segstream", "demo", "--customers", "300", "--days", "60",
          "--minutes", "0.15", "--out", str(out)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from devstack.services import LocalServices
 from producers.cli import produce, replay
 from producers.readers import FileSource, Reject
 from producers.sinks import KafkaSink, KafkaSinkConfig
 from producers.synthetic import SyntheticConfig, generate
 from schemas import ClickEvent, OrderEvent, decode_click, decode_order
-from worker.config import Settings
-from worker.services import LocalServices
+from segstream.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.services import free_port
 from schemas import OrderEvent, decode_order, encode
-from worker.services import free_port
 
 pytestmark = pytest.mark.integration
 

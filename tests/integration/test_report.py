@@ -24,12 +24,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from analytics.report.builder import REPORT_FILE, SECTIONS, build_report
+from analytics.report.sample import sample_inputs
 from schemas import SegmentChange, encode
-from worker.cli import main
-from worker.config import Settings
+from segstream.cli import main
+from segstream.settings import Settings
 from worker.core.rfm import HASH_FIELDS
-from worker.report.builder import REPORT_FILE, SECTIONS, build_report
-from worker.report.sample import sample_inputs
 from worker.state import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -24,7 +24,9 @@ import pytest
 import redis
 from kafka import KafkaConsumer
 
+from analytics.frames import real_matrix
 from schemas import LineItem, OrderEvent, SegmentChange
+from segstream.settings import Settings
 from tests.integration.test_worker import (
     AS_OF,
     REPO,
@@ -40,10 +42,9 @@ from tests.integration.test_worker import (
     wait_for,
     worker_pool,
 )
-from worker.config import Settings
 from worker.segmentation.artifacts_redis import RedisModelStore
 from worker.segmentation.assign import assign
-from worker.segmentation.features import Scaler, real_matrix
+from worker.segmentation.features import Scaler
 from worker.segmentation.model import SegmentModel
 from worker.segmentation.rules import RULE_FEATURES, RulesModel
 from worker.state import keys
@@ -153,7 +154,7 @@ def assert_one_event_per_change(
 def export(settings: Settings, as_of: datetime, tmp_path: Path) -> pd.DataFrame:
     out = tmp_path / "export.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "worker", "export", "--format", "jsonl", "--out", str(out),
+        [sys.executable, "-m", "segstream", "export", "--format", "jsonl", "--out", str(out),
          "--as-of", as_of.isoformat()],
         env=settings_env(settings), cwd=REPO, check=True, capture_output=True,
     )  # fmt: skip
@@ -162,7 +163,7 @@ def export(settings: Settings, as_of: datetime, tmp_path: Path) -> pd.DataFrame:
 
 def train_from_redis(settings: Settings, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "train", "--from", "redis", "--seed", "1", *args],
+        [sys.executable, "-m", "segstream", "train", "--from", "redis", "--seed", "1", *args],
         env=settings_env(settings), cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -220,7 +221,7 @@ def test_rules_then_model_agree_100_percent_with_one_event_per_real_change(
     # --explain names the same segment and shows every centroid's distance.
     cid = rows["customer_id"].iloc[0]
     shown = subprocess.run(
-        [sys.executable, "-m", "worker", "customer", cid, "--explain", "--json"],
+        [sys.executable, "-m", "segstream", "customer", cid, "--explain", "--json"],
         env=settings_env(s.with_(hysteresis_margin=0.0)), cwd=REPO, check=True,
         capture_output=True, text=True,
     )  # fmt: skip
@@ -319,7 +320,7 @@ def test_sweep_moves_a_silent_customer_to_hibernating_with_reason_recency_decay(
     assert decay.features["recency_days"] >= 60.0
     assert len(by_customer["steady"]) == 1 and segs["steady"]["segment"] == "new"
     shown = subprocess.run(
-        [sys.executable, "-m", "worker", "customer", "silent", "--explain", "--json"],
+        [sys.executable, "-m", "segstream", "customer", "silent", "--explain", "--json"],
         env=settings_env(s), cwd=REPO, check=True, capture_output=True, text=True,
     )  # fmt: skip
     info = json.loads(shown.stdout)
@@ -330,7 +331,7 @@ def test_sweep_moves_a_silent_customer_to_hibernating_with_reason_recency_decay(
 def test_model_reload_during_a_live_stream_loses_no_event(
     settings: Settings, workers: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
-    from worker.segmentation.training import train
+    from analytics.training import train
 
     s = scoring_settings(settings, scoring_as_of=AS_OF.isoformat(), rescore_all=1)
     events = dataset(150, 1200, 400, seed=13)
@@ -362,11 +363,11 @@ def test_online_path_reaches_the_batch_ari_on_streamed_personas(
 ) -> None:
     from sklearn.metrics import adjusted_rand_score
 
+    from analytics.training import train
     from producers.synthetic import SyntheticConfig, default_start, generate
     from worker.core import Batch, InMemoryStateStore, Record, features
     from worker.segmentation.assign import distances
     from worker.segmentation.online import OnlineKMeans
-    from worker.segmentation.training import train
 
     config = SyntheticConfig(customers=300, days=90, seed=5, start=default_start(90))
     data = generate(config)

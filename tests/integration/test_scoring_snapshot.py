@@ -18,8 +18,8 @@ import msgspec
 import pytest
 import redis
 
+from segstream.settings import Settings
 from tests.state_events import batches, clicks, orders
-from worker.config import Settings
 from worker.core import Batch
 from worker.core.batch import SnapshotSpec
 from worker.core.rfm import HASH_FIELDS

@@ -17,15 +17,15 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import adjusted_rand_score
 
+from analytics.sources import state_from_redis
+from analytics.synthetic import AS_OF, synthetic_state
+from analytics.training import train
 from schemas import ClickEvent, LineItem, OrderEvent
-from worker.config import Settings
+from segstream.settings import Settings
 from worker.core import Batch, Record
-from worker.segmentation import train
 from worker.segmentation.artifacts import FileModelStore
 from worker.segmentation.artifacts_redis import RedisModelStore
 from worker.segmentation.errors import ArtifactNotFound
-from worker.segmentation.sources import state_from_redis
-from worker.segmentation.synthetic import AS_OF, synthetic_state
 from worker.state import StateStore
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,7 @@ def test_train_from_redis_reads_the_state_and_publishes_the_model(
     env = {"SEGSTREAM_REDIS_URL": settings.redis_url,
            "SEGSTREAM_REDIS_PREFIX": settings.redis_prefix,
            "SEGSTREAM_MODEL_DIR": settings.model_dir}  # fmt: skip
-    from worker.cli import main
+    from segstream.cli import main
 
     result = CliRunner().invoke(
         main,
@@ -133,7 +133,8 @@ def test_train_from_redis_reads_the_state_and_publishes_the_model(
     assert f"published to Redis {settings.redis_prefix}:model:{in_redis.version}" in result.output
     # The model trained on Redis state recovers the personas.
     x = state.set_index("customer_id").loc[truth["customer_id"]].reset_index()
-    from worker.segmentation import assign, real_matrix
+    from analytics.frames import real_matrix
+    from worker.segmentation.assign import assign
 
     labels = assign(in_redis, real_matrix(x, in_redis.feature_names, AS_OF), margin=0.0)
     assert adjusted_rand_score(truth["persona"], labels.segment_ids) >= 0.8

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from worker.errors import ServiceError
-from worker.services import LocalServices, free_port, kafka_answers, redis_answers
+from devstack.services import LocalServices, free_port, kafka_answers, redis_answers
+from segstream.errors import ServiceError
 
 pytestmark = pytest.mark.integration
 
 
 def segstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
+        [sys.executable, "-m", "segstream", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from segstream.cli import main
 from tests.state_events import batches, clicks, orders, pandas_rfm
-from worker.cli import main
 from worker.state import StateStore
 
 pytestmark = pytest.mark.integration

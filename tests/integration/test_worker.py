@@ -1,6 +1,6 @@
 """``segstream worker`` as a subprocess against the real broker and Redis: exactness end to end.
 
-Every test runs the worker exactly as ops would (``python -m worker worker`` with the test's
+Every test runs the worker exactly as ops would (``python -m segstream worker`` with the test's
 settings in ``SEGSTREAM_*`` variables), produces with kafka-python and reads the state back from
 Redis, comparing it customer by customer with an oracle: a pandas group-by for RFM, and the
 in-memory state store (the pure core's reference semantics) for every exported column.
@@ -29,11 +29,11 @@ import msgspec
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from devstack.services import free_port
 from schemas import ClickEvent, DeadLetter, LineItem, OrderEvent, decode, encode
+from segstream.settings import ENV, Settings
 from tests import state_events
-from worker.config import ENV, Settings
 from worker.core import Batch, InMemoryStateStore, Record, features
-from worker.services import free_port
 from worker.state.store import StateReader
 
 pytestmark = pytest.mark.integration
@@ -70,7 +70,7 @@ class WorkerProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "worker"],
+            [sys.executable, "-m", "segstream", "worker"],
             env=settings_env(self.settings),
             cwd=REPO,
             stdout=self._log,
@@ -300,7 +300,7 @@ def test_replayed_orders_file_matches_pandas_and_a_second_replay_changes_nothing
 
     out = tmp_path / "export.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "worker", "export", "--format", "jsonl", "--out", str(out),
+        [sys.executable, "-m", "segstream", "export", "--format", "jsonl", "--out", str(out),
          "--as-of", AS_OF.isoformat()],
         env=settings_env(settings), cwd=REPO, check=True, capture_output=True,
     )  # fmt: skip

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import redis
 
+from devstack.services import LocalServices
+from segstream.settings import Settings
 from tests.integration.test_worker import (
     WorkerProcess,
     assert_same_state,
@@ -33,8 +35,6 @@ from tests.integration.test_worker import (
     wait_received,
     worker_pool,
 )
-from worker.config import Settings
-from worker.services import LocalServices
 from worker.state import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -48,6 +48,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from schemas import ClickEvent, LineItem, OrderEvent
+from segstream.settings import Settings
 from tests import state_events
 from tests.integration.test_worker import (
     AS_OF,
@@ -77,7 +78,6 @@ from tests.integration.test_worker_poison import (
     valid_records,
     wait_drained,
 )
-from worker.config import Settings
 from worker.core import Batch, InMemoryStateStore, Record, features
 from worker.scoring import control as control_message
 from worker.scoring.errors import ControlMessageInvalid

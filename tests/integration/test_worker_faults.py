@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.services import free_port, redis_answers, redis_server_binary
+from segstream.settings import Settings
 from tests.integration.test_worker import (
     PacedProducer,
     WorkerProcess,
@@ -30,8 +32,6 @@ from tests.integration.test_worker import (
     wait_received,
     worker_pool,
 )
-from worker.config import Settings
-from worker.services import free_port, redis_answers, redis_server_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -201,7 +201,7 @@ def test_broker_paused_mid_stream_loses_and_doubles_nothing(
     """A broker of its own (the session's is shared), frozen with SIGSTOP for ~4 s mid-stream."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from worker.services import local_services
+    from devstack.services import local_services
 
     events = dataset(100, 800, 300, seed=61)
     with local_services(tmp_path / "own-services") as started:

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas import ClickEvent, LineItem, OrderEvent
+from segstream.settings import Settings
 from tests.integration.test_worker import produce, records_for
-from worker.config import Settings
 from worker.core.batch import PackedSnapshot
 from worker.ingest.hooks import Hooks
 from worker.ingest.service import IngestService

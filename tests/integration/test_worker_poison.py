@@ -55,6 +55,7 @@ from schemas import (
     decode_order,
     encode,
 )
+from segstream.settings import Settings
 from tests.integration.test_worker import (
     Event,
     WorkerProcess,
@@ -69,7 +70,6 @@ from tests.integration.test_worker import (
     wait_for,
     worker_pool,
 )
-from worker.config import Settings
 from worker.ingest.hooks import Hooks
 from worker.ingest.service import IngestService
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from worker.cli import LAZY_COMMANDS, main
+from segstream.cli import LAZY_COMMANDS, main
 
 
 @pytest.mark.parametrize("name", sorted(LAZY_COMMANDS))
@@ -20,7 +20,7 @@ def test_each_lazy_command_loads_and_documents_its_env_vars(name: str) -> None:
 
 def test_a_light_command_does_not_import_scikit_learn_or_matplotlib() -> None:
     probe = (
-        "import sys; from click.testing import CliRunner; from worker.cli import main; "
+        "import sys; from click.testing import CliRunner; from segstream.cli import main; "
         "r = CliRunner().invoke(main, ['customer', '--help']); assert r.exit_code == 0; "
         "print(sorted(m for m in ('sklearn', 'matplotlib') if m in sys.modules))"
     )

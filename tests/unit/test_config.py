@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.config import ENV, Settings
-from worker.errors import ConfigError
+from segstream.errors import ConfigError
+from segstream.settings import ENV, Settings
 
 
 def test_every_setting_has_an_environment_variable() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.demo import ChangeFeed, _change_of
+from devstack.demo import ChangeFeed, _change_of
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-import worker.cli_worker as cli_worker
-from worker.cli import main
-from worker.config import Settings
+import worker.cli as cli_worker
+from segstream.cli import main
+from segstream.settings import Settings
 
 
 @pytest.fixture

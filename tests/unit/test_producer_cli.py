@@ -12,7 +12,7 @@ from producers.cli import _finish
 from producers.errors import DeliveryError
 from producers.readers import FileSource, Reject
 from producers.run import Summary
-from worker.cli import main
+from segstream.cli import main
 
 
 def test_commands_are_registered_and_every_flag_names_its_env_var() -> None:

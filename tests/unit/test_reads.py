@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from worker.cli import main
+from segstream.cli import main
+from segstream.errors import ConfigError
 from worker.core import EXPORT_COLUMNS, CustomerState
-from worker.errors import ConfigError
 from worker.reads import parse_as_of, render_customer, rows, write_csv, write_jsonl
 
 T = datetime(2024, 3, 1, tzinfo=UTC)

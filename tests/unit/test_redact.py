@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.redact import redact
+from segstream.redact import redact
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from worker.report import REPORT_FILE, SECTIONS, TABLE_FILES, build_report
-from worker.report.builder import NO_MODEL_NOTE
-from worker.report.sample import sample_inputs
+from analytics.report import REPORT_FILE, SECTIONS, TABLE_FILES, build_report
+from analytics.report.builder import NO_MODEL_NOTE
+from analytics.report.sample import sample_inputs
 
 #: Each full build draws 14 figures: seconds, not milliseconds.
 pytestmark = pytest.mark.slow

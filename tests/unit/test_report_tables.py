@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from worker.report import ReportInputError, tables
-from worker.report.cli import parse_as_of
-from worker.report.model_view import read_model
-from worker.report.sample import sample_inputs
-from worker.report.sources import find_model_file, load_model, read_state_file
+from analytics.report import ReportInputError, tables
+from analytics.report.cli import parse_as_of
+from analytics.report.model_view import read_model
+from analytics.report.sample import sample_inputs
+from analytics.report.sources import find_model_file, load_model, read_state_file
 
 AS_OF = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
 
@@ -206,9 +206,9 @@ def test_parse_as_of() -> None:
 
 
 def _trained(tmp_path: Path) -> tuple[pd.DataFrame, Path, dict[str, object]]:
-    from worker.segmentation.synthetic import AS_OF as SYN_AS_OF
-    from worker.segmentation.synthetic import synthetic_state
-    from worker.segmentation.training import train
+    from analytics.synthetic import AS_OF as SYN_AS_OF
+    from analytics.synthetic import synthetic_state
+    from analytics.training import train
 
     state = synthetic_state(300, seed=4)
     model = train(state, k_range=(2, 4), seed=0, as_of=SYN_AS_OF).model
@@ -220,11 +220,11 @@ def _trained(tmp_path: Path) -> tuple[pd.DataFrame, Path, dict[str, object]]:
 
 @pytest.mark.slow
 def test_assign_segments_matches_the_segmentation_package(tmp_path: Path) -> None:
-    from worker.report.sources import assign_segments
+    from analytics.frames import real_matrix
+    from analytics.report.sources import assign_segments
+    from analytics.synthetic import AS_OF as SYN_AS_OF
     from worker.segmentation.assign import assign
-    from worker.segmentation.features import real_matrix
     from worker.segmentation.model import SegmentModel
-    from worker.segmentation.synthetic import AS_OF as SYN_AS_OF
 
     export, _, model = _trained(tmp_path)
     names = assign_segments(export, model, SYN_AS_OF)
@@ -240,7 +240,7 @@ def test_assign_segments_matches_the_segmentation_package(tmp_path: Path) -> Non
 def test_cli_report_from_an_export_without_segments(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from worker.cli import main
+    from segstream.cli import main
 
     export, model_path, model = _trained(tmp_path)
     export.to_csv(tmp_path / "export.csv", index=False)
@@ -264,7 +264,7 @@ def test_cli_report_from_an_export_without_segments(tmp_path: Path) -> None:
 def test_cli_report_rejects_a_bad_as_of(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from worker.cli import main
+    from segstream.cli import main
 
     result = CliRunner().invoke(main, ["report", "--out", str(tmp_path), "--as-of", "yesterday"])
     assert result.exit_code == 1

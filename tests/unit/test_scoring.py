@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analytics.frames import feature_frame
 from schemas import SegmentChange, encode
 from worker.core.batch import PackedSnapshot, SnapshotSpec
 from worker.core.rfm import HASH_FIELDS, CustomerState, features
@@ -26,7 +27,7 @@ from worker.scoring.vectors import (
     from_flat,
     parse,
 )
-from worker.segmentation.features import KNOWN_FEATURES, Scaler, feature_frame
+from worker.segmentation.features import KNOWN_FEATURES, Scaler
 from worker.segmentation.model import SegmentModel
 from worker.segmentation.rules import RulesModel
 
@@ -327,7 +328,7 @@ def test_scoring_pauses_for_its_share_only_while_ingestion_is_busy() -> None:
     import asyncio
     import time
 
-    from worker.config import Settings
+    from segstream.settings import Settings
     from worker.scoring.service import ScoringService
 
     async def pause(share: float, busy: bool, round_s: float) -> float:
@@ -349,7 +350,7 @@ def test_while_catching_up_scoring_takes_the_catch_up_share_and_its_end_shortens
     import asyncio
     import time
 
-    from worker.config import Settings
+    from segstream.settings import Settings
     from worker.scoring.service import ScoringService
 
     lag = [5000]
@@ -394,7 +395,7 @@ def test_a_repair_does_not_end_the_pause_a_sweep_or_rescore_does() -> None:
     import asyncio
     from collections.abc import AsyncIterator
 
-    from worker.config import Settings
+    from segstream.settings import Settings
     from worker.scoring.service import ScoringService
 
     async def scenario() -> None:
@@ -423,7 +424,7 @@ def test_snapshots_are_asked_for_only_while_scoring_keeps_up_and_a_later_batch_d
     customers' older snapshot stale, so their round must read them instead."""
     import asyncio
 
-    from worker.config import Settings
+    from segstream.settings import Settings
     from worker.scoring.service import SNAPSHOT_QUEUE_MAX, ScoringService
 
     rng = random.Random(9)
@@ -460,7 +461,7 @@ def test_two_rounds_publish_at_once_only_when_they_share_no_customer(
     flight waits for it (even if that one fails and is retried); disjoint rounds overlap."""
     import asyncio
 
-    from worker.config import Settings
+    from segstream.settings import Settings
     from worker.scoring.service import ScoringService
 
     async def scenario() -> list[str]:

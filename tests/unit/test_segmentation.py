@@ -15,25 +15,18 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from worker.segmentation import (
-    KScore,
-    OnlineKMeans,
-    RulesModel,
-    SegmentModel,
-    assign,
-    choose_k,
-    explain,
-    ids_from_names,
-    real_matrix,
-    train,
-)
+from analytics.frames import feature_frame, real_matrix
+from analytics.profiles import NAME_RULES, Population, name_segments
+from analytics.sources import state_from_orders
+from analytics.synthetic import AS_OF, drifted, synthetic_state
+from analytics.training import choose_k, elbow_k, silhouette_by_k, train
 from worker.segmentation.artifacts import FileModelStore
+from worker.segmentation.assign import assign, explain, ids_from_names
 from worker.segmentation.errors import ArtifactInvalid, ArtifactNotFound, FeatureError
-from worker.segmentation.features import RECENCY_CAP_DAYS, Scaler, feature_frame
-from worker.segmentation.profiles import NAME_RULES, Population, name_segments
-from worker.segmentation.sources import state_from_orders
-from worker.segmentation.synthetic import AS_OF, drifted, synthetic_state
-from worker.segmentation.training import elbow_k, silhouette_by_k
+from worker.segmentation.features import RECENCY_CAP_DAYS, Scaler
+from worker.segmentation.model import KScore, SegmentModel
+from worker.segmentation.online import OnlineKMeans
+from worker.segmentation.rules import RulesModel
 
 NOW = datetime(2026, 11, 27, 1, 2, tzinfo=UTC)
 
@@ -435,7 +428,8 @@ def test_orders_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
 def test_pure_modules_import_neither_kafka_nor_redis() -> None:
     code = (
         "import sys\n"
-        "import worker.segmentation, worker.segmentation.synthetic, worker.segmentation.plots\n"
+        "import worker.segmentation.assign, worker.segmentation.online, worker.segmentation.rules\n"
+        "import analytics.frames, analytics.training, analytics.synthetic, analytics.plots\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('redis', 'kafka', 'aiokafka', 'faust', 'confluent_kafka'))\n"
         "print(bad); sys.exit(1 if bad else 0)\n"
@@ -445,7 +439,7 @@ def test_pure_modules_import_neither_kafka_nor_redis() -> None:
 
 
 def test_cli_train_from_an_export_then_segments(tmp_path: Path) -> None:
-    from worker.cli import main
+    from segstream.cli import main
 
     export = tmp_path / "export.csv"
     synthetic_state(3_000, seed=9).drop(columns="persona").to_csv(export, index=False)
@@ -475,7 +469,7 @@ def test_cli_train_from_an_export_then_segments(tmp_path: Path) -> None:
 
 
 def test_score_state_reports_changes_by_name_with_distances(personas, trained) -> None:
-    from worker.segmentation import score_state
+    from analytics.frames import score_state
 
     model = trained.model
     rows = personas.head(50)
@@ -513,7 +507,7 @@ def test_online_model_docstring_examples_run() -> None:
 
 
 def test_cli_train_from_an_orders_file(tmp_path: Path) -> None:
-    from worker.cli import main
+    from segstream.cli import main
 
     rng = np.random.default_rng(3)
     rows = ["customer_id,order_id,ts,amount,currency,status"]

@@ -14,9 +14,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+from analytics.frames import real_matrix
+from analytics.training import train
 from producers.synthetic import SyntheticConfig, generate
 from worker.core import Batch, InMemoryStateStore, Record, features
-from worker.segmentation import OnlineKMeans, SegmentModel, assign, real_matrix, train
+from worker.segmentation.assign import assign
+from worker.segmentation.model import SegmentModel
+from worker.segmentation.online import OnlineKMeans
 
 pytestmark = pytest.mark.slow
 

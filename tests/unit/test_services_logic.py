@@ -6,8 +6,7 @@ import socket
 
 import pytest
 
-from worker.errors import ServiceError
-from worker.services import (
+from devstack.services import (
     LocalServices,
     choose_backend,
     free_port,
@@ -15,6 +14,7 @@ from worker.services import (
     redis_server_binary,
     tansu_binary,
 )
+from segstream.errors import ServiceError
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 PROBE = """
 import logging, os, sys
 import faust
-from worker.cli_worker import faust_worker
+from worker.cli import faust_worker
 app = faust.App("probe", broker="kafka://127.0.0.1:1")
 level = sys.argv[2]
 if sys.argv[1] == "ours":

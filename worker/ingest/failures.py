@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import redis.exceptions as rex
 from aiokafka.errors import KafkaError
 
-from worker.redact import redact
+from segstream.redact import redact
 from worker.state.errors import StoreRejected, StoreUnavailable
 
 

@@ -38,8 +38,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from segstream.redact import redact
+from segstream.settings import Settings
 from worker.backoff import backoff
-from worker.config import Settings
 from worker.core.batch import ApplyResult, Batch, Record, SnapshotSpec
 from worker.ingest.applier import Applied, BatchApplier, StateStoreLike, Stopping
 from worker.ingest.batch import (
@@ -53,7 +54,6 @@ from worker.ingest.dead_letter import DeadLetterSink
 from worker.ingest.hooks import Hooks
 from worker.ingest.quarantine import dead_letter_fetched, without
 from worker.ingest.watch import WATCH_INTERVAL_S, TopicWatch, last_offsets
-from worker.redact import redact
 from worker.redis_io import until_sent
 
 log = logging.getLogger(__name__)

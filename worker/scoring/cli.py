@@ -15,8 +15,8 @@ import uuid
 import click
 import redis
 
-from worker.cli_options import settings_options
-from worker.config import Settings
+from segstream.options import settings_options
+from segstream.settings import Settings
 from worker.scoring import control
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.errors import ModelError, SegstreamError
+from segstream.errors import ModelError, SegstreamError
 
 
 class ScoringError(SegstreamError):

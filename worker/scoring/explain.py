@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from worker.config import Settings
+from segstream.settings import Settings
 from worker.scoring.vectors import READ_FIELDS, feature_matrix, parse
 from worker.segmentation.artifacts_redis import RedisModelStore
 from worker.segmentation.assign import explain

@@ -40,8 +40,8 @@ import numpy as np
 from mode import Service
 
 from schemas import encode
+from segstream.settings import ENV, Settings
 from worker.backoff import backoff
-from worker.config import ENV, Settings
 from worker.core.batch import PackedSnapshot, SnapshotSpec
 from worker.ingest.hooks import Hooks
 from worker.redis_io import until_sent
@@ -751,7 +751,7 @@ class ScoringService(Service):
 
     def start_retrain(self) -> subprocess.Popen[bytes]:
         """``segstream train --from redis`` as a child process (it publishes the new model)."""
-        cmd = [sys.executable, "-m", "worker", "train", "--from", "redis"]
+        cmd = [sys.executable, "-m", "segstream", "train", "--from", "redis"]
         log.warning("drift above bound: starting %s", " ".join(cmd[2:]))
         self.metrics.retrains += 1
         return subprocess.Popen(

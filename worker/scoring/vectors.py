@@ -1,6 +1,6 @@
 """Customer hash fields -> model features in real units, vectorised (pure numpy).
 
-The matrix equals, bit for bit, what :func:`worker.segmentation.features.feature_frame` gives for
+The matrix equals, bit for bit, what :func:`analytics.frames.feature_frame` gives for
 the export rows of the same customers (``worker.core.rfm.features(state, as_of)``): the same
 float operations in the same order (a unit test compares the two on random states). It is
 computed here straight from the stored integers because building export dicts and a DataFrame

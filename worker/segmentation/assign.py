@@ -15,11 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from worker.segmentation.model import SegmentModel
 
@@ -143,74 +141,4 @@ def explain(
         assigned=names[seg],
         margin=m,
         sentence=f"Segment '{names[seg]}' under model {model.version}: {why}.",
-    )
-
-
-@dataclass(frozen=True)
-class ScoredBatch:
-    """One batch of customers scored for the stream: what a segment-change event needs."""
-
-    customer_ids: list[str]
-    old: list[str | None]
-    new: list[str]
-    #: ``(n,)`` bool: the segment name changed (a first assignment counts as a change).
-    changed: np.ndarray
-    #: ``(n, d)`` features in real units, columns = ``feature_names``.
-    features: np.ndarray
-    feature_names: tuple[str, ...]
-    #: Distance to the old segment's centroid (NaN without one, or for rules).
-    old_distance: np.ndarray
-    #: Distance to the new segment's centroid (NaN for rules).
-    new_distance: np.ndarray
-
-    def feature_dict(self, i: int) -> dict[str, float]:
-        return {f: float(v) for f, v in zip(self.feature_names, self.features[i], strict=True)}
-
-
-class _Scorer(Protocol):
-    names: tuple[str, ...]
-    feature_names: tuple[str, ...]
-
-    def assign(
-        self, x_real: np.ndarray, current: np.ndarray | None = None, margin: float | None = None
-    ) -> Assignment: ...
-
-
-def score_state(
-    model: SegmentModel | _Scorer,
-    state: pd.DataFrame,
-    current: Sequence[str | None],
-    as_of: datetime | None = None,
-    margin: float | None = None,
-    centroids: np.ndarray | None = None,
-) -> ScoredBatch:
-    """Score export-contract rows given each customer's current segment *name* (or None).
-
-    Works with a K-means model (``centroids`` = the online model's, if any) or the RFM rules.
-    """
-    from worker.segmentation.features import real_matrix
-
-    x = real_matrix(state, model.feature_names, as_of)
-    cur = ids_from_names(model.names, current)
-    if isinstance(model, SegmentModel):
-        result = assign(model, x, cur, margin, centroids)
-    else:
-        result = model.assign(x, cur, margin)
-    n = len(x)
-    rows = np.arange(n)
-    if result.distances.shape[1]:
-        new_d = result.distances[rows, result.segment_ids]
-        old_d = np.where(cur >= 0, result.distances[rows, np.maximum(cur, 0)], np.nan)
-    else:
-        new_d = old_d = np.full(n, np.nan)
-    new = [model.names[i] for i in result.segment_ids]
-    return ScoredBatch(
-        customer_ids=[str(c) for c in state["customer_id"]],
-        old=list(current),
-        new=new,
-        changed=np.array([a != b for a, b in zip(current, new, strict=True)], dtype=bool),
-        features=x,
-        feature_names=tuple(model.feature_names),
-        old_distance=old_d,
-        new_distance=new_d,
     )

@@ -1,8 +1,8 @@
-"""Errors of the segmentation package; all are :class:`worker.errors.ModelError` subclasses."""
+"""Errors of the segmentation package; all are :class:`segstream.errors.ModelError` subclasses."""
 
 from __future__ import annotations
 
-from worker.errors import ModelError
+from segstream.errors import ModelError
 
 __all__ = ["ArtifactInvalid", "ArtifactNotFound", "FeatureError", "ModelError", "TrainingError"]
 

@@ -60,7 +60,7 @@ class SegmentModel:
     hysteresis_margin: float = 0.1
     scores: tuple[KScore, ...] = ()
     k_rule: str = ""
-    #: One dict per segment, real units (see :mod:`worker.segmentation.profiles`).
+    #: One dict per segment, real units (see :mod:`analytics.profiles`).
     profiles: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 

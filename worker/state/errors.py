@@ -1,8 +1,8 @@
-"""Errors of the Redis state store; both are :class:`~worker.errors.StateError`."""
+"""Errors of the Redis state store; both are :class:`~segstream.errors.StateError`."""
 
 from __future__ import annotations
 
-from worker.errors import StateError
+from segstream.errors import StateError
 
 
 class StoreUnavailable(StateError):

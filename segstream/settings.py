@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from worker.errors import ConfigError
+from segstream.errors import ConfigError
 
 #: Settings field -> environment variable. The CLI uses these names as click ``envvar``s.
 ENV: dict[str, str] = {

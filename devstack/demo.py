@@ -31,10 +31,10 @@ from typing import Any
 
 import click
 
-from worker.cli_options import var_option
-from worker.config import ENV, Settings
-from worker.errors import SegstreamError
-from worker.services import free_port, local_services
+from devstack.services import free_port, local_services
+from segstream.errors import SegstreamError
+from segstream.options import var_option
+from segstream.settings import ENV, Settings
 
 #: How long the worker may go without applying a single record before the demo gives up.
 STALL_TIMEOUT_S = 60.0
@@ -119,7 +119,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def _segstream(*args: str) -> list[str]:
-    return [sys.executable, "-m", "worker", *args]
+    return [sys.executable, "-m", "segstream", *args]
 
 
 def _health(port: int) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
 
-from worker.report import tables
-from worker.report.model_view import ModelView
+from analytics.report import tables
+from analytics.report.model_view import ModelView
 
 __all__ = ["Figure", "segment_palette"]
 

@@ -2,7 +2,7 @@
 
 :func:`sample_inputs` returns (state, model, changes) for ``n`` customers drawn from a few
 personas with known segments: the state follows the export contract, the model dict has the
-fields :mod:`worker.report.model_view` reads (its elbow/silhouette scores come from real K-means
+fields :mod:`analytics.report.model_view` reads (its elbow/silhouette scores come from real K-means
 fits on the sample), and the changes are consistent with the state (each customer's last change
 lands in their current segment). Same seed, same data.
 """

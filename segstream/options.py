@@ -1,7 +1,7 @@
 """Click options shared by every ``segstream`` subcommand, each falling back to its env variable.
 
 A command decorated with :func:`settings_options` receives one ``settings: Settings`` argument
-built from flags, then environment (via the names in :data:`worker.config.ENV`), then defaults.
+built from flags, then environment (via the names in :data:`segstream.settings.ENV`), then defaults.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from worker.config import ENV, Settings
+from segstream.settings import ENV, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

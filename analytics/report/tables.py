@@ -11,7 +11,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from worker.report.errors import ReportInputError
+from analytics.report.errors import ReportInputError
 
 __all__ = [
     "CHANGE_COLUMNS",

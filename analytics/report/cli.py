@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import click
 
-from worker.cli_options import env_option, settings_options
-from worker.config import Settings
-from worker.errors import ConfigError
+from segstream.errors import ConfigError
+from segstream.options import env_option, settings_options
+from segstream.settings import Settings
 
 __all__ = ["parse_as_of", "report"]
 
@@ -65,9 +65,9 @@ def report(
     read_topic: bool,
 ) -> None:
     """Write the analyst report (HTML with embedded figures + CSV tables)."""
-    from worker.report.builder import build_report
-    from worker.report.errors import ReportInputError
-    from worker.report.sources import (
+    from analytics.report.builder import build_report
+    from analytics.report.errors import ReportInputError
+    from analytics.report.sources import (
         assign_segments,
         load_model,
         load_model_redis,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.errors import SegstreamError
+from segstream.errors import SegstreamError
 
 __all__ = ["ReportError", "ReportInputError"]
 

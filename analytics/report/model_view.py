@@ -14,7 +14,7 @@ Fields read (first spelling found wins):
 - how k was chosen: ``k_rule`` (a sentence); population reference values: ``extra.population``
 - names: ``names`` (list or {id: name}), else ``profiles[i].name``
 - rules: ``rules`` ({id|name: text|list}) or ``profiles[i].rules`` | ``profiles[i].rule``, else
-  the written naming rules of :mod:`worker.segmentation.profiles` for the segment's name
+  the written naming rules of :mod:`analytics.profiles` for the segment's name
 - k selection: ``k_selection`` | ``selection`` | ``scores`` | ``training`` — either
   {``k``: [...], ``inertia``: [...], ``silhouette``: [...]} or a list of {k, inertia, silhouette}
   or {str(k): {inertia, silhouette}}; the chosen k is ``k`` | ``chosen_k`` | ``n_clusters``
@@ -145,7 +145,7 @@ REFERENCES: dict[str, tuple[str, str, str]] = {
 def _segmentation_rules(names: Sequence[str]) -> dict[str, str]:
     """The written rule behind each name, from the segmentation package's naming rules."""
     try:
-        from worker.segmentation.profiles import NAME_RULES
+        from analytics.profiles import NAME_RULES
     except ImportError:  # the report still works without the segmentation package
         return {}
     texts = {name: text for name, text, _ in NAME_RULES}

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from worker.report import figures as figs
-from worker.report import tables
-from worker.report.errors import ReportError
-from worker.report.model_view import REFERENCES, ModelView, read_model
+from analytics.report import figures as figs
+from analytics.report import tables
+from analytics.report.errors import ReportError
+from analytics.report.model_view import REFERENCES, ModelView, read_model
 
 __all__ = ["REPORT_FILE", "SECTIONS", "TABLE_FILES", "build_report"]
 

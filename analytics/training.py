@@ -30,10 +30,11 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 
+from analytics.frames import feature_frame
+from analytics.profiles import Population, name_segments, profile_segments, rule_text
 from worker.segmentation.errors import TrainingError
-from worker.segmentation.features import DEFAULT_FEATURES, Scaler, feature_frame
+from worker.segmentation.features import DEFAULT_FEATURES, Scaler
 from worker.segmentation.model import KScore, SegmentModel
-from worker.segmentation.profiles import Population, name_segments, profile_segments, rule_text
 
 _CHUNK = 65_536
 

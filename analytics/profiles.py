@@ -109,7 +109,7 @@ NAME_RULES: tuple[Rule, ...] = (
 def profile_segments(features: pd.DataFrame, labels: np.ndarray, k: int) -> list[dict[str, Any]]:
     """One dict per segment id ``0..k-1`` (see module docstring); JSON-safe (None for no data).
 
-    ``features`` is :func:`worker.segmentation.features.feature_frame` output (real units).
+    ``features`` is :func:`analytics.frames.feature_frame` output (real units).
     Recency and tenure statistics are over the segment's buyers only, since customers without
     an order have none.
     """

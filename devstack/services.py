@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from worker.errors import ServiceError
+from segstream.errors import ServiceError
 
 KAFKA = "kafka"
 REDIS = "redis"

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from worker.report.errors import ReportInputError
-from worker.report.tables import CHANGE_COLUMNS
+from analytics.report.errors import ReportInputError
+from analytics.report.tables import CHANGE_COLUMNS
 
 __all__ = [
     "ChangesRead",
@@ -69,8 +69,8 @@ def read_state_redis(
     Rows are built by the state package's own :func:`worker.core.rfm.features`, so they equal
     what ``segstream export`` writes for the same ``as_of``.
     """
+    from segstream.errors import StateError
     from worker.core.rfm import EXPORT_COLUMNS, features
-    from worker.errors import StateError
     from worker.state import StateReader
 
     rows: list[dict[str, object]] = []
@@ -193,11 +193,11 @@ def assign_segments(state: pd.DataFrame, model: Mapping[str, Any], as_of: dateti
     Uses the segmentation package's own feature pipeline and assignment (no hysteresis: there
     is no current segment to keep), so the names are those the worker would give.
     """
-    from worker.errors import ModelError
+    from segstream.errors import ModelError
 
     try:
+        from analytics.frames import real_matrix
         from worker.segmentation.assign import assign
-        from worker.segmentation.features import real_matrix
         from worker.segmentation.model import SegmentModel
     except ImportError as exc:
         raise ReportInputError(f"assigning segments needs worker.segmentation: {exc}") from exc

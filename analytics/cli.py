@@ -1,7 +1,7 @@
 """``segstream train`` and ``segstream segments``: train a model, print a model's segments.
 
 Every flag falls back to an environment variable (shown in ``--help``): the common ones through
-:func:`worker.cli_options.settings_options`, the training ones as ``SEGSTREAM_TRAIN_*``.
+:func:`segstream.options.settings_options`, the training ones as ``SEGSTREAM_TRAIN_*``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import click
 
-from worker.cli_options import env_option, settings_options, var_option
-from worker.config import Settings
-from worker.errors import ConfigError
+from segstream.errors import ConfigError
+from segstream.options import env_option, settings_options, var_option
+from segstream.settings import Settings
 from worker.segmentation.features import DEFAULT_FEATURES, KNOWN_FEATURES
 from worker.segmentation.model import SegmentModel
 
@@ -24,7 +24,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _opt(*flags: str, env: str, **kwargs: Any) -> Callable[[F], F]:
-    """:func:`worker.cli_options.var_option`, the variable given by keyword."""
+    """:func:`segstream.options.var_option`, the variable given by keyword."""
     return var_option(env, *flags, **kwargs)
 
 
@@ -147,10 +147,10 @@ def train_command(
     hysteresis_margin: float,
 ) -> None:
     """Train a K-means segmentation model, choose k, name segments, store the artifact."""
-    from worker.segmentation import sources
+    from analytics import sources
+    from analytics.plots import plot_k_scores
+    from analytics.training import train
     from worker.segmentation.artifacts import FileModelStore
-    from worker.segmentation.plots import plot_k_scores
-    from worker.segmentation.training import train
 
     chosen_sources = [s for s in (source, orders_file, export_file) if s]
     if len(chosen_sources) != 1:

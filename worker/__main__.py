@@ -1,5 +1,0 @@
-"""``python -m worker`` is the ``segstream`` command."""
-
-from worker.cli import main
-
-main()
