@@ -41,12 +41,16 @@ import redis
 
 def script_names() -> dict[str, str]:
     """SHA-1 -> name of the Lua scripts the worker runs (EVALSHA carries only the hash)."""
-    from worker.redis_io import script_sha
-    from worker.scoring.store import READ_LUA, WRITE_LUA
+    from worker.redis_io import Script
+    from worker.scoring.store import READ_SCRIPT, WRITE_SCRIPT
     from worker.state.store import script_text
 
-    texts = {"state script": script_text(), "scoring read": READ_LUA, "scoring write": WRITE_LUA}
-    return {script_sha(t): name for name, t in texts.items()}
+    scripts = {
+        "state script": Script.of(script_text()),
+        "scoring read": READ_SCRIPT,
+        "scoring write": WRITE_SCRIPT,
+    }
+    return {script.sha: name for name, script in scripts.items()}
 
 
 def scoring_page(port: int) -> dict[str, Any]:

@@ -1,11 +1,10 @@
-"""Key -> partition, as Kafka's default partitioner does it, remembered per key.
+"""kafka-python's partitioner hook for segstream's producers: the default rule, remembered per key.
 
-kafka-python hashes every keyed record with a pure-Python murmur2 (about 2 µs a record, an
-eighth of a send). A replay sends the same few customer ids over and over, so the partition of
-each key is computed once and kept. The result is exactly the default partitioner's (murmur2 of
-the key bytes, sign bit cleared, modulo the partition count, as the Java client and aiokafka do),
-so a customer lands on the same partition whichever producer sent it; the memo is dropped
-whenever a topic's partition count changes and when it grows past :data:`MAX_KEYS`.
+kafka-python hashes every keyed record with a pure-Python murmur2 on each send; a replay sends
+the same customer ids over and over, so the partition of each key is computed once with
+:func:`segstream.partitioning.partition_of` (the one partitioning rule every producer of
+segstream uses) and kept. The memo is dropped whenever a topic's partition count changes and
+when it grows past :data:`MAX_KEYS`.
 """
 
 from __future__ import annotations
@@ -14,15 +13,11 @@ import random
 from typing import Any
 
 from kafka.partitioner.abc import Partitioner
-from kafka.partitioner.default import murmur2
+
+from segstream.partitioning import partition_of
 
 #: Keys remembered per topic before the memo starts over (a few hundred bytes each).
 MAX_KEYS = 1_000_000
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The default partitioner's choice for ``key`` among ``partitions`` partitions."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class MemoKeyPartitioner(Partitioner):  # type: ignore[misc]  # kafka-python has no type hints

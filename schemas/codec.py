@@ -47,7 +47,7 @@ MAX_EVENT_BYTES = 64 * 1024
 #: ``items`` array, one item), but unknown fields may hold anything; msgspec skips them
 #: recursively, one level of Python's recursion limit (1000) per level of nesting, and raises
 #: ``RecursionError`` past it, at a depth that depends on how deep the caller's stack already
-#: is (and after which a decoder was seen failing on later, valid records). A fixed bound well
+#: is (and past which a decoder can go on failing on later, valid records). A fixed bound well
 #: below the limit keeps the verdict the same in every process.
 MAX_NESTING = 256
 #: A record cannot nest deeper than half its length, so shorter records skip the scan (the

@@ -69,7 +69,7 @@ SKU_CLICK_TYPES: frozenset[str] = frozenset({"product_view", "add_to_cart", "rem
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Sku = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 # Checked in ``OrderEvent.__post_init__``, not with ``Meta(pattern=...)``: msgspec runs a Python
-# regex per value, which cost a fifth of an order's whole decode. The pattern stays in the schema.
+# regex per value, as much as a fifth of an order's whole decode. The pattern stays in the schema.
 Currency = Annotated[
     str,
     msgspec.Meta(

@@ -15,8 +15,8 @@ from segstream.errors import SegstreamError
 from segstream.settings import Settings
 
 #: Subcommands that live beside the code they drive, as ``name: "module:attribute"``. They are
-#: imported on first use, so ``segstream customer`` does not pay for scikit-learn and matplotlib
-#: (about 2 s here) that ``train`` and ``report`` need. New commands add one line here.
+#: imported on first use, so ``segstream customer`` never loads scikit-learn and matplotlib,
+#: which only ``train`` and ``report`` need. New commands add one line here.
 LAZY_COMMANDS: dict[str, str] = {
     "demo": "devstack.demo:demo",
     "services": "devstack.cli:services",

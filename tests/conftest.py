@@ -1,9 +1,16 @@
-"""Shared fixtures: one real broker and one real Redis per test session, isolated per test.
+"""Shared fixtures and the test tiers.
 
-The session starts its own tansu broker and redis-server on free ports (or, with
+Services: one real broker and one real Redis per test session (per xdist worker process),
+started lazily by the first test that asks for them, isolated per test. The session starts its
+own tansu broker and redis-server on free ports under its own temporary directory (or, with
 ``SEGSTREAM_TEST_DOCKER=1`` and a Docker engine, Apache Kafka and Redis containers through
 testcontainers) and stops them at the end. It never uses the machine's Redis on 6379. Each test
 gets its own topics, consumer group id and Redis key prefix, so tests cannot see each other.
+
+Tiers: every test under ``tests/unit`` that is not marked ``slow`` is marked ``unit``
+(``./dev test -m unit``). A unit test needs no service fixture (checked at collection) and
+opens no network socket (connect, bind and sendto on IP sockets raise; Unix sockets, which
+event loops and multiprocessing use among themselves, stay allowed).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,11 +28,62 @@ import pytest
 
 from devstack.services import LocalServices, choose_backend, docker_engine_answers
 from segstream.settings import Settings
+from tests.support.worker_process import WorkerProcess, worker_pool
 
 #: Short on purpose: the local broker's group join waits half the session timeout.
 TEST_SESSION_TIMEOUT_S = 6.0
 
+UNIT_DIR = Path(__file__).resolve().parent / "unit"
+#: The fixture every broker or Redis fixture depends on: a unit test must not reach it.
+SERVICE_FIXTURE = "services"
 
+
+# -- tiers ---------------------------------------------------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the unit tier; refuse a unit test that would start the session's services."""
+    misplaced = []
+    for item in items:
+        if not item.path.is_relative_to(UNIT_DIR) or item.get_closest_marker("slow"):
+            continue
+        item.add_marker(pytest.mark.unit)
+        if SERVICE_FIXTURE in getattr(item, "fixturenames", ()):
+            misplaced.append(item.nodeid)
+    if misplaced:
+        raise pytest.UsageError(
+            f"unit tests must not use the session's broker or Redis: {', '.join(misplaced)}"
+        )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With ``-m unit``, test modules outside tests/unit are not imported (none is selected)."""
+    if str(config.getoption("markexpr", "")).strip() != "unit":
+        return None
+    if collection_path.name.startswith("test_") and collection_path.suffix == ".py":
+        return not collection_path.resolve().is_relative_to(UNIT_DIR) or None
+    return None
+
+
+def _no_network(name: str, original: Callable[..., object]) -> Callable[..., object]:
+    def refuse(sock: socket.socket, *args: object, **kwargs: object) -> object:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            raise OSError(f"unit tests open no network sockets: {name}{args!r} was refused")
+        return original(sock, *args, **kwargs)
+
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_off_the_network(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a ``unit`` test, IP sockets cannot connect, bind or send (Unix sockets still can)."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    for name in ("connect", "connect_ex", "bind", "sendto"):
+        monkeypatch.setattr(socket.socket, name, _no_network(name, getattr(socket.socket, name)))
+
+
+# -- services ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ServiceEndpoints:
     backend: str
@@ -99,6 +158,12 @@ def make_topic(kafka_bootstrap: str, unique: str) -> Iterator[Callable[..., str]
         if created:
             admin.delete_topics(created)
     admin.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``segstream worker`` processes; all are stopped after the test."""
+    yield from worker_pool(tmp_path)
 
 
 @pytest.fixture

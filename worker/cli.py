@@ -1,5 +1,8 @@
 """``segstream worker``: run the streaming worker (faust app + batched ingest) until stopped.
 
+The command only turns flags into ``Settings``; :func:`worker.wiring.build_worker` composes the
+worker from them and :func:`worker.app.create_app` gives it its faust app.
+
 SIGTERM or Ctrl-C stops it in order: the in-flight batch is finished or abandoned uncommitted
 (the Redis offset fence makes a redelivery harmless), then consumers, producers and Redis close.
 """
@@ -138,28 +141,12 @@ def freeze_startup_heap() -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    """Build the app and run it in this process until a signal stops it."""
+    """Build the worker (:mod:`worker.wiring`), run it in this process until a signal stops it."""
     install_uvloop()  # before faust is imported: it picks the loop policy up at import
     from worker.app import create_app
+    from worker.wiring import build_worker
 
-    if settings.scoring:
-        from worker.ingest.hooks import Hooks
-        from worker.scoring.service import ScoringService
-
-        hooks = Hooks()  # filled in below: the scoring service needs the app's loop
-        app = create_app(settings, hooks=hooks)
-        ingest = app.ingest  # type: ignore[attr-defined]
-        scoring = ScoringService(settings, behind=ingest.behind, loop=app.loop)
-        filled = scoring.hooks()
-        hooks.on_changed, hooks.on_recency_crossed = filled.on_changed, filled.on_recency_crossed
-        hooks.on_control, hooks.snapshot_spec = filled.on_control, filled.snapshot_spec
-        app.add_dependency(scoring)
-
-        @app.page("/scoring")
-        async def scoring_page(web: Any, request: Any) -> Any:
-            return web.json(scoring.report())
-    else:
-        app = create_app(settings)
+    app = create_app(build_worker(settings))
     freeze_startup_heap()
     faust_worker(app, settings.log_level).execute_from_commandline()
 

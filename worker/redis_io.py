@@ -1,12 +1,20 @@
-"""Async Redis clients for large requests: the state script's batches, scoring's rounds.
+"""Redis script calls in two steps: ``send`` returns once Redis has the request, ``result`` waits.
 
-A batch's EVALSHA is a few hundred KB. asyncio hands the socket what fits in its send buffer
-and keeps the rest until its loop runs again; in a worker whose loop is busy decoding the next
-batch for tens of milliseconds, Redis would sit waiting for the end of the request. A larger
-``SO_SNDBUF`` lets one ``send`` hand the kernel the whole request (the kernel caps it at twice
-``net.core.wmem_max``; 4 MB here), and a write-buffer limit of 0 makes ``drain`` return only once
-every byte is in the kernel, so "sent" means sent (``StateStore._evalsha`` relies on it to let
-the loop go on).
+The worker starts a request and goes straight back to CPU work (decoding the next batch,
+assigning a round). A call that returns only with its reply cannot say when the request left,
+and a request merely handed to asyncio leaves only when the loop next runs, tens of
+milliseconds later in a busy loop: Redis would sit idle meanwhile. So a script call here is
+
+1. ``pending = await scripts.send(script, args)``: returns once every byte of the request is
+   in the kernel's hands (a connection of its own, with a send buffer sized for a batch of a
+   few hundred KB and a write-buffer limit of 0, so that ``drain`` means "all written");
+2. ``reply = await pending.result()``: the reply, read on that connection.
+
+These are plain asyncio stream connections owned here (redis-py offers no public way to size
+a connection's send buffer or its transport's write limit); replies are parsed by hiredis.
+Error replies surface as the :mod:`redis.exceptions` classes redis-py raises for them, and
+connection trouble as :class:`redis.exceptions.ConnectionError` / ``TimeoutError``, so callers
+classify them as they do redis-py's (:mod:`worker.ingest.failures`).
 """
 
 from __future__ import annotations
@@ -14,92 +22,326 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib.resources
+import re
 import socket
-from collections.abc import Callable
-from typing import Any
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qs, unquote, urlparse
 
-import redis.asyncio as aioredis
+import hiredis
 import redis.exceptions as rex
-from redis.asyncio.connection import Connection
 
-#: Requested send buffer per Redis connection (bytes).
+__all__ = ["Arg", "Endpoint", "Pending", "Script", "ScriptClient"]
+
+T = TypeVar("T", covariant=True)
+U = TypeVar("U")
+
+#: Requested send buffer per connection (bytes); the kernel caps it at twice
+#: ``net.core.wmem_max``. Enough for a whole batch's request in one ``send``.
 SEND_BUFFER_BYTES = 8 * 1024 * 1024
+#: Idle connections kept for reuse per client; more are opened while more calls overlap.
+POOL_SIZE = 4
+READ_CHUNK = 256 * 1024
+
+#: One argument of a command, as RESP carries it.
+Arg = str | bytes | int | float
 
 
-class BulkConnection(Connection):
-    """A TCP connection to Redis whose sends are whole: sized for batches, drained to the end."""
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script and the SHA-1 Redis knows it by (what EVALSHA takes)."""
 
-    async def _connect(self) -> None:
-        await super()._connect()  # type: ignore[no-untyped-call]
-        if self._writer is None:
-            return
-        transport = self._writer.transport
+    text: str
+    sha: str
+
+    @classmethod
+    def of(cls, text: str) -> Script:
+        return cls(text, hashlib.sha1(text.encode()).hexdigest())
+
+    @classmethod
+    def packaged(cls, package: str, name: str) -> Script:
+        """A ``.lua`` file shipped inside ``package`` (package-data ``**/*.lua``)."""
+        return cls.of((importlib.resources.files(package) / name).read_text())
+
+
+class Pending(Generic[T]):
+    """A request Redis has; :meth:`result` waits for its reply (once).
+
+    A caller that will never wait for it calls :meth:`abandon`, which drops its connection.
+    """
+
+    __slots__ = ("_abandon", "_receive")
+
+    def __init__(
+        self, receive: Callable[[], Awaitable[T]], abandon: Callable[[], None] | None = None
+    ) -> None:
+        self._receive: Callable[[], Awaitable[T]] | None = receive
+        self._abandon = abandon
+
+    @staticmethod
+    def ready(value: U) -> Pending[U]:
+        """A result known without asking Redis (nothing was sent)."""
+
+        async def receive() -> U:
+            return value
+
+        return Pending(receive)
+
+    async def result(self) -> T:
+        receive, self._receive = self._receive, None
+        if receive is None:
+            raise RuntimeError("this request's result was already taken or abandoned")
+        return await receive()
+
+    def then(self, convert: Callable[[T], U]) -> Pending[U]:
+        """The same request, its reply passed through ``convert``."""
+
+        async def receive() -> U:
+            return convert(await self.result())
+
+        return Pending(receive, self.abandon)
+
+    def abandon(self) -> None:
+        receive, self._receive = self._receive, None
+        if receive is not None and self._abandon is not None:
+            self._abandon()
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and as whom to connect, from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+
+    host: str = "localhost"
+    port: int = 6379
+    #: Unix socket path (``unix://``); host and port are then unused.
+    path: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: ``rediss://``: TLS with the client's ``ssl_context`` (default: verify as a browser does).
+    tls: bool = False
+
+    @classmethod
+    def from_url(cls, url: str) -> Endpoint:
+        """The URL's parts as redis-py reads them (db from ``?db=`` or the path)."""
+        parsed = urlparse(url)
+        scheme = parsed.scheme.lower()
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+        query = {k: v[0] for k, v in parse_qs(parsed.query).items() if v}
+        db = query.get("db", "")
+        if not db and scheme != "unix":
+            db = unquote(parsed.path).replace("/", "")
+        return cls(
+            host=unquote(parsed.hostname) if parsed.hostname else "localhost",
+            port=parsed.port or 6379,
+            path=unquote(parsed.path) if scheme == "unix" else None,
+            db=int(db) if db.isdigit() else 0,
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            tls=scheme == "rediss",
+        )
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path is not None else f"{self.host}:{self.port}"
+
+
+#: Error codes redis-py maps to a class of its own (and strips from the message), as in its
+#: parser, so these replies read the same whichever client got them.
+_ERROR_CLASSES: dict[str, type[rex.RedisError]] = {
+    "OOM": rex.OutOfMemoryError,
+    "WRONGPASS": rex.AuthenticationError,
+    "NOAUTH": rex.AuthenticationError,
+    "EXECABORT": rex.ExecAbortError,
+    "LOADING": rex.BusyLoadingError,
+    "NOSCRIPT": rex.NoScriptError,
+    "READONLY": rex.ReadOnlyError,
+    "NOPERM": rex.NoPermissionError,
+    "ASK": rex.AskError,
+    "TRYAGAIN": rex.TryAgainError,
+    "MOVED": rex.MovedError,
+    "CLUSTERDOWN": rex.ClusterDownError,
+    "CROSSSLOT": rex.ClusterCrossSlotError,
+    "MASTERDOWN": rex.MasterDownError,
+}
+_ERR_CLASSES: dict[str, type[rex.RedisError]] = {
+    "max number of clients reached": rex.MaxClientsReachedError,
+    "invalid password": rex.AuthenticationError,
+}
+_CODE = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def error_of(message: str) -> rex.RedisError:
+    """The redis-py exception for an error reply's text (``"NOSCRIPT No matching script"``)."""
+    code = message.split(" ", 1)[0]
+    cls = _ERROR_CLASSES.get(code)
+    if cls is not None:
+        return cls(message[len(code) + 1 :], status_code=code)
+    if code == "ERR":
+        rest = message[4:]
+        return _ERR_CLASSES.get(rest, rex.ResponseError)(rest, status_code=code)
+    return rex.ResponseError(message, status_code=code if _CODE.fullmatch(code) else None)
+
+
+class _Connection:
+    """One stream connection to Redis: whole sends, hiredis-parsed replies.
+
+    Any failure leaves it unusable (a reply may still be on its way); its owner closes it.
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str
+    ) -> None:
+        self._reader, self._writer, self._where = reader, writer, where
+        self._parser = hiredis.Reader(
+            protocolError=rex.InvalidResponse, replyError=rex.ResponseError
+        )
+        transport = writer.transport
+        # drain() returns only once the last byte is in the kernel
         transport.set_write_buffer_limits(high=0)
-        sock = transport.get_extra_info("socket")
+        sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
 
+    @classmethod
+    async def open(
+        cls, endpoint: Endpoint, ssl_context: ssl.SSLContext | None, timeout: float | None
+    ) -> _Connection:
+        """Connect, then AUTH and SELECT as the endpoint says (one round trip)."""
+        where = str(endpoint)
+        try:
+            async with asyncio.timeout(timeout):
+                if endpoint.path is not None:
+                    streams = await asyncio.open_unix_connection(endpoint.path)
+                elif endpoint.tls:
+                    context = ssl_context or ssl.create_default_context()
+                    streams = await asyncio.open_connection(
+                        endpoint.host, endpoint.port, ssl=context, server_hostname=endpoint.host
+                    )
+                else:
+                    streams = await asyncio.open_connection(endpoint.host, endpoint.port)
+        except TimeoutError as exc:
+            raise rex.TimeoutError(f"Timeout connecting to {where}") from exc
+        except OSError as exc:
+            raise rex.ConnectionError(f"Error connecting to {where}: {exc}") from exc
+        conn = cls(*streams, where)
+        try:
+            setup: list[tuple[Arg, ...]] = []
+            if endpoint.password is not None:
+                user = (endpoint.username,) if endpoint.username else ()
+                setup.append(("AUTH", *user, endpoint.password))
+            if endpoint.db:
+                setup.append(("SELECT", endpoint.db))
+            if setup:
+                async with asyncio.timeout(timeout):
+                    await conn.send(*setup)
+                    for _ in setup:
+                        await conn.read()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
-def bulk_client(url: str, **kwargs: Any) -> aioredis.Redis:
-    """``redis.asyncio.Redis.from_url`` with :class:`BulkConnection` for ``redis://`` URLs."""
-    if url.startswith("redis://"):
-        kwargs.setdefault("connection_class", BulkConnection)
-    return aioredis.Redis.from_url(url, **kwargs)
+    async def send(self, *commands: Sequence[Arg]) -> None:
+        """Write ``commands``; returns once all of them are in the kernel."""
+        try:
+            pack = hiredis.pack_command  # its stub wants a 1-tuple: it takes any length
+            self._writer.writelines([pack(tuple(c)) for c in commands])  # type: ignore[arg-type]
+            await self._writer.drain()
+        except OSError as exc:
+            raise rex.ConnectionError(f"Error writing to {self._where}: {exc}") from exc
 
-
-def script_sha(text: str) -> str:
-    """The SHA-1 Redis knows a Lua script by (what EVALSHA and :func:`evalsha_sent` take)."""
-    return hashlib.sha1(text.encode()).hexdigest()
-
-
-async def evalsha_sent(
-    client: aioredis.Redis,
-    sha: str,
-    text: str,
-    args: list[Any],
-    on_sent: Callable[[], None] | None = None,
-) -> Any:
-    """EVALSHA (no keys) on a connection of our own, split into send and receive.
-
-    redis-py's call returns only with the reply, so a caller cannot tell when Redis has the
-    request: a task started "in the background" sends it only once the loop runs again, which
-    in a loop busy with CPU work (the next batch's decoding, a round's assignment) can be tens
-    of milliseconds later. The connection's send returns once every byte is in the kernel
-    (:class:`BulkConnection`), and ``on_sent`` tells the caller when that is (after each send:
-    twice when NOSCRIPT, from a restarted Redis, had the script loaded from ``text`` and sent
-    again). Any failure drops the connection, whose reply may still come.
-    """
-    pool = client.connection_pool
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        for attempt in range(2):
-            await conn.send_command("EVALSHA", sha, 0, *args)
-            if on_sent is not None:
-                on_sent()
+    async def read(self) -> Any:
+        """The next reply; an error reply is raised as its redis-py exception."""
+        parser = self._parser
+        reply = parser.gets()
+        while reply is False:
             try:
-                return await conn.read_response()
-            except rex.NoScriptError:
-                if attempt:
-                    raise
-                await conn.send_command("SCRIPT", "LOAD", text)
-                await conn.read_response()
-    except BaseException:
-        await conn.disconnect()
-        raise
-    finally:
-        await pool.release(conn)
+                data = await self._reader.read(READ_CHUNK)
+            except OSError as exc:
+                raise rex.ConnectionError(f"Error reading from {self._where}: {exc}") from exc
+            if not data:
+                raise rex.ConnectionError(f"Connection closed by {self._where}")
+            parser.feed(data)
+            reply = parser.gets()
+        if isinstance(reply, rex.ResponseError):
+            raise error_of(str(reply))
+        return reply
+
+    def close(self) -> None:
+        self._writer.close()
 
 
-async def until_sent(task: asyncio.Future[Any], sent: asyncio.Event) -> None:
-    """Wait until ``task`` has set ``sent`` (its :func:`evalsha_sent` ``on_sent``) or ended.
+class ScriptClient:
+    """Script calls (EVALSHA, no keys) on connections of their own, a few kept for reuse.
 
-    For a caller that starts a request as a task and then goes on with CPU work: the task
-    runs only when the caller awaits, so without this the request would leave only at the
-    caller's next await, not before its CPU work.
+    One request per connection at a time: a connection goes back to the pool only once its
+    reply has been read, and any failure drops it. ``ssl_context``: for ``rediss://`` URLs
+    (default: :func:`ssl.create_default_context`; the URL's ``ssl_*`` options are not read).
     """
-    waiter = asyncio.ensure_future(sent.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float | None = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        self.endpoint = Endpoint.from_url(url)
+        self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
+        self._pool_size = pool_size
+        self._idle: list[_Connection] = []
+
+    async def send(self, script: Script, args: Sequence[Arg]) -> Pending[Any]:
+        """Send ``EVALSHA script 0 *args``; returns once the whole request is in the kernel.
+
+        The reply comes from ``result()``. A Redis that no longer holds the script (restarted,
+        flushed) answers NOSCRIPT: ``result()`` then loads it and sends the call again, once.
+        """
+        conn = self._idle.pop() if self._idle else await self._open()
+        command = ("EVALSHA", script.sha, 0, *args)
+        try:
+            await conn.send(command)
+        except BaseException:
+            conn.close()
+            raise
+
+        async def receive() -> Any:
+            try:
+                try:
+                    reply = await conn.read()
+                except rex.NoScriptError:
+                    await conn.send(("SCRIPT", "LOAD", script.text), command)
+                    await conn.read()
+                    reply = await conn.read()
+            except BaseException:
+                conn.close()
+                raise
+            self._release(conn)
+            return reply
+
+        return Pending(receive, conn.close)
+
+    async def call(self, script: Script, args: Sequence[Arg]) -> Any:
+        """:meth:`send`, then its result."""
+        return await (await self.send(script, args)).result()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    async def _open(self) -> _Connection:
+        return await _Connection.open(self.endpoint, self._ssl_context, self._connect_timeout)
+
+    def _release(self, conn: _Connection) -> None:
+        if len(self._idle) < self._pool_size:
+            self._idle.append(conn)
+        else:
+            conn.close()

@@ -1,6 +1,6 @@
 """The seed corpus and the libFuzzer dictionary, built at run time from the test generators.
 
-Seeds are the valid events the rest of the suite uses (``tests/state_events.py``, the synthetic
+Seeds are the valid events the rest of the suite uses (``tests/support/synthetic.py``, the synthetic
 producer, the CSV fixtures read by ``producers/readers.py``), hand-built segment changes, dead
 letters and control messages, and the malformed kinds the worker test dead-letters
 (``tests/integration/test_worker.py::malformed``) plus deep nesting. They are written as batches
@@ -37,7 +37,7 @@ def valid_orders_and_clicks() -> tuple[list[OrderEvent], list[ClickEvent]]:
     """The events the other tests build: state-store generators, synthetic data, CSV fixtures."""
     from producers.readers import FileSource
     from producers.synthetic import SyntheticConfig, generate
-    from tests.state_events import clicks, orders
+    from tests.support.synthetic import clicks, orders
 
     found: list[OrderEvent | ClickEvent] = [*orders(20, 60), *clicks(20, 15)]
     synthetic = generate(SyntheticConfig(customers=15, days=30, seed=3, start=T0))

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,21 +27,11 @@ from kafka import KafkaConsumer
 from analytics.frames import real_matrix
 from schemas import LineItem, OrderEvent, SegmentChange
 from segstream.settings import Settings
-from tests.integration.test_worker import (
-    AS_OF,
-    REPO,
-    PacedProducer,
-    WorkerProcess,
-    assert_same_state,
-    dataset,
-    oracle_rows,
-    produce,
-    records_for,
-    redis_rows,
-    settings_env,
-    wait_for,
-    worker_pool,
-)
+from tests.support.producing import PacedProducer, produce, records_for
+from tests.support.state_checks import AS_OF, assert_same_state, oracle_rows, redis_rows
+from tests.support.synthetic import dataset
+from tests.support.waiting import wait_for
+from tests.support.worker_process import REPO, WorkerProcess, settings_env
 from worker.segmentation.artifacts_redis import RedisModelStore
 from worker.segmentation.assign import assign
 from worker.segmentation.features import Scaler
@@ -57,11 +47,6 @@ Change = tuple[int, SegmentChange]  # (segment_seq header, event)
 @pytest.fixture(autouse=True)
 def _remove_keys_afterwards(redis_client: object) -> None:
     """``redis_client`` deletes every key under this test's prefix when the test ends."""
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    yield from worker_pool(tmp_path)
 
 
 def scoring_settings(settings: Settings, **changes: Any) -> Settings:

@@ -19,10 +19,11 @@ import pytest
 import redis
 
 from segstream.settings import Settings
-from tests.state_events import batches, clicks, orders
+from tests.support.synthetic import batches, clicks, orders
 from worker.core import Batch
 from worker.core.batch import SnapshotSpec
 from worker.core.rfm import HASH_FIELDS
+from worker.scoring.publisher import ChangePublisher
 from worker.scoring.service import ScoringService
 from worker.scoring.snapshot import REASONS, SnapshotBatch, SnapshotIndex
 from worker.scoring.store import ScoringStore, WritePlan
@@ -158,41 +159,19 @@ def test_rows_read_back_compare_segment_seq_and_a_vanished_hash_only_leaves_unsc
     client.close()
 
 
-def test_the_dirty_sets_of_an_earlier_release_become_unscored_entries(
-    redis_url: str, redis_prefix: str
-) -> None:
-    client = redis.Redis.from_url(redis_url)
-    dirty, inflight = keys.legacy_dirty(redis_prefix)
-    client.sadd(dirty, "A", "B")
-    client.sadd(inflight, "C")
-    client.hset(keys.unscored(redis_prefix), "B", 42)  # a real stamp is kept
-
-    async def migrate() -> int:
-        store = ScoringStore(redis_url, redis_prefix)
-        try:
-            return await store.migrate_legacy()
-        finally:
-            await store.close()
-
-    assert asyncio.run(migrate()) == 2
-    got = {k.decode(): int(v) for k, v in client.hgetall(keys.unscored(redis_prefix)).items()}
-    assert got == {"A": -1, "B": 42, "C": -1}
-    assert not client.exists(dirty, inflight)
-    assert asyncio.run(migrate()) == 0
-    client.close()
-
-
 @contextlib.asynccontextmanager
 async def scoring_service(
     redis_url: str, prefix: str, bootstrap: str, make_topic: Callable[..., str]
 ) -> AsyncIterator[ScoringService]:
     """A scoring service on the real Redis and broker, its publisher started (no loop running)."""
-    svc = ScoringService(
-        Settings(
-            redis_url=redis_url, redis_prefix=prefix, kafka_bootstrap=bootstrap,
-            segment_changes_topic=make_topic("changes"),
-        )
+    settings = Settings(
+        redis_url=redis_url, redis_prefix=prefix, kafka_bootstrap=bootstrap,
+        segment_changes_topic=make_topic("changes"),
     )  # fmt: skip
+    publisher = ChangePublisher(
+        bootstrap, settings.segment_changes_topic, settings.control_topic, "scoring-test"
+    )
+    svc = ScoringService(settings, ScoringStore(redis_url, prefix), publisher)
     await svc.publisher.start()
     try:
         yield svc
@@ -212,7 +191,7 @@ def test_a_round_with_a_customer_whose_hash_vanished_clears_it_instead_of_requeu
 
     async def score() -> ScoringService:
         async with scoring_service(redis_url, redis_prefix, kafka_bootstrap, make_topic) as svc:
-            await asyncio.wait_for(svc.score(dict.fromkeys([kept, gone])), 30)
+            await asyncio.wait_for(svc.rounds.score(dict.fromkeys([kept, gone])), 30)
             await asyncio.wait_for(svc.publish_settled(), 30)
         return svc
 
@@ -227,9 +206,9 @@ def rounds_of_ten(
     monkeypatch: pytest.MonkeyPatch, url: str, prefix: str, n_customers: int
 ) -> tuple[list[Any], list[str]]:
     """Rounds of 10 customers; ``n_customers`` customers' orders applied (the events, the ids)."""
-    from worker.scoring import service as service_module
+    from worker.scoring import queue as queue_module
 
-    monkeypatch.setattr(service_module, "ROUND_MAX", 10)
+    monkeypatch.setattr(queue_module, "ROUND_MAX", 10)
     events = orders(n_customers=n_customers, n_orders=3 * n_customers)
     results = apply_with_snapshot(url, prefix, batches(events, "o", size=100))
     return events, sorted({cid for r in results for cid in r.changed})
@@ -249,18 +228,19 @@ def test_with_ingestion_idle_the_next_round_is_read_during_this_one_and_scored_f
     async def run() -> ScoringService:
         async with scoring_service(redis_url, redis_prefix, kafka_bootstrap, make_topic) as svc:
             svc.enqueue(ids, None)
-            first = svc._take()
-            svc._changed_at = time.monotonic()  # ingestion busy: no read ahead
-            await svc._read_ahead(first)
-            assert svc._ahead is None
-            svc._changed_at = 0.0
-            await svc._read_ahead(first)  # returns once Redis has the read
-            assert svc._ahead is not None
-            second, reading = svc._ahead
-            assert set(svc._in_round) == set(first) | set(second)
+            first = svc.queue.take()
+            svc.pacer.ingest_changed()  # ingestion busy: no read ahead
+            await svc.rounds.read_ahead(first)
+            assert svc.rounds.ahead is None
+            svc.pacer.changed_at = 0.0
+            await svc.rounds.read_ahead(first)  # returns once Redis has the read
+            assert svc.rounds.ahead is not None
+            ahead = svc.rounds.ahead
+            second = ahead.items
+            assert set(svc.rounds.in_round) == set(first) | set(second)
             assert len(svc.pending) == len(ids) - 20
             assert not set(first) & set(second)
-            await svc.score(first)
+            await svc.rounds.score(first)
             # an order of one of them after the read ahead: that read is stale for it now
             late = next(iter(second))
             fresh = msgspec.structs.replace(
@@ -271,7 +251,7 @@ def test_with_ingestion_idle_the_next_round_is_read_during_this_one_and_scored_f
             (batch,) = batches([fresh], "o", first_offset=10_000)
             await state.apply(batch, state.prepare(batch))
             await state.close()
-            await svc.score(second, await reading)  # the stamp catches it: re-queued
+            await svc.rounds.score(second, await ahead.gathered())  # the stamp: re-queued
             await svc.publish_settled()
             assert svc.metrics.conflicts == 1 and late in svc.pending
         return svc
@@ -293,8 +273,8 @@ def test_a_write_behind_returns_once_redis_has_it_and_its_task_finishes_the_roun
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Ingestion idle: the loop assigns the next round while Redis runs this one's write."""
-    from tests.integration.test_redis_io import SLOW
-    from worker.redis_io import bulk_client, evalsha_sent
+    from tests.support.scripts import SLOW
+    from worker.redis_io import Pending, Script, ScriptClient
 
     _, ids = rounds_of_ten(monkeypatch, redis_url, redis_prefix, n_customers=20)
     client = redis.Redis.from_url(redis_url)
@@ -302,33 +282,32 @@ def test_a_write_behind_returns_once_redis_has_it_and_its_task_finishes_the_roun
     async def run() -> tuple[ScoringService, list[str]]:
         async with scoring_service(redis_url, redis_prefix, kafka_bootstrap, make_topic) as svc:
             svc.enqueue(ids, None)
-            first, second = svc._take(), svc._take()
+            first, second = svc.queue.take(), svc.queue.take()
             fields = fields_for(svc.holder.model.feature_names)
-            gathered = await svc._gather(first, fields)
-            busy = bulk_client(redis_url)  # Redis busy ~400 ms: the write waits behind it
-            sent = asyncio.Event()
-            slow_sha = await busy.script_load(SLOW)
-            svc._status_at = time.monotonic()  # no status write at the round's end
-            blocker = asyncio.ensure_future(
-                evalsha_sent(busy, slow_sha, SLOW, [400, "done"], sent.set)
-            )
-            await sent.wait()
+            gathered = await svc.rounds.gather(first, fields)
+            busy = ScriptClient(redis_url)  # Redis busy ~400 ms: the write waits behind it
+            slow = Script.of(SLOW)
+            await busy.call(slow, [0, "loaded"])
+            svc.status.saved_at = time.monotonic()  # no status write at the round's end
+            blocker = asyncio.ensure_future((await busy.send(slow, [400, "done"])).result())
             await asyncio.sleep(0.05)  # Redis is inside the busy script now
-            assert await svc.score(first, gathered, write_behind=True) > 0
-            assert svc.metrics.rounds == 0 and len(svc._publishing) == 1  # reply still owed
+            assert await svc.rounds.score(first, gathered) > 0  # ingestion idle: write behind
+            assert svc.metrics.rounds == 0 and len(svc.publications) == 1  # reply still owed
             assert not blocker.done()
             await svc.publish_settled()
             assert svc.metrics.rounds == 1 and svc.metrics.scored == 10
             await blocker
-            await busy.aclose()
+            await busy.close()
 
             # a write behind that fails puts its round back in the queue
-            async def failing_write(*args: Any) -> tuple[list[str], str]:
-                args[-1]()  # on_sent: "Redis has it"
-                raise ConnectionError("Redis went away")
+            async def failing_write(*args: Any) -> Pending[tuple[list[str], str]]:
+                async def went_away() -> tuple[list[str], str]:
+                    raise ConnectionError("Redis went away")
 
-            monkeypatch.setattr(svc.store, "write", failing_write)
-            await svc.score(second, write_behind=True)
+                return Pending(went_away)  # sent ("Redis has it"), then the reply fails
+
+            monkeypatch.setattr(svc.store, "send_write", failing_write)
+            await svc.rounds.score(second)
             await svc.publish_settled()
             return svc, list(second)
 

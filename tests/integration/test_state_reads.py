@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from segstream.cli import main
-from tests.state_events import batches, clicks, orders, pandas_rfm
+from tests.support.synthetic import batches, clicks, orders, pandas_rfm
 from worker.state import StateStore
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.state_events import T0, batches, clicks, orders, pandas_rfm
+from tests.support.synthetic import T0, batches, clicks, orders, pandas_rfm
 from worker.core import Batch, CustomerState, InMemoryStateStore, Record
 from worker.core.rfm import MS_PER_DAY
 from worker.state import StateReader, StateStore, keys

@@ -5,42 +5,40 @@ settings in ``SEGSTREAM_*`` variables), produces with kafka-python and reads the
 Redis, comparing it customer by customer with an oracle: a pandas group-by for RFM, and the
 in-memory state store (the pure core's reference semantics) for every exported column.
 
-The helpers here are shared by ``test_worker_faults.py``.
+The helpers live in ``tests/support`` (worker processes, producing, the oracle and reads).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import fields
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
-from devstack.services import free_port
-from schemas import ClickEvent, DeadLetter, LineItem, OrderEvent, decode, encode
-from segstream.settings import ENV, Settings
-from tests import state_events
-from worker.core import Batch, InMemoryStateStore, Record, features
-from worker.state.store import StateReader
+from schemas import DeadLetter, LineItem, OrderEvent, decode, encode
+from segstream.settings import Settings
+from tests.support import synthetic
+from tests.support.producing import produce, records_for
+from tests.support.state_checks import (
+    AS_OF,
+    assert_same_state,
+    oracle_rows,
+    redis_rows,
+    wait_received,
+)
+from tests.support.synthetic import dataset
+from tests.support.worker_process import REPO, WorkerProcess, settings_env
 
 pytestmark = pytest.mark.integration
-
-AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
-REPO = Path(__file__).resolve().parents[2]
-Event = OrderEvent | ClickEvent
 
 
 @pytest.fixture(autouse=True)
@@ -48,243 +46,11 @@ def _remove_keys_afterwards(redis_client: object) -> None:
     """``redis_client`` deletes every key under this test's prefix when the test ends."""
 
 
-# -- the worker as a subprocess ------------------------------------------------------------------
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if f.name in ENV:
-            env[ENV[f.name]] = (
-                ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
-            )
-    return env
-
-
-class WorkerProcess:
-    """One ``segstream worker`` process with its own web port and log file."""
-
-    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
-        self.settings = settings.with_(web_port=free_port())
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "segstream", "worker"],
-            env=settings_env(self.settings),
-            cwd=REPO,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def health(self) -> dict[str, Any] | None:
-        url = f"http://127.0.0.1:{self.settings.web_port}/health"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                data: dict[str, Any] = json.load(resp)
-                return data
-        except OSError:
-            return None
-
-    def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.settings.web_port}/metrics"
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return str(resp.read().decode())
-
-    def wait_assigned(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Until this worker's ingest consumer owns at least one partition."""
-
-        def ready() -> dict[str, Any] | None:
-            assert self.alive, f"{self.name} exited early:\n{self.tail()}"
-            h = self.health()
-            return h if h and h.get("assigned") else None
-
-        health: dict[str, Any] = wait_for(ready, timeout, f"{self.name} to be assigned partitions")
-        return health
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> int | None:
-        if self.alive:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
-
-    def tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-
-def worker_pool(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker processes for a test; all are stopped (SIGTERM, then SIGKILL) after it."""
-    started: list[WorkerProcess] = []
-
-    def start(settings: Settings, name: str = "worker") -> WorkerProcess:
-        w = WorkerProcess(settings, tmp_path / "logs", f"{name}-{len(started)}")
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.stop()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    yield from worker_pool(tmp_path)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
-
-
-# -- producing -----------------------------------------------------------------------------------
-def key_of(event: Event) -> bytes:
-    return (event.customer_id or getattr(event, "anonymous_id", None) or "").encode()
-
-
-def produce(bootstrap: str, items: Sequence[tuple[str, bytes | None, bytes | None]]) -> None:
-    """Send ``(topic, key, value)`` records and wait until all are acknowledged."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    for topic, key, value in items:
-        producer.send(topic, value=value, key=key)
-    producer.flush(60)
-    producer.close()
-
-
-def records_for(settings: Settings, events: Sequence[Event]) -> list[tuple[str, bytes, bytes]]:
-    out = []
-    for ev in events:
-        topic = settings.orders_topic if isinstance(ev, OrderEvent) else settings.clicks_topic
-        out.append((topic, key_of(ev), encode(ev)))
-    return out
-
-
-class PacedProducer(threading.Thread):
-    """Produces records at a steady rate in the background, so kills land mid-stream.
-
-    With ``hold_from=N`` it stops before record N until :meth:`release` is called, so a test
-    can be sure the stream is still going at its last fault, however slowly the machine runs.
-    """
-
-    def __init__(
-        self,
-        bootstrap: str,
-        items: Sequence[tuple[str, bytes, bytes]],
-        per_second: float,
-        hold_from: int | None = None,
-    ) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap, self.items, self.per_second = bootstrap, items, per_second
-        self.hold_from = hold_from
-        self._released = threading.Event()
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def release(self) -> None:
-        """Let a producer created with ``hold_from`` send the rest."""
-        self._released.set()
-
-    def run(self) -> None:
-        try:
-            producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
-            start = time.monotonic()
-            for i, (topic, key, value) in enumerate(self.items):
-                if i == self.hold_from:
-                    producer.flush(60)
-                    if not self._released.wait(timeout=600):
-                        raise TimeoutError(f"never released after {i} records")
-                    start = time.monotonic() - i / self.per_second
-                due = start + i / self.per_second
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)  # pacing the offered load, not waiting for a condition
-                producer.send(topic, value=value, key=key)
-                self.sent = i + 1
-            producer.flush(60)
-            producer.close()
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self, timeout: float = 120.0) -> None:
-        self.release()
-        self.join(timeout)
-        assert not self.is_alive(), "producer did not finish"
-        assert self.error is None, f"producer failed: {self.error!r}"
-
-
-# -- oracles and reads ---------------------------------------------------------------------------
-def dataset(n_customers: int, n_orders: int, n_sessions: int, seed: int) -> list[Event]:
-    """Orders (with cancellations and partial returns) and clicks, in event-time order."""
-    events: list[Event] = [
-        *state_events.orders(n_customers, n_orders, seed=seed),
-        *state_events.clicks(n_customers, n_sessions, seed=seed + 1),
-    ]
-    events.sort(key=lambda e: (e.event_time, e.event_id))
-    return events
-
-
-def oracle_rows(events: Sequence[Event]) -> dict[str, dict[str, object]]:
-    """Every export column per customer, from the in-memory store given all events at once."""
-    store = InMemoryStateStore()
-    records = [Record("oracle", 0, i, ev) for i, ev in enumerate(events)]
-    store.apply(Batch(records, {("oracle", 0): len(records) - 1}, {}))
-    return {s.customer_id: features(s, AS_OF) for s in store.customers()}
-
-
-def redis_rows(settings: Settings) -> dict[str, dict[str, object]]:
-    with StateReader(settings.redis_url, settings.redis_prefix) as reader:
-        return {s.customer_id: features(s, AS_OF) for s in reader.customers()}
-
-
-def counters(settings: Settings) -> dict[str, int]:
-    with StateReader(settings.redis_url, settings.redis_prefix) as reader:
-        return reader.counters()
-
-
-def wait_received(settings: Settings, n: int, timeout: float = 90.0) -> dict[str, int]:
-    def done() -> dict[str, int] | None:
-        c = counters(settings)
-        return c if c["received"] >= n else None
-
-    got = wait_for(done, timeout, f"{n} records received in Redis counters")
-    assert got["received"] == n, got
-    assert got["valid"] + got["dead_lettered"] == got["received"], got
-    return dict(got)
-
-
-def assert_same_state(actual: dict[str, dict[str, object]], expected: dict[str, Any]) -> None:
-    assert actual.keys() == expected.keys()
-    diffs = [cid for cid in expected if actual[cid] != expected[cid]]
-    assert not diffs, f"{len(diffs)} customers differ, e.g. {diffs[0]}: " + (
-        f"{actual[diffs[0]]} != {expected[diffs[0]]}" if diffs else ""
-    )
-
-
 # -- tests ---------------------------------------------------------------------------------------
 def test_replayed_orders_file_matches_pandas_and_a_second_replay_changes_nothing(
     settings: Settings, workers: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
-    orders = state_events.orders(300, 3000, seed=21)  # ~3.3k events, cancels and returns
+    orders = synthetic.orders(300, 3000, seed=21)  # ~3.3k events, cancels and returns
     replay_file = tmp_path / "orders.jsonl"
     replay_file.write_bytes(b"".join(encode(o) + b"\n" for o in orders))
 
@@ -305,7 +71,7 @@ def test_replayed_orders_file_matches_pandas_and_a_second_replay_changes_nothing
         env=settings_env(settings), cwd=REPO, check=True, capture_output=True,
     )  # fmt: skip
     exported = {r["customer_id"]: r for r in map(json.loads, out.read_text().splitlines())}
-    expected = state_events.pandas_rfm(orders)
+    expected = synthetic.pandas_rfm(orders)
     assert sorted(exported) == sorted(expected.index)
     for cid, row in expected.iterrows():
         got = exported[str(cid)]

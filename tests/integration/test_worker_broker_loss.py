@@ -22,27 +22,20 @@ import redis
 
 from devstack.services import LocalServices
 from segstream.settings import Settings
-from tests.integration.test_worker import (
-    WorkerProcess,
+from tests.support.producing import produce, records_for
+from tests.support.state_checks import (
     assert_same_state,
     counters,
-    dataset,
     oracle_rows,
-    produce,
-    records_for,
     redis_rows,
-    wait_for,
     wait_received,
-    worker_pool,
 )
+from tests.support.synthetic import dataset
+from tests.support.waiting import wait_for
+from tests.support.worker_process import WorkerProcess
 from worker.state import keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    yield from worker_pool(tmp_path)
 
 
 @pytest.fixture

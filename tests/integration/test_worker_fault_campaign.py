@@ -49,35 +49,29 @@ from kafka import KafkaConsumer, TopicPartition
 
 from schemas import ClickEvent, LineItem, OrderEvent
 from segstream.settings import Settings
-from tests import state_events
-from tests.integration.test_worker import (
-    AS_OF,
-    Event,
-    WorkerProcess,
-    assert_same_state,
-    counters,
-    dataset,
-    oracle_rows,
-    redis_rows,
-    wait_for,
-    worker_pool,
-)
-from tests.integration.test_worker_faults import DedicatedRedis
-from tests.integration.test_worker_poison import (
+from tests.support import synthetic
+from tests.support.kafka_reads import Letter, committed_offsets, read_dead_letters
+from tests.support.producing import (
     Kind,
-    Letter,
     Outgoing,
     Sent,
-    assert_same_worker_healthy,
-    committed_offsets,
     interleave,
     next_offsets,
-    read_dead_letters,
     send_all,
-    start,
     valid_records,
+)
+from tests.support.redis_servers import DedicatedRedis
+from tests.support.state_checks import (
+    AS_OF,
+    assert_same_state,
+    counters,
+    oracle_rows,
+    redis_rows,
     wait_drained,
 )
+from tests.support.synthetic import Event, dataset
+from tests.support.waiting import wait_for
+from tests.support.worker_process import WorkerProcess, assert_same_worker_healthy, start
 from worker.core import Batch, InMemoryStateStore, Record, features
 from worker.scoring import control as control_message
 from worker.scoring.errors import ControlMessageInvalid
@@ -85,11 +79,6 @@ from worker.state import StateReader, StateStore, keys
 from worker.state.errors import StoreRejected
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    yield from worker_pool(tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -697,14 +686,14 @@ def test_a_batch_refused_for_a_wrong_typed_key_writes_nothing_at_all_and_applies
 ) -> None:
     prefix, topic = redis_prefix, "campaign"
     # Six customers with history (more than 8 events each: fingerprints in their own keys)...
-    before_events = state_events.orders(6, 90, seed=5)
-    (first,) = state_events.batches(before_events, topic, size=10**6)
+    before_events = synthetic.orders(6, 90, seed=5)
+    (first,) = synthetic.batches(before_events, topic, size=10**6)
     # ...then one batch of the same six and four new ones, the planted customer in the middle.
-    later = renamed(state_events.orders(10, 80, seed=6), "later-")
+    later = renamed(synthetic.orders(10, 80, seed=6), "later-")
     order = ["C00007", "C00000", "C00008", "C00001", MIDDLE, "C00009", "C00002", "C00006"]
     rank = {c: i for i, c in enumerate(order)}
     later.sort(key=lambda e: rank.get(e.customer_id or "", len(order)))
-    (second,) = state_events.batches(later, topic, size=10**6, first_offset=1000)
+    (second,) = synthetic.batches(later, topic, size=10**6, first_offset=1000)
     groups = list(dict.fromkeys(r.event.customer_id for r in second.records))
     assert groups.index(MIDDLE) == 4 and len(groups) == 10
     new = {"C00006", "C00007", "C00008", "C00009"}
@@ -767,12 +756,12 @@ def test_a_counter_overwritten_with_a_non_integer_is_started_again_from_the_batc
     redis_url: str, redis_prefix: str, redis_client: redis.Redis
 ) -> None:
     prefix, topic = redis_prefix, "campaign"
-    (first,) = state_events.batches(state_events.orders(6, 90, seed=5), topic, size=10**6)
+    (first,) = synthetic.batches(synthetic.orders(6, 90, seed=5), topic, size=10**6)
     apply_batches(redis_url, prefix, [first])
     redis_client.hset(keys.customer(prefix, MIDDLE), "m", "9007199254740993.5")
-    later = [e for e in state_events.orders(6, 40, seed=6) if e.customer_id == MIDDLE]
+    later = [e for e in synthetic.orders(6, 40, seed=6) if e.customer_id == MIDDLE]
     later = renamed(later, "later-")
-    (second,) = state_events.batches(later, topic, size=10**6, first_offset=1000)
+    (second,) = synthetic.batches(later, topic, size=10**6, first_offset=1000)
     apply_batches(redis_url, prefix, [second])  # applied whole, nothing raised
     oracle = InMemoryStateStore()
     oracle.apply(second)

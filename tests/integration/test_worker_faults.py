@@ -10,35 +10,27 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from devstack.services import free_port, redis_answers, redis_server_binary
 from segstream.settings import Settings
-from tests.integration.test_worker import (
-    PacedProducer,
-    WorkerProcess,
+from tests.support.producing import PacedProducer, records_for
+from tests.support.redis_servers import DedicatedRedis
+from tests.support.state_checks import (
     assert_same_state,
     counters,
-    dataset,
     oracle_rows,
-    records_for,
     redis_rows,
-    wait_for,
     wait_received,
-    worker_pool,
 )
+from tests.support.synthetic import dataset
+from tests.support.waiting import wait_for
+from tests.support.worker_process import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    yield from worker_pool(tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -111,39 +103,6 @@ def test_survivor_takes_over_when_one_of_two_workers_is_killed(
     health = second.health()
     assert health is not None and len(health["assigned"]) == 8, health
     assert second.alive
-
-
-class DedicatedRedis:
-    """A redis-server only this test uses, with an append-only file so a restart keeps data."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = [
-            str(redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-            "--dir", str(self.dir), "--protected-mode", "no",
-        ]  # fmt: skip
-        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_for(lambda: redis_answers(self.port), 15, "the dedicated redis-server")
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()  # SIGTERM: Redis flushes the append-only file and exits
-            self.proc.wait(15)
-        self.proc = None
 
 
 @pytest.fixture

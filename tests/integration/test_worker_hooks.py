@@ -1,23 +1,24 @@
 """The segmentation seam: ``on_changed`` after each applied batch, ``on_recency_crossed`` per sweep.
 
 The ingest service runs in-process here (a mode Service, as the faust app starts it) against the
-real broker and Redis, so the hooks can be observed directly.
+real broker and Redis, so what its change listener hears can be observed directly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from schemas import ClickEvent, LineItem, OrderEvent
 from segstream.settings import Settings
-from tests.integration.test_worker import produce, records_for
+from tests.support.producing import produce, records_for
+from tests.support.synthetic import Event
 from worker.core.batch import PackedSnapshot
-from worker.ingest.hooks import Hooks
+from worker.ingest.listener import ChangeListener, NullListener
 from worker.ingest.service import IngestService
 from worker.ingest.sweep import RecencySweep
 from worker.state.store import StateStore
@@ -49,6 +50,35 @@ def _click(i: int, customer: str) -> ClickEvent:
     )  # fmt: skip
 
 
+class _Recorder(NullListener):
+    """A listener that hands what it hears to the test's callbacks (the others ignore it)."""
+
+    def __init__(
+        self,
+        on_changed: Callable[..., Awaitable[None]] | None = None,
+        on_recency_crossed: Callable[[Sequence[str]], Awaitable[None]] | None = None,
+    ) -> None:
+        self._changed, self._crossed = on_changed, on_recency_crossed
+
+    async def on_changed(
+        self,
+        customer_ids: Sequence[str],
+        reasons: Mapping[str, str] | None,
+        snapshot: PackedSnapshot | None,
+    ) -> None:
+        if self._changed is not None:
+            await self._changed(customer_ids, reasons, snapshot)
+
+    async def on_recency_crossed(self, customer_ids: Sequence[str]) -> None:
+        if self._crossed is not None:
+            await self._crossed(customer_ids)
+
+
+def _ingest(settings: Settings, listener: ChangeListener) -> IngestService:
+    store = StateStore(settings.redis_url, settings.redis_prefix)
+    return IngestService(settings, store=store, listener=listener)
+
+
 async def _until(check: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]
@@ -58,7 +88,7 @@ async def _until(check: object, timeout: float, what: str) -> None:
 
 
 def test_on_changed_gets_every_changed_customer_once_with_its_reason(settings: Settings) -> None:
-    events = [
+    events: list[Event] = [
         _order(1, "buyer"),
         _order(2, "refunded"),
         _order(2, "refunded", "returned"),
@@ -74,12 +104,12 @@ def test_on_changed_gets_every_changed_customer_once_with_its_reason(settings: S
         calls.append((list(ids), dict(reasons)))
 
     async def scenario() -> None:
-        service = IngestService(settings, hooks=Hooks(on_changed=on_changed))
+        service = _ingest(settings, _Recorder(on_changed=on_changed))
         await service.start()
         try:
             produce(settings.kafka_bootstrap, records_for(settings, events))
             await _until(lambda: service.metrics.valid >= len(events), 60, "all events applied")
-            # The same events again change nothing, so the hook hears nothing new.
+            # The same events again change nothing, so the listener hears nothing new.
             produce(settings.kafka_bootstrap, records_for(settings, events))
             await _until(lambda: service.metrics.duplicates >= len(events), 60, "replay skipped")
         finally:
@@ -117,7 +147,7 @@ def test_sweep_hands_over_customers_whose_recency_crossed_a_threshold_once(
     async def scenario() -> None:
         from worker.app import sweep_once
 
-        service = IngestService(settings)
+        service = _ingest(settings, NullListener())
         await service.start()
         sweep = RecencySweep(settings.redis_url, settings.redis_prefix, (30, 60), 10.0)
         store = StateStore(settings.redis_url, settings.redis_prefix)
@@ -127,7 +157,7 @@ def test_sweep_hands_over_customers_whose_recency_crossed_a_threshold_once(
             now_ms = int(now.timestamp() * 1000)
             await sweep.claim_window(now_ms - 120_000)  # as if the last sweep ran 2 min ago
             # The app's timer body: window (2 min ago, wall clock now] -> only "fresh".
-            await sweep_once(service, sweep, Hooks(on_recency_crossed=record))
+            await sweep_once(service, sweep, _Recorder(on_recency_crossed=record))
             assert crossed == [["fresh"]]
             assert service.metrics.sweeps == 1 and service.metrics.recency_crossed == 1
             # Two minutes on, "soon" has crossed too; the window starts where the last ended.
@@ -148,9 +178,9 @@ def test_behind_is_the_backlog_still_to_fetch_and_falls_to_zero(settings: Settin
     seen: list[int] = []
 
     async def scenario() -> None:
-        service = IngestService(
+        service = _ingest(
             settings.with_(batch_max_records=100),
-            hooks=Hooks(on_changed=lambda *_: record(service)),
+            _Recorder(on_changed=lambda *_: record(service)),
         )
         produce(settings.kafka_bootstrap, records_for(settings, events))  # a backlog first
         await service.start()

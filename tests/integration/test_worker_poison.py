@@ -35,43 +35,46 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient
 
 from schemas import (
     ClickEvent,
-    DeadLetter,
     OrderEvent,
     SchemaError,
     decode,
     decode_click,
     decode_order,
-    encode,
 )
 from segstream.settings import Settings
-from tests.integration.test_worker import (
-    Event,
-    WorkerProcess,
-    assert_same_state,
-    counters,
-    dataset,
-    key_of,
-    oracle_rows,
+from tests.support.kafka_reads import committed_offsets, read_dead_letters
+from tests.support.producing import (
+    Kind,
+    Outgoing,
+    Sent,
+    interleave,
+    next_offsets,
     produce,
     records_for,
-    redis_rows,
-    wait_for,
-    worker_pool,
+    send_all,
+    valid_records,
 )
-from worker.ingest.hooks import Hooks
+from tests.support.state_checks import (
+    assert_same_state,
+    counters,
+    oracle_rows,
+    redis_rows,
+    wait_drained,
+)
+from tests.support.synthetic import Event, dataset
+from tests.support.waiting import wait_for
+from tests.support.worker_process import WorkerProcess, assert_same_worker_healthy, start
+from worker.ingest.listener import NullListener
 from worker.ingest.service import IngestService
+from worker.state.store import StateStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -84,26 +87,12 @@ DEEP_OBJECT = b'{"a":' * 5000 + b"1" + b"}" * 5000
 NESTED_TOO_DEEPLY = "$: nested too deeply: more than 256 levels"
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    yield from worker_pool(tmp_path)
-
-
 @pytest.fixture(autouse=True)
 def _remove_keys_afterwards(redis_client: object) -> None:
     """``redis_client`` deletes every key under this test's prefix when the test ends."""
 
 
 # -- the malformed kinds -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Kind:
-    """One way a record can be malformed, and a phrase its dead letter's reason must contain."""
-
-    name: str
-    value: bytes | None
-    phrase: str
-
-
 ORDER: dict[str, Any] = {
     "event_id": "poison-order", "schema_version": 1, "customer_id": "C00001",
     "order_id": "poison-order", "event_time": "2025-03-01T10:00:00Z", "status": "placed",
@@ -321,56 +310,6 @@ HEADERS: list[list[tuple[str, bytes]] | None] = [
 ]
 
 
-# -- producing with the coordinates of every record ----------------------------------------------
-@dataclass(frozen=True)
-class Outgoing:
-    """A record to send; ``kind`` is None for a valid event."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int | None = None
-    headers: list[tuple[str, bytes]] | None = None
-    kind: Kind | None = None
-    event: Event | None = None
-
-
-@dataclass(frozen=True)
-class Sent:
-    """A record as the broker acknowledged it."""
-
-    record: Outgoing
-    partition: int
-    offset: int
-
-    @property
-    def where(self) -> tuple[str, int, int]:
-        return (self.record.topic, self.partition, self.offset)
-
-    @property
-    def what(self) -> str:
-        kind = self.record.kind
-        return f"{kind.name if kind else 'valid event'} on {self.record.topic}[{self.partition}]"
-
-
-def send_all(bootstrap: str, items: Sequence[Outgoing]) -> list[Sent]:
-    """Send in order, wait for every acknowledgement; each record's partition and offset."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    futures = [
-        producer.send(
-            o.topic, value=o.value, key=o.key, partition=o.partition, headers=o.headers or None
-        )
-        for o in items
-    ]
-    producer.flush(120)
-    producer.close()
-    sent = []
-    for o, future in zip(items, futures, strict=True):
-        meta = future.get(timeout=0)
-        sent.append(Sent(o, meta.partition, meta.offset))
-    return sent
-
-
 def malformed_records(settings: Settings, tag: int = 0) -> list[Outgoing]:
     """Every kind once per topic, spread over all partitions, with varied keys and headers."""
     out = []
@@ -384,24 +323,6 @@ def malformed_records(settings: Settings, tag: int = 0) -> list[Outgoing]:
     return out
 
 
-def valid_records(settings: Settings, events: Sequence[Event]) -> list[Outgoing]:
-    """Valid events keyed by customer (the default partitioner spreads them); some with headers."""
-    out = []
-    for i, ev in enumerate(events):
-        topic = settings.orders_topic if isinstance(ev, OrderEvent) else settings.clicks_topic
-        headers = [("source", b"poison-test")] if i % 10 == 0 else None
-        out.append(Outgoing(topic, key_of(ev), encode(ev), headers=headers, event=ev))
-    return out
-
-
-def interleave(valid: Sequence[Outgoing], bad: Sequence[Outgoing], seed: int) -> list[Outgoing]:
-    """``bad`` inserted at seeded random places of ``valid`` (each list keeps its own order)."""
-    total = len(valid) + len(bad)
-    taken = set(random.Random(seed).sample(range(total), len(bad)))
-    good, poison = iter(valid), iter(bad)
-    return [next(poison) if i in taken else next(good) for i in range(total)]
-
-
 def renamed(events: Sequence[Event], prefix: str) -> list[Event]:
     """The same events under new event and order ids (new events to the dedup, same shape)."""
     out: list[Event] = []
@@ -412,70 +333,6 @@ def renamed(events: Sequence[Event], prefix: str) -> list[Event]:
             ))  # fmt: skip
         else:
             out.append(msgspec.structs.replace(ev, event_id=f"{prefix}{ev.event_id}"))
-    return out
-
-
-# -- reading back --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Letter:
-    letter: DeadLetter
-    message_key: bytes | None
-
-
-def read_dead_letters(settings: Settings, at_least: int, quiet_s: float = 3.0) -> list[Letter]:
-    """The whole dead-letter topic: at least ``at_least`` letters, then ``quiet_s`` of nothing.
-
-    The caller has already seen every record counted in Redis, and a batch's dead letters are
-    acknowledged before its Redis write, so all of them are on the topic by now; the quiet
-    period catches any extra one.
-    """
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )  # fmt: skip
-    consumer.assign([TopicPartition(settings.dead_letter_topic, 0)])
-    consumer.seek_to_beginning()
-    letters: list[Letter] = []
-    deadline = time.monotonic() + 60
-    quiet_since: float | None = None
-    try:
-        while True:
-            polled = consumer.poll(timeout_ms=500)
-            now = time.monotonic()
-            got = [m for batch in polled.values() for m in batch]
-            for message in got:
-                letter = msgspec.json.decode(message.value, type=DeadLetter)
-                letters.append(Letter(letter, message.key))
-            if len(letters) < at_least:
-                assert now < deadline, f"only {len(letters)} of {at_least} dead letters in 60s"
-                continue
-            if got or quiet_since is None:
-                quiet_since = now
-            elif now - quiet_since >= quiet_s:
-                return letters
-    finally:
-        consumer.close()
-
-
-def committed_offsets(
-    settings: Settings, partitions: Sequence[tuple[str, int]]
-) -> dict[tuple[str, int], int]:
-    """The group's committed offset of each of ``partitions`` (absent: nothing committed)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    try:
-        wanted = [TopicPartition(t, p) for t, p in partitions]
-        got = admin.list_group_offsets({settings.group_id: wanted})[settings.group_id]
-    finally:
-        admin.close()
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in got.items() if meta.offset >= 0}
-
-
-def next_offsets(sent: Sequence[Sent]) -> dict[tuple[str, int], int]:
-    """Per input partition written to: the offset after its last record (what a commit holds)."""
-    out: dict[tuple[str, int], int] = {}
-    for s in sent:
-        tp = (s.record.topic, s.partition)
-        out[tp] = max(out.get(tp, 0), s.offset + 1)
     return out
 
 
@@ -516,44 +373,6 @@ def assert_exact(
         assert d.letter.key == s.record.key, f"{what}: key {d.letter.key!r} != {s.record.key!r}"
         assert d.message_key == s.record.key, f"{what}: message key {d.message_key!r}"
     return dict(got)
-
-
-def assert_same_worker_healthy(worker: WorkerProcess, pid: int) -> dict[str, Any]:
-    """Still the process that was started, alive, saying ok, with no traceback logged."""
-    assert worker.alive, f"{worker.name} exited:\n{worker.tail()}"
-    assert worker.proc.pid == pid
-    health = worker.health()
-    assert health is not None and health["status"] == "ok", health
-    log = worker.log_path.read_text(errors="replace")
-    assert "Traceback" not in log, worker.tail(80)
-    return health
-
-
-def wait_drained(
-    settings: Settings, n: int, worker: WorkerProcess, timeout: float = 180.0
-) -> dict[str, int]:
-    """Until the Redis counters have received ``n`` records; fails at once if the worker exits.
-
-    (The original outage ends the process within a second; waiting out the timeout would only
-    hide its traceback.)
-    """
-
-    def done() -> dict[str, int] | None:
-        code = worker.proc.poll()
-        assert code is None, f"{worker.name} exited with {code}:\n{worker.tail(60)}"
-        c = counters(settings)
-        return c if c["received"] >= n else None
-
-    got: dict[str, int] = wait_for(done, timeout, f"{worker.name} to drain {n} records", 0.2)
-    assert got["received"] == n, got
-    assert got["valid"] + got["dead_lettered"] == got["received"], got
-    return dict(got)
-
-
-def start(workers: Callable[..., WorkerProcess], settings: Settings, name: str) -> WorkerProcess:
-    worker: WorkerProcess = workers(settings, name)
-    worker.wait_assigned()
-    return worker
 
 
 # -- tests ---------------------------------------------------------------------------------------
@@ -702,19 +521,21 @@ def _run_with_failing_batch_path(
 
     Returns the service (stopped) and the state it was in once every event was received.
 
-    The failure is injected where no record is to blame: the hook that says what each apply
-    should return (called once per fetched batch before it is prepared).
+    The failure is injected where no record is to blame: the listener's ``snapshot_spec``, which
+    says what each apply should return (called once per fetched batch before it is prepared).
     """
     calls = 0
 
-    def failing_spec() -> None:
-        nonlocal calls
-        calls += 1
-        if calls <= failures:
-            raise RuntimeError(f"injected batch-path failure {calls}")
+    class FailingSpec(NullListener):
+        def snapshot_spec(self) -> None:
+            nonlocal calls
+            calls += 1
+            if calls <= failures:
+                raise RuntimeError(f"injected batch-path failure {calls}")
 
     async def scenario() -> tuple[IngestService, str]:
-        service = IngestService(settings, hooks=Hooks(snapshot_spec=failing_spec))
+        store = StateStore(settings.redis_url, settings.redis_prefix)
+        service = IngestService(settings, store=store, listener=FailingSpec())
         await service.start()
         try:
             produce(settings.kafka_bootstrap, records_for(settings, events))

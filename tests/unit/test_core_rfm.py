@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import ClickEvent, LineItem, OrderEvent
-from tests.state_events import T0, batches, clicks, orders, pandas_rfm
+from tests.support.synthetic import T0, batches, clicks, orders, pandas_rfm
 from worker.core import (
     EXPORT_COLUMNS,
     Batch,

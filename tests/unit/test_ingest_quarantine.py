@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import encode
-from tests import state_events
+from tests.support import synthetic
 from tests.support.records import Raw
 from worker import backoff as backoff_module
 from worker.core import InMemoryStateStore
@@ -28,6 +28,7 @@ from worker.ingest.applier import BatchApplier, Stopping
 from worker.ingest.batch import Assembled, Rejected, assemble
 from worker.ingest.failures import Kind, classify
 from worker.ingest.quarantine import dead_letter_all, describe, split_batch, without
+from worker.redis_io import Pending
 from worker.state.errors import StoreRejected, StoreUnavailable
 
 ORDERS, CLICKS = "orders", "clicks"
@@ -36,8 +37,8 @@ ORDERS, CLICKS = "orders", "clicks"
 def fetch(seed: int, n_events: int = 60, bad_every: int = 7) -> list[list[Raw]]:
     """Valid orders and clicks over 3 partitions a topic, with a malformed record now and then."""
     events = [
-        *state_events.orders(8, n_events // 2, seed=seed),
-        *state_events.clicks(8, n_events // 6, seed=seed + 1),
+        *synthetic.orders(8, n_events // 2, seed=seed),
+        *synthetic.clicks(8, n_events // 6, seed=seed + 1),
     ]
     rng = random.Random(seed)
     parts: dict[tuple[str, int], list[Raw]] = {}
@@ -177,9 +178,10 @@ class RefusingStore:
     def prepare(self, batch: Batch, snapshot: Any = None) -> None:
         return None
 
-    async def apply(
-        self, batch: Batch, prepared: Any = None, on_sent: Callable[[], None] | None = None
-    ) -> ApplyResult:
+    async def send_apply(self, batch: Batch, prepared: Any = None) -> Pending[ApplyResult]:
+        return Pending(lambda: self.apply(batch, prepared))
+
+    async def apply(self, batch: Batch, prepared: Any = None) -> ApplyResult:
         self.calls += 1
         if self.outages > 0:
             self.outages -= 1

@@ -9,7 +9,8 @@ from kafka.cluster import ClusterMetadata
 from kafka.partitioner.default import DefaultPartitioner
 
 from producers import partitioning
-from producers.partitioning import MemoKeyPartitioner, partition_of
+from producers.partitioning import MemoKeyPartitioner
+from segstream.partitioning import partition_of
 
 
 class _Cluster(ClusterMetadata):  # type: ignore[misc]

@@ -7,6 +7,7 @@ import pytest
 from benchmarks import bench_schemas
 
 
+@pytest.mark.slow
 def test_benchmark_runs_and_prints_its_conditions_and_verdict(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -8,12 +8,16 @@ import string
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, get_args
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from schemas import ClickEvent, LineItem, OrderEvent, SchemaError, decode_many, encode
 from schemas.codec import MAX_EVENT_BYTES, MAX_REASON_CHARS
 from schemas.events import MAX_ORDER_TOTAL, SKU_CLICK_TYPES, TOTAL_TOLERANCE, ClickType
+
+#: Hundreds of generated examples per property: the whole suite's tier, not the unit tier's.
+pytestmark = pytest.mark.slow
 
 # The machine running the suite may be busy: judge correctness, not speed.
 PROPERTY = settings(deadline=None, max_examples=200)

@@ -14,8 +14,9 @@ import pytest
 
 from analytics.frames import feature_frame
 from schemas import SegmentChange, encode
+from tests.support.customer_rows import AS_OF, AS_OF_MS, hmget_reply, random_state
 from worker.core.batch import PackedSnapshot, SnapshotSpec
-from worker.core.rfm import HASH_FIELDS, CustomerState, features
+from worker.core.rfm import CustomerState, features
 from worker.scoring import control
 from worker.scoring.decide import change_events, decide, infer_reason
 from worker.scoring.errors import ControlMessageInvalid
@@ -30,41 +31,6 @@ from worker.scoring.vectors import (
 from worker.segmentation.features import KNOWN_FEATURES, Scaler
 from worker.segmentation.model import SegmentModel
 from worker.segmentation.rules import RulesModel
-
-AS_OF = datetime(2026, 6, 1, 12, 30, tzinfo=UTC)
-AS_OF_MS = int(AS_OF.timestamp() * 1000)
-
-
-def random_state(rng: random.Random, i: int) -> CustomerState:
-    buyer = rng.random() < 0.8
-    freq = rng.choice([-1, 0, 1, 2, 3, 7, 40]) if buyer else 0
-    last = AS_OF_MS - rng.randrange(0, 900 * 86_400_000) if buyer else None
-    first = None if last is None else last - rng.randrange(0, 400 * 86_400_000)
-    if rng.random() < 0.05:
-        last = AS_OF_MS + 5000  # an event a little after the as-of time
-    pv = rng.randrange(0, 300)
-    return CustomerState(
-        customer_id=f"C{i}", frequency=freq, monetary_cents=rng.randrange(-5000, 900_000),
-        items=rng.randrange(-2, 50), first_order_ms=first, last_order_ms=last,
-        last_seen_ms=None if rng.random() < 0.05 else AS_OF_MS - rng.randrange(10**10),
-        sessions=rng.randrange(0, 80), page_views=pv, product_views=rng.randrange(0, 200),
-        add_to_carts=rng.randrange(0, 30), checkout_starts=rng.randrange(0, 20),
-        cart_sessions=rng.randrange(0, 10), cart_checkout_sessions=rng.randrange(0, 12),
-        segment=rng.choice([None, "low", "high"]), segment_seq=rng.choice([None, 1, 5]),
-    )  # fmt: skip
-
-
-def hmget_reply(state: CustomerState) -> list[bytes | None]:
-    """What ``HMGET key READ_FIELDS`` returns for this state (absent zero counters too)."""
-    values: dict[str, object] = {}
-    for attr, name in HASH_FIELDS.items():
-        v = getattr(state, attr)
-        if v is not None and not (v == 0 and name in ("pv", "iv", "ac")):
-            values[name] = v
-    for name in ("segment", "model_version", "segment_seq"):
-        if getattr(state, name) is not None:
-            values[name] = getattr(state, name)
-    return [None if values.get(f) is None else str(values[f]).encode() for f in READ_FIELDS]
 
 
 def test_feature_matrix_equals_feature_frame_of_export_rows_bit_for_bit() -> None:
@@ -326,17 +292,19 @@ def test_an_undecodable_snapshot_sends_its_customers_to_the_read_path() -> None:
 
 def test_scoring_pauses_for_its_share_only_while_ingestion_is_busy() -> None:
     import asyncio
-    import time
 
     from segstream.settings import Settings
-    from worker.scoring.service import ScoringService
+    from tests.support.fakes import FakeClock
+    from worker.scoring.pacing import Pacer
 
     async def pause(share: float, busy: bool, round_s: float) -> float:
-        svc = ScoringService(Settings(redis_url="redis://127.0.0.1:1/0", scoring_share=share))
-        svc._changed_at = time.monotonic() if busy else 0.0
-        started = time.perf_counter()
-        await svc._yield_to_ingest(round_s)
-        return time.perf_counter() - started
+        clock = FakeClock()
+        pacer = Pacer(Settings(scoring_share=share), clock)
+        if busy:
+            pacer.ingest_changed()
+        started = clock.monotonic()
+        await clock.run(pacer.pause(round_s, lambda: False))
+        return clock.monotonic() - started
 
     # busy: round 0.1 s at share 0.5 -> ~0.1 s pause; idle or no limit -> none
     assert 0.08 <= asyncio.run(pause(0.5, True, 0.1)) < 0.6
@@ -348,40 +316,36 @@ def test_while_catching_up_scoring_takes_the_catch_up_share_and_its_end_shortens
     None
 ):
     import asyncio
-    import time
 
     from segstream.settings import Settings
-    from worker.scoring.service import ScoringService
+    from tests.support.fakes import FakeClock
+    from worker.scoring.pacing import Pacer
 
     lag = [5000]
-    settings = Settings(
-        redis_url="redis://127.0.0.1:1/0",
-        scoring_share=0.5,
-        catch_up_lag=1000,
-        catch_up_share=0.1,
-    )
-    svc = ScoringService(settings, behind=lambda: lag[0])
-    assert svc.catching_up() and svc.share() == 0.1
+    settings = Settings(scoring_share=0.5, catch_up_lag=1000, catch_up_share=0.1)
+    clock = FakeClock()
+    pacer = Pacer(settings, clock, behind=lambda: lag[0])
+    assert pacer.catching_up() and pacer.share() == 0.1
     lag[0] = 999
-    assert not svc.catching_up() and svc.share() == 0.5
+    assert not pacer.catching_up() and pacer.share() == 0.5
     # off: no lag threshold, nobody to ask, or a catch-up share above the live one
     lag[0] = 5000
-    assert not ScoringService(settings.with_(catch_up_lag=0), behind=lambda: 10**9).catching_up()
-    assert ScoringService(settings).share() == 0.5
-    assert ScoringService(settings.with_(catch_up_share=0.9), behind=lambda: 5000).share() == 0.5
+    assert not Pacer(settings.with_(catch_up_lag=0), clock, behind=lambda: 10**9).catching_up()
+    assert Pacer(settings, clock).share() == 0.5
+    assert Pacer(settings.with_(catch_up_share=0.9), clock, behind=lambda: 5000).share() == 0.5
 
     async def pause(round_s: float, lag_after: float | None = None) -> float:
-        svc._changed_at = time.monotonic()  # ingestion busy
+        pacer.ingest_changed()  # ingestion busy
         lag[0] = 5000
 
         async def catch_up_ends() -> None:
             if lag_after is not None:
-                await asyncio.sleep(lag_after)
+                await clock.sleep(lag_after)
                 lag[0] = 0
 
-        started = time.perf_counter()
-        await asyncio.gather(svc._yield_to_ingest(round_s), catch_up_ends())
-        return time.perf_counter() - started
+        started = clock.monotonic()
+        await clock.run(asyncio.gather(pacer.pause(round_s, lambda: False), catch_up_ends()))
+        return clock.monotonic() - started
 
     # round 0.02 s: catching up (share 0.1) -> 0.18 s; the catch-up over after 0.05 s -> the
     # live share's 0.02 s has passed, so the pause ends at the next look (<= 0.05 s later)
@@ -396,24 +360,26 @@ def test_a_repair_does_not_end_the_pause_a_sweep_or_rescore_does() -> None:
     from collections.abc import AsyncIterator
 
     from segstream.settings import Settings
+    from tests.support.fakes import FakeClock, FakePublisher, FakeScoringStore
     from worker.scoring.service import ScoringService
 
     async def scenario() -> None:
-        svc = ScoringService(Settings(redis_url="redis://127.0.0.1:1/0"))
+        store = FakeScoringStore()
+        svc = ScoringService(Settings(), store, FakePublisher(), clock=FakeClock())
 
-        async def pages() -> AsyncIterator[list[str]]:
+        async def pages(page: int = 1000) -> AsyncIterator[list[str]]:
             yield ["A", "B"]
             yield []
             yield ["C"]
 
-        svc.store.unscored_pages = pages  # type: ignore[method-assign]
+        store.unscored_pages = pages  # type: ignore[method-assign]
         svc.pending["A"] = "order"
         assert await svc.enqueue_dirty() == 2
-        assert svc.pending == {"A": "order", "B": None, "C": None} and not svc._urgent
+        assert svc.pending == {"A": "order", "B": None, "C": None} and not svc.queue.urgent
         svc.enqueue([], "recency_decay")
-        assert not svc._urgent
+        assert not svc.queue.urgent
         svc.enqueue(["D"], "recency_decay")
-        assert svc._urgent and svc.pending["D"] == "recency_decay"
+        assert svc.queue.urgent and svc.pending["D"] == "recency_decay"
 
     asyncio.run(scenario())
 
@@ -425,6 +391,7 @@ def test_snapshots_are_asked_for_only_while_scoring_keeps_up_and_a_later_batch_d
     import asyncio
 
     from segstream.settings import Settings
+    from tests.support.fakes import FakeClock, FakePublisher, FakeScoringStore
     from worker.scoring.service import SNAPSHOT_QUEUE_MAX, ScoringService
 
     rng = random.Random(9)
@@ -432,7 +399,7 @@ def test_snapshots_are_asked_for_only_while_scoring_keeps_up_and_a_later_batch_d
     ids = [s.customer_id for s in states]
 
     async def scenario() -> None:
-        svc = ScoringService(Settings(redis_url="redis://127.0.0.1:1/0"))
+        svc = ScoringService(Settings(), FakeScoringStore(), FakePublisher(), clock=FakeClock())
         assert svc.snapshot_spec() is None  # not ready yet
         svc.ready = True
         spec = svc.snapshot_spec()
@@ -444,64 +411,59 @@ def test_snapshots_are_asked_for_only_while_scoring_keeps_up_and_a_later_batch_d
 
         packed = packed_snapshot(states, [hmget_reply(s) for s in states], spec.fields)
         await svc.on_changed(ids, None, packed)
-        assert len(svc.snapshots) == 3 and list(svc.pending) == ids
+        assert len(svc.queue.snapshots) == 3 and list(svc.pending) == ids
         await svc.on_changed(ids[:2], {ids[0]: "order", ids[1]: "clicks"}, None)
-        assert len(svc.snapshots) == 1
-        snapped, without = svc.snapshots.take(ids, spec.fields)
+        assert len(svc.queue.snapshots) == 1
+        snapped, without = svc.queue.snapshots.take(ids, spec.fields)
         assert without == ids[:2] and snapped is not None and snapped.customer_ids == ids[2:]
         assert svc.pending == {ids[0]: "order", ids[1]: "clicks", ids[2]: None}
 
     asyncio.run(scenario())
 
 
-def test_two_rounds_publish_at_once_only_when_they_share_no_customer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_two_rounds_publish_at_once_only_when_they_share_no_customer() -> None:
     """Per-customer order on the topic: a round holding a customer of a publication still in
     flight waits for it (even if that one fails and is retried); disjoint rounds overlap."""
     import asyncio
 
-    from segstream.settings import Settings
-    from worker.scoring.service import ScoringService
+    from tests.support.fakes import FakeClock, FakePublisher, FakeScoringStore
+    from worker.scoring.metrics import ScoringMetrics
+    from worker.scoring.plan import OutgoingChange
+    from worker.scoring.publishing import Publications
 
     async def scenario() -> list[str]:
-        svc = ScoringService(Settings(redis_url="redis://127.0.0.1:1/0"))
-        gates = {name: asyncio.Event() for name in "acde"}
-        acked: list[str] = []
+        clock, publisher, store = FakeClock(), FakePublisher(), FakeScoringStore()
+        publishing = Publications(publisher, store, ScoringMetrics(), clock)
+        # the broker "acknowledges" each publication (in call order: a, c, d, e) on its gate
+        gates = {name: publisher.hold_next() for name in "acde"}
 
-        async def publish(items: list[tuple[str, int, str, bytes]], *fields: str) -> None:
-            await gates[fields[0]].wait()  # until the broker "acknowledges"
-            acked.append(fields[0])
+        def change(cid: str) -> OutgoingChange:
+            return OutgoingChange(cid, 1, "km-1", b"{}")
 
-        monkeypatch.setattr(svc, "_publish", publish)
-
-        def change(cid: str) -> tuple[str, int, str, bytes]:
-            return (cid, 1, "km-1", b"{}")
-
-        await svc._publish_behind([change("X")], "a")
-        waiting = asyncio.ensure_future(svc._publish_behind([change("X"), change("Y")], "c"))
-        await asyncio.sleep(0.05)
-        assert not waiting.done() and len(svc._publishing) == 1
+        await publishing.publish_behind([change("X")], "a")
+        waiting = asyncio.ensure_future(publishing.publish_behind([change("X"), change("Y")], "c"))
+        await clock.advance(0.05)
+        assert not waiting.done() and len(publishing) == 1
         gates["a"].set()
         await waiting
-        assert len(svc._publishing) == 1  # c in flight now
+        assert len(publishing) == 1  # c in flight now
         gates["c"].set()
-        await svc.publish_settled()
-        await svc._publish_behind([change("Y")], "d")
-        await svc._publish_behind([change("Z")], "e")
-        assert len(svc._publishing) == 2  # disjoint: both in flight
+        await publishing.settled()
+        await publishing.publish_behind([change("Y")], "d")
+        await publishing.publish_behind([change("Z")], "e")
+        assert len(publishing) == 2  # disjoint: both in flight
         gates["e"].set()
-        await asyncio.sleep(0.05)
+        await clock.advance(0.05)
         gates["d"].set()
-        await svc.publish_settled()
-        return acked
+        await publishing.settled()
+        return store.done  # acknowledged rounds leave the outbox in acknowledgement order
 
     assert asyncio.run(scenario()) == ["a", "c", "e", "d"]
 
 
 def test_only_rows_read_without_a_stamp_have_their_segment_seq_compared() -> None:
     """A stamp that still holds at the write vouches for segment_seq (store.WRITE_LUA)."""
-    from worker.scoring.service import ScoringService
+    from worker.scoring.plan import add_part
     from worker.scoring.store import WritePlan
 
     rng = random.Random(9)
@@ -511,7 +473,7 @@ def test_only_rows_read_without_a_stamp_have_their_segment_seq_compared() -> Non
     rnd = dataclasses.replace(rnd, stamps=stamps)
     dec = decide(RulesModel(), rnd, AS_OF_MS, 0.0)
     plan, sent = WritePlan(), {}  # type: ignore[var-annotated]
-    ScoringService._plan(plan, RulesModel().version, rnd, dec, {}, AS_OF_MS, sent)
+    add_part(plan, RulesModel().version, rnd, dec, {}, AS_OF_MS, sent)
     assert len(sent) == len(rnd)  # no segment stored yet: every row is a change
     checked = plan.checks[0::2]
     assert checked == [r for r, stamp in enumerate(stamps) if stamp <= 0]
@@ -519,5 +481,5 @@ def test_only_rows_read_without_a_stamp_have_their_segment_seq_compared() -> Non
     # a snapshot's rows (stamped by the state script) are never compared
     plan = WritePlan()
     snap = dataclasses.replace(rnd, stamps=[7] * len(rnd), snapshot=True)
-    ScoringService._plan(plan, RulesModel().version, snap, dec, {}, AS_OF_MS, {})
+    add_part(plan, RulesModel().version, snap, dec, {}, AS_OF_MS, {})
     assert plan.checks == []

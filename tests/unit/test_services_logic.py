@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from devstack.services import (
     LocalServices,
     choose_backend,
-    free_port,
-    port_in_use,
     redis_server_binary,
     tansu_binary,
 )
@@ -34,15 +30,6 @@ def test_backend_choice(env: dict[str, str], docker: bool, expected: str) -> Non
 def test_asking_for_docker_without_an_engine_is_an_error_not_a_silent_fallback() -> None:
     with pytest.raises(ServiceError, match="no Docker engine answers"):
         choose_backend({"SEGSTREAM_TEST_DOCKER": "1"}, docker_answers=False)
-
-
-def test_free_port_is_free_and_port_in_use_sees_a_listener() -> None:
-    port = free_port()
-    assert not port_in_use(port)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
-        sock.listen()
-        assert port_in_use(port)
 
 
 def test_binaries_come_from_the_wheels_or_the_machine() -> None:

@@ -61,7 +61,7 @@ class _Fingerprints:
 
 
 class InMemoryStateStore:
-    """The oracle: same fences, dedup, counters, dirty set and sweep index as the Redis store."""
+    """The oracle: same fences, dedup, counters, unscored customers and sweep index as Redis."""
 
     def __init__(self, max_fingerprints: int = MAX_FINGERPRINTS) -> None:
         self.max_fingerprints = max_fingerprints

@@ -13,6 +13,9 @@ The rule (docs/state.md, "When a batch fails"):
    the records that still fail are alone: each of those is dead-lettered with the error and the
    rest of the batch is applied. ``poison_retries = 0`` turns that off (retry forever).
 
+The first attempt is two steps (:meth:`BatchApplier.send`, then its ``result()``) so that the
+service can decode the next batch while Redis runs this one's script.
+
 Exactness holds throughout: the state script writes nothing before it has read everything (a
 failing call leaves no half-applied batch), and the per-partition fence makes a piece applied
 twice change nothing the second time.
@@ -33,11 +36,13 @@ from worker.core.batch import ApplyResult, Batch, SnapshotSpec
 from worker.ingest.batch import Assembled, Rejected
 from worker.ingest.failures import Failure, Kind, classify
 from worker.ingest.quarantine import dead_letter_all, describe, raw_index, reject, split_batch
+from worker.redis_io import Pending
 
 log = logging.getLogger(__name__)
 
-#: One apply taking longer than this is treated as failed and retried (the fence makes a late
-#: completion of the abandoned call harmless). Covers a Redis that accepts but never answers.
+#: One apply (its send and its reply) taking longer than this is treated as failed and retried
+#: (the fence makes a late completion of the abandoned call harmless). Covers a Redis that
+#: accepts but never answers, or never reads.
 APPLY_TIMEOUT_S = 15.0
 
 
@@ -49,9 +54,7 @@ class StateStoreLike(Protocol):
     """The part of :class:`worker.state.store.StateStore` ingestion uses."""
 
     def prepare(self, batch: Batch, snapshot: SnapshotSpec | None = None) -> Any: ...
-    async def apply(
-        self, batch: Batch, prepared: Any = None, on_sent: Callable[[], None] | None = None
-    ) -> ApplyResult: ...
+    async def send_apply(self, batch: Batch, prepared: Any = None) -> Pending[ApplyResult]: ...
     async def counters(self) -> dict[str, int]: ...
     async def fences(self, topic: str) -> dict[int, int]: ...
     async def customers_crossing(
@@ -125,19 +128,29 @@ class BatchApplier:
         #: ``on_state(state, error)``: tells the service what ingestion is doing now.
         self._on_state = on_state
 
-    async def apply(
-        self,
-        assembled: Assembled,
-        prepared: Any = None,
-        on_sent: Callable[[], None] | None = None,
-    ) -> Applied:
-        """Dead-letter the rejects, apply the batch; returns once all of it is in Redis."""
+    async def send(self, assembled: Assembled, prepared: Any = None) -> Pending[Applied]:
+        """Dead-letter the rejects, then send the batch; returns once Redis has its request.
+
+        Or once that first attempt failed: whatever it takes after it (retries, isolation)
+        happens in ``result()``, which returns once all of the batch is in Redis.
+        """
         if assembled.rejected:
             await self._dead_letter(assembled.rejected)
+        first = await self._send(assembled.batch, prepared)
+        return Pending(lambda: self._settle(assembled, prepared, first), first.abandon)
+
+    async def apply(self, assembled: Assembled, prepared: Any = None) -> Applied:
+        """:meth:`send`, then its result: the batch applied, whatever it took."""
+        return await (await self.send(assembled, prepared)).result()
+
+    async def _settle(
+        self, assembled: Assembled, prepared: Any, first: Pending[ApplyResult | Failure]
+    ) -> Applied:
+        """The batch's first attempt's outcome, then the failure rule until it is applied."""
         batch = assembled.batch
         attempt = poisoned = 0
+        outcome = await first.result()
         while True:
-            outcome = await self._attempt(batch, prepared, on_sent)
             if isinstance(outcome, ApplyResult):
                 self._recovered()
                 return Applied([(batch, outcome)])
@@ -149,6 +162,7 @@ class BatchApplier:
             self._failed(outcome, batch, attempt + 1)
             await self._pause(attempt)
             attempt += 1
+            outcome = await self._attempt(batch, prepared)
 
     async def _isolate(self, assembled: Assembled, failure: Failure, attempts: int) -> Applied:
         """Split until the failing records are alone; dead-letter them, apply the rest."""
@@ -184,19 +198,36 @@ class BatchApplier:
         self._recovered()
         return Applied(pieces, quarantined)
 
-    async def _attempt(
-        self, batch: Batch, prepared: Any = None, on_sent: Callable[[], None] | None = None
-    ) -> ApplyResult | Failure:
+    async def _attempt(self, batch: Batch, prepared: Any = None) -> ApplyResult | Failure:
+        return await (await self._send(batch, prepared)).result()
+
+    async def _send(self, batch: Batch, prepared: Any = None) -> Pending[ApplyResult | Failure]:
+        """One attempt, sent: its ``result()`` is the outcome, classified if it failed.
+
+        Every exception is classified, never escapes the loop; send and reply together get
+        :data:`APPLY_TIMEOUT_S`.
+        """
         if self._stopping():
             raise Stopping("apply")
+        deadline = asyncio.get_running_loop().time() + APPLY_TIMEOUT_S
         try:
-            return await asyncio.wait_for(
-                self.store.apply(batch, prepared, on_sent), APPLY_TIMEOUT_S
-            )
+            async with asyncio.timeout_at(deadline):
+                pending = await self.store.send_apply(batch, prepared)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # every exception: classified, never escapes the loop
-            return classify(exc)
+        except Exception as exc:
+            return Pending.ready(classify(exc))
+
+        async def outcome() -> ApplyResult | Failure:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await pending.result()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                return classify(exc)
+
+        return Pending(outcome, pending.abandon)
 
     async def _attempt_through_outages(self, batch: Batch) -> ApplyResult | Failure:
         """One attempt that counts: outages are waited out, poison is returned."""

@@ -10,8 +10,9 @@ Per fetched batch, in this order:
 4. a manual commit of the Kafka offsets that apply covered (never before the Redis write), by a
    committer task beside the loop: the next batch's apply does not wait for the broker's
    answer, and offsets of several batches applied meanwhile go in one commit;
-5. the ``on_changed`` hook with the customers whose state changed, once the next batch has
-   reached Redis (or at once when no batch follows): the next apply does not wait for it.
+5. the listener's ``on_changed`` (:mod:`.listener`) with the customers whose state changed,
+   once the next batch has reached Redis (or at once when no batch follows): the next apply
+   does not wait for it.
 
 While step 3 of batch N runs, batch N+1 is fetched, decoded and prepared (two-stage pipeline:
 Redis runs one batch's script while this process builds the next one's arguments); batches are
@@ -51,10 +52,10 @@ from worker.ingest.batch import (
     offsets_to_commit,
 )
 from worker.ingest.dead_letter import DeadLetterSink
-from worker.ingest.hooks import Hooks
+from worker.ingest.listener import ChangeListener, NullListener
 from worker.ingest.quarantine import dead_letter_fetched, without
 from worker.ingest.watch import WATCH_INTERVAL_S, TopicWatch, last_offsets
-from worker.redis_io import until_sent
+from worker.redis_io import Pending
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,16 @@ class IngestService(Service):
         self,
         settings: Settings,
         *,
-        hooks: Hooks | None = None,
-        store_factory: Callable[[Settings], StateStoreLike] | None = None,
+        store: StateStoreLike,
+        listener: ChangeListener,
         **kwargs: Any,
     ) -> None:
+        """``store`` is applied to (and closed on stop); ``listener`` hears what changed."""
         self.settings = settings
-        self.hooks = hooks or Hooks()
-        self._store_factory = store_factory or _default_store
-        self.store: StateStoreLike | None = None
+        self.store = store
+        self.listener = listener
+        #: The null listener is never told about changes: no reasons are computed for it.
+        self._listening = type(listener) is not NullListener
         self.applier: BatchApplier | None = None
         self.watch: TopicWatch | None = None
         self.metrics = IngestMetrics()
@@ -140,8 +143,8 @@ class IngestService(Service):
         self._sink: DeadLetterSink | None = None
         self._inflight: asyncio.Task[None] | None = None
         self._inflight_fetched: dict[TopicPartition, list[Any]] = {}
-        #: Applied batches whose ``on_changed`` hook has not run yet, oldest first.
-        self._hooks_due: list[tuple[Batch, ApplyResult]] = []
+        #: Applied batches not reported to ``listener.on_changed`` yet, oldest first.
+        self._changes_due: list[tuple[Batch, ApplyResult]] = []
         #: True while the loop waits in ``getmany`` (no batch is being prepared).
         self._fetching = False
         #: Applied, not yet committed: (topic, partition) -> highest applied offset.
@@ -152,9 +155,6 @@ class IngestService(Service):
         super().__init__(**kwargs)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    async def on_start(self) -> None:
-        self.store = self._store_factory(self.settings)
-
     async def on_stop(self) -> None:
         self._stopping = True
         await self._wait_inflight(REVOKE_WAIT_S)
@@ -164,9 +164,8 @@ class IngestService(Service):
         if self._sink is not None:
             with contextlib.suppress(Exception):
                 await self._sink.stop()
-        if self.store is not None:
-            with contextlib.suppress(Exception):
-                await self.store.close()
+        with contextlib.suppress(Exception):
+            await self.store.close()
         self.metrics.state = "stopped"
 
     @Service.task
@@ -181,7 +180,6 @@ class IngestService(Service):
         s = self.settings
         self._sink = DeadLetterSink(s.kafka_bootstrap, s.dead_letter_topic)
         await self._retry("start dead-letter producer", self._sink.start)
-        assert self.store is not None
         self.watch = TopicWatch(
             s.input_topics,
             self.store.fences,
@@ -263,18 +261,16 @@ class IngestService(Service):
     async def _handle(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         """One fetch: hold unchecked partitions, decode + prepare, wait for N-1, start N."""
         store, s = self.store, self.settings
-        assert store is not None
         if fetched:
             fetched = await self._hold_unchecked(fetched)
         if not fetched:
             if self._inflight is not None and self._inflight.done():
                 await self._finish_inflight()
             if self._inflight is None:
-                await self._run_hooks()
+                await self._report_changes()
             return
         assembled = assemble(fetched.values(), s.orders_topic, s.clicks_topic)
-        spec = self.hooks.snapshot_spec
-        assembled, prepared = _prepare(store, assembled, spec() if spec is not None else None)
+        assembled, prepared = _prepare(store, assembled, self.listener.snapshot_spec())
         for tp, records in fetched.items():
             self.metrics.fetched_upto[(tp.topic, tp.partition)] = records[-1].offset
         # Batch N+1 is decoded and its script arguments built; wait for batch N (its apply
@@ -283,7 +279,7 @@ class IngestService(Service):
         if self._stopping:
             raise Stopping("consume")
         await self._start(assembled, prepared, fetched)
-        await self._run_hooks()  # the previous batches', while Redis applies this one
+        await self._report_changes()  # the previous batches', while Redis applies this one
 
     async def _handle_failed(
         self, exc: Exception, fetched: dict[TopicPartition, list[Any]], attempt: int
@@ -360,11 +356,16 @@ class IngestService(Service):
         Not sooner: getmany does not yield while records are buffered, so a task merely
         created would only send its script at the next ``_finish_inflight``, and the apply
         would never overlap the next batch's fetch, decode and prepare (the loop's CPU work).
+        The batch's task owns the whole apply (a rebalance or a stop waits for it, dead
+        letters included); the loop waits for its send (:meth:`BatchApplier.send`) alone.
         """
-        sent = asyncio.Event()
-        task = asyncio.ensure_future(self._process(assembled, prepared, sent.set))
+        applier = self.applier
+        assert applier is not None
+        started = time.perf_counter()
+        sending = asyncio.ensure_future(applier.send(assembled, prepared))
+        task = asyncio.ensure_future(self._process(assembled, sending, started))
         self._inflight, self._inflight_fetched = task, fetched
-        await until_sent(task, sent)
+        await asyncio.wait({sending})
 
     async def _finish_inflight(self) -> None:
         task, self._inflight = self._inflight, None
@@ -377,17 +378,11 @@ class IngestService(Service):
                 raise InflightFailed(exc, self._inflight_fetched) from exc
 
     async def _process(
-        self,
-        assembled: Assembled,
-        prepared: Any = None,
-        on_sent: Callable[[], None] | None = None,
+        self, assembled: Assembled, sending: Awaitable[Pending[Applied]], started: float
     ) -> None:
-        """Dead-letter, apply (:class:`BatchApplier`), then book the batch for commit and hooks."""
+        """Dead-letter, apply (:class:`BatchApplier`), then book the batch (commit, listener)."""
         m = self.metrics
-        applier = self.applier
-        assert applier is not None
-        started = time.perf_counter()
-        applied: Applied = await applier.apply(assembled, prepared, on_sent)
+        applied: Applied = await (await sending).result()
         elapsed = time.perf_counter() - started
         m.batches += 1
         m.received += assembled.received
@@ -400,10 +395,10 @@ class IngestService(Service):
             m.applied += result.applied
             m.duplicates += result.duplicates
             self._book_offsets(batch)
-            if result.changed and self.hooks.on_changed is not None:
-                self._hooks_due.append((batch, result))
-        if self._hooks_due and self._fetching:  # no next batch waits for this task: hooks now
-            await self._run_hooks()
+            if result.changed and self._listening:
+                self._changes_due.append((batch, result))
+        if self._changes_due and self._fetching:  # no next batch waits for this task: report now
+            await self._report_changes()
 
     def _book_offsets(self, batch: Batch) -> None:
         """``batch`` is in Redis: its offsets go to the committer."""
@@ -413,28 +408,29 @@ class IngestService(Service):
                 uncommitted[tp] = offset
         self._applied.set()
 
-    async def _run_hooks(self) -> None:
-        """``on_changed`` for the applied batches not reported yet, oldest first.
+    async def _report_changes(self) -> None:
+        """``listener.on_changed`` for the applied batches not reported yet, oldest first.
 
         Not inside the apply task: the loop sends the next batch only once that task is done,
-        so Redis waited for the hooks (with scoring on, ~6 ms a batch of 5000 for the reasons
+        so Redis waited for the listener (with scoring on, ~6 ms a batch of 5000 for the reasons
         and the queue, ~3 % of ingestion's time) although nothing it does depends on them.
         The loop calls this once the next batch has reached Redis, or when a fetch comes back
         empty; the task itself calls it when the loop is waiting for records (low rates: no
         batch to overlap with, so no delay either). Nothing is lost if the worker stops before
-        a hook ran: the state script has recorded every changed customer in ``unscored``.
+        the listener heard of a batch: the state script recorded every changed customer in
+        ``unscored``.
         """
-        due, on_changed = self._hooks_due, self.hooks.on_changed
-        while due and on_changed is not None:
+        due = self._changes_due
+        while due:
             batch, result = due.pop(0)
             # a snapshot carries the reasons (the state script knows which events it applied)
             snap = result.snapshot
             reasons = None if snap is not None else change_reasons(batch.records, result.changed)
             try:
-                await on_changed(list(result.changed), reasons, snap)
+                await self.listener.on_changed(list(result.changed), reasons, snap)
             except Exception:
                 self.metrics.hook_failures += 1
-                log.exception("on_changed hook failed for %d customer(s)", len(result.changed))
+                log.exception("on_changed failed for %d customer(s)", len(result.changed))
 
     async def dead_letter(self, rejected: Rejected) -> None:
         """Dead-letter one record of another consumer of this worker (the control agent)."""
@@ -602,9 +598,3 @@ def _prepare(
 
 def _alone(rec: Record) -> Batch:
     return Batch([rec], {(rec.topic, rec.partition): rec.offset})
-
-
-def _default_store(settings: Settings) -> StateStoreLike:
-    from worker.state.store import StateStore
-
-    return StateStore(settings.redis_url, settings.redis_prefix)

@@ -6,8 +6,11 @@ Each sweep claims the time window ``(previous sweep, now]`` by swapping a waterm
 which customers crossed each threshold inside that window: a range read per threshold, never a
 scan of all customers. Because the swap is atomic, two workers sweeping at once get disjoint
 windows, so no leader election is needed and no customer is handed over twice. A crash between
-the swap and the hook skips that window's re-scores (the customers' state itself is exact; their
-next event or a model update re-scores them).
+the swap and the listener's ``on_recency_crossed`` skips that window's re-scores (the customers'
+state itself is exact; their next event or a model update re-scores them).
+
+The worker's composition (:mod:`worker.wiring`) builds the sweep; the faust app's timer runs it
+(:func:`worker.app.sweep_once`).
 """
 
 from __future__ import annotations

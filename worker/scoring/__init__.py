@@ -9,7 +9,12 @@
   drift tracking);
 - :mod:`.publisher`: the aiokafka producer of ``segment-changes`` and control notices;
 - :mod:`.control`: control-topic messages;
-- :mod:`.service`: :class:`ScoringService`, the mode Service the worker runs beside ingestion;
+- :mod:`.service`: :class:`ScoringService`, the mode Service the worker runs beside ingestion,
+  composed of :mod:`.queue` (who waits, and why), :mod:`.pacing` (the share of the worker's
+  time), :mod:`.rounds` (read, assign, write; read-ahead), :mod:`.plan` (a round's write and
+  outgoing changes, pure), :mod:`.publishing` (ordered publication, outbox replay),
+  :mod:`.drift`, :mod:`.status`, :mod:`.metrics`, :mod:`.retry`; Redis and Kafka as the
+  protocols of :mod:`.ports`;
 - :mod:`.cli`: ``segstream rescore``.
 
 See docs/scoring.md.

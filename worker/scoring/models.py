@@ -19,7 +19,7 @@ import time
 
 import orjson
 
-from worker.scoring.store import ScoringStore
+from worker.scoring.ports import ModelSource
 from worker.segmentation.errors import ArtifactInvalid
 from worker.segmentation.model import SegmentModel
 from worker.segmentation.online import DriftReport, OnlineKMeans
@@ -34,7 +34,7 @@ ONLINE_LEARNING_RATE = 0.01
 class ModelHolder:
     """Current model (+ online model for K-means); swapped atomically by :meth:`refresh`."""
 
-    def __init__(self, store: ScoringStore, learning_rate: float = ONLINE_LEARNING_RATE) -> None:
+    def __init__(self, store: ModelSource, learning_rate: float = ONLINE_LEARNING_RATE) -> None:
         self.store = store
         self.learning_rate = learning_rate
         self.model: SegmentModel | RulesModel = RulesModel()

@@ -46,9 +46,9 @@ KNOWN_FEATURES: tuple[str, ...] = (
 #: RFM only: recency, frequency and average order value (monetary = frequency x AOV, so
 #: using both would count the same information twice).
 RFM_FEATURES: tuple[str, ...] = ("recency_days", "frequency", "aov")
-#: RFM plus one behaviour feature, sessions (engagement). Measured on the producers' seeded
-#: personas (20k customers, docs/segmentation.md): ARI 0.982 with RFM, 0.986 with sessions;
-#: abandoned carts, views per order or tenure lower it (or make the k rule pick k=2).
+#: RFM plus one behaviour feature, sessions (engagement): of the sets tried, the one that agrees
+#: best with the producers' personas at the k the rule picks. Abandoned carts lower the
+#: agreement; views per order or tenure make the rule pick k=2 (benchmarks/RESULTS.md).
 DEFAULT_FEATURES: tuple[str, ...] = (*RFM_FEATURES, "sessions")
 
 _DAY_S = 86_400.0

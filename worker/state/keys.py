@@ -44,11 +44,6 @@ def stamp(prefix: str) -> str:
     return f"{prefix}:stamp"
 
 
-def legacy_dirty(prefix: str) -> tuple[str, str]:
-    """The set ``dirty`` and ``scoring:inflight`` of releases before ``unscored``: drained once."""
-    return f"{prefix}:dirty", f"{prefix}:scoring:inflight"
-
-
 #: Width of one bucket of the recency sweep index (one hour, in ms).
 LAST_ORDER_BUCKET_MS = 3_600_000
 

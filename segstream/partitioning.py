@@ -1,12 +1,12 @@
-"""Kafka's default partition of many keys at once: murmur2 in numpy (pure, no Kafka client).
+"""Kafka's default key -> partition rule, for every producer segstream runs.
 
-A round publishes up to 5000 change events, each keyed by customer id, and the producer must
-put every key on the partition Kafka's default partitioner gives it (Java's
-``Utils.murmur2(key) & 0x7fffffff % partitions``), so that a consumer of ``segment-changes`` sees
-one customer's changes on one partition, whichever client produced them. aiokafka's ``murmur2``
-is pure Python, ~3 us a key: a cold backlog of 100k first segments spent ~0.3 s of the worker's
-CPU hashing keys one by one. Here keys of one length are hashed together as ``uint32`` columns
-(numpy's unsigned arithmetic wraps, as Java's ``int`` does): ~0.2 us a key.
+A consumer of ``orders``, ``clicks`` or ``segment-changes`` must see one customer's records on
+one partition whichever client produced them, so every producer here picks partitions exactly
+as Kafka's default partitioner does (the Java client's ``Utils.murmur2(key) & 0x7fffffff %
+partitions``; aiokafka and kafka-python do the same). :func:`partition_of` is the rule for one
+key; :func:`default_partitions` applies it to many keys at once, hashing keys of one length
+together as ``uint32`` columns (numpy's unsigned arithmetic wraps as Java's ``int`` does), which
+is what a scoring round of thousands of changes needs. Pure: no Kafka client.
 """
 
 from __future__ import annotations
@@ -60,3 +60,33 @@ def default_partitions(keys: Sequence[bytes], partitions: Sequence[int]) -> list
         return []
     idx = (murmur2_many(keys) & np.uint32(0x7FFFFFFF)) % np.uint32(len(partitions))
     return [partitions[i] for i in idx.tolist()]
+
+
+def murmur2(key: bytes) -> int:
+    """Kafka's murmur2 (unsigned 32-bit) of one key."""
+    m, seed, length = 0x5BD1E995, 0x9747B28C, len(key)
+    h = (seed ^ length) & 0xFFFFFFFF
+    whole = length // 4
+    for i in range(whole):
+        k = int.from_bytes(key[4 * i : 4 * i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail, extra = whole * 4, length % 4
+    if extra >= 3:
+        h ^= key[tail + 2] << 16
+    if extra >= 2:
+        h ^= key[tail + 1] << 8
+    if extra >= 1:
+        h ^= key[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The default partitioner's choice for ``key`` among ``partitions`` partitions."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -1,12 +1,13 @@
-"""The vectorised partitioner of segment changes must choose exactly what Kafka's default does."""
+"""segstream's one partitioning rule must choose exactly what Kafka's default partitioner does."""
 
 from __future__ import annotations
 
 import random
 
-from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as kafka_murmur2
 
-from worker.scoring.partitions import default_partitions, murmur2_many
+from segstream.partitioning import default_partitions, murmur2, murmur2_many, partition_of
 
 
 def test_murmur2_of_every_key_equals_the_java_clients_for_every_length() -> None:
@@ -15,7 +16,15 @@ def test_murmur2_of_every_key_equals_the_java_clients_for_every_length() -> None
     keys += [f"C{rng.randrange(10**9):09d}".encode() for _ in range(500)]
     keys += ["klant-é-ü-😀".encode()]
     rng.shuffle(keys)
-    assert murmur2_many(keys).tolist() == [murmur2(k) & 0xFFFFFFFF for k in keys]
+    assert murmur2_many(keys).tolist() == [kafka_murmur2(k) & 0xFFFFFFFF for k in keys]
+
+
+def test_one_key_hashes_and_partitions_as_many_keys_do() -> None:
+    rng = random.Random(13)
+    keys = [rng.randbytes(length) for length in range(0, 41) for _ in range(10)]
+    assert [murmur2(k) for k in keys] == murmur2_many(keys).tolist()
+    for n in (1, 3, 4, 12):
+        assert [partition_of(k, n) for k in keys] == default_partitions(keys, list(range(n)))
 
 
 def test_same_partition_as_the_default_partitioner_for_every_count() -> None:

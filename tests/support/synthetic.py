@@ -1,5 +1,7 @@
-"""Seeded synthetic orders and clicks for the state-store tests, plus the pandas oracle.
+"""Seeded synthetic orders and clicks, plus the pandas RFM oracle.
 
+Every test that needs realistic events builds them here, from a seed, so a failure replays:
+the state-store and core tests, the worker subprocess tests and the fuzzer's seed corpus.
 Orders: every customer places a few orders; some are cancelled, some partly returned, all with
 event times scattered over two years. Clicks: sessions of page/product views, add-to-carts and
 checkout starts, some anonymous. Nothing here talks to Kafka or Redis.
@@ -17,6 +19,7 @@ from schemas import ClickEvent, LineItem, OrderEvent
 from worker.core import Batch, Record
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+Event = OrderEvent | ClickEvent
 
 
 def _item(rng: random.Random) -> LineItem:
@@ -81,6 +84,16 @@ def clicks(n_customers: int, n_sessions: int, seed: int = 11) -> list[ClickEvent
                                                    "remove_from_cart") else None)
             )  # fmt: skip
     return out
+
+
+def dataset(n_customers: int, n_orders: int, n_sessions: int, seed: int) -> list[Event]:
+    """Orders (with cancellations and partial returns) and clicks, in event-time order."""
+    events: list[Event] = [
+        *orders(n_customers, n_orders, seed=seed),
+        *clicks(n_customers, n_sessions, seed=seed + 1),
+    ]
+    events.sort(key=lambda e: (e.event_time, e.event_id))
+    return events
 
 
 def batches(

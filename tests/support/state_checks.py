@@ -1,0 +1,84 @@
+"""What the worker wrote to Redis, read back and compared with an oracle.
+
+The oracle is the in-memory state store (the pure core's reference semantics) given every
+event at once: the Redis state must equal it customer by customer, whatever order, batching,
+faults or restarts the events went through. Features are computed as of :data:`AS_OF`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from segstream.settings import Settings
+from tests.support.synthetic import Event
+from tests.support.waiting import wait_for
+from tests.support.worker_process import WorkerProcess
+from worker.core import Batch, InMemoryStateStore, Record, features
+from worker.state.store import StateReader
+
+AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def oracle_rows(events: Sequence[Event]) -> dict[str, dict[str, object]]:
+    """Every export column per customer, from the in-memory store given all events at once."""
+    store = InMemoryStateStore()
+    records = [Record("oracle", 0, i, ev) for i, ev in enumerate(events)]
+    store.apply(Batch(records, {("oracle", 0): len(records) - 1}, {}))
+    return {s.customer_id: features(s, AS_OF) for s in store.customers()}
+
+
+def redis_rows(settings: Settings) -> dict[str, dict[str, object]]:
+    """Every export column per customer, as the worker left them in Redis."""
+    with StateReader(settings.redis_url, settings.redis_prefix) as reader:
+        return {s.customer_id: features(s, AS_OF) for s in reader.customers()}
+
+
+def counters(settings: Settings) -> dict[str, int]:
+    """The ingest counters in Redis (received, valid, dead_lettered, duplicates, ...)."""
+    with StateReader(settings.redis_url, settings.redis_prefix) as reader:
+        return reader.counters()
+
+
+def wait_received(settings: Settings, n: int, timeout: float = 90.0) -> dict[str, int]:
+    """Until the counters have received ``n`` records; they must add up then."""
+
+    def done() -> dict[str, int] | None:
+        c = counters(settings)
+        return c if c["received"] >= n else None
+
+    got = wait_for(done, timeout, f"{n} records received in Redis counters")
+    assert got["received"] == n, got
+    assert got["valid"] + got["dead_lettered"] == got["received"], got
+    return dict(got)
+
+
+def wait_drained(
+    settings: Settings, n: int, worker: WorkerProcess, timeout: float = 180.0
+) -> dict[str, int]:
+    """Until the Redis counters have received ``n`` records; fails at once if the worker exits.
+
+    (The original outage ends the process within a second; waiting out the timeout would only
+    hide its traceback.)
+    """
+
+    def done() -> dict[str, int] | None:
+        code = worker.proc.poll()
+        assert code is None, f"{worker.name} exited with {code}:\n{worker.tail(60)}"
+        c = counters(settings)
+        return c if c["received"] >= n else None
+
+    got: dict[str, int] = wait_for(done, timeout, f"{worker.name} to drain {n} records", 0.2)
+    assert got["received"] == n, got
+    assert got["valid"] + got["dead_lettered"] == got["received"], got
+    return dict(got)
+
+
+def assert_same_state(actual: dict[str, dict[str, object]], expected: dict[str, Any]) -> None:
+    """The same customers with the same columns; the message names the first that differs."""
+    assert actual.keys() == expected.keys()
+    diffs = [cid for cid in expected if actual[cid] != expected[cid]]
+    assert not diffs, f"{len(diffs)} customers differ, e.g. {diffs[0]}: " + (
+        f"{actual[diffs[0]]} != {expected[diffs[0]]}" if diffs else ""
+    )

@@ -1,0 +1,102 @@
+"""The one place that composes ``segstream worker``: every part built from ``Settings``.
+
+Everything the process runs is built here and handed to what uses it, so no part builds its
+own collaborators and no module holds wiring state: the state store, ingestion, the change
+listener (the scoring service with its store and publisher, or a null listener when scoring is
+off), the recency sweep and the web pages. The faust app (:func:`worker.app.create_app`) then
+serves the pages and runs its timer and agent on the parts it is given.
+
+Building connects to nothing: Redis and Kafka clients connect when their service starts (or on
+their first request), so a worker can be built, inspected and thrown away without either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mode import ServiceT
+
+from segstream.settings import Settings
+from worker.ingest.listener import ChangeListener, NullListener
+from worker.ingest.service import IngestService
+from worker.ingest.sweep import RecencySweep
+from worker.pages import Page, ingest_pages, report_page
+from worker.state.store import StateStore
+
+if TYPE_CHECKING:
+    from worker.scoring.service import ScoringService
+
+__all__ = ["Worker", "build_worker"]
+
+
+@dataclass(frozen=True)
+class Worker:
+    """The parts of one worker process, built and not started."""
+
+    settings: Settings
+    ingest: IngestService
+    #: Hears what ingestion changed, the sweep's crossings and control messages.
+    listener: ChangeListener
+    sweep: RecencySweep
+    #: Started with the app in this order (stopped in reverse): ingestion first.
+    services: tuple[ServiceT, ...]
+    #: Web path -> page handler.
+    pages: Mapping[str, Page]
+
+
+def build_worker(settings: Settings) -> Worker:
+    """Compose the worker for ``settings``.
+
+    1. the state store ingestion applies batches to;
+    2. with ``settings.scoring``, the scoring service (its Redis store and change publisher
+       built here) as the change listener; else a :class:`NullListener`;
+    3. ingestion, given the store and the listener;
+    4. the recency sweep;
+    5. the web pages: ``/health`` and ``/metrics``, and ``/scoring`` with scoring on.
+    """
+    state = StateStore(settings.redis_url, settings.redis_prefix)
+    scoring: ScoringService | None = None
+    listener: ChangeListener = NullListener()
+    if settings.scoring:
+
+        def behind() -> int:
+            # scoring asks only once running, and ingestion is built right below
+            return ingest.behind()
+
+        scoring = listener = build_scoring(settings, behind)
+    ingest = IngestService(settings, store=state, listener=listener)
+    sweep = RecencySweep(
+        settings.redis_url,
+        settings.redis_prefix,
+        settings.recency_thresholds_days,
+        first_window_s=settings.sweep_interval_s,
+    )
+    pages = ingest_pages(ingest, started_at=time.time())
+    services: tuple[ServiceT, ...] = (ingest,)
+    if scoring is not None:
+        pages["/scoring"] = report_page(scoring)
+        services = (ingest, scoring)
+    return Worker(settings, ingest, listener, sweep, services, pages)
+
+
+def build_scoring(settings: Settings, behind: Callable[[], int]) -> ScoringService:
+    """The scoring service with its Redis store and its segment-changes publisher.
+
+    ``behind`` is ingestion's backlog (how many records it has still to fetch). Scoring is
+    imported only here, so a state-only worker does not load the segmentation libraries.
+    """
+    from worker.scoring.publisher import ChangePublisher
+    from worker.scoring.service import ScoringService
+    from worker.scoring.store import ScoringStore
+
+    store = ScoringStore(settings.redis_url, settings.redis_prefix)
+    publisher = ChangePublisher(
+        settings.kafka_bootstrap,
+        settings.segment_changes_topic,
+        settings.control_topic,
+        client_id=f"segstream-scoring-{settings.group_id}",
+    )
+    return ScoringService(settings, store, publisher, behind=behind)
