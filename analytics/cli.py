@@ -157,8 +157,8 @@ def train_command(
         raise ConfigError("give exactly one of --from redis, --file ORDERS.csv, --export FILE")
     when = parse_as_of(as_of)
     if source == "redis":
-        state = sources.state_from_redis(settings.redis_url, settings.redis_prefix, when)
-        where = f"Redis {settings.redis_url} prefix {settings.redis_prefix}"
+        state = sources.state_from_redis(settings.redis.url, settings.redis.prefix, when)
+        where = f"Redis {settings.redis.url} prefix {settings.redis.prefix}"
     elif orders_file:
         state = sources.state_from_orders(orders_file, when)
         where = orders_file
@@ -182,8 +182,8 @@ def train_command(
     if publish or (publish is None and source == "redis"):
         from worker.segmentation.artifacts_redis import RedisModelStore
 
-        RedisModelStore.from_url(settings.redis_url, settings.redis_prefix).save(model)
-        click.echo(f"published to Redis {settings.redis_prefix}:model:{model.version} (current)")
+        RedisModelStore.from_url(settings.redis.url, settings.redis.prefix).save(model)
+        click.echo(f"published to Redis {settings.redis.prefix}:model:{model.version} (current)")
     out = Path(out_dir) if out_dir else Path(settings.model_dir) / model.version
     elbow, sil = plot_k_scores(model, out)
     profiles_csv = out / "profiles.csv"
@@ -284,7 +284,7 @@ def segments_command(settings: Settings, version: str | None, from_redis: bool) 
     if from_redis:
         from worker.segmentation.artifacts_redis import RedisModelStore
 
-        model = RedisModelStore.from_url(settings.redis_url, settings.redis_prefix).load(version)
+        model = RedisModelStore.from_url(settings.redis.url, settings.redis.prefix).load(version)
     else:
         from worker.segmentation.artifacts import FileModelStore
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import click
 from devstack.services import free_port, local_services
 from segstream.errors import SegstreamError
 from segstream.options import var_option
-from segstream.settings import ENV, Settings
+from segstream.settings import Settings
 
 #: How long the worker may go without applying a single record before the demo gives up.
 STALL_TIMEOUT_S = 60.0
@@ -78,8 +77,8 @@ def _follow_changes(settings: Settings, feed: ChangeFeed, stop: threading.Event)
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
-        settings.segment_changes_topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        settings.kafka.segment_changes_topic,
+        bootstrap_servers=settings.kafka.bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -110,14 +109,6 @@ def _change_of(value: bytes | None) -> dict[str, Any] | None:
     return None
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, var in ENV.items():
-        value = getattr(settings, name)
-        env[var] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-    return env
-
-
 def _segstream(*args: str) -> list[str]:
     return [sys.executable, "-m", "segstream", *args]
 
@@ -134,9 +125,9 @@ def _drift_text(settings: Settings) -> str:
     """The online model's drift as the scoring service last saved it (``{prefix}:scoring``)."""
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     try:
-        status: dict[str, str] = client.hgetall(f"{settings.redis_prefix}:scoring")  # type: ignore[assignment]
+        status: dict[str, str] = client.hgetall(f"{settings.redis.prefix}:scoring")  # type: ignore[assignment]
     finally:
         client.close()
     if not status.get("drift_max"):
@@ -153,7 +144,7 @@ def _worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.P
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             _segstream("worker"),
-            env=_env(settings),
+            env=settings.to_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -173,7 +164,7 @@ def _worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.P
 def _counters(settings: Settings) -> dict[str, int]:
     from worker.state.store import StateReader
 
-    with StateReader(settings.redis_url, settings.redis_prefix) as reader:
+    with StateReader(settings.redis.url, settings.redis.prefix) as reader:
         return reader.counters()
 
 
@@ -297,7 +288,7 @@ def demo(
         tempfile.TemporaryDirectory(prefix="segstream-demo-") as run_dir,
         local_services(run_dir) as started,
     ):
-        settings = Settings(
+        settings = Settings.of(
             kafka_bootstrap=started["kafka"].url,
             redis_url=started["redis"].url,
             redis_prefix="ss",
@@ -309,13 +300,13 @@ def demo(
         )
         _step(
             t0,
-            f"[1/6] started broker {settings.kafka_bootstrap} and Redis "
-            f"{settings.redis_url} (for this demo only)",
+            f"[1/6] started broker {settings.kafka.bootstrap} and Redis "
+            f"{settings.redis.url} (for this demo only)",
         )
         click.echo(
             "  to look around from another terminal while it runs: export "
-            f"SEGSTREAM_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} "
-            f"SEGSTREAM_REDIS_URL={settings.redis_url} SEGSTREAM_REDIS_PREFIX=ss"
+            f"SEGSTREAM_KAFKA_BOOTSTRAP={settings.kafka.bootstrap} "
+            f"SEGSTREAM_REDIS_URL={settings.redis.url} SEGSTREAM_REDIS_PREFIX=ss"
         )
         try:
             _run(settings, out, customers, days, minutes, seed, keep_running, t0)
@@ -340,13 +331,17 @@ def _create_topics(settings: Settings) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
     topics = [
-        NewTopic(name, num_partitions=settings.partitions, replication_factor=1)
-        for name in (settings.orders_topic, settings.clicks_topic, settings.segment_changes_topic)
+        NewTopic(name, num_partitions=settings.kafka.partitions, replication_factor=1)
+        for name in (
+            settings.kafka.orders_topic,
+            settings.kafka.clicks_topic,
+            settings.kafka.segment_changes_topic,
+        )
     ] + [
         NewTopic(name, num_partitions=1, replication_factor=1)
-        for name in (settings.dead_letter_topic, settings.control_topic)
+        for name in (settings.kafka.dead_letter_topic, settings.kafka.control_topic)
     ]
     with contextlib.suppress(TopicAlreadyExistsError):
         admin.create_topics(topics)
@@ -383,12 +378,12 @@ def _run(
         )
         sink = KafkaSink(
             KafkaSinkConfig(
-                bootstrap=settings.kafka_bootstrap,
-                orders_topic=settings.orders_topic,
-                clicks_topic=settings.clicks_topic,
+                bootstrap=settings.kafka.bootstrap,
+                orders_topic=settings.kafka.orders_topic,
+                clicks_topic=settings.kafka.clicks_topic,
             )
         )
-        topics = {"order": settings.orders_topic, "click": settings.clicks_topic}
+        topics = {"order": settings.kafka.orders_topic, "click": settings.kafka.clicks_topic}
         produce_started = time.monotonic()
         for kind, key, value in data.records():
             sink.send_raw(topics[kind], key, value)
@@ -408,7 +403,7 @@ def _run(
         _step(t0, "[4/6] training K-means on the state in Redis (k chosen by silhouette)")
         trained = subprocess.run(
             _segstream("train", "--from", "redis", "--seed", str(seed)),
-            env=_env(settings),
+            env=settings.to_env(),
             capture_output=True,
             text=True,
             check=False,
@@ -435,7 +430,7 @@ def _run(
     report_dir = out / "report"
     reported = subprocess.run(
         _segstream("report", "--out", str(report_dir)),
-        env=_env(settings),
+        env=settings.to_env(),
         capture_output=True,
         text=True,
         check=False,
@@ -462,7 +457,7 @@ def _run(
 def _rescore_all(settings: Settings) -> None:
     """Ask the running worker to re-score every customer against the newly trained model."""
     done = subprocess.run(
-        _segstream("rescore"), env=_env(settings), capture_output=True, text=True, check=False
+        _segstream("rescore"), env=settings.to_env(), capture_output=True, text=True, check=False
     )
     if done.returncode == 0:
         click.echo(done.stdout.rstrip())
@@ -488,7 +483,7 @@ def _live(
     from schemas import encode
 
     traffic = LiveTraffic(labels, seed=seed + 1, run_tag=f"live{int(time.time())}")
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=10, acks="all")
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, linger_ms=10, acks="all")
     console = Console()
     interactive = console.is_terminal
     deadline = time.monotonic() + minutes * 60
@@ -517,7 +512,11 @@ def _live(
             if worker.poll() is not None:
                 raise SegstreamError(f"the worker exited with status {worker.returncode}")
             for event in traffic.sessions(40, datetime.now(UTC)):
-                topic = settings.orders_topic if event.kind == "order" else settings.clicks_topic
+                topic = (
+                    settings.kafka.orders_topic
+                    if event.kind == "order"
+                    else settings.kafka.clicks_topic
+                )
                 producer.send(topic, encode(event), key=str(event.customer_id).encode())
                 produced += 1
             producer.flush()

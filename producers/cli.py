@@ -81,9 +81,9 @@ def producer_options(func: F) -> F:
 def _kafka_sink(settings: Settings, kw: dict[str, Any]) -> KafkaSink:
     return KafkaSink(
         KafkaSinkConfig(
-            bootstrap=settings.kafka_bootstrap,
-            orders_topic=settings.orders_topic,
-            clicks_topic=settings.clicks_topic,
+            bootstrap=settings.kafka.bootstrap,
+            orders_topic=settings.kafka.orders_topic,
+            clicks_topic=settings.kafka.clicks_topic,
             compression=None if kw["compression"] == "auto" else kw["compression"],
             linger_ms=kw["linger_ms"],
             batch_size=kw["batch_size"],
@@ -322,7 +322,7 @@ def replay(settings: Settings, file: str | None, fmt: str, mapping: tuple[str, .
             end_time=_parse_when(end_time, "--end-time"),
         )
         summary = replay_topic(
-            settings.kafka_bootstrap, rng, to_topic, _kafka_sink(settings, kw),
+            settings.kafka.bootstrap, rng, to_topic, _kafka_sink(settings, kw),
             progress=kw["progress"],
         )  # fmt: skip
         summary.notes["to topic"] = to_topic

@@ -47,7 +47,7 @@ def settings_options(func: F) -> F:
             envvar=ENV[field],
             show_envvar=True,
             default=None,
-            help=f"{help_text} [default: {getattr(Settings(), field)}]",
+            help=f"{help_text} [default: {Settings().get(field)}]",
         )(wrapper)
     return wrapper  # type: ignore[return-value]
 
@@ -56,7 +56,7 @@ def env_option(field: str, *flags: str, **kwargs: Any) -> Callable[[F], F]:
     """A click option for one settings field that falls back to its environment variable."""
     kwargs.setdefault("show_envvar", True)
     kwargs.setdefault("show_default", True)
-    kwargs.setdefault("default", getattr(Settings(), field))
+    kwargs.setdefault("default", Settings().get(field))
     return click.option(*flags, field, envvar=ENV[field], **kwargs)
 
 

@@ -1,83 +1,57 @@
-"""One frozen settings object; the only module that reads ``SEGSTREAM_*`` environment variables.
+"""One frozen settings object, grouped by concern; the only module that reads ``SEGSTREAM_*``.
 
-The CLI's flags fall back to the same variables (click reads them by the names in ``ENV``), so a
-flag, a variable and a field of :class:`Settings` are three spellings of one setting.
+Every setting has one flat *name* (``kafka_bootstrap``, ``scoring_share``...), which is also
+its environment variable (``SEGSTREAM_`` + the name in capitals) and, with dashes, its CLI flag;
+in code it lives in a group (``settings.kafka.bootstrap``, ``settings.scoring.share``). The
+table :data:`SETTINGS` ties the three spellings together: :meth:`Settings.from_env` reads the
+variables, :meth:`Settings.with_` takes flat names, :meth:`Settings.to_env` writes them back
+for a child process, and the CLI's options use the same variable names.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, NamedTuple
 
 from segstream.errors import ConfigError
 
-#: Settings field -> environment variable. The CLI uses these names as click ``envvar``s.
-ENV: dict[str, str] = {
-    "kafka_bootstrap": "SEGSTREAM_KAFKA_BOOTSTRAP",
-    "redis_url": "SEGSTREAM_REDIS_URL",
-    "redis_prefix": "SEGSTREAM_REDIS_PREFIX",
-    "orders_topic": "SEGSTREAM_ORDERS_TOPIC",
-    "clicks_topic": "SEGSTREAM_CLICKS_TOPIC",
-    "dead_letter_topic": "SEGSTREAM_DEAD_LETTER_TOPIC",
-    "segment_changes_topic": "SEGSTREAM_SEGMENT_CHANGES_TOPIC",
-    "control_topic": "SEGSTREAM_CONTROL_TOPIC",
-    "group_id": "SEGSTREAM_GROUP_ID",
-    "partitions": "SEGSTREAM_PARTITIONS",
-    "session_timeout_s": "SEGSTREAM_SESSION_TIMEOUT_S",
-    "run_dir": "SEGSTREAM_RUN_DIR",
-    "kafka_port": "SEGSTREAM_KAFKA_PORT",
-    "redis_port": "SEGSTREAM_REDIS_PORT",
-    "model_dir": "SEGSTREAM_MODEL_DIR",
-    "web_port": "SEGSTREAM_WEB_PORT",
-    "batch_max_records": "SEGSTREAM_BATCH_MAX_RECORDS",
-    "recency_thresholds_days": "SEGSTREAM_RECENCY_THRESHOLDS_DAYS",
-    "sweep_interval_s": "SEGSTREAM_SWEEP_INTERVAL_S",
-    "hysteresis_margin": "SEGSTREAM_HYSTERESIS_MARGIN",
-    "drift_bound": "SEGSTREAM_DRIFT_BOUND",
-    "log_level": "SEGSTREAM_LOG_LEVEL",
-    "report_dir": "SEGSTREAM_REPORT_DIR",
-    "report_as_of": "SEGSTREAM_REPORT_AS_OF",
-    "report_state_file": "SEGSTREAM_REPORT_STATE_FILE",
-    "report_model": "SEGSTREAM_REPORT_MODEL",
-    "report_currency": "SEGSTREAM_REPORT_CURRENCY",
-    "scoring_as_of": "SEGSTREAM_SCORING_AS_OF",
-    "model_poll_s": "SEGSTREAM_MODEL_POLL_S",
-    "rescore_all": "SEGSTREAM_RESCORE_ALL",
-    "retrain_on_drift": "SEGSTREAM_RETRAIN_ON_DRIFT",
-    "retrain_cooldown_s": "SEGSTREAM_RETRAIN_COOLDOWN_S",
-    "dirty_repair_s": "SEGSTREAM_DIRTY_REPAIR_S",
-    "scoring_share": "SEGSTREAM_SCORING_SHARE",
-    "catch_up_lag": "SEGSTREAM_CATCH_UP_LAG",
-    "catch_up_share": "SEGSTREAM_CATCH_UP_SHARE",
-    "scoring": "SEGSTREAM_SCORING",
-    "poison_retries": "SEGSTREAM_POISON_RETRIES",
-}
-
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything a segstream process needs to know about where things are and how to behave."""
+class KafkaSettings:
+    """Where the brokers are, which topics segstream reads and writes, and the consumer group."""
 
-    kafka_bootstrap: str = "localhost:9092"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    #: Every Redis key starts with this, so tests and tenants can share one Redis safely.
-    redis_prefix: str = "ss"
+    bootstrap: str = "localhost:9092"
     orders_topic: str = "orders"
     clicks_topic: str = "clicks"
     dead_letter_topic: str = "dead-letter"
     segment_changes_topic: str = "segment-changes"
     control_topic: str = "segstream-control"
     group_id: str = "segstream-worker"
+    #: Partitions of the topics segstream creates.
     partitions: int = 4
-    #: Short by default: the local broker's group join waits half of it (see DESIGN.md).
+    #: Short by default: the local broker's group join waits half of it (docs/worker.md).
     session_timeout_s: float = 6.0
-    run_dir: str = ".run"
-    kafka_port: int = 9092
-    redis_port: int = 6379
-    model_dir: str = "models"
-    web_port: int = 6066
+
+    @property
+    def input_topics(self) -> tuple[str, str]:
+        return (self.orders_topic, self.clicks_topic)
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """The Redis holding customer state, segments and models."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Every Redis key starts with this, so tests and tenants can share one Redis safely.
+    prefix: str = "ss"
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """How the worker applies events to the state (docs/state.md)."""
+
     batch_max_records: int = 5000
     #: A batch the state store keeps refusing for a reason that is not an outage is applied in
     #: pieces after this many attempts, and the records that still fail are dead-lettered
@@ -86,75 +60,247 @@ class Settings:
     #: Recency thresholds (days) the sweep watches; crossing one triggers a re-score.
     recency_thresholds_days: tuple[int, ...] = (30, 60, 90, 180, 365)
     sweep_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How the worker assigns segments beside ingestion (docs/scoring.md)."""
+
+    #: The worker assigns segments; off = state only (benchmarks).
+    enabled: bool = True
     #: A customer moves only when the new centroid is closer by this fraction of the distance.
     hysteresis_margin: float = 0.1
     #: Centroid displacement (standard units) above which drift is reported.
     drift_bound: float = 0.5
-    log_level: str = "INFO"
-    #: ``segstream report``: output directory, as-of time (ISO 8601, empty = now), a state
-    #: export to read instead of Redis (empty = Redis), the model (current | version | none |
-    #: path to an artifact JSON) and the currency label of revenue figures.
-    report_dir: str = "report-out"
-    report_as_of: str = ""
-    report_state_file: str = ""
-    report_model: str = "current"
-    report_currency: str = "EUR"
-    #: Scoring (docs/scoring.md): the clock recency is computed at when segments are assigned
-    #: (ISO 8601; empty = the wall clock), how often the worker checks ``{prefix}:model:current``
-    #: (s), whether a new model version makes it re-score every customer (0/1), whether drift
-    #: above ``drift_bound`` starts ``segstream train --from redis`` (0/1) and how often at most
-    #: (s), and how often customers left in ``{prefix}:dirty`` are re-scored (s).
-    scoring_as_of: str = ""
+    #: The clock recency is computed at when segments are assigned (ISO 8601; empty = now).
+    as_of: str = ""
+    #: How often the worker checks ``{prefix}:model:current`` (s).
     model_poll_s: float = 2.0
-    rescore_all: int = 0
-    retrain_on_drift: int = 0
+    #: A new model version makes the worker re-score every customer.
+    rescore_all: bool = False
+    #: Drift above ``drift_bound`` starts ``segstream train --from redis``, at most once per
+    #: ``retrain_cooldown_s``.
+    retrain_on_drift: bool = False
     retrain_cooldown_s: float = 3600.0
-    dirty_repair_s: float = 30.0
+    #: How often customers left in ``{prefix}:unscored`` are re-scored (s).
+    repair_interval_s: float = 30.0
     #: While events keep arriving, scoring rounds take at most this share of the worker's time
     #: (the rest goes to ingestion, and customers changed meanwhile are scored once, on their
     #: latest state); when ingestion is idle, scoring runs flat out. 1 = no limit.
-    scoring_share: float = 0.3
+    share: float = 0.3
     #: Catching up: while ingestion is at least ``catch_up_lag`` records behind the brokers (a
     #: replay, a backfill, the backlog after an outage), scoring takes at most
     #: ``catch_up_share`` of the time instead: segments scored mid-backlog describe states the
     #: next events replace within seconds, and the backlog drained sooner is what brings every
-    #: segment up to date sooner. 0 = never (``scoring_share`` always).
+    #: segment up to date sooner. 0 = never (``share`` always).
     catch_up_lag: int = 50_000
     catch_up_share: float = 0.02
-    #: 1 = the worker assigns segments (``ScoringService``); 0 = state only (benchmarks).
-    scoring: int = 1
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """``segstream report``: output directory, as-of time (ISO 8601, empty = now), a state
+    export to read instead of Redis (empty = Redis), the model (current | version | none | path
+    to an artifact JSON) and the currency label of revenue figures."""
+
+    dir: str = "report-out"
+    as_of: str = ""
+    state_file: str = ""
+    model: str = "current"
+    currency: str = "EUR"
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """``segstream services`` and the demo: where local services keep pid files and logs, ports."""
+
+    run_dir: str = ".run"
+    kafka_port: int = 9092
+    redis_port: int = 6379
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a segstream process needs to know about where things are and how to behave."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+    #: Directory of versioned model artifacts (``segstream train``).
+    model_dir: str = "models"
+    #: Port of the worker's web pages (/health, /metrics, /scoring).
+    web_port: int = 6066
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``SEGSTREAM_*`` variables, then apply explicit ``overrides``."""
+        """Defaults, then ``SEGSTREAM_*`` variables, then explicit ``overrides`` (flat names)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        types = {f.name: f.type for f in fields(cls)}
-        for name, var in ENV.items():
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            values[name] = _parse(name, var, raw, str(types[name]))
+        for setting in SETTINGS:
+            raw = env.get(setting.var)
+            if raw is not None and raw != "":
+                values[setting.name] = setting.parse(raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return cls().with_(**values)
+
+    @classmethod
+    def of(cls, **values: Any) -> Settings:
+        """The defaults with some settings given by flat name (``Settings.of(partitions=2)``)."""
+        return cls().with_(**values)
 
     def with_(self, **changes: Any) -> Settings:
-        """A copy with some fields changed (``None`` values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with settings changed by flat name (``None`` values are ignored)."""
+        top: dict[str, Any] = {}
+        by_group: dict[str, dict[str, Any]] = {}
+        for name, value in changes.items():
+            if value is None:
+                continue
+            setting = _BY_NAME.get(name)
+            if setting is None:
+                raise TypeError(f"unknown setting {name!r}")
+            if isinstance(setting.default, bool):
+                value = bool(value)
+            if setting.group is None:
+                top[setting.attr] = value
+            else:
+                by_group.setdefault(setting.group, {})[setting.attr] = value
+        for group, values in by_group.items():
+            top[group] = replace(getattr(self, group), **values)
+        return replace(self, **top)
+
+    def get(self, name: str) -> Any:
+        """A setting's value by flat name."""
+        setting = _BY_NAME[name]
+        holder = self if setting.group is None else getattr(self, setting.group)
+        return getattr(holder, setting.attr)
+
+    def to_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment that gives a child segstream process these settings.
+
+        ``base``: the environment to extend (default: this process's).
+        """
+        env = dict(os.environ if base is None else base)
+        for setting in SETTINGS:
+            env[setting.var] = setting.format(self.get(setting.name))
+        return env
+
+
+class Setting(NamedTuple):
+    """One setting: its flat name (and so variable and flag), and where it lives in Settings."""
+
+    name: str
+    group: str | None
+    attr: str
 
     @property
-    def input_topics(self) -> tuple[str, str]:
-        return (self.orders_topic, self.clicks_topic)
+    def var(self) -> str:
+        return "SEGSTREAM_" + self.name.upper()
+
+    @property
+    def default(self) -> Any:
+        return Settings().get(self.name)
+
+    def parse(self, raw: str) -> Any:
+        """The variable's text as this setting's type; a bad value names the variable."""
+        kind = type(self.default)
+        try:
+            if kind is bool:
+                return _boolean(raw)
+            if kind is tuple:
+                return tuple(int(part) for part in raw.split(",") if part.strip())
+            return kind(raw)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{self.var}={raw!r} is not a valid {kind.__name__} for {self.name}"
+            ) from exc
+
+    @staticmethod
+    def format(value: Any) -> str:
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        if isinstance(value, tuple):
+            return ",".join(map(str, value))
+        return str(value)
 
 
-def _parse(name: str, var: str, raw: str, type_name: str) -> Any:
-    try:
-        if type_name == "int":
-            return int(raw)
-        if type_name == "float":
-            return float(raw)
-        if type_name.startswith("tuple"):
-            return tuple(int(part) for part in raw.split(",") if part.strip())
-    except ValueError as exc:
-        raise ConfigError(f"{var}={raw!r} is not a valid {type_name} for {name}") from exc
-    return raw
+def _boolean(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _group(group: str, *attrs: str, prefix: str = "") -> tuple[Setting, ...]:
+    return tuple(Setting(prefix + attr, group, attr) for attr in attrs)
+
+
+#: Every setting, by concern. A flat name is the group's prefix + the attribute unless listed.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("kafka_bootstrap", "kafka", "bootstrap"),
+    *_group(
+        "kafka",
+        "orders_topic",
+        "clicks_topic",
+        "dead_letter_topic",
+        "segment_changes_topic",
+        "control_topic",
+        "group_id",
+        "partitions",
+        "session_timeout_s",
+    ),
+    *_group("redis", "url", "prefix", prefix="redis_"),
+    *_group(
+        "ingest",
+        "batch_max_records",
+        "poison_retries",
+        "recency_thresholds_days",
+        "sweep_interval_s",
+    ),
+    Setting("scoring", "scoring", "enabled"),
+    *_group(
+        "scoring",
+        "hysteresis_margin",
+        "drift_bound",
+        "model_poll_s",
+        "rescore_all",
+        "retrain_on_drift",
+        "retrain_cooldown_s",
+        "catch_up_lag",
+        "catch_up_share",
+    ),
+    Setting("scoring_as_of", "scoring", "as_of"),
+    Setting("scoring_share", "scoring", "share"),
+    Setting("dirty_repair_s", "scoring", "repair_interval_s"),
+    *_group("report", "dir", "as_of", "state_file", "model", "currency", prefix="report_"),
+    *_group("local", "run_dir", "kafka_port", "redis_port"),
+    Setting("model_dir", None, "model_dir"),
+    Setting("web_port", None, "web_port"),
+    Setting("log_level", None, "log_level"),
+)
+_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+#: Flat setting name -> environment variable (the CLI's options use these as click ``envvar``).
+ENV: dict[str, str] = {s.name: s.var for s in SETTINGS}
+
+
+def _check_table() -> None:
+    """Every field of every group has exactly one setting (checked at import: a missing row
+    would silently make a field unsettable from the environment)."""
+    wanted: set[tuple[str | None, str]] = {
+        (None, f.name) for f in fields(Settings) if f.name not in _GROUPS
+    }
+    for group in _GROUPS:
+        wanted |= {(group, f.name) for f in fields(getattr(Settings(), group))}
+    have = {(s.group, s.attr) for s in SETTINGS}
+    if wanted != have or len(have) != len(SETTINGS):
+        raise RuntimeError(f"SETTINGS out of step with Settings: {sorted(map(str, wanted ^ have))}")
+
+
+_GROUPS = ("kafka", "redis", "ingest", "scoring", "report", "local")
+_check_table()

@@ -198,7 +198,7 @@ def settings(
     tmp_path: Path,
 ) -> Settings:
     """Settings pointing at this test's own topics, group, key prefix and model directory."""
-    return Settings(
+    return Settings.of(
         kafka_bootstrap=kafka_bootstrap,
         redis_url=redis_url,
         redis_prefix=redis_prefix,

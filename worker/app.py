@@ -43,15 +43,15 @@ def create_app(worker: Worker) -> faust.App:
     subscriptions never share an assignment.
     """
     settings, ingest, listener = worker.settings, worker.ingest, worker.listener
-    datadir = Path(settings.run_dir) / "faust"
+    datadir = Path(settings.local.run_dir) / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        f"{settings.group_id}-app",
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        f"{settings.kafka.group_id}-app",
+        broker=f"kafka://{settings.kafka.bootstrap}",
         store="memory://",
-        topic_partitions=settings.partitions,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 3),
+        topic_partitions=settings.kafka.partitions,
+        broker_session_timeout=settings.kafka.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.kafka.session_timeout_s / 3),
         web_port=settings.web_port,
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
@@ -62,7 +62,7 @@ def create_app(worker: Worker) -> faust.App:
     for service in worker.services:
         app.add_dependency(service)
 
-    control = app.topic(settings.control_topic, value_serializer="raw")
+    control = app.topic(settings.kafka.control_topic, value_serializer="raw")
 
     @app.agent(control, name="control")
     async def control_agent(stream: Any) -> None:
@@ -70,7 +70,7 @@ def create_app(worker: Worker) -> faust.App:
         async for event in stream.events():
             await handle_control(event.message, listener, ingest)
 
-    @app.timer(interval=settings.sweep_interval_s, name="recency-sweep")  # type: ignore[untyped-decorator]
+    @app.timer(interval=settings.ingest.sweep_interval_s, name="recency-sweep")  # type: ignore[untyped-decorator]
     async def recency_sweep() -> None:
         await sweep_once(ingest, worker.sweep, listener)
 

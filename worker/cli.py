@@ -40,7 +40,6 @@ from segstream.settings import Settings
 @env_option(
     "scoring",
     "--scoring/--no-scoring",
-    default=bool(Settings().scoring),  # a bool, or click cannot parse the int field's default
     help="Assign segments (docs/scoring.md).",
 )
 @env_option(
@@ -50,7 +49,6 @@ from segstream.settings import Settings
 @env_option(
     "retrain_on_drift",
     "--retrain-on-drift/--no-retrain-on-drift",
-    default=bool(Settings().retrain_on_drift),
     help="Start `segstream train --from redis` when drift exceeds the bound.",
 )
 @env_option(
@@ -59,7 +57,6 @@ from segstream.settings import Settings
 @env_option(
     "rescore_all",
     "--rescore-all/--no-rescore-all",
-    default=bool(Settings().rescore_all),
     help="Re-score every customer when a new model version is picked up.",
 )
 @env_option("model_poll_s", "--model-poll", type=float, help="Seconds between model checks.")
@@ -106,7 +103,7 @@ def worker(
         session_timeout_s=session_timeout_s,
         sweep_interval_s=sweep_interval_s,
         log_level=log_level,
-        **{k: int(v) if isinstance(v, bool) else v for k, v in scoring.items()},
+        **scoring,
     )
     run_worker(settings)
 

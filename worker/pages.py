@@ -100,7 +100,7 @@ async def health_report(ingest: IngestService, started_at: float) -> dict[str, A
         # back behind what was applied (worker/ingest/watch.py)
         **watch,
         "uptime_s": round(time.time() - started_at, 3),
-        "group_id": ingest.settings.group_id,
+        "group_id": ingest.settings.kafka.group_id,
         "assigned": m.assigned,
         "lag": {"total": sum(lag.values()), "by_partition": lag},
         "redis": redis_answer,

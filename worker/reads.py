@@ -131,12 +131,12 @@ def customer(
         click.echo(orjson.dumps(info).decode() if as_json else render(info))
         return
     when = parse_as_of(as_of)
-    with StateReader(settings.redis_url, settings.redis_prefix) as reader:
+    with StateReader(settings.redis.url, settings.redis.prefix) as reader:
         state = reader.get(customer_id)
     if state is None:
         raise CustomerNotFound(
-            f"no state for customer {customer_id!r} under prefix {settings.redis_prefix!r} "
-            f"at {settings.redis_url}"
+            f"no state for customer {customer_id!r} under prefix {settings.redis.prefix!r} "
+            f"at {settings.redis.url}"
         )
     click.echo(render_customer(state, when, as_json))
 
@@ -167,7 +167,7 @@ def render_customer(state: CustomerState, as_of: datetime, as_json: bool) -> str
 def export(fmt: str, as_of: str | None, out: str, settings: Settings) -> None:
     """Write every customer's state (the export columns) as CSV or JSON lines, streamed by SCAN."""
     when = parse_as_of(as_of)
-    with StateReader(settings.redis_url, settings.redis_prefix) as reader, _open_out(out) as fh:
+    with StateReader(settings.redis.url, settings.redis.prefix) as reader, _open_out(out) as fh:
         n = WRITERS[fmt](rows(reader.customers(), when), fh)
     where = "stdout" if out == "-" else out
     click.echo(f"exported {n} customers as of {when.isoformat()} to {where}", err=True)

@@ -51,16 +51,16 @@ def build_worker(settings: Settings) -> Worker:
     """Compose the worker for ``settings``.
 
     1. the state store ingestion applies batches to;
-    2. with ``settings.scoring``, the scoring service (its Redis store and change publisher
+    2. with ``settings.scoring.enabled``, the scoring service (its Redis store and change publisher
        built here) as the change listener; else a :class:`NullListener`;
     3. ingestion, given the store and the listener;
     4. the recency sweep;
     5. the web pages: ``/health`` and ``/metrics``, and ``/scoring`` with scoring on.
     """
-    state = StateStore(settings.redis_url, settings.redis_prefix)
+    state = StateStore(settings.redis.url, settings.redis.prefix)
     scoring: ScoringService | None = None
     listener: ChangeListener = NullListener()
-    if settings.scoring:
+    if settings.scoring.enabled:
 
         def behind() -> int:
             # scoring asks only once running, and ingestion is built right below
@@ -69,10 +69,10 @@ def build_worker(settings: Settings) -> Worker:
         scoring = listener = build_scoring(settings, behind)
     ingest = IngestService(settings, store=state, listener=listener)
     sweep = RecencySweep(
-        settings.redis_url,
-        settings.redis_prefix,
-        settings.recency_thresholds_days,
-        first_window_s=settings.sweep_interval_s,
+        settings.redis.url,
+        settings.redis.prefix,
+        settings.ingest.recency_thresholds_days,
+        first_window_s=settings.ingest.sweep_interval_s,
     )
     pages = ingest_pages(ingest, started_at=time.time())
     services: tuple[ServiceT, ...] = (ingest,)
@@ -92,11 +92,11 @@ def build_scoring(settings: Settings, behind: Callable[[], int]) -> ScoringServi
     from worker.scoring.service import ScoringService
     from worker.scoring.store import ScoringStore
 
-    store = ScoringStore(settings.redis_url, settings.redis_prefix)
+    store = ScoringStore(settings.redis.url, settings.redis.prefix)
     publisher = ChangePublisher(
-        settings.kafka_bootstrap,
-        settings.segment_changes_topic,
-        settings.control_topic,
-        client_id=f"segstream-scoring-{settings.group_id}",
+        settings.kafka.bootstrap,
+        settings.kafka.segment_changes_topic,
+        settings.kafka.control_topic,
+        client_id=f"segstream-scoring-{settings.kafka.group_id}",
     )
     return ScoringService(settings, store, publisher, behind=behind)

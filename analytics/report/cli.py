@@ -82,10 +82,10 @@ def report(
         state = read_state_file(report_state_file)
         sources["state"] = f"{len(state):,} customers from {report_state_file}"
     else:
-        state = read_state_redis(settings.redis_url, settings.redis_prefix, as_of)
+        state = read_state_redis(settings.redis.url, settings.redis.prefix, as_of)
         sources["state"] = (
-            f"{len(state):,} customers from Redis {settings.redis_url} "
-            f"(prefix {settings.redis_prefix})"
+            f"{len(state):,} customers from Redis {settings.redis.url} "
+            f"(prefix {settings.redis.prefix})"
         )
     click.echo(f"state: {sources['state']}")
     model, model_source = None, ""
@@ -96,7 +96,7 @@ def report(
     ):
         # The model the worker scores with (and that labelled this state), if published.
         model, model_source = load_model_redis(
-            settings.redis_url, settings.redis_prefix, report_model
+            settings.redis.url, settings.redis.prefix, report_model
         )
     if model is None:
         model, file_source = load_model(settings.model_dir, report_model)
@@ -113,9 +113,9 @@ def report(
         click.echo(f"segments: {sources['segments']}")
     changes = None
     if read_topic:
-        read = read_changes(settings.kafka_bootstrap, settings.segment_changes_topic)
+        read = read_changes(settings.kafka.bootstrap, settings.kafka.segment_changes_topic)
         changes = read.frame
-        sources["segment changes"] = read.describe(settings.segment_changes_topic)
+        sources["segment changes"] = read.describe(settings.kafka.segment_changes_topic)
     else:
         sources["segment changes"] = "not read (--no-changes)"
     click.echo(f"segment changes: {sources['segment changes']}")

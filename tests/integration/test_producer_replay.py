@@ -53,9 +53,9 @@ def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) 
 
 def _args(settings: Settings) -> list[str]:
     return [
-        "--kafka-bootstrap", settings.kafka_bootstrap,
-        "--orders-topic", settings.orders_topic,
-        "--clicks-topic", settings.clicks_topic,
+        "--kafka-bootstrap", settings.kafka.bootstrap,
+        "--orders-topic", settings.kafka.orders_topic,
+        "--clicks-topic", settings.kafka.clicks_topic,
         "--no-progress",
     ]  # fmt: skip
 
@@ -82,7 +82,7 @@ def test_replay_orders_file_sends_exactly_the_expected_events(
     assert "events sent   7 (confirmed 7, failed 0)" in result.output
     assert "rows rejected 10" in result.output
 
-    records = consume(settings.kafka_bootstrap, settings.orders_topic, 7)
+    records = consume(settings.kafka.bootstrap, settings.kafka.orders_topic, 7)
     got = sorted((decode_order(r.value) for r in records), key=lambda e: e.event_id)
     expected, _ = _expected(fixture, "orders-csv")
     assert got == sorted(expected, key=lambda e: e.event_id)  # count, ids and every field
@@ -110,7 +110,7 @@ def test_replaying_the_same_file_twice_gives_the_same_ids(
     for run in range(2):
         args = [*_args(settings), "--file", str(fixture), "--rejects", str(tmp_path / f"r{run}")]
         assert _run(replay, args).exit_code == 0
-    records = consume(settings.kafka_bootstrap, settings.orders_topic, 14)
+    records = consume(settings.kafka.bootstrap, settings.kafka.orders_topic, 14)
     ids = Counter(decode_order(r.value).event_id for r in records)
     expected, _ = _expected(fixture, "orders-csv")
     assert ids == Counter({e.event_id: 2 for e in expected})
@@ -122,7 +122,7 @@ def test_replay_clicks_file_to_the_clicks_topic(settings: Settings, tmp_path: Pa
             "--rejects", str(tmp_path / "r.csv")]  # fmt: skip
     result = _run(replay, args)
     assert result.exit_code == 0, result.output
-    records = consume(settings.kafka_bootstrap, settings.clicks_topic, 4)
+    records = consume(settings.kafka.bootstrap, settings.kafka.clicks_topic, 4)
     expected, rejects = _expected(fixture, "clicks-csv")
     assert sorted((decode_click(r.value) for r in records), key=lambda e: e.event_id) == sorted(
         expected, key=lambda e: e.event_id
@@ -139,7 +139,7 @@ def test_replay_online_retail_groups_invoices(settings: Settings, tmp_path: Path
     result = _run(replay, args)
     assert result.exit_code == 0, result.output
     assert "rows unsent   2 (no CustomerID" in result.output
-    records = consume(settings.kafka_bootstrap, settings.orders_topic, 6)
+    records = consume(settings.kafka.bootstrap, settings.kafka.orders_topic, 6)
     got = {e.order_id: e for e in (decode_order(r.value) for r in records)}
     assert sorted(got) == sorted(["536365", "536366", "536367", "C536379", "C536383", "536394"])
     assert (got["536365"].total, len(got["536365"].items)) == (57.64, 3)
@@ -163,8 +163,8 @@ def test_synthetic_to_kafka_sends_every_event_keyed_by_customer(
     data = generate(
         SyntheticConfig(customers=60, days=30, seed=4, start=datetime(2025, 9, 1, tzinfo=UTC))
     )
-    orders = consume(settings.kafka_bootstrap, settings.orders_topic, data.n_orders)
-    clicks = consume(settings.kafka_bootstrap, settings.clicks_topic, data.n_clicks)
+    orders = consume(settings.kafka.bootstrap, settings.kafka.orders_topic, data.n_orders)
+    clicks = consume(settings.kafka.bootstrap, settings.kafka.clicks_topic, data.n_clicks)
     assert len(orders) == data.n_orders and len(clicks) == data.n_clicks
     sent = {(r.key, r.value) for r in orders + clicks}
     assert sent == {(key, value) for _, key, value in data.records()}
@@ -176,39 +176,40 @@ def test_topic_replay_copies_a_range_with_keys(settings: Settings, make_topic: A
     fixture = FIXTURES / "orders_small.csv"
     args = [*_args(settings), "--file", str(fixture), "--rejects", "/dev/null"]
     assert _run(replay, args).exit_code == 0
-    source = consume(settings.kafka_bootstrap, settings.orders_topic, 7)
+    source = consume(settings.kafka.bootstrap, settings.kafka.orders_topic, 7)
     assert len(source) == 7
 
     target = make_topic("replayed")
-    common = ["--kafka-bootstrap", settings.kafka_bootstrap, "--no-progress"]
-    result = _run(replay, [*common, "--from-topic", settings.orders_topic, "--start-offset", "0",
+    common = ["--kafka-bootstrap", settings.kafka.bootstrap, "--no-progress"]
+    orders = settings.kafka.orders_topic
+    result = _run(replay, [*common, "--from-topic", orders, "--start-offset", "0",
                            "--to-topic", target])  # fmt: skip
     assert result.exit_code == 0, result.output
-    copied = consume(settings.kafka_bootstrap, target, 7)
+    copied = consume(settings.kafka.bootstrap, target, 7)
     assert Counter((r.key, r.value) for r in copied) == Counter((r.key, r.value) for r in source)
 
     # from offset 1: every partition loses its first record
     partial = make_topic("partial")
-    result = _run(replay, [*common, "--from-topic", settings.orders_topic, "--start-offset", "1",
+    result = _run(replay, [*common, "--from-topic", orders, "--start-offset", "1",
                            "--to-topic", partial])  # fmt: skip
     assert result.exit_code == 0, result.output
     firsts = {r.partition for r in source}
-    assert len(consume(settings.kafka_bootstrap, partial, 7 - len(firsts))) == 7 - len(firsts)
+    assert len(consume(settings.kafka.bootstrap, partial, 7 - len(firsts))) == 7 - len(firsts)
 
     # a time window after everything: nothing to copy, and it still ends
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     empty = make_topic("empty")
-    result = _run(replay, [*common, "--from-topic", settings.orders_topic, "--start-time", later,
+    result = _run(replay, [*common, "--from-topic", orders, "--start-time", later,
                            "--to-topic", empty])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "events sent   0" in result.output
     # a time window that covers everything
     earlier = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     window = make_topic("window")
-    result = _run(replay, [*common, "--from-topic", settings.orders_topic, "--start-time", earlier,
+    result = _run(replay, [*common, "--from-topic", orders, "--start-time", earlier,
                            "--end-time", later, "--to-topic", window])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert len(consume(settings.kafka_bootstrap, window, 7)) == 7
+    assert len(consume(settings.kafka.bootstrap, window, 7)) == 7
 
 
 def test_unconfirmed_sends_are_counted_as_failures(tmp_path: Path) -> None:

@@ -199,8 +199,8 @@ def test_segstream_report_from_redis_model_dir_and_topic(
     make_topic: Callable[..., str],
 ) -> None:
     state, model, changes = sample_inputs(n=300, seed=11, as_of=AS_OF)
-    _write_state(redis_client, settings.redis_prefix, state)
-    sent = _produce_changes(settings.kafka_bootstrap, settings.segment_changes_topic, changes)
+    _write_state(redis_client, settings.redis.prefix, state)
+    sent = _produce_changes(settings.kafka.bootstrap, settings.kafka.segment_changes_topic, changes)
     model_dir = Path(settings.model_dir)
     model_dir.mkdir(parents=True)
     (model_dir / f"{model['version']}.json").write_text(json.dumps(model))
@@ -209,15 +209,15 @@ def test_segstream_report_from_redis_model_dir_and_topic(
         main,
         [
             "report", "--out", str(out), "--as-of", "2026-06-30T12:00:00Z",
-            "--kafka-bootstrap", settings.kafka_bootstrap, "--redis-url", settings.redis_url,
-            "--redis-prefix", settings.redis_prefix, "--model-dir", str(model_dir),
-            "--segment-changes-topic", settings.segment_changes_topic,
+            "--kafka-bootstrap", settings.kafka.bootstrap, "--redis-url", settings.redis.url,
+            "--redis-prefix", settings.redis.prefix, "--model-dir", str(model_dir),
+            "--segment-changes-topic", settings.kafka.segment_changes_topic,
         ],
         env={"SEGSTREAM_REPORT_STATE_FILE": "", "SEGSTREAM_REPORT_MODEL": ""},
     )  # fmt: skip
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert f"{len(state):,} customers from Redis" in result.output
-    assert f"{sent:,} records read from {settings.segment_changes_topic}" in result.output
+    assert f"{sent:,} records read from {settings.kafka.segment_changes_topic}" in result.output
     assert "1 not valid segment changes (skipped)" in result.output
     assert f"{model['version']}.json" in result.output
 
@@ -241,24 +241,24 @@ def test_segstream_report_before_any_model_or_change(
     chromium: str, settings: Settings, redis_client: object, tmp_path: Path
 ) -> None:
     state, _, _ = sample_inputs(n=80, seed=13, as_of=AS_OF)
-    _write_state(redis_client, settings.redis_prefix, state.assign(segment=None))
+    _write_state(redis_client, settings.redis.prefix, state.assign(segment=None))
     out = tmp_path / "out"
     result = CliRunner().invoke(
         main,
         ["report", "--out", str(out), "--as-of", "2026-06-30T12:00:00Z"],
         env={
-            "SEGSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "SEGSTREAM_REDIS_URL": settings.redis_url,
-            "SEGSTREAM_REDIS_PREFIX": settings.redis_prefix,
+            "SEGSTREAM_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
+            "SEGSTREAM_REDIS_URL": settings.redis.url,
+            "SEGSTREAM_REDIS_PREFIX": settings.redis.prefix,
             "SEGSTREAM_MODEL_DIR": str(tmp_path / "no-models"),
-            "SEGSTREAM_SEGMENT_CHANGES_TOPIC": settings.segment_changes_topic,
+            "SEGSTREAM_SEGMENT_CHANGES_TOPIC": settings.kafka.segment_changes_topic,
             "SEGSTREAM_REPORT_STATE_FILE": "",
             "SEGSTREAM_REPORT_MODEL": "",
         },
     )
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "no model artifact in" in result.output
-    assert f"0 records read from {settings.segment_changes_topic}" in result.output
+    assert f"0 records read from {settings.kafka.segment_changes_topic}" in result.output
     dom = _assert_loads_without_broken_images(chromium, out / REPORT_FILE, tmp_path)
     assert "No model trained yet" in dom
     assert "No segment changes in the period" in dom

@@ -31,7 +31,7 @@ from tests.support.producing import PacedProducer, produce, records_for
 from tests.support.state_checks import AS_OF, assert_same_state, oracle_rows, redis_rows
 from tests.support.synthetic import dataset
 from tests.support.waiting import wait_for
-from tests.support.worker_process import REPO, WorkerProcess, settings_env
+from tests.support.worker_process import REPO, WorkerProcess
 from worker.segmentation.artifacts_redis import RedisModelStore
 from worker.segmentation.assign import assign
 from worker.segmentation.features import Scaler
@@ -62,10 +62,10 @@ def scoring_report(worker: WorkerProcess) -> dict[str, Any]:
 
 def segments(settings: Settings) -> dict[str, dict[str, str]]:
     """customer id -> the segment fields of its hash (decoded)."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     out: dict[str, dict[str, Any]] = {}
-    for key in client.scan_iter(match=keys.customer_pattern(settings.redis_prefix), count=1000):
-        cid = keys.customer_id_of(settings.redis_prefix, key)
+    for key in client.scan_iter(match=keys.customer_pattern(settings.redis.prefix), count=1000):
+        cid = keys.customer_id_of(settings.redis.prefix, key)
         seg = client.hmget(key, ["segment", "model_version", "segment_seq", "seg_as_of"])
         names = ["segment", "model_version", "segment_seq", "seg_as_of"]
         out[cid] = dict(zip(names, seg, strict=True))
@@ -77,12 +77,12 @@ def wait_all_scored(
     settings: Settings, worker: WorkerProcess, n_received: int, version: str, timeout: float = 90
 ) -> dict[str, dict[str, str]]:
     """Until every event is applied, nothing is dirty or queued, every customer has ``version``."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
 
     def done() -> dict[str, dict[str, str]] | None:
         assert worker.alive, worker.tail()
-        received = int(client.hget(keys.counters(settings.redis_prefix), "received") or 0)
-        if received < n_received or client.hlen(keys.unscored(settings.redis_prefix)):
+        received = int(client.hget(keys.counters(settings.redis.prefix), "received") or 0)
+        if received < n_received or client.hlen(keys.unscored(settings.redis.prefix)):
             return None
         if scoring_report(worker)["pending"]:
             return None
@@ -99,8 +99,8 @@ def wait_all_scored(
 def read_changes(settings: Settings, expected: int, idle_s: float = 3.0) -> list[Change]:
     """Every record of the segment-changes topic (waits for ``expected``, then ``idle_s`` more)."""
     consumer = KafkaConsumer(
-        settings.segment_changes_topic, bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest", group_id=f"{settings.group_id}-changes-reader",
+        settings.kafka.segment_changes_topic, bootstrap_servers=settings.kafka.bootstrap,
+        auto_offset_reset="earliest", group_id=f"{settings.kafka.group_id}-changes-reader",
         session_timeout_ms=6000, consumer_timeout_ms=int(idle_s * 1000),
     )  # fmt: skip
     out: list[Change] = []
@@ -141,7 +141,7 @@ def export(settings: Settings, as_of: datetime, tmp_path: Path) -> pd.DataFrame:
     subprocess.run(
         [sys.executable, "-m", "segstream", "export", "--format", "jsonl", "--out", str(out),
          "--as-of", as_of.isoformat()],
-        env=settings_env(settings), cwd=REPO, check=True, capture_output=True,
+        env=settings.to_env(), cwd=REPO, check=True, capture_output=True,
     )  # fmt: skip
     return pd.DataFrame([json.loads(line) for line in out.read_text().splitlines()])
 
@@ -149,10 +149,10 @@ def export(settings: Settings, as_of: datetime, tmp_path: Path) -> pd.DataFrame:
 def train_from_redis(settings: Settings, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "segstream", "train", "--from", "redis", "--seed", "1", *args],
-        env=settings_env(settings), cwd=REPO, capture_output=True, text=True,
+        env=settings.to_env(), cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    version = RedisModelStore.from_url(settings.redis_url, settings.redis_prefix).current_version()
+    version = RedisModelStore.from_url(settings.redis.url, settings.redis.prefix).current_version()
     assert version is not None and version.startswith("km-")
     return version
 
@@ -166,7 +166,7 @@ def test_rules_then_model_agree_100_percent_with_one_event_per_real_change(
     )
     events = dataset(120, 700, 250, seed=8)
     worker = workers(s)
-    produce(s.kafka_bootstrap, records_for(s, events))
+    produce(s.kafka.bootstrap, records_for(s, events))
     worker.wait_assigned()
 
     # Before any model: rules-v1, exactly as RulesModel scores the exported state.
@@ -180,7 +180,7 @@ def test_rules_then_model_agree_100_percent_with_one_event_per_real_change(
     # A model trained on that state is picked up without restart; every customer re-scored.
     version = train_from_redis(s, "--k", "4", "--as-of", AS_OF.isoformat())
     segs = wait_all_scored(s, worker, len(events), version)
-    model = RedisModelStore.from_url(s.redis_url, s.redis_prefix).load(version)
+    model = RedisModelStore.from_url(s.redis.url, s.redis.prefix).load(version)
     rows = export(s, AS_OF, tmp_path)
     predicted = assign(model, real_matrix(rows, model.feature_names), margin=0.0).segment_ids
     worker_says = [segs[c]["segment"] for c in rows["customer_id"]]
@@ -207,7 +207,7 @@ def test_rules_then_model_agree_100_percent_with_one_event_per_real_change(
     cid = rows["customer_id"].iloc[0]
     shown = subprocess.run(
         [sys.executable, "-m", "segstream", "customer", cid, "--explain", "--json"],
-        env=settings_env(s.with_(hysteresis_margin=0.0)), cwd=REPO, check=True,
+        env=s.with_(hysteresis_margin=0.0).to_env(), cwd=REPO, check=True,
         capture_output=True, text=True,
     )  # fmt: skip
     info = json.loads(shown.stdout)
@@ -240,7 +240,7 @@ def test_hysteresis_stops_noisy_updates_near_a_boundary_from_flapping(
     settings: Settings, workers: Callable[..., WorkerProcess]
 ) -> None:
     s = scoring_settings(settings, hysteresis_margin=0.1)
-    model = aov_model(s.redis_prefix, s.redis_url)
+    model = aov_model(s.redis.prefix, s.redis.url)
     customers = [f"N{i}" for i in range(8)]
     # AOV after each order: alternately just above and just below the boundary (~64).
     targets = [[67.0 - 0.3 * i if k % 2 == 0 else 61.0 + 0.3 * i for k in range(8)]
@@ -257,7 +257,7 @@ def test_hysteresis_stops_noisy_updates_near_a_boundary_from_flapping(
             spent_before = targets[i][step - 1] * step if step else 0.0
             total = round(targets[i][step] * (step + 1) - spent_before, 2)
             batch.append(_order(cid, step, total, now + timedelta(minutes=step)))
-        produce(s.kafka_bootstrap, records_for(s, batch))
+        produce(s.kafka.bootstrap, records_for(s, batch))
         sent += len(batch)
         segs = wait_all_scored(s, worker, sent, model.version)
         aovs = real_matrix(export(s, now, Path(worker.log_path.parent)), ("aov",))
@@ -284,7 +284,7 @@ def test_sweep_moves_a_silent_customer_to_hibernating_with_reason_recency_decay(
     crossing = now + timedelta(seconds=20)
     silent = _order("silent", 0, 20.0, crossing - timedelta(days=60))
     steady = _order("steady", 0, 20.0, now - timedelta(days=10))
-    produce(s.kafka_bootstrap, records_for(s, [silent, steady]))
+    produce(s.kafka.bootstrap, records_for(s, [silent, steady]))
     segs = wait_all_scored(s, worker, 2, "rules-v1")
     # rules-v1: 1 order of 20 EUR -> F=M=1; recency just under 60 days -> R=3.
     assert segs["silent"]["segment"] == "about_to_sleep"
@@ -306,7 +306,7 @@ def test_sweep_moves_a_silent_customer_to_hibernating_with_reason_recency_decay(
     assert len(by_customer["steady"]) == 1 and segs["steady"]["segment"] == "new"
     shown = subprocess.run(
         [sys.executable, "-m", "segstream", "customer", "silent", "--explain", "--json"],
-        env=settings_env(s), cwd=REPO, check=True, capture_output=True, text=True,
+        env=s.to_env(), cwd=REPO, check=True, capture_output=True, text=True,
     )  # fmt: skip
     info = json.loads(shown.stdout)
     assert info["model_version"] == "rules-v1" and info["assigned"] == "hibernating"
@@ -325,10 +325,10 @@ def test_model_reload_during_a_live_stream_loses_no_event(
     model = train(pd.DataFrame(list(expected.values())), k=3, seed=1).model
     worker = workers(s)
     worker.wait_assigned()
-    producer = PacedProducer(s.kafka_bootstrap, records_for(s, events), per_second=300)
+    producer = PacedProducer(s.kafka.bootstrap, records_for(s, events), per_second=300)
     producer.start()
     wait_for(lambda: producer.sent > len(events) // 3, 60, "a third of the stream")
-    RedisModelStore.from_url(s.redis_url, s.redis_prefix).save(model)
+    RedisModelStore.from_url(s.redis.url, s.redis.prefix).save(model)
     wait_for(lambda: scoring_report(worker)["reloads"] == 1, 30, "the worker to reload")
     assert producer.is_alive(), "the stream ended before the worker reloaded"
     producer.finish()
@@ -363,19 +363,19 @@ def test_online_path_reaches_the_batch_ari_on_streamed_personas(
     oracle.apply(Batch(records, {("oracle", 0): len(records) - 1}, {}))
     truth = pd.DataFrame([features(st, as_of) for st in oracle.customers()])
     model = train(truth, seed=1).model  # batch training on the final state, k by the rule
-    RedisModelStore.from_url(settings.redis_url, settings.redis_prefix).save(model)
+    RedisModelStore.from_url(settings.redis.url, settings.redis.prefix).save(model)
 
     s = scoring_settings(settings, scoring_as_of=as_of.isoformat(), hysteresis_margin=0.0)
     worker = workers(s)
-    produce(s.kafka_bootstrap, records_for(s, events))
+    produce(s.kafka.bootstrap, records_for(s, events))
     worker.wait_assigned()
     segs = wait_all_scored(s, worker, len(events), model.version, timeout=180)
     assert worker.stop() == 0  # the online state is saved on stop
-    client = redis.Redis.from_url(s.redis_url)
-    raw = client.get(f"{s.redis_prefix}:online:{model.version}")
+    client = redis.Redis.from_url(s.redis.url)
+    raw = client.get(f"{s.redis.prefix}:online:{model.version}")
     client.close()
-    text = redis.Redis.from_url(s.redis_url, decode_responses=True)
-    status: dict[str, str] = text.hgetall(f"{s.redis_prefix}:scoring")  # type: ignore[assignment]
+    text = redis.Redis.from_url(s.redis.url, decode_responses=True)
+    status: dict[str, str] = text.hgetall(f"{s.redis.prefix}:scoring")  # type: ignore[assignment]
     text.close()
     assert raw is not None
     online = OnlineKMeans.from_dict(json.loads(raw))
@@ -386,7 +386,7 @@ def test_online_path_reaches_the_batch_ari_on_streamed_personas(
     batch_ari = adjusted_rand_score(personas, [segs[c]["segment"] for c in ids])
     z = model.transform(real_matrix(truth, model.feature_names))
     online_ari = adjusted_rand_score(personas, distances(z, online.centers_).argmin(axis=1))
-    drift = online.drift(s.drift_bound)
+    drift = online.drift(s.scoring.drift_bound)
     print(f"ARI batch {batch_ari:.3f} online {online_ari:.3f}; drift max {drift.max:.3f} "
           f"mean {drift.mean:.3f} ({len(events)} events, {len(ids)} customers, "
           f"k={model.k})")  # fmt: skip
@@ -405,19 +405,19 @@ def test_a_crash_between_state_and_segment_loses_no_change(
     too."""
     events = dataset(60, 300, 100, seed=3)
     state_only = workers(settings.with_(scoring=0), "state-only")
-    produce(settings.kafka_bootstrap, records_for(settings, events))
+    produce(settings.kafka.bootstrap, records_for(settings, events))
     state_only.wait_assigned()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     wait_for(
         lambda: (
-            int(client.hget(keys.counters(settings.redis_prefix), "received") or 0) >= len(events)
+            int(client.hget(keys.counters(settings.redis.prefix), "received") or 0) >= len(events)
         ),
         90,
         "state written",
     )
     assert state_only.stop() == 0
     customers = set(oracle_rows(events))
-    unscored = {m.decode() for m in client.hkeys(keys.unscored(settings.redis_prefix))}  # type: ignore[union-attr]
+    unscored = {m.decode() for m in client.hkeys(keys.unscored(settings.redis.prefix))}  # type: ignore[union-attr]
     assert unscored == customers and not any(v["segment"] for v in segments(settings).values())
     ghost = SegmentChange(
         customer_id="ghost", old_segment=None, new_segment="new", reason="order",
@@ -427,7 +427,7 @@ def test_a_crash_between_state_and_segment_loses_no_change(
         customer_id="ghost2", old_segment="new", new_segment="loyal", reason="clicks",
         model_version="rules-v1", features={}, event_time=AS_OF, processing_time=AS_OF,
     )  # fmt: skip
-    outbox = f"{settings.redis_prefix}:outbox"
+    outbox = f"{settings.redis.prefix}:outbox"
     client.hset(outbox, "ghost|1", msgspec.json.encode(ghost))
     # a round's events; "ghost3" lost its compare-and-set, so its event must not go out
     lost = msgspec.json.encode(msgspec.structs.replace(ghost2, customer_id="ghost3"))
@@ -435,14 +435,14 @@ def test_a_crash_between_state_and_segment_loses_no_change(
     client.hset(outbox, "00000000000000000001-1-0", a_round)
     client.hset(outbox, "00000000000000000001-1-0:skip", msgspec.msgpack.encode(["ghost3"]))
 
-    s = scoring_settings(settings, group_id=f"{settings.group_id}-2")
+    s = scoring_settings(settings, group_id=f"{settings.kafka.group_id}-2")
     worker = workers(s, "restarted")
     segs = wait_all_scored(s, worker, len(events), "rules-v1")
     assert set(segs) == customers
     # a round's outbox entry is dropped once its publication is acknowledged, which can come a
     # moment after its segments are written: wait for it rather than race it
     wait_for(
-        lambda: not client.exists(f"{settings.redis_prefix}:outbox"), 30, "the outbox to drain"
+        lambda: not client.exists(f"{settings.redis.prefix}:outbox"), 30, "the outbox to drain"
     )
     client.close()
     changes = read_changes(s, len(customers) + 2)
@@ -458,15 +458,15 @@ def test_drift_above_the_bound_publishes_a_notice_and_retrains_once(
     settings: Settings, workers: Callable[..., WorkerProcess]
 ) -> None:
     s = scoring_settings(settings, drift_bound=0.05, retrain_on_drift=1, retrain_cooldown_s=600)
-    first = aov_model(s.redis_prefix, s.redis_url)  # centroids at AOV 20 and 200
+    first = aov_model(s.redis.prefix, s.redis.url)  # centroids at AOV 20 and 200
     worker = workers(s)
     worker.wait_assigned()
     now = datetime.now(UTC) - timedelta(days=2)
     # Baskets of 90-110 pull the 'big_baskets' centroid (200) down: drift.
     orders = [_order(f"D{i}", n, 90.0 + (i * 7 + n) % 20, now + timedelta(hours=n))
               for i in range(40) for n in range(3)]  # fmt: skip
-    produce(s.kafka_bootstrap, records_for(s, orders))
-    store = RedisModelStore.from_url(s.redis_url, s.redis_prefix)
+    produce(s.kafka.bootstrap, records_for(s, orders))
+    store = RedisModelStore.from_url(s.redis.url, s.redis.prefix)
     retrained = wait_for(
         lambda: (v := store.current_version()) != first.version and v, 120, "a retrained model"
     )
@@ -474,14 +474,14 @@ def test_drift_above_the_bound_publishes_a_notice_and_retrains_once(
     report = scoring_report(worker)
     assert report["retrains"] == 1 and report["drift_notices"] >= 1
     consumer = KafkaConsumer(
-        s.control_topic, bootstrap_servers=s.kafka_bootstrap, auto_offset_reset="earliest",
-        group_id=f"{s.group_id}-control-reader", session_timeout_ms=6000,
+        s.kafka.control_topic, bootstrap_servers=s.kafka.bootstrap, auto_offset_reset="earliest",
+        group_id=f"{s.kafka.group_id}-control-reader", session_timeout_ms=6000,
         consumer_timeout_ms=5000,
     )  # fmt: skip
     notices = [json.loads(m.value) for m in consumer]
     consumer.close()
     drift = [n for n in notices if n["type"] == "drift" and n["version"] == first.version]
-    assert len(drift) == 1 and drift[0]["max"] > s.drift_bound == drift[0]["bound"]
-    client = redis.Redis.from_url(s.redis_url)
-    assert client.exists(f"{s.redis_prefix}:retrain:lock")  # no second retrain for 10 min
+    assert len(drift) == 1 and drift[0]["max"] > s.scoring.drift_bound == drift[0]["bound"]
+    client = redis.Redis.from_url(s.redis.url)
+    assert client.exists(f"{s.redis.prefix}:retrain:lock")  # no second retrain for 10 min
     client.close()

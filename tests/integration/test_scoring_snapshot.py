@@ -164,12 +164,15 @@ async def scoring_service(
     redis_url: str, prefix: str, bootstrap: str, make_topic: Callable[..., str]
 ) -> AsyncIterator[ScoringService]:
     """A scoring service on the real Redis and broker, its publisher started (no loop running)."""
-    settings = Settings(
+    settings = Settings.of(
         redis_url=redis_url, redis_prefix=prefix, kafka_bootstrap=bootstrap,
         segment_changes_topic=make_topic("changes"),
     )  # fmt: skip
     publisher = ChangePublisher(
-        bootstrap, settings.segment_changes_topic, settings.control_topic, "scoring-test"
+        bootstrap,
+        settings.kafka.segment_changes_topic,
+        settings.kafka.control_topic,
+        "scoring-test",
     )
     svc = ScoringService(settings, ScoringStore(redis_url, prefix), publisher)
     await svc.publisher.start()

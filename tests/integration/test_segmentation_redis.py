@@ -104,9 +104,9 @@ def test_train_from_redis_reads_the_state_and_publishes_the_model(
     settings: Settings, redis_client, tmp_path: Path
 ) -> None:
     truth = synthetic_state(700, seed=21)
-    _write_state(settings.redis_url, settings.redis_prefix, list(_events(truth)))
+    _write_state(settings.redis.url, settings.redis.prefix, list(_events(truth)))
 
-    state = state_from_redis(settings.redis_url, settings.redis_prefix, AS_OF)
+    state = state_from_redis(settings.redis.url, settings.redis.prefix, AS_OF)
     assert len(state) == len(truth)
     got = state.set_index("customer_id").loc[truth["customer_id"]]
     assert np.array_equal(got["frequency"].to_numpy(), truth["frequency"].to_numpy())
@@ -114,8 +114,8 @@ def test_train_from_redis_reads_the_state_and_publishes_the_model(
     assert np.allclose(got["recency_days"].to_numpy()[buyers],
                        truth["recency_days"].to_numpy()[buyers], atol=1e-3)  # fmt: skip
 
-    env = {"SEGSTREAM_REDIS_URL": settings.redis_url,
-           "SEGSTREAM_REDIS_PREFIX": settings.redis_prefix,
+    env = {"SEGSTREAM_REDIS_URL": settings.redis.url,
+           "SEGSTREAM_REDIS_PREFIX": settings.redis.prefix,
            "SEGSTREAM_MODEL_DIR": settings.model_dir}  # fmt: skip
     from segstream.cli import main
 
@@ -126,11 +126,11 @@ def test_train_from_redis_reads_the_state_and_publishes_the_model(
         env=env,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    in_redis = RedisModelStore(redis_client, settings.redis_prefix).load()
+    in_redis = RedisModelStore(redis_client, settings.redis.prefix).load()
     on_disk = FileModelStore(settings.model_dir).load()
     assert in_redis.to_json() == on_disk.to_json()
     assert in_redis.training_size == len(truth)
-    assert f"published to Redis {settings.redis_prefix}:model:{in_redis.version}" in result.output
+    assert f"published to Redis {settings.redis.prefix}:model:{in_redis.version}" in result.output
     # The model trained on Redis state recovers the personas.
     x = state.set_index("customer_id").loc[truth["customer_id"]].reset_index()
     from analytics.frames import real_matrix

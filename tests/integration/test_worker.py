@@ -36,7 +36,7 @@ from tests.support.state_checks import (
     wait_received,
 )
 from tests.support.synthetic import dataset
-from tests.support.worker_process import REPO, WorkerProcess, settings_env
+from tests.support.worker_process import REPO, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ def test_replayed_orders_file_matches_pandas_and_a_second_replay_changes_nothing
     def replay() -> None:
         lines = replay_file.read_bytes().splitlines()
         events = [decode(OrderEvent, line) for line in lines]
-        produce(settings.kafka_bootstrap, records_for(settings, events))
+        produce(settings.kafka.bootstrap, records_for(settings, events))
 
     worker = workers(settings)
     replay()
@@ -68,7 +68,7 @@ def test_replayed_orders_file_matches_pandas_and_a_second_replay_changes_nothing
     subprocess.run(
         [sys.executable, "-m", "segstream", "export", "--format", "jsonl", "--out", str(out),
          "--as-of", AS_OF.isoformat()],
-        env=settings_env(settings), cwd=REPO, check=True, capture_output=True,
+        env=settings.to_env(), cwd=REPO, check=True, capture_output=True,
     )  # fmt: skip
     exported = {r["customer_id"]: r for r in map(json.loads, out.read_text().splitlines())}
     expected = synthetic.pandas_rfm(orders)
@@ -102,12 +102,12 @@ def test_shuffled_events_give_the_in_order_state(
     other = settings.with_(
         orders_topic=make_topic("orders-shuffled"),
         clicks_topic=make_topic("clicks-shuffled"),
-        redis_prefix=f"{settings.redis_prefix}-shuffled",  # cleaned up with the test's prefix
-        group_id=f"{settings.group_id}-shuffled",
+        redis_prefix=f"{settings.redis.prefix}-shuffled",  # cleaned up with the test's prefix
+        group_id=f"{settings.kafka.group_id}-shuffled",
     )
     in_order, out_of_order = workers(settings, "in-order"), workers(other, "shuffled")
-    produce(settings.kafka_bootstrap, records_for(settings, events))
-    produce(settings.kafka_bootstrap, records_for(other, shuffled))
+    produce(settings.kafka.bootstrap, records_for(settings, events))
+    produce(settings.kafka.bootstrap, records_for(other, shuffled))
     in_order.wait_assigned()
     out_of_order.wait_assigned()
     wait_received(settings, len(events))
@@ -128,7 +128,7 @@ def _valid_order(i: int) -> OrderEvent:
 #: (what is wrong, topic, value, a phrase the dead letter's reason must contain)
 def malformed(settings: Settings) -> list[tuple[str, str, bytes | None, str]]:
     good = encode(_valid_order(0))
-    o, c = settings.orders_topic, settings.clicks_topic
+    o, c = settings.kafka.orders_topic, settings.kafka.clicks_topic
     return [
         ("not json", o, b"{this is not json", "not JSON"),
         ("not utf-8", o, b"\xff\xfe\x00binary", "not UTF-8"),
@@ -156,9 +156,13 @@ def test_each_malformed_kind_is_dead_lettered_with_its_reason_and_counts_add_up(
     bad = malformed(settings)
     valid = [_valid_order(i) for i in range(1, 41)]
     items: list[tuple[str, bytes | None, bytes | None]] = []
-    items += [(t, b"K", v) for t, v in [(settings.orders_topic, encode(e)) for e in valid[:20]]]
+    items += [
+        (t, b"K", v) for t, v in [(settings.kafka.orders_topic, encode(e)) for e in valid[:20]]
+    ]
     items += [(topic, b"K", value) for _, topic, value, _ in bad]
-    items += [(t, b"K", v) for t, v in [(settings.orders_topic, encode(e)) for e in valid[20:]]]
+    items += [
+        (t, b"K", v) for t, v in [(settings.kafka.orders_topic, encode(e)) for e in valid[20:]]
+    ]
     worker = workers(settings)
     produce(kafka_bootstrap, items)
     worker.wait_assigned()
@@ -166,8 +170,8 @@ def test_each_malformed_kind_is_dead_lettered_with_its_reason_and_counts_add_up(
     assert got["valid"] == len(valid) and got["dead_lettered"] == len(bad), got
 
     consumer = KafkaConsumer(
-        settings.dead_letter_topic, bootstrap_servers=kafka_bootstrap,
-        auto_offset_reset="earliest", group_id=f"{settings.group_id}-dl-reader",
+        settings.kafka.dead_letter_topic, bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest", group_id=f"{settings.kafka.group_id}-dl-reader",
         session_timeout_ms=6000, consumer_timeout_ms=15000,
     )  # fmt: skip
     letters: list[DeadLetter] = []

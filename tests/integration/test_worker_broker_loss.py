@@ -70,8 +70,12 @@ def create_topics(bootstrap: str, settings: Settings) -> None:
     from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    names = [settings.orders_topic, settings.clicks_topic]
-    names += [settings.dead_letter_topic, settings.segment_changes_topic, settings.control_topic]
+    names = [settings.kafka.orders_topic, settings.kafka.clicks_topic]
+    names += [
+        settings.kafka.dead_letter_topic,
+        settings.kafka.segment_changes_topic,
+        settings.kafka.control_topic,
+    ]
     for name in names:
         with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics([NewTopic(name, num_partitions=4, replication_factor=1)])
@@ -98,7 +102,7 @@ def test_a_broker_restarted_empty_is_reported_and_its_new_log_paused_not_skipped
     # The worker's own clients may have the broker auto-create the topics again before the
     # watch looks: then the empty new logs already show as reset behind their fences. Either
     # way the worker says what happened instead of looking idle.
-    inputs = {settings.orders_topic, settings.clicks_topic}
+    inputs = {settings.kafka.orders_topic, settings.kafka.clicks_topic}
     health = wait_health(
         worker,
         lambda h: inputs <= set(h.get("missing_topics") or []) or bool(h.get("reset_partitions")),
@@ -128,9 +132,9 @@ def test_a_broker_restarted_empty_is_reported_and_its_new_log_paused_not_skipped
     )
 
     # The operator drops the fences (the fix /health names); the worker resumes by itself.
-    client = redis.Redis.from_url(settings.redis_url)
-    for topic in (settings.orders_topic, settings.clicks_topic):
-        client.delete(keys.fence(settings.redis_prefix, topic))
+    client = redis.Redis.from_url(settings.redis.url)
+    for topic in (settings.kafka.orders_topic, settings.kafka.clicks_topic):
+        client.delete(keys.fence(settings.redis.prefix, topic))
     client.close()
     wait_received(settings, len(old) + len(new), timeout=120)
     assert_same_state(redis_rows(settings), oracle_rows([*old, *new]))

@@ -97,7 +97,7 @@ def own_redis(tmp_path: Path) -> Iterator[DedicatedRedis]:
 
 # -- helpers -------------------------------------------------------------------------------------
 def input_partitions(settings: Settings, partitions: int = 4) -> list[tuple[str, int]]:
-    return [(t, p) for t in settings.input_topics for p in range(partitions)]
+    return [(t, p) for t in settings.kafka.input_topics for p in range(partitions)]
 
 
 def dead_letter_topic_is_empty(settings: Settings) -> bool:
@@ -106,9 +106,9 @@ def dead_letter_topic_is_empty(settings: Settings) -> bool:
     (tansu reports a non-empty partition's end offset as its last record batch's base offset
     plus one, so this is exact for "empty" only.)
     """
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap)
     try:
-        tp = TopicPartition(settings.dead_letter_topic, 0)
+        tp = TopicPartition(settings.kafka.dead_letter_topic, 0)
         return int(consumer.end_offsets([tp])[tp]) == 0
     finally:
         consumer.close()
@@ -167,16 +167,16 @@ def metric_value(worker: WorkerProcess, name: str) -> float:
 
 def customer_rows(settings: Settings, skip: set[str]) -> dict[str, dict[str, object]]:
     """Like ``redis_rows``, leaving out the customer keys in ``skip`` (planted, not hashes)."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     try:
-        pattern = keys.customer_pattern(settings.redis_prefix)
+        pattern = keys.customer_pattern(settings.redis.prefix)
         found = {k.decode() for k in client.scan_iter(match=pattern, count=1000)}
     finally:
         client.close()
     rows: dict[str, dict[str, object]] = {}
-    with StateReader(settings.redis_url, settings.redis_prefix) as reader:
+    with StateReader(settings.redis.url, settings.redis.prefix) as reader:
         for key in sorted(found - skip):
-            cid = keys.customer_id_of(settings.redis_prefix, key)
+            cid = keys.customer_id_of(settings.redis.prefix, key)
             state = reader.get(cid)
             assert state is not None, key
             rows[cid] = features(state, AS_OF)
@@ -256,8 +256,10 @@ def wait_control_agent(settings: Settings, worker: WorkerProcess) -> list[Sent]:
     deadline = time.monotonic() + 90
     while True:
         value = f"probe {len(probes)}: not a control message".encode()
-        probe = Outgoing(settings.control_topic, b"probe", value, kind=Kind("probe", value, "$"))
-        probes += send_all(settings.kafka_bootstrap, [probe])
+        probe = Outgoing(
+            settings.kafka.control_topic, b"probe", value, kind=Kind("probe", value, "$")
+        )
+        probes += send_all(settings.kafka.bootstrap, [probe])
         until = time.monotonic() + 2
         while time.monotonic() < until:
             if health(worker)["process"]["control_dead_lettered"] > 0:
@@ -273,23 +275,23 @@ def test_random_bytes_on_every_input_topic_and_the_control_topic_are_dead_letter
     events = dataset(300, 1500, 400, seed=61)
     rng = random.Random(20261207)
     bad_input = [
-        *random_records(rng, s.orders_topic, 70, "orders"),
-        *random_records(rng, s.clicks_topic, 70, "clicks"),
+        *random_records(rng, s.kafka.orders_topic, 70, "orders"),
+        *random_records(rng, s.kafka.clicks_topic, 70, "clicks"),
     ]
     control = [
-        *random_records(rng, s.control_topic, 70, "control"),
-        *control_extras(s.control_topic),
+        *random_records(rng, s.kafka.control_topic, 70, "control"),
+        *control_extras(s.kafka.control_topic),
     ]
-    assert s.scoring  # the default: the control agent and scoring run as deployed
+    assert s.scoring.enabled  # the default: the control agent and scoring run as deployed
     worker = start(workers, s, "campaign")
     pid = worker.proc.pid
     probes = wait_control_agent(s, worker)
 
     mixed = interleave(valid_records(s, events), [*bad_input, *control], seed=62)
-    sent = send_all(s.kafka_bootstrap, mixed)
-    on_inputs = [x for x in sent if x.record.topic != s.control_topic]
+    sent = send_all(s.kafka.bootstrap, mixed)
+    on_inputs = [x for x in sent if x.record.topic != s.kafka.control_topic]
     bad = [x for x in on_inputs if x.record.kind is not None]
-    on_control = [x for x in sent if x.record.topic == s.control_topic]
+    on_control = [x for x in sent if x.record.topic == s.kafka.control_topic]
     not_control = [x for x in on_control if not is_control_message(x.record.value)]
     assert len(on_control) - len(not_control) == 2  # the two valid drift notices
     assert len(bad) == 140 and len(on_inputs) == len(events) + len(bad)
@@ -321,7 +323,7 @@ def test_random_bytes_on_every_input_topic_and_the_control_topic_are_dead_letter
     assert not strays, f"dead letters of records that are valid: {sorted(strays)[:5]}"
     missing = [x.what for w, x in expected.items() if w not in by_where]
     assert not missing, f"no dead letter for {missing[:10]} ({len(missing)} in all)"
-    control_letters = [d for d in letters if d.letter.source_topic == s.control_topic]
+    control_letters = [d for d in letters if d.letter.source_topic == s.kafka.control_topic]
     assert len(control_letters) == n_control_letters
     assert n_control_letters - len(not_control) == len(set(by_where) & set(probe_where)) >= 1
     for d in letters:
@@ -358,7 +360,7 @@ def test_redis_at_maxmemory_blocks_ingestion_as_an_outage_that_applies_commits_a
     events = [*first, *second]
     worker = start(workers, s, "oom")
     pid = worker.proc.pid
-    sent1 = send_all(s.kafka_bootstrap, valid_records(s, first))
+    sent1 = send_all(s.kafka.bootstrap, valid_records(s, first))
     wait_drained(s, len(first), worker)
     want1 = next_offsets(sent1)
     tps = input_partitions(s)
@@ -390,7 +392,7 @@ def test_redis_at_maxmemory_blocks_ingestion_as_an_outage_that_applies_commits_a
         admin.set("one-byte", b"x")
     assert used_memory() > limit
 
-    sent2 = send_all(s.kafka_bootstrap, valid_records(s, second))
+    sent2 = send_all(s.kafka.bootstrap, valid_records(s, second))
     blocked = wait_blocked(worker)
     failure = blocked["batch_failure"]
     assert blocked["status"] == "degraded", blocked
@@ -399,8 +401,8 @@ def test_redis_at_maxmemory_blocks_ingestion_as_an_outage_that_applies_commits_a
     assert metric_value(worker, "segstream_ingest_batch_failing") == 1
 
     def sample() -> tuple[dict[str, Any], dict[str, int], dict[Any, int], dict[str, Any]]:
-        with StateReader(s.redis_url, s.redis_prefix) as reader:
-            fences = {t: reader.fences(t) for t in s.input_topics}
+        with StateReader(s.redis.url, s.redis.prefix) as reader:
+            fences = {t: reader.fences(t) for t in s.kafka.input_topics}
         return health(worker), counters(s), committed_offsets(s, tps), fences
 
     samples = observe(5.0, sample)
@@ -513,11 +515,11 @@ def test_a_customer_key_of_the_wrong_type_dead_letters_exactly_that_customers_re
         e.customer_id for e in events if isinstance(e, ClickEvent)
     }
     victim = max(sorted(c for c in both if c), key=lambda c: per_customer[c])
-    planted = keys.customer(s.redis_prefix, victim)
-    client = redis.Redis.from_url(s.redis_url)
+    planted = keys.customer(s.redis.prefix, victim)
+    client = redis.Redis.from_url(s.redis.url)
     client.set(planted, b"garbage")
 
-    sent = send_all(s.kafka_bootstrap, valid_records(s, events))  # all there: full batches
+    sent = send_all(s.kafka.bootstrap, valid_records(s, events))  # all there: full batches
     victims = [x for x in sent if x.record.event and x.record.event.customer_id == victim]
     victim_at = {x.where for x in victims}
     others = [x.record.event for x in sent if x.where not in victim_at and x.record.event]
@@ -532,7 +534,7 @@ def test_a_customer_key_of_the_wrong_type_dead_letters_exactly_that_customers_re
     # everyone else exactly; the planted key untouched
     assert_same_state(customer_rows(s, skip={planted}), oracle_rows(others))
     assert client.type(planted) == b"string" and client.get(planted) == b"garbage"
-    assert not client.exists(keys.fingerprints(s.redis_prefix, victim))
+    assert not client.exists(keys.fingerprints(s.redis.prefix, victim))
 
     letters = read_dead_letters(s, at_least=len(victims))
     assert sorted(where_of(d) for d in letters) == sorted(x.where for x in victims)
@@ -574,12 +576,12 @@ def test_a_shared_state_key_of_the_wrong_type_blocks_ingestion_as_an_outage_unti
 ) -> None:
     s = settings.with_(batch_max_records=100)
     events = dataset(100, 600, 200, seed=91)
-    client = redis.Redis.from_url(s.redis_url)
-    shared = keys.counters(s.redis_prefix)
+    client = redis.Redis.from_url(s.redis.url)
+    shared = keys.counters(s.redis.prefix)
     client.set(shared, b"x")
     worker = start(workers, s, "shared-key")
     pid = worker.proc.pid
-    sent = send_all(s.kafka_bootstrap, valid_records(s, events))
+    sent = send_all(s.kafka.bootstrap, valid_records(s, events))
     tps = input_partitions(s)
 
     blocked = wait_blocked(worker)
@@ -589,7 +591,7 @@ def test_a_shared_state_key_of_the_wrong_type_blocks_ingestion_as_an_outage_unti
     assert f"segstream state key {shared} holds a string" in failure["error"], failure
     assert "delete or rename that key" in failure["advice"], failure
 
-    prefix = s.redis_prefix
+    prefix = s.redis.prefix
     written = [
         keys.customer_pattern(prefix), f"{prefix}:f:*", f"{prefix}:lo:*", f"{prefix}:fence:*",
     ]  # fmt: skip

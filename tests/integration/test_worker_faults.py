@@ -57,7 +57,7 @@ def test_sigkill_three_times_mid_stream_then_restart_gives_the_oracle_state(
     # session to expire).
     held = len(events) * 4 // 5
     producer = PacedProducer(
-        settings.kafka_bootstrap, records_for(settings, events), 60.0, hold_from=held
+        settings.kafka.bootstrap, records_for(settings, events), 60.0, hold_from=held
     )
     producer.start()
     rng = random.Random(4)
@@ -92,7 +92,7 @@ def test_survivor_takes_over_when_one_of_two_workers_is_killed(
         60,
         "the two workers to split the partitions",
     )
-    producer = PacedProducer(settings.kafka_bootstrap, records_for(settings, events), 200.0)
+    producer = PacedProducer(settings.kafka.bootstrap, records_for(settings, events), 200.0)
     producer.start()
     wait_progress(settings, len(events) // 3, first)
     first.kill()
@@ -122,7 +122,7 @@ def test_redis_paused_then_restarted_mid_stream_loses_and_doubles_nothing(
     settings = settings.with_(redis_url=dedicated_redis.url, batch_max_records=100)
     worker = workers(settings, "steadfast")
     worker.wait_assigned()
-    producer = PacedProducer(settings.kafka_bootstrap, records_for(settings, events), 150.0)
+    producer = PacedProducer(settings.kafka.bootstrap, records_for(settings, events), 150.0)
     producer.start()
 
     # 1. Paused: the server holds connections but answers nothing (SIGSTOP) for ~3 s.
@@ -171,11 +171,11 @@ def test_broker_paused_mid_stream_loses_and_doubles_nothing(
             [
                 NewTopic(name, num_partitions=n, replication_factor=1)
                 for name, n in [
-                    (settings.orders_topic, 4),
-                    (settings.clicks_topic, 4),
-                    (settings.dead_letter_topic, 1),
-                    (settings.control_topic, 1),
-                    (settings.segment_changes_topic, 4),
+                    (settings.kafka.orders_topic, 4),
+                    (settings.kafka.clicks_topic, 4),
+                    (settings.kafka.dead_letter_topic, 1),
+                    (settings.kafka.control_topic, 1),
+                    (settings.kafka.segment_changes_topic, 4),
                 ]
             ]
         )

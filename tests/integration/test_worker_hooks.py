@@ -75,7 +75,7 @@ class _Recorder(NullListener):
 
 
 def _ingest(settings: Settings, listener: ChangeListener) -> IngestService:
-    store = StateStore(settings.redis_url, settings.redis_prefix)
+    store = StateStore(settings.redis.url, settings.redis.prefix)
     return IngestService(settings, store=store, listener=listener)
 
 
@@ -107,10 +107,10 @@ def test_on_changed_gets_every_changed_customer_once_with_its_reason(settings: S
         service = _ingest(settings, _Recorder(on_changed=on_changed))
         await service.start()
         try:
-            produce(settings.kafka_bootstrap, records_for(settings, events))
+            produce(settings.kafka.bootstrap, records_for(settings, events))
             await _until(lambda: service.metrics.valid >= len(events), 60, "all events applied")
             # The same events again change nothing, so the listener hears nothing new.
-            produce(settings.kafka_bootstrap, records_for(settings, events))
+            produce(settings.kafka.bootstrap, records_for(settings, events))
             await _until(lambda: service.metrics.duplicates >= len(events), 60, "replay skipped")
         finally:
             await service.stop()
@@ -149,10 +149,10 @@ def test_sweep_hands_over_customers_whose_recency_crossed_a_threshold_once(
 
         service = _ingest(settings, NullListener())
         await service.start()
-        sweep = RecencySweep(settings.redis_url, settings.redis_prefix, (30, 60), 10.0)
-        store = StateStore(settings.redis_url, settings.redis_prefix)
+        sweep = RecencySweep(settings.redis.url, settings.redis.prefix, (30, 60), 10.0)
+        store = StateStore(settings.redis.url, settings.redis.prefix)
         try:
-            produce(settings.kafka_bootstrap, records_for(settings, events))
+            produce(settings.kafka.bootstrap, records_for(settings, events))
             await _until(lambda: service.metrics.valid >= len(events), 60, "orders applied")
             now_ms = int(now.timestamp() * 1000)
             await sweep.claim_window(now_ms - 120_000)  # as if the last sweep ran 2 min ago
@@ -173,7 +173,7 @@ def test_sweep_hands_over_customers_whose_recency_crossed_a_threshold_once(
 
 
 def test_behind_is_the_backlog_still_to_fetch_and_falls_to_zero(settings: Settings) -> None:
-    """What the scoring service reads to know it is catching up (``settings.catch_up_lag``)."""
+    """What the scoring service reads to know it is catching up (``scoring.catch_up_lag``)."""
     events = [_click(i, f"c{i % 50}") for i in range(3000)]
     seen: list[int] = []
 
@@ -182,7 +182,7 @@ def test_behind_is_the_backlog_still_to_fetch_and_falls_to_zero(settings: Settin
             settings.with_(batch_max_records=100),
             _Recorder(on_changed=lambda *_: record(service)),
         )
-        produce(settings.kafka_bootstrap, records_for(settings, events))  # a backlog first
+        produce(settings.kafka.bootstrap, records_for(settings, events))  # a backlog first
         await service.start()
         try:
             await _until(lambda: service.metrics.valid >= len(events), 60, "all events applied")

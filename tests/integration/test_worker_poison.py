@@ -294,7 +294,7 @@ def click_kinds() -> list[Kind]:
 
 
 def kinds_by_topic(settings: Settings) -> dict[str, list[Kind]]:
-    return {settings.orders_topic: order_kinds(), settings.clicks_topic: click_kinds()}
+    return {settings.kafka.orders_topic: order_kinds(), settings.kafka.clicks_topic: click_kinds()}
 
 
 #: Keys and headers the malformed records are sent with (cycled; co-prime lengths).
@@ -405,7 +405,7 @@ def test_poison_mixed_into_a_live_stream_is_dead_lettered_once_and_the_same_work
     worker = start(workers, s, "live")
     pid = worker.proc.pid
 
-    sent = send_all(s.kafka_bootstrap, interleave(valid_records(s, events), bad, seed=42))
+    sent = send_all(s.kafka.bootstrap, interleave(valid_records(s, events), bad, seed=42))
     by_partition = Counter((x.record.topic, x.partition) for x in sent if x.record.kind)
     assert len(by_partition) == 2 * PARTITIONS, by_partition  # poison on every partition
     wait_drained(s, len(sent), worker)
@@ -430,14 +430,14 @@ def test_a_worker_started_over_poisoned_topics_drains_them_and_a_restarted_one_a
     deep = Kind("object nested 5000 deep, first on its partition", DEEP_OBJECT, NESTED_TOO_DEEPLY)
     first = [
         Outgoing(topic, b"C00001", DEEP_OBJECT, partition=p, kind=deep)
-        for topic in s.input_topics
+        for topic in s.kafka.input_topics
         for p in range(PARTITIONS)
         if deep_first
     ]
-    sent = send_all(s.kafka_bootstrap, first)  # flushed before the rest: offset 0 each
+    sent = send_all(s.kafka.bootstrap, first)  # flushed before the rest: offset 0 each
     assert all(x.offset == 0 for x in sent)
     sent += send_all(
-        s.kafka_bootstrap, interleave(valid_records(s, events), malformed_records(s), seed=44)
+        s.kafka.bootstrap, interleave(valid_records(s, events), malformed_records(s), seed=44)
     )
 
     worker = start(workers, s, "first")
@@ -463,7 +463,7 @@ def test_a_worker_started_over_poisoned_topics_drains_them_and_a_restarted_one_a
     # New records prove it runs: fresh ids (not duplicates of the old ones) and poison again.
     more_events = renamed(dataset(40, 120, 30, seed=45), "again-")
     more = send_all(
-        s.kafka_bootstrap,
+        s.kafka.bootstrap,
         interleave(valid_records(s, more_events), malformed_records(s, tag=3), seed=46),
     )
     wait_drained(s, len(sent) + len(more), again)
@@ -479,7 +479,7 @@ def test_a_worker_of_a_new_group_rereads_every_poison_record_without_changing_th
     s = settings.with_(batch_max_records=BATCH_MAX_RECORDS)
     events = dataset(200, 800, 200, seed=47)
     sent = send_all(
-        s.kafka_bootstrap, interleave(valid_records(s, events), malformed_records(s), seed=48)
+        s.kafka.bootstrap, interleave(valid_records(s, events), malformed_records(s), seed=48)
     )
     worker = start(workers, s, "first")
     wait_drained(s, len(sent), worker)
@@ -493,7 +493,7 @@ def test_a_worker_of_a_new_group_rereads_every_poison_record_without_changing_th
     # batch's are sent and acknowledged before its Redis write, which is where the fence is
     # consulted, so a record fetched again may be dead-lettered again (today it always is),
     # but never more than once per delivery: one or two letters per record here.
-    lost = s.with_(group_id=f"{s.group_id}-lost-offsets")
+    lost = s.with_(group_id=f"{s.kafka.group_id}-lost-offsets")
     again = start(workers, lost, "new-group")
     pid = again.proc.pid
 
@@ -534,11 +534,11 @@ def _run_with_failing_batch_path(
                 raise RuntimeError(f"injected batch-path failure {calls}")
 
     async def scenario() -> tuple[IngestService, str]:
-        store = StateStore(settings.redis_url, settings.redis_prefix)
+        store = StateStore(settings.redis.url, settings.redis.prefix)
         service = IngestService(settings, store=store, listener=FailingSpec())
         await service.start()
         try:
-            produce(settings.kafka_bootstrap, records_for(settings, events))
+            produce(settings.kafka.bootstrap, records_for(settings, events))
             deadline = time.monotonic() + 90
             while service.metrics.received < len(events):
                 assert time.monotonic() < deadline, service.metrics

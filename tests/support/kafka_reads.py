@@ -30,10 +30,10 @@ def read_dead_letters(settings: Settings, at_least: int, quiet_s: float = 3.0) -
     period catches any extra one.
     """
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+        bootstrap_servers=settings.kafka.bootstrap, group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest",
     )  # fmt: skip
-    consumer.assign([TopicPartition(settings.dead_letter_topic, 0)])
+    consumer.assign([TopicPartition(settings.kafka.dead_letter_topic, 0)])
     consumer.seek_to_beginning()
     letters: list[Letter] = []
     deadline = time.monotonic() + 60
@@ -61,10 +61,10 @@ def committed_offsets(
     settings: Settings, partitions: Sequence[tuple[str, int]]
 ) -> dict[tuple[str, int], int]:
     """The group's committed offset of each of ``partitions`` (absent: nothing committed)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
     try:
         wanted = [TopicPartition(t, p) for t, p in partitions]
-        got = admin.list_group_offsets({settings.group_id: wanted})[settings.group_id]
+        got = admin.list_group_offsets({settings.kafka.group_id: wanted})[settings.kafka.group_id]
     finally:
         admin.close()
     return {(tp.topic, tp.partition): meta.offset for tp, meta in got.items() if meta.offset >= 0}

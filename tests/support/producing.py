@@ -40,7 +40,11 @@ def records_for(settings: Settings, events: Sequence[Event]) -> list[tuple[str, 
     """Each event as a triple on its topic (orders or clicks of ``settings``), keyed by customer."""
     out = []
     for ev in events:
-        topic = settings.orders_topic if isinstance(ev, OrderEvent) else settings.clicks_topic
+        topic = (
+            settings.kafka.orders_topic
+            if isinstance(ev, OrderEvent)
+            else settings.kafka.clicks_topic
+        )
         out.append((topic, key_of(ev), encode(ev)))
     return out
 
@@ -161,7 +165,11 @@ def valid_records(settings: Settings, events: Sequence[Event]) -> list[Outgoing]
     """Valid events keyed by customer (the default partitioner spreads them); some with headers."""
     out = []
     for i, ev in enumerate(events):
-        topic = settings.orders_topic if isinstance(ev, OrderEvent) else settings.clicks_topic
+        topic = (
+            settings.kafka.orders_topic
+            if isinstance(ev, OrderEvent)
+            else settings.kafka.clicks_topic
+        )
         headers = [("source", b"poison-test")] if i % 10 == 0 else None
         out.append(Outgoing(topic, key_of(ev), encode(ev), headers=headers, event=ev))
     return out

@@ -8,38 +8,27 @@ stops every worker a test started, SIGTERM first, SIGKILL if it hangs.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import fields
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from devstack.services import free_port
-from segstream.settings import ENV, Settings
+from segstream.settings import Settings
 from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """This process's environment plus ``settings`` as the ``SEGSTREAM_*`` variables it reads."""
-    env = dict(os.environ)
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if f.name in ENV:
-            env[ENV[f.name]] = (
-                ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
-            )
-    return env
-
-
 class WorkerProcess:
     """One ``segstream worker`` process with its own web port and log file."""
 
-    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
+    def __init__(
+        self, settings: Settings, log_dir: Path, name: str, env: Mapping[str, str] | None = None
+    ) -> None:
+        """``env``: variables added to the worker's environment beside its settings."""
         self.settings = settings.with_(web_port=free_port())
         self.name = name
         self.log_path = log_dir / f"{name}.log"
@@ -47,7 +36,7 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "segstream", "worker"],
-            env=settings_env(self.settings),
+            env={**self.settings.to_env(), **(env or {})},
             cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -107,8 +96,10 @@ def worker_pool(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start worker processes for a test; all are stopped (SIGTERM, then SIGKILL) after it."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, name: str = "worker") -> WorkerProcess:
-        w = WorkerProcess(settings, tmp_path / "logs", f"{name}-{len(started)}")
+    def start(
+        settings: Settings, name: str = "worker", env: Mapping[str, str] | None = None
+    ) -> WorkerProcess:
+        w = WorkerProcess(settings, tmp_path / "logs", f"{name}-{len(started)}", env)
         started.append(w)
         return w
 

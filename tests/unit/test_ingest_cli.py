@@ -21,8 +21,12 @@ def test_defaults_parse_into_the_default_settings(captured: dict[str, Settings])
     result = CliRunner().invoke(main, ["worker"], env={"SEGSTREAM_GROUP_ID": None})
     assert result.exit_code == 0, result.output
     s = captured["settings"]
-    assert (s.group_id, s.web_port, s.batch_max_records) == ("segstream-worker", 6066, 5000)
-    assert s.scoring == Settings().scoring
+    assert (s.kafka.group_id, s.web_port, s.ingest.batch_max_records) == (
+        "segstream-worker",
+        6066,
+        5000,
+    )
+    assert s.scoring.enabled == Settings().scoring.enabled
 
 
 def test_flags_and_environment_reach_the_settings(captured: dict[str, Settings]) -> None:
@@ -31,8 +35,8 @@ def test_flags_and_environment_reach_the_settings(captured: dict[str, Settings])
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 0, result.output
     s = captured["settings"]
-    assert (s.web_port, s.group_id, s.batch_max_records) == (7001, "g1", 123)
-    assert (s.session_timeout_s, s.redis_prefix, s.scoring) == (9.0, "p", 0)
+    assert (s.web_port, s.kafka.group_id, s.ingest.batch_max_records) == (7001, "g1", 123)
+    assert (s.kafka.session_timeout_s, s.redis.prefix, s.scoring.enabled) == (9.0, "p", False)
 
 
 def test_help_names_the_environment_variables() -> None:

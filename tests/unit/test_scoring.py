@@ -299,7 +299,7 @@ def test_scoring_pauses_for_its_share_only_while_ingestion_is_busy() -> None:
 
     async def pause(share: float, busy: bool, round_s: float) -> float:
         clock = FakeClock()
-        pacer = Pacer(Settings(scoring_share=share), clock)
+        pacer = Pacer(Settings.of(scoring_share=share), clock)
         if busy:
             pacer.ingest_changed()
         started = clock.monotonic()
@@ -322,7 +322,7 @@ def test_while_catching_up_scoring_takes_the_catch_up_share_and_its_end_shortens
     from worker.scoring.pacing import Pacer
 
     lag = [5000]
-    settings = Settings(scoring_share=0.5, catch_up_lag=1000, catch_up_share=0.1)
+    settings = Settings.of(scoring_share=0.5, catch_up_lag=1000, catch_up_share=0.1)
     clock = FakeClock()
     pacer = Pacer(settings, clock, behind=lambda: lag[0])
     assert pacer.catching_up() and pacer.share() == 0.1

@@ -25,7 +25,7 @@ def paused(
 
 def test_while_ingestion_is_busy_a_round_is_followed_by_a_pause_that_leaves_it_its_share() -> None:
     clock = FakeClock()
-    pacer = Pacer(Settings(scoring_share=0.25), clock)
+    pacer = Pacer(Settings.of(scoring_share=0.25), clock)
     pacer.ingest_changed()
     # a round of 0.04 s at a share of 0.25: 0.04 * 0.75 / 0.25 = 0.12 s of pause
     assert abs(paused(pacer, clock, 0.04) - 0.12) < 1e-9
@@ -33,16 +33,16 @@ def test_while_ingestion_is_busy_a_round_is_followed_by_a_pause_that_leaves_it_i
 
 def test_a_share_of_one_or_an_idle_ingestion_means_no_pause() -> None:
     clock = FakeClock()
-    busy = Pacer(Settings(scoring_share=1.0), clock)
+    busy = Pacer(Settings.of(scoring_share=1.0), clock)
     busy.ingest_changed()
     assert paused(busy, clock, 0.5) == 0
-    idle = Pacer(Settings(scoring_share=0.1), clock)
+    idle = Pacer(Settings.of(scoring_share=0.1), clock)
     assert idle.ingest_idle() and paused(idle, clock, 0.5) == 0
 
 
 def test_while_catching_up_the_pause_is_that_of_the_catch_up_share() -> None:
     clock = FakeClock()
-    settings = Settings(scoring_share=0.5, catch_up_lag=100, catch_up_share=0.2)
+    settings = Settings.of(scoring_share=0.5, catch_up_lag=100, catch_up_share=0.2)
     pacer = Pacer(settings, clock, behind=lambda: 100)
     pacer.ingest_changed()
     assert pacer.catching_up() and pacer.share() == 0.2
@@ -52,7 +52,7 @@ def test_while_catching_up_the_pause_is_that_of_the_catch_up_share() -> None:
 
 def test_the_pause_ends_once_ingestion_has_been_idle_for_the_idle_time() -> None:
     clock = FakeClock()
-    pacer = Pacer(Settings(scoring_share=0.01), clock)
+    pacer = Pacer(Settings.of(scoring_share=0.01), clock)
     pacer.ingest_changed()
     assert not pacer.ingest_idle()
     # a 1 s round at 1 % would pause ~99 s; ingestion goes idle after INGEST_IDLE_S instead
@@ -63,7 +63,7 @@ def test_the_pause_ends_once_ingestion_has_been_idle_for_the_idle_time() -> None
 
 def test_an_urgent_enqueue_ends_the_pause_at_its_next_look() -> None:
     clock = FakeClock()
-    pacer = Pacer(Settings(scoring_share=0.01), clock)
+    pacer = Pacer(Settings.of(scoring_share=0.01), clock)
     urgent = [False]
 
     async def run() -> float:

@@ -23,7 +23,7 @@ NOWHERE = {"kafka_bootstrap": "127.0.0.1:1", "redis_url": "redis://127.0.0.1:1/0
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(run_dir=str(tmp_path), **NOWHERE)  # type: ignore[arg-type]
+    return Settings.of(run_dir=str(tmp_path), **NOWHERE)  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)

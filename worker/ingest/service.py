@@ -178,37 +178,37 @@ class IngestService(Service):
 
     async def _connect(self) -> None:
         s = self.settings
-        self._sink = DeadLetterSink(s.kafka_bootstrap, s.dead_letter_topic)
+        self._sink = DeadLetterSink(s.kafka.bootstrap, s.kafka.dead_letter_topic)
         await self._retry("start dead-letter producer", self._sink.start)
         self.watch = TopicWatch(
-            s.input_topics,
+            s.kafka.input_topics,
             self.store.fences,
-            s.redis_prefix,
-            lambda reported: last_offsets(s.kafka_bootstrap, reported),
+            s.redis.prefix,
+            lambda reported: last_offsets(s.kafka.bootstrap, reported),
         )
         self.applier = BatchApplier(
             self.store,
             self._sink,
-            poison_retries=s.poison_retries,
+            poison_retries=s.ingest.poison_retries,
             stopping=lambda: self._stopping,
             on_state=self._set_state,
         )
-        session_ms = int(s.session_timeout_s * 1000)
+        session_ms = int(s.kafka.session_timeout_s * 1000)
 
         async def start_consumer() -> None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=s.kafka_bootstrap,
-                group_id=s.group_id,
-                client_id=f"segstream-ingest-{s.group_id}",
+                bootstrap_servers=s.kafka.bootstrap,
+                group_id=s.kafka.group_id,
+                client_id=f"segstream-ingest-{s.kafka.group_id}",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(500, session_ms // 3),
-                max_poll_records=s.batch_max_records,
+                max_poll_records=s.ingest.batch_max_records,
                 max_poll_interval_ms=300_000,
                 fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             )
-            consumer.subscribe(list(s.input_topics), listener=_Listener(self))
+            consumer.subscribe(list(s.kafka.input_topics), listener=_Listener(self))
             try:
                 await consumer.start()
             except BaseException:
@@ -221,9 +221,9 @@ class IngestService(Service):
         self.metrics.state = "running"
         log.info(
             "ingest consuming %s as group %r (batches of up to %d)",
-            ", ".join(s.input_topics),
-            s.group_id,
-            s.batch_max_records,
+            ", ".join(s.kafka.input_topics),
+            s.kafka.group_id,
+            s.ingest.batch_max_records,
         )
 
     # -- the loop -------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ class IngestService(Service):
                 self._fetching = True
                 try:
                     fetched = await consumer.getmany(
-                        timeout_ms=FETCH_TIMEOUT_MS, max_records=s.batch_max_records
+                        timeout_ms=FETCH_TIMEOUT_MS, max_records=s.ingest.batch_max_records
                     )
                 finally:
                     self._fetching = False
@@ -269,7 +269,7 @@ class IngestService(Service):
             if self._inflight is None:
                 await self._report_changes()
             return
-        assembled = assemble(fetched.values(), s.orders_topic, s.clicks_topic)
+        assembled = assemble(fetched.values(), s.kafka.orders_topic, s.kafka.clicks_topic)
         assembled, prepared = _prepare(store, assembled, self.listener.snapshot_spec())
         for tp, records in fetched.items():
             self.metrics.fetched_upto[(tp.topic, tp.partition)] = records[-1].offset
@@ -305,7 +305,7 @@ class IngestService(Service):
             text,
             exc_info=exc,
         )
-        limit, applier, consumer = self.settings.poison_retries, self.applier, self._consumer
+        limit, applier, consumer = self.settings.ingest.poison_retries, self.applier, self._consumer
         if limit and attempt >= limit and applier is not None and fetched:
             reason = f"the batch path failed {attempt} times with this record's batch: {text}"
             letters, dead = dead_letter_fetched(fetched, reason)

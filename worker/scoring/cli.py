@@ -25,26 +25,26 @@ from worker.scoring import control
 def rescore(settings: Settings) -> None:
     """Re-score every customer against the current model (done by a running worker)."""
     token = f"cli-{uuid.uuid4().hex[:12]}"
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     try:
-        client.set(f"{settings.redis_prefix}:rescore:request", token)
-        current = client.get(f"{settings.redis_prefix}:model:current")
+        client.set(f"{settings.redis.prefix}:rescore:request", token)
+        current = client.get(f"{settings.redis.prefix}:model:current")
     finally:
         client.close()
     asyncio.run(_announce(settings, control.encode("rescore_all", token=token)))
     version = current.decode() if isinstance(current, bytes) else "rules-v1"
     click.echo(
         f"rescore {token} requested (model {version}); a worker claims it within "
-        f"{settings.model_poll_s:g}s and publishes changes with reason model_update"
+        f"{settings.scoring.model_poll_s:g}s and publishes changes with reason model_update"
     )
 
 
 async def _announce(settings: Settings, value: bytes) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(settings.control_topic, value)
+        await producer.send_and_wait(settings.kafka.control_topic, value)
     finally:
         await producer.stop()

@@ -1,6 +1,6 @@
 """Drift of the online centroids: the check after each round, the notice, the retrain child.
 
-Above ``settings.drift_bound`` the worker warns, publishes a ``drift`` notice on the control
+Above ``settings.scoring.drift_bound`` the worker warns, publishes a ``drift`` notice on the control
 topic (once per version per cooldown, across workers: a Redis claim), and with
 ``--retrain-on-drift`` starts ``segstream train --from redis`` as a child process (once per
 cooldown across workers), which publishes the new model like any other.
@@ -10,27 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
 
-from segstream.settings import ENV, Settings
+from segstream.settings import Settings
 from worker.scoring import control
 from worker.scoring.metrics import ScoringMetrics
 from worker.scoring.models import ModelHolder
 from worker.scoring.ports import ChangePublisherPort, ScoringStorePort
 
 log = logging.getLogger(__name__)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child ``segstream`` process these settings."""
-    env = dict(os.environ)
-    for name, var in ENV.items():
-        value = getattr(settings, name)
-        env[var] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-    return env
 
 
 class DriftWatch:
@@ -59,7 +49,7 @@ class DriftWatch:
            notice, claim and start the retrain.
         """
         s = self.settings
-        report = self.holder.drift(s.drift_bound)
+        report = self.holder.drift(s.scoring.drift_bound)
         if report is None:
             return
         m = self.metrics
@@ -70,7 +60,7 @@ class DriftWatch:
         version = self.holder.version
         log.warning("online centroids of %s drifted %.3f standard units (bound %.3f)",
                     version, report.max, report.bound)  # fmt: skip
-        if await self.store.claim(f"drift:notice:{version}", s.retrain_cooldown_s):
+        if await self.store.claim(f"drift:notice:{version}", s.scoring.retrain_cooldown_s):
             notice = control.encode(
                 "drift", version=version, max=report.max, mean=report.mean,
                 bound=report.bound, per_segment=list(report.per_segment),
@@ -79,7 +69,9 @@ class DriftWatch:
             with contextlib.suppress(Exception):
                 await self.publisher.notice(notice)
                 m.drift_notices += 1
-        if s.retrain_on_drift and await self.store.claim("retrain:lock", s.retrain_cooldown_s):
+        if s.scoring.retrain_on_drift and await self.store.claim(
+            "retrain:lock", s.scoring.retrain_cooldown_s
+        ):
             self.start_retrain()
 
     def start_retrain(self) -> subprocess.Popen[bytes]:
@@ -88,6 +80,6 @@ class DriftWatch:
         log.warning("drift above bound: starting %s", " ".join(cmd[2:]))
         self.metrics.retrains += 1
         return subprocess.Popen(
-            cmd, env=settings_env(self.settings), stdin=subprocess.DEVNULL,
+            cmd, env=self.settings.to_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip

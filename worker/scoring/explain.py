@@ -27,15 +27,15 @@ def explanation(
     settings: Settings, customer_id: str, as_of: datetime | None = None
 ) -> dict[str, Any]:
     """Everything ``--explain`` prints, as a dict (JSON-safe)."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis.Redis.from_url(settings.redis.url)
     try:
-        key = keys.customer(settings.redis_prefix, customer_id)
+        key = keys.customer(settings.redis.prefix, customer_id)
         reply: Any = client.hmget(key, [*READ_FIELDS, "seg_as_of"])
         seg_as_of = reply.pop()
         rnd = parse([customer_id], [reply])
         if not len(rnd):
             raise CustomerNotFound(
-                f"no state for customer {customer_id!r} under prefix {settings.redis_prefix!r}"
+                f"no state for customer {customer_id!r} under prefix {settings.redis.prefix!r}"
             )
         if as_of is None:
             as_of = (
@@ -45,7 +45,7 @@ def explanation(
             )
         as_of_ms = int(as_of.timestamp() * 1000)
         try:
-            model: Any = RedisModelStore(client, settings.redis_prefix).load()
+            model: Any = RedisModelStore(client, settings.redis.prefix).load()
         except ArtifactNotFound:
             model = RulesModel()
     finally:
@@ -76,7 +76,7 @@ def explanation(
             ),
         )
         return out
-    ex = explain(model, x, current=current, margin=settings.hysteresis_margin)
+    ex = explain(model, x, current=current, margin=settings.scoring.hysteresis_margin)
     out.update(
         scaled=ex.scaled,
         distances=ex.distances,

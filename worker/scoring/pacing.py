@@ -5,7 +5,7 @@ Flat out, it would take every gap ingestion leaves and slow it down, only to sco
 again and again between their events; paused after each round for
 ``round_s * (1 - share) / share``, it takes at most :meth:`Pacer.share` of the time, and a
 customer's events of the pause are scored once, on its latest state. While ingestion is at
-least ``settings.catch_up_lag`` records behind (a replay, a backfill), the share is the
+least ``settings.scoring.catch_up_lag`` records behind (a replay, a backfill), the share is the
 catch-up one: draining first and scoring each customer once on its final state brings every
 segment up to date sooner. Once ingestion is idle (:data:`INGEST_IDLE_S`), rounds follow each
 other without a pause.
@@ -47,14 +47,18 @@ class Pacer:
         return self.clock.monotonic() - self.changed_at >= INGEST_IDLE_S
 
     def catching_up(self) -> bool:
-        """Whether ingestion is at least ``settings.catch_up_lag`` records behind the brokers."""
-        lag = self.settings.catch_up_lag
+        """Whether ingestion is at least ``scoring.catch_up_lag`` records behind the brokers."""
+        lag = self.settings.scoring.catch_up_lag
         return lag > 0 and self.behind is not None and self.behind() >= lag
 
     def share(self) -> float:
         """The share of the time scoring may take now (``--scoring-share``, or catching up)."""
         s = self.settings
-        return min(s.catch_up_share, s.scoring_share) if self.catching_up() else s.scoring_share
+        return (
+            min(s.scoring.catch_up_share, s.scoring.share)
+            if self.catching_up()
+            else s.scoring.share
+        )
 
     async def pause(self, round_s: float, interrupted: Callable[[], bool]) -> None:
         """After a round of ``round_s``, leave ingestion its share while events keep coming.

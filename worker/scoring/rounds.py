@@ -221,7 +221,7 @@ class RoundRunner:
             fields = fields_for(model.feature_names)
             if gathered is None or gathered.fields != fields:
                 gathered = await self.gather(items, fields)
-            margin = self.settings.hysteresis_margin
+            margin = self.settings.scoring.hysteresis_margin
             decisions = [(rnd, decide(model, rnd, as_of_ms, margin)) for rnd in gathered.parts]
             plan, sent = build(model.version, decisions, items, as_of_ms)
             writing = await self.store.send_write(

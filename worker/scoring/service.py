@@ -88,7 +88,7 @@ class ScoringService(Service):
             self.drift, self.status, metrics, clock, self.as_of_ms,
         )  # fmt: skip
         self.ready = False
-        self._pinned_ms = _pinned_clock(settings.scoring_as_of)
+        self._pinned_ms = _pinned_clock(settings.scoring.as_of)
         self._rescores: set[asyncio.Task[int]] = set()
         self._seen_request: str | None = None
         self._spec: SnapshotSpec | None = None
@@ -213,12 +213,14 @@ class ScoringService(Service):
                 self._seen_request = token
                 await self.maybe_rescore(token)
 
-        await self._every(self.settings.model_poll_s, "model poll", poll)
+        await self._every(self.settings.scoring.model_poll_s, "model poll", poll)
 
     @Service.task
     async def _repair(self) -> None:
         """Re-score customers left in ``{prefix}:unscored`` (a crash between state and segment)."""
-        await self._every(self.settings.dirty_repair_s, "dirty repair", self.enqueue_dirty)
+        await self._every(
+            self.settings.scoring.repair_interval_s, "dirty repair", self.enqueue_dirty
+        )
 
     # -- what the tasks do ----------------------------------------------------------------------
     def as_of_ms(self) -> int:
@@ -244,7 +246,7 @@ class ScoringService(Service):
             self.metrics.reloads += 1
             self.metrics.drift_exceeded = False
             await self.status.save(force=True)
-            if self.settings.rescore_all:
+            if self.settings.scoring.rescore_all:
                 await self.maybe_rescore(f"model-{self.holder.version}")
         return changed
 
@@ -281,7 +283,7 @@ class ScoringService(Service):
         m["pending"] = len(self.queue)
         m["model_version"] = self.holder.version
         m["ready"] = self.ready
-        m["drift_bound"] = self.settings.drift_bound
+        m["drift_bound"] = self.settings.scoring.drift_bound
         m["catching_up"] = self.pacer.catching_up()
         return m
 

@@ -49,7 +49,7 @@ class StatusWriter:
             "model_version": self.holder.version,
             "drift_max": m.drift_max,
             "drift_mean": m.drift_mean,
-            "drift_bound": self.settings.drift_bound,
+            "drift_bound": self.settings.scoring.drift_bound,
             "drift_exceeded": int(m.drift_exceeded),
             "updated_ms": self.clock.time_ms(),
         }

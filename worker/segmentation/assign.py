@@ -2,7 +2,7 @@
 
 Pure numpy: no sklearn call per customer, no Kafka, no Redis.
 
-Hysteresis rule (``margin`` = ``settings.hysteresis_margin``, default 0.1): a customer whose
+Hysteresis rule (``margin`` = ``settings.scoring.hysteresis_margin``, default 0.1): a customer whose
 current segment is ``c`` moves to its nearest centroid ``j`` only when
 ``d_j < (1 - margin) * d_c``, i.e. the new centroid must be closer by more than ``margin`` of
 the distance to the current one (Euclidean, in the model's scaled space). A customer without a

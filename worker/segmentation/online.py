@@ -14,8 +14,8 @@ How batch and online combine (see docs/segmentation.md):
    permute, unlike a clusterer that re-discovers clusters.
 3. Drift = how far each centroid moved from where training put it, in standard units
    (Euclidean distance in scaled space): :meth:`OnlineKMeans.drift` gives max and mean. Above
-   ``settings.drift_bound`` :attr:`DriftReport.exceeded` is True: the worker reports it and a
-   retrain (``segstream train``) can be triggered; the new model re-seeds the online one.
+   ``settings.scoring.drift_bound`` :attr:`DriftReport.exceeded` is True: the worker reports
+   it and a retrain (``segstream train``) can be triggered; the new model re-seeds the online one.
 
 The state (:meth:`to_dict` / :meth:`from_dict`) is JSON-safe so the worker can keep it in Redis
 and resume after a restart. Pure: numpy and river only.
