@@ -1,5 +1,7 @@
 """``segstream demo``: what a new user runs first, on a fresh machine, with nothing but this repo.
 
+Over 400 lines: the demo's script (start, history, train, live view, report, stop) kept in order.
+
 It starts its own broker and Redis on free ports (never the machine's own), produces a seeded
 synthetic history, lets a real worker process ingest it, trains the model, streams live traffic
 while a terminal view shows events/s, lag, segment sizes, the latest changes and drift, writes

@@ -1,5 +1,7 @@
 """File readers for replay: each turns a file into events and :class:`Reject` rows, in file order.
 
+Over 400 lines: one reader per replay format, each short, with the shared row-to-event checks.
+
 Formats (``--format``):
 
 ``orders-csv``

@@ -1,5 +1,7 @@
 """Synthetic customers with known personas: orders and clickstream in event-time order.
 
+Over 400 lines: one seeded generator for orders and clicks, kept whole so each persona reads as one.
+
 ``generate(SyntheticConfig(...))`` draws the whole history with vectorised numpy from one seeded
 ``Generator`` and returns a :class:`SyntheticData` holding columns; events are built lazily, in
 event-time order, by :meth:`SyntheticData.events` (model objects) or :meth:`SyntheticData.records`

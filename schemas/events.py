@@ -1,5 +1,7 @@
 """Versioned event contracts: orders and clicks in, segment changes and dead letters out.
 
+Over 400 lines: every event contract and its checks in one file, read by producer teams whole.
+
 The models are msgspec ``Struct``s because decoding and validating straight from JSON bytes in C
 is what lets one core keep up with the stream (``benchmarks/bench_schemas.py`` measured msgspec
 against pydantic v2 on the same records). Checks that types alone cannot express (prices,

@@ -1,5 +1,7 @@
 """Build the analyst report from data frames: one self-contained HTML file plus CSV tables.
 
+Over 400 lines: one function per report section, in page order, so the report reads top to bottom.
+
 :func:`build_report` does no network I/O: its inputs are the customer state (export contract
 columns, optionally ``segment``), the model artifact dict (or ``None`` before any training) and
 the segment changes (or ``None``). It writes into ``out_dir`` and returns the HTML path. Any

@@ -1,5 +1,7 @@
 """The report's figures, drawn with matplotlib's object API (no pyplot state) and seaborn.
 
+Over 400 lines: one small function per figure; splitting them would scatter the shared axis style.
+
 Each function returns a :class:`Figure` spec: a title, the PNG bytes and one sentence saying
 what the figure shows, computed from the data. Every axis is labelled with its unit. Nothing
 here reads files or talks to Kafka or Redis.

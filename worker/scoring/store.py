@@ -149,20 +149,12 @@ class ScoringStore:
 
     # -- outbox ---------------------------------------------------------------------------------
     async def outbox(self) -> list[tuple[str, list[tuple[str, int, bytes]]]]:
-        """Unpublished rounds ``(field, [(cid, seq, event JSON), ...])``, oldest round first.
-
-        A field of the per-change layout of earlier releases (``<cid>|<seq>`` -> JSON) reads as
-        a round of one.
-        """
+        """Unpublished rounds ``(field, [(cid, seq, event JSON), ...])``, oldest round first."""
         got: dict[Any, Any] = await self.redis.hgetall(self.key("outbox"))
         raw = {_str(k): _bytes(v) for k, v in got.items()}
         out: list[tuple[str, list[tuple[str, int, bytes]]]] = []
         for name, value in raw.items():
             if name.endswith(":skip"):
-                continue
-            if "|" in name:
-                cid, _, seq = name.rpartition("|")
-                out.append((name, [(cid, int(seq), bytes(value))]))
                 continue
             flat = _unpack(value)
             skip = raw.get(f"{name}:skip")
