@@ -23,6 +23,23 @@ What it does, on its own broker (tansu) and Redis started for the run:
    a customer never seen before, and a sampler polls Redis (pipelined ``EXISTS`` every 5 ms) for
    its state hash; latency = first time it is visible - event time.
 
+4. event-to-segment-change latency (``--change-runs``, 0 by default), as a consumer of
+   ``segment-changes`` sees it: the worker with scoring on and the K-means model below, its state
+   pre-loaded with ``--change-preload`` historical events (scored before anything is timed);
+   then a producer process offers ``--latency-rate`` *order* events/s of those customers, each
+   stamped ``event_time = now`` (ms), for ``--change-warmup`` + ``--change-seconds`` seconds,
+   and a consumer process (aiokafka, positioned at the end of every partition before the first
+   order, ``fetch_max_wait_ms`` 10) records each change's receive time. A change counts if its
+   reason is ``order`` and its ``(customer_id, event_time)`` is an order the producer sent after
+   the warm-up, once per such order (a repeat, at-least-once, is not counted again); latency =
+   receive time - event time. An order that is followed by another of the same customer before
+   its round is scored has no change of its own (the change carries the later event's time).
+
+``--tree DIR`` runs the worker from another checkout (cwd and ``PYTHONPATH`` set to it);
+``--compare-tree DIR`` runs every worker path (``worker``, ``scoring``, change latency) a second
+time from DIR, labelled ``<path>@cmp``, alternating with the first in every run, and prints the
+ratios ``@cmp / first``: old and new code measured side by side on one broker and Redis.
+
 With ``--with-scoring`` a fourth path runs, ``scoring``: the same worker with segmentation on
 (``SEGSTREAM_SCORING=1``; the other worker runs have it off) and a K-means model (k=6, trained on
 seeded synthetic state) current in Redis, so every changed customer is read, scored, written
@@ -59,7 +76,7 @@ import redis
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-TARGETS = {"events_per_s": 30_000, "vs_floor": 0.5, "p99_ms": 150.0}
+TARGETS = {"events_per_s": 30_000, "vs_floor": 0.5, "p99_ms": 150.0, "change_p99_ms": 250.0}
 
 #: The floor's (and the faust agent's) whole job per batch: RFM increments and the fence.
 FLOOR_LUA = """
@@ -104,15 +121,17 @@ return received
 
 
 # -- synthetic events ----------------------------------------------------------------------------
-def make_events(n: int, customers: int, seed: int) -> list[tuple[bool, bytes, bytes]]:
-    """``(is_order, key, json)``: valid orders and clicks, built from templates (fast)."""
+def make_events(
+    n: int, customers: int, seed: int, t0: datetime = T0
+) -> list[tuple[bool, bytes, bytes]]:
+    """``(is_order, key, json)``: valid orders and clicks over 600 days from ``t0`` (fast)."""
     rng = random.Random(seed)
     out: list[tuple[bool, bytes, bytes]] = []
     span = 600 * 86400
     kinds = ("page_view", "search", "checkout_start")
     for i in range(n):
         cid = f"C{rng.randrange(customers):07d}"
-        when = (T0 + timedelta(seconds=rng.randrange(span))).isoformat().replace("+00:00", "Z")
+        when = (t0 + timedelta(seconds=rng.randrange(span))).isoformat().replace("+00:00", "Z")
         if rng.random() < 0.25:
             qty, price = rng.randint(1, 3), rng.randrange(100, 20000) / 100
             total = round(qty * price, 2)
@@ -346,9 +365,10 @@ def worker_env(
 
 
 def spawn(
-    path: str, opts: argparse.Namespace, ctx: dict[str, Any], tag: str, port: int | None = None
-) -> Any:
-    """Start one path's process; a worker serves its web pages on ``port`` (default: free)."""
+    path: str, opts: argparse.Namespace, ctx: dict[str, Any], tag: str, port: int | None = None,
+    tree: Path = REPO,
+) -> Any:  # fmt: skip
+    """Start one path's process; a worker (run from ``tree``) serves its pages on ``port``."""
     from devstack.services import free_port
 
     prefix, group = f"b-{tag}", f"g-{tag}"
@@ -368,15 +388,27 @@ def spawn(
             env["SEGSTREAM_SCORING"] = "1"
             publish_model(ctx["redis_url"], prefix, opts.seed)
         cmd = [sys.executable, "-m", "segstream", "worker"]
+        cwd = tree_env(env, tree)
     else:
-        env = dict(os.environ)
+        env, cwd = dict(os.environ), REPO
         cmd = [
             sys.executable, __file__, f"_{path}", "--bootstrap", ctx["bootstrap"],
             "--redis-url", ctx["redis_url"], "--prefix", prefix, "--group", group,
             "--topics", ",".join(topics), "--expect", str(opts.events), "--batch", "5000",
         ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     return proc, prefix, log
+
+
+def tree_env(env: dict[str, str], tree: Path) -> Path:
+    """Make ``env`` import the worker from checkout ``tree``; returns the cwd to run it in.
+
+    ``python -m`` puts the cwd first on ``sys.path``, so both are needed.
+    """
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(tree), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    )
+    return tree
 
 
 async def latency_run(opts: argparse.Namespace, ctx: dict[str, Any], run: int) -> list[float]:
@@ -394,8 +426,8 @@ async def latency_run(opts: argparse.Namespace, ctx: dict[str, Any], run: int) -
     env = worker_env(ctx["bootstrap"], ctx["redis_url"], prefix, group, topics, port, ctx["dir"])
     log = open(Path(ctx["dir"]) / f"latency-{run}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "segstream", "worker"], env=env, cwd=REPO, stdout=log,
-        stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "segstream", "worker"], env=env, cwd=tree_env(env, opts.tree),
+        stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -475,7 +507,274 @@ async def latency_run(opts: argparse.Namespace, ctx: dict[str, Any], run: int) -
         log.close()
 
 
-def conditions(opts: argparse.Namespace, redis_url: str) -> None:
+# -- event-to-segment-change latency ---------------------------------------------------------------
+#: Partitions of the change-latency run's topics (the consumer assigns itself all of them).
+CHANGE_PARTITIONS = 4
+
+
+@dataclass
+class ChangeLatency:
+    label: str
+    run: int
+    latencies_ms: list[float]
+    #: Event time -> the change's ``processing_time`` (ingested, queued, assigned).
+    decided_ms: list[float]
+    offered_per_s: float
+    orders: int
+    unmatched: int
+    repeats: int
+    scoring: dict[str, Any]
+    load: tuple[float, float]
+
+
+def order_value(cid: str, event_ms: int, n: int, seed: int) -> bytes:
+    when = datetime.fromtimestamp(event_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return (
+        f'{{"event_id":"LE{seed}-{n}","schema_version":1,"customer_id":"{cid}",'
+        f'"order_id":"LO{seed}-{n}","event_time":"{when.replace("+00:00", "Z")}",'
+        f'"status":"placed","items":[{{"sku":"SKU-{n % 500}","quantity":1,"unit_price":19.5}}],'
+        f'"total":19.5,"currency":"EUR"}}'
+    ).encode()
+
+
+async def run_orders(opts: argparse.Namespace) -> None:
+    """The producer process: ``--rate`` orders/s, ``event_time`` = now, for warm-up + seconds.
+
+    One record batch per partition per 5 ms tick (``send`` per record costs ~30 us of Python;
+    at 10k/s that alone would take a third of a core). Partition as Kafka's default partitioner
+    gives the key. Writes ``{"start_ms", "end_ms", "sent": [[cid, event_ms], ...]}`` (the orders
+    sent after the warm-up) to ``--out``.
+    """
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import murmur2
+
+    producer = AIOKafkaProducer(bootstrap_servers=opts.bootstrap, acks=1, linger_ms=0)
+    await producer.start()
+    parts = sorted(await producer.partitions_for(opts.topic))
+    rng = random.Random(opts.seed)
+    tick = 0.005
+    began = time.time()
+    measure_from = began + opts.warmup
+    stop_at = measure_from + opts.seconds
+    start_ms = int(measure_from * 1000)
+    sent: list[tuple[str, int]] = []
+    owed, n, next_tick = 0.0, 0, began
+    pending = []
+    while time.time() < stop_at:
+        owed += opts.rate * tick
+        batches: dict[int, Any] = {}
+        now_ms = int(time.time() * 1000)
+        while owed >= 1:
+            owed -= 1
+            n += 1
+            cid = f"C{rng.randrange(opts.customers):07d}"
+            key = cid.encode()
+            part = parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+            batch = batches.get(part)
+            if batch is None:
+                batch = batches[part] = producer.create_batch()
+            value = order_value(cid, now_ms, n, opts.seed)
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                pending.append(await producer.send_batch(batch, opts.topic, partition=part))
+                batch = batches[part] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+            if now_ms >= start_ms:
+                sent.append((cid, now_ms))
+        for part, batch in batches.items():
+            pending.append(await producer.send_batch(batch, opts.topic, partition=part))
+        if len(pending) > 1000:
+            await asyncio.gather(*pending)
+            pending.clear()
+        next_tick += tick
+        await asyncio.sleep(max(0.0, next_tick - time.time()))
+    await asyncio.gather(*pending)
+    ended = time.time()
+    await producer.stop()
+    Path(opts.out).write_bytes(
+        orjson.dumps(
+            {
+                "start_ms": start_ms,
+                "end_ms": int(ended * 1000),
+                "offered": n / (ended - began),
+                "sent": sent,
+            }
+        )
+    )
+
+
+async def run_changes(opts: argparse.Namespace) -> None:
+    """The consumer process: every ``segment-changes`` record from now on, with its receive time.
+
+    Positioned at the end of every partition, then ``--ready`` is written; consumes until the
+    file ``--stop`` exists, then writes ``[[recv_ms, cid, event_ms, reason, decided_ms], ...]``
+    (``decided_ms``: the change's ``processing_time``) to ``--out``.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=opts.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )  # fmt: skip
+    await consumer.start()
+    tps = [TopicPartition(opts.topic, p) for p in range(CHANGE_PARTITIONS)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:
+        await consumer.position(tp)
+    Path(opts.ready).write_text("ready")
+    got: list[tuple[float, str, int, str, float]] = []
+    stop_file = Path(opts.stop)
+    while not stop_file.exists():
+        fetched = await consumer.getmany(timeout_ms=100)
+        recv_ms = time.time() * 1000
+        for msgs in fetched.values():
+            for m in msgs:
+                ev = orjson.loads(m.value)
+                when = datetime.fromisoformat(ev["event_time"].replace("Z", "+00:00"))
+                decided = datetime.fromisoformat(ev["processing_time"].replace("Z", "+00:00"))
+                got.append((recv_ms, ev["customer_id"], round(when.timestamp() * 1000),
+                            ev["reason"], decided.timestamp() * 1000))  # fmt: skip
+    await consumer.stop()
+    Path(opts.out).write_bytes(orjson.dumps(got))
+
+
+def wait_for(what: str, check: Any, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what}: worker exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: timed out after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def change_latency_run(
+    opts: argparse.Namespace, ctx: dict[str, Any], run: int, label: str, tree: Path
+) -> ChangeLatency:
+    """One event-to-segment-change measurement (docstring, step 4) of the worker in ``tree``."""
+    import urllib.request
+
+    from devstack.services import free_port
+
+    tag = f"chg-{label.replace('@', '-')}-{run}"
+    topics = (f"{tag}-orders", f"{tag}-clicks")
+    changes_topic = f"{tag}-changes"
+    create_topics(ctx["bootstrap"], [*topics, changes_topic], CHANGE_PARTITIONS)
+    r = redis.Redis.from_url(ctx["redis_url"])
+    prefix, port, tmp = tag, free_port(), Path(ctx["dir"])
+    publish_model(ctx["redis_url"], prefix, opts.seed)
+    if opts.change_preload:
+        # histories that end now, as a live service's customers' do (a history that ended
+        # months ago makes nearly every customer's first live order a change)
+        t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=600)
+        events = make_events(opts.change_preload, opts.customers, opts.seed, t0)
+        asyncio.run(produce_all(ctx["bootstrap"], topics, events))
+        del events
+    env = worker_env(
+        ctx["bootstrap"], ctx["redis_url"], prefix, f"g-{tag}", topics, port, ctx["dir"]
+    )
+    env.update(SEGSTREAM_SCORING="1", SEGSTREAM_SEGMENT_CHANGES_TOPIC=changes_topic)
+    cwd = tree_env(env, tree)
+    log = open(tmp / f"{tag}.log", "wb")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "segstream", "worker"], env=env, cwd=cwd, stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    helpers: list[subprocess.Popen[bytes]] = []
+    scoring: dict[str, Any] = {}
+    try:
+        # 1. the pre-load applied and scored: nothing below is timed before that
+        def settled() -> bool:
+            n = int(r.hget(f"{prefix}:counters", "received") or 0)
+            return n >= opts.change_preload and not r.exists(f"{prefix}:unscored")
+
+        wait_for("pre-load", settled, 600, worker)
+        # 2. the consumer, at the end of every partition
+        files = {k: tmp / f"{tag}.{k}" for k in ("ready", "stop", "changes", "orders")}
+        base = [sys.executable, __file__]
+        consumer = subprocess.Popen(
+            [*base, "_changes", "--bootstrap", ctx["bootstrap"], "--topic", changes_topic,
+             "--ready", str(files["ready"]), "--stop", str(files["stop"]),
+             "--out", str(files["changes"])], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        helpers.append(consumer)
+        wait_for("consumer ready", files["ready"].exists, 60, consumer)
+        load0 = os.getloadavg()[0]
+        # 3. the orders, then until everything they changed is scored and consumed
+        producer = subprocess.Popen(
+            [*base, "_orders", "--bootstrap", ctx["bootstrap"], "--topic", topics[0],
+             "--rate", str(opts.latency_rate), "--warmup", str(opts.change_warmup),
+             "--seconds", str(opts.change_seconds), "--customers", str(opts.customers),
+             "--seed", str(opts.seed + 1000 + run), "--out", str(files["orders"])],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        helpers.append(producer)
+        producer.wait(opts.change_warmup + opts.change_seconds + 120)
+        if producer.returncode:
+            raise RuntimeError(f"order producer exited with {producer.returncode}")
+        load1 = os.getloadavg()[0]
+        wait_for("scored", lambda: not r.exists(f"{prefix}:unscored"), 120, worker)
+        time.sleep(2.0)
+        files["stop"].write_text("stop")
+        consumer.wait(60)
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/scoring", timeout=5) as resp,
+        ):
+            scoring = orjson.loads(resp.read())
+    finally:
+        for proc in [*helpers, worker]:
+            stop(proc)
+        log.close()
+    orders = orjson.loads(files["orders"].read_bytes())
+    sent = {(cid, ms) for cid, ms in orders["sent"]}
+    seen: set[tuple[str, int]] = set()
+    latencies: list[float] = []
+    decided: list[float] = []
+    unmatched = repeats = 0
+    for recv_ms, cid, event_ms, reason, decided_ms in orjson.loads(files["changes"].read_bytes()):
+        if reason != "order" or event_ms < orders["start_ms"]:
+            continue
+        key = (cid, event_ms)
+        if key not in sent:
+            unmatched += 1
+        elif key in seen:
+            repeats += 1
+        else:
+            seen.add(key)
+            latencies.append(recv_ms - event_ms)
+            decided.append(decided_ms - event_ms)
+    return ChangeLatency(
+        label, run, latencies, decided, orders["offered"], len(orders["sent"]), unmatched, repeats,
+        scoring, (load0, load1),
+    )  # fmt: skip
+
+
+def pct(xs: list[float], q: float) -> float:
+    """The ``q``-quantile (0-1) of ``xs``, nearest rank."""
+    ys = sorted(xs)
+    return ys[min(len(ys) - 1, max(0, round(q * len(ys) + 0.5) - 1))]
+
+
+def print_change_latency(c: ChangeLatency) -> None:
+    xs = c.latencies_ms
+    sc = c.scoring
+    rounds = sc.get("rounds", 0)
+    if not xs:
+        print(f"  run {c.run} {c.label:<11} no changes measured")
+        return
+    print(f"  run {c.run} {c.label:<11} event->change p50 {pct(xs, .5):6.1f}  p90 "
+          f"{pct(xs, .9):6.1f}  p99 {pct(xs, .99):6.1f}  max {max(xs):7.1f} ms   n {len(xs):,} "
+          f"of {c.orders:,} orders (offered {c.offered_per_s:,.0f}/s; {c.unmatched} unmatched, "
+          f"{c.repeats} repeats); event->decided p50 {pct(c.decided_ms, .5):.0f}, p99 "
+          f"{pct(c.decided_ms, .99):.0f} ms   worker: {rounds} rounds, "
+          f"{sc.get('scored', 0):,} scored, "
+          f"{sc.get('round_seconds_sum', 0) / max(rounds, 1) * 1000:.0f} ms/round, "
+          f"{sc.get('catch_up_rounds', 0)} catching up   load "
+          f"{c.load[0]:.2f}->{c.load[1]:.2f}")  # fmt: skip
+
+
+def conditions(opts: argparse.Namespace, redis_url: str, paths: list[str]) -> None:
     def version(dist: str) -> str:
         try:
             return metadata.version(dist)
@@ -490,7 +789,17 @@ def conditions(opts: argparse.Namespace, redis_url: str) -> None:
           f"uvloop {version('uvloop')}, redis-server {info['redis_version']}, "
           "broker tansu")  # fmt: skip
     print(f"  events {opts.events:,} (25% orders), customers {opts.customers:,}, seed {opts.seed}, "
-          f"4+4 partitions, batch 5000, runs {opts.runs}, paths {opts.paths}")  # fmt: skip
+          f"4+4 partitions, batch 5000, runs {opts.runs}, "
+          f"paths {','.join(paths) or '-'}")  # fmt: skip
+    print(f"  worker tree {opts.tree}" + (f", compared with {opts.compare_tree} (@cmp)"
+          if opts.compare_tree else ""))  # fmt: skip
+    if opts.change_runs:
+        print(f"  event->segment change: {opts.change_runs} run(s) per tree, orders offered at "
+              f"{opts.latency_rate:,.0f}/s for {opts.change_warmup:.0f}s warm-up + "
+              f"{opts.change_seconds:.0f}s measured, customers {opts.customers:,} pre-loaded "
+              f"with {opts.change_preload:,} events of the last 600 days (seed {opts.seed}), "
+              f"order seeds {opts.seed}+1000+run, 4 partitions, consumer fetch_max_wait_ms 10, "
+              "model k=6")  # fmt: skip
 
 
 def main() -> None:
@@ -506,16 +815,26 @@ def main() -> None:
     parser.add_argument(
         "--with-scoring", action="store_true", help="also run the worker with scoring on"
     )
+    parser.add_argument("--change-runs", type=int, default=0, help="event-to-segment-change runs")
+    parser.add_argument("--change-seconds", type=float, default=30)
+    parser.add_argument("--change-warmup", type=float, default=10)
+    parser.add_argument("--change-preload", type=int, default=200_000)
+    parser.add_argument("--tree", type=Path, default=REPO, help="checkout the worker runs from")
+    parser.add_argument("--compare-tree", type=Path, default=None, help="a second checkout, beside")
     opts = parser.parse_args()
     paths = opts.paths.split(",") if opts.paths else []
     if opts.with_scoring and "scoring" not in paths:
         paths.append("scoring")
+    trees = {"": opts.tree.resolve()}
+    if opts.compare_tree is not None:
+        trees["@cmp"] = opts.compare_tree.resolve()
+        paths += [f"{p}@cmp" for p in paths if p in ("worker", "scoring")]
 
     from devstack.services import local_services
 
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp, local_services(tmp) as svc:
         bootstrap, redis_url = svc["kafka"].url, svc["redis"].url
-        conditions(opts, redis_url)
+        conditions(opts, redis_url, paths)
         r = redis.Redis.from_url(redis_url)
         topics = ("bench-orders", "bench-clicks")
         create_topics(
@@ -535,15 +854,18 @@ def main() -> None:
             order = paths[run % len(paths) :] + paths[: run % len(paths)]
             for path in order:
                 r.flushdb()
-                proc, prefix, log = spawn(path, opts, ctx, f"{path}-{run}")
+                base, _, cmp = path.partition("@")
+                tree = trees["@" + cmp if cmp else ""]
+                tag = f"{base}-{cmp}-{run}" if cmp else f"{path}-{run}"
+                proc, prefix, log = spawn(base, opts, ctx, tag, tree=tree)
                 try:
-                    res = watch(r, prefix, opts.events, proc, scored=path == "scoring")
+                    res = watch(r, prefix, opts.events, proc, scored=base == "scoring")
                 finally:
                     stop(proc)
                     log.close()
                 res.path, res.run = path, run
                 results.append(res)
-                print(f"  run {run} {path:<7} {res.events_per_s:>10,.0f} events/s   "
+                print(f"  run {run} {path:<11} {res.events_per_s:>10,.0f} events/s   "
                       f"start {res.start_s:5.1f}s   total {res.total_s:6.1f}s   "
                       f"cpu/event: process {res.proc_cpu_us:5.1f} us, redis "
                       f"{res.redis_cpu_us:5.1f} us   load {os.getloadavg()[0]:.2f}")  # fmt: skip
@@ -555,7 +877,31 @@ def main() -> None:
             latencies += got
             if got:
                 per_run_p99.append(statistics.quantiles(got, n=100)[98])
+        changes: list[ChangeLatency] = []
+        labels = [f"changes{k}" for k in trees]
+        for run in range(opts.change_runs):
+            for label in labels[run % len(labels) :] + labels[: run % len(labels)]:
+                r.flushdb()
+                tree = trees[label.removeprefix("changes")]
+                changes.append(change_latency_run(opts, ctx, run, label, tree))
+                print_change_latency(changes[-1])
         report(results, latencies, per_run_p99)
+        report_changes(changes)
+
+
+def report_changes(changes: list[ChangeLatency]) -> None:
+    for label in dict.fromkeys(c.label for c in changes):
+        mine = [c for c in changes if c.label == label and c.latencies_ms]
+        if not mine:
+            continue
+        per = {q: [pct(c.latencies_ms, v) for c in mine] for q, v in
+               (("p50", .5), ("p90", .9), ("p99", .99), ("max", 1.0))}  # fmt: skip
+        med = {q: statistics.median(v) for q, v in per.items()}
+        print(f"  {label} event->segment change (median of {len(mine)} runs): p50 {med['p50']:.1f}"
+              f", p90 {med['p90']:.1f}, p99 {med['p99']:.1f} ms (per run "
+              f"{', '.join(f'{x:.0f}' for x in per['p99'])}), max {med['max']:.0f} ms; "
+              f"{statistics.median(len(c.latencies_ms) for c in mine):,.0f} changes a run; "
+              f"target p99 <= {TARGETS['change_p99_ms']:.0f} ms")  # fmt: skip
 
 
 def report(results: list[Throughput], latencies: list[float], per_run_p99: list[float]) -> None:
@@ -596,6 +942,17 @@ def report(results: list[Throughput], latencies: list[float], per_run_p99: list[
         print(f"  scoring (end to end, every changed customer scored) / worker (state only) = "
               f"{ratio:.3f} (median of per-run ratios: {', '.join(f'{x:.3f}' for x in per_run)}"
               f"; target >= 0.90); scoring's ingest-only rate {ingest:,.0f} events/s")  # fmt: skip
+    for path in ("worker", "scoring"):
+        if f"{path}@cmp" in med and path in med:
+            per_run = [
+                c.events_per_s / b.events_per_s
+                for c in results
+                if c.path == f"{path}@cmp"
+                for b in results
+                if b.path == path and b.run == c.run
+            ]
+            print(f"  {path}@cmp / {path} = {statistics.median(per_run):.3f} (median of per-run "
+                  f"ratios: {', '.join(f'{x:.3f}' for x in per_run)})")  # fmt: skip
     if "faust" in med and "worker" in med:
         print(f"  worker / faust take() = {med['worker'] / med['faust']:.1f}x")
     if latencies:
@@ -609,6 +966,21 @@ def report(results: list[Throughput], latencies: list[float], per_run_p99: list[
 
 def sub_main(kind: str) -> None:
     parser = argparse.ArgumentParser()
+    if kind in ("_orders", "_changes"):
+        parser.add_argument("--bootstrap", required=True)
+        parser.add_argument("--topic", required=True)
+        parser.add_argument("--out", required=True)
+        if kind == "_orders":
+            for name in ("--rate", "--warmup", "--seconds"):
+                parser.add_argument(name, type=float, required=True)
+            parser.add_argument("--customers", type=int, required=True)
+            parser.add_argument("--seed", type=int, required=True)
+            asyncio.run(run_orders(parser.parse_args(sys.argv[2:])))
+        else:
+            parser.add_argument("--ready", required=True)
+            parser.add_argument("--stop", required=True)
+            asyncio.run(run_changes(parser.parse_args(sys.argv[2:])))
+        return
     for name in ("--bootstrap", "--redis-url", "--prefix", "--group", "--topics"):
         parser.add_argument(name, required=True)
     parser.add_argument("--expect", type=int, required=True)
@@ -625,7 +997,7 @@ def sub_main(kind: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("_floor", "_faust"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("_floor", "_faust", "_orders", "_changes"):
         sys.path.insert(0, str(REPO))
         sub_main(sys.argv[1])
     else:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from worker.ingest.applier import ApplierMetrics
+from worker.ingest.metrics import applier_metrics
 from worker.ingest.service import IngestService
 from worker.state.errors import StoreRejected
 
@@ -89,7 +89,7 @@ async def health_report(ingest: IngestService, started_at: float) -> dict[str, A
     if ingest.watch is not None and not ingest.watch.healthy and status == "ok":
         status = "degraded"
     lag = ingest.lag()
-    a = ingest.applier.metrics if ingest.applier is not None else ApplierMetrics()
+    a = applier_metrics(ingest.applier)
     return {
         "status": status,
         "state": m.state,
@@ -153,7 +153,7 @@ def prometheus_text(ingest: IngestService, counters: dict[str, int] | None) -> s
         "Events skipped as already applied (fence or event id).",
         [("", m.duplicates)],
     )
-    a = ingest.applier.metrics if ingest.applier is not None else ApplierMetrics()
+    a = applier_metrics(ingest.applier)
     metric(
         "ingest_apply_failures_total",
         "counter",

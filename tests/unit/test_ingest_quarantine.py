@@ -27,7 +27,13 @@ from worker.core.batch import ApplyResult, Batch
 from worker.ingest.applier import BatchApplier, Stopping
 from worker.ingest.batch import Assembled, Rejected, assemble
 from worker.ingest.failures import Kind, classify
-from worker.ingest.quarantine import dead_letter_all, describe, split_batch, without
+from worker.ingest.quarantine import (
+    dead_letter_all,
+    describe,
+    describe_fetched,
+    split_batch,
+    without,
+)
 from worker.redis_io import Pending
 from worker.state.errors import StoreRejected, StoreUnavailable
 
@@ -129,6 +135,15 @@ def test_describe_names_each_partition_and_its_offset_span() -> None:
     text = describe(batch)
     assert text.startswith("clicks[") and "orders[0]@0-" in text
     assert text.endswith(f"({len(batch.records)} events)")
+
+
+def test_describe_fetched_names_each_fetched_partition_and_its_offset_span() -> None:
+    fetched = {
+        ("orders", 2): [Raw("orders", 2, o, b"k", b"{}") for o in range(5, 9)],
+        ("clicks", 0): [Raw("clicks", 0, 7, b"k", None)],
+    }
+    assert describe_fetched(fetched) == "clicks[0]@7, orders[2]@5-8"
+    assert describe_fetched({}) == "nothing"
 
 
 # -- classifying ------------------------------------------------------------------------------

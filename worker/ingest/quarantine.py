@@ -11,6 +11,7 @@ applied twice (a retry whose first attempt did land) changes nothing the second 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 from schemas import SchemaError, encode
@@ -155,18 +156,26 @@ def dead_letter_fetched(
 
 
 def describe(batch: Batch) -> str:
-    """``orders[0]@120-130, clicks[3]@7`` -- the offsets a batch covers, for logs and /health."""
+    """``orders[0]@120-130, clicks[3]@7 (12 events)``: the offsets a batch covers, for /health."""
+    held = (((rec.topic, rec.partition), rec.offset) for rec in batch.records)
+    dead = ((tp, o) for tp, offsets in batch.dead_letter_offsets.items() for o in offsets)
+    n = len(batch.records)
+    return (_spans(chain(held, dead)) or "no records") + f" ({n} event{'s' if n != 1 else ''})"
+
+
+def describe_fetched(fetched: Mapping[Any, Sequence[RawRecord]]) -> str:
+    """``orders[0]@120-130, clicks[3]@7``: the offsets a fetch covers, for logs and /health."""
+    offsets = (((r.topic, r.partition), r.offset) for part in fetched.values() for r in part)
+    return _spans(offsets) or "nothing"
+
+
+def _spans(offsets: Iterable[tuple[TopicPartition, int]]) -> str:
+    """One ``topic[partition]@low-high`` (``@offset`` when alone) per partition, sorted."""
     spans: dict[TopicPartition, list[int]] = {}
-    for rec in batch.records:
-        span = spans.setdefault((rec.topic, rec.partition), [rec.offset, rec.offset])
-        span[0], span[1] = min(span[0], rec.offset), max(span[1], rec.offset)
-    for tp, offsets in batch.dead_letter_offsets.items():
-        for offset in offsets:
-            span = spans.setdefault(tp, [offset, offset])
-            span[0], span[1] = min(span[0], offset), max(span[1], offset)
-    parts = [
+    for tp, offset in offsets:
+        span = spans.setdefault(tp, [offset, offset])
+        span[0], span[1] = min(span[0], offset), max(span[1], offset)
+    return ", ".join(
         f"{t}[{p}]@{lo}" if lo == hi else f"{t}[{p}]@{lo}-{hi}"
         for (t, p), (lo, hi) in sorted(spans.items())
-    ]
-    n = len(batch.records)
-    return (", ".join(parts) or "no records") + f" ({n} event{'s' if n != 1 else ''})"
+    )

@@ -22,6 +22,7 @@ and every ``WATCH_INTERVAL_S`` seconds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
+from worker.backoff import backoff
 from worker.state import keys
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class ConsumerLike(Protocol):
     def assignment(self) -> set[TopicPartition]: ...
     def pause(self, *partitions: TopicPartition) -> None: ...
     def resume(self, *partitions: TopicPartition) -> None: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
 
 
 @dataclass
@@ -148,6 +151,31 @@ class TopicWatch:
             log.info("%s[%d]: its fence is behind the log again; resumed", *tp)
         self.checked.update(tp for tp in tps if tp not in self.resets)
 
+    async def hold_unchecked(
+        self, consumer: ConsumerLike, fetched: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """``fetched`` without the records of partitions not yet compared with their fence.
+
+        1. the partitions not checked since they were assigned are compared now
+           (:meth:`check_partitions`); if that fails (Redis or the broker), after a pause;
+        2. the records of each partition still unchecked (found reset, or the comparison
+           failed) are given back: the consumer is sent back to the first one, and a reset
+           partition stays paused, so nothing is skipped as "already applied" and nothing is
+           committed. They are fetched again once the partition is checked.
+        """
+        unchecked = [tp for tp in fetched if tp not in self.checked]
+        if not unchecked:
+            return fetched
+        try:
+            await self.check_partitions(consumer, unchecked, assigned=True)
+        except Exception as exc:  # Redis or the broker: hold the records, try again
+            log.warning("could not compare %s with their fences: %r", names(unchecked), exc)
+            await asyncio.sleep(backoff(3))
+        for tp in unchecked:
+            if tp not in self.checked:
+                consumer.seek(tp, fetched.pop(tp)[0].offset)
+        return fetched
+
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Revoked or newly assigned partitions: to be checked again before their records."""
         for tp in partitions:
@@ -179,6 +207,11 @@ class TopicWatch:
         if now - self._logged_at.get(what, -REPEAT_LOG_S) >= REPEAT_LOG_S:
             self._logged_at[what] = now
             log.error(message, *args)
+
+
+def names(partitions: Iterable[TopicPartition]) -> str:
+    """``clicks[3], orders[0]``: partitions as logs name them."""
+    return ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)) or "none"
 
 
 async def last_offsets(
