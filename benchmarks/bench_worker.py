@@ -65,7 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
@@ -387,7 +387,7 @@ def spawn(
         if path == "scoring":
             env["SEGSTREAM_SCORING"] = "1"
             publish_model(ctx["redis_url"], prefix, opts.seed)
-        cmd = [sys.executable, "-m", "segstream", "worker"]
+        cmd = worker_command(tree)
         cwd = tree_env(env, tree)
     else:
         env, cwd = dict(os.environ), REPO
@@ -398,6 +398,13 @@ def spawn(
         ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     return proc, prefix, log
+
+
+def worker_command(tree: Path) -> list[str]:
+    """``segstream worker`` as a checkout runs it (``python -m worker`` before segstream/ existed,
+    so that old and new code can be measured side by side)."""
+    package = "segstream" if (Path(tree) / "segstream" / "cli.py").exists() else "worker"
+    return [sys.executable, "-m", package, "worker"]
 
 
 def tree_env(env: dict[str, str], tree: Path) -> Path:
@@ -426,7 +433,7 @@ async def latency_run(opts: argparse.Namespace, ctx: dict[str, Any], run: int) -
     env = worker_env(ctx["bootstrap"], ctx["redis_url"], prefix, group, topics, port, ctx["dir"])
     log = open(Path(ctx["dir"]) / f"latency-{run}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "segstream", "worker"], env=env, cwd=tree_env(env, opts.tree),
+        worker_command(opts.tree), env=env, cwd=tree_env(env, opts.tree),
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -525,6 +532,9 @@ class ChangeLatency:
     repeats: int
     scoring: dict[str, Any]
     load: tuple[float, float]
+    #: Event time -> the order record received by a plain consumer of the orders topic: the
+    #: broker and clients alone, no worker (the in-run floor of the change latency).
+    floor_ms: list[float] = field(default_factory=list)
 
 
 def order_value(cid: str, event_ms: int, n: int, seed: int) -> bytes:
@@ -631,9 +641,15 @@ async def run_changes(opts: argparse.Namespace) -> None:
             for m in msgs:
                 ev = orjson.loads(m.value)
                 when = datetime.fromisoformat(ev["event_time"].replace("Z", "+00:00"))
-                decided = datetime.fromisoformat(ev["processing_time"].replace("Z", "+00:00"))
+                # an order record (the floor consumer) has no processing time: decided = received
+                done = ev.get("processing_time")
+                decided = (
+                    recv_ms
+                    if done is None
+                    else datetime.fromisoformat(done.replace("Z", "+00:00")).timestamp() * 1000
+                )
                 got.append((recv_ms, ev["customer_id"], round(when.timestamp() * 1000),
-                            ev["reason"], decided.timestamp() * 1000))  # fmt: skip
+                            ev.get("reason", "order"), decided))  # fmt: skip
     await consumer.stop()
     Path(opts.out).write_bytes(orjson.dumps(got))
 
@@ -677,7 +693,7 @@ def change_latency_run(
     cwd = tree_env(env, tree)
     log = open(tmp / f"{tag}.log", "wb")  # noqa: SIM115 - closed below
     worker = subprocess.Popen(
-        [sys.executable, "-m", "segstream", "worker"], env=env, cwd=cwd, stdout=log,
+        worker_command(tree), env=env, cwd=cwd, stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     helpers: list[subprocess.Popen[bytes]] = []
@@ -690,7 +706,10 @@ def change_latency_run(
 
         wait_for("pre-load", settled, 600, worker)
         # 2. the consumer, at the end of every partition
-        files = {k: tmp / f"{tag}.{k}" for k in ("ready", "stop", "changes", "orders")}
+        files = {
+            k: tmp / f"{tag}.{k}"
+            for k in ("ready", "stop", "changes", "orders", "floor-ready", "floor")
+        }
         base = [sys.executable, __file__]
         consumer = subprocess.Popen(
             [*base, "_changes", "--bootstrap", ctx["bootstrap"], "--topic", changes_topic,
@@ -698,6 +717,15 @@ def change_latency_run(
              "--out", str(files["changes"])], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         helpers.append(consumer)
+        floor = None
+        if opts.change_floor:
+            floor = subprocess.Popen(
+                [*base, "_changes", "--bootstrap", ctx["bootstrap"], "--topic", topics[0],
+                 "--ready", str(files["floor-ready"]), "--stop", str(files["stop"]),
+                 "--out", str(files["floor"])], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            helpers.append(floor)
+            wait_for("floor consumer ready", files["floor-ready"].exists, 60, floor)
         wait_for("consumer ready", files["ready"].exists, 60, consumer)
         load0 = os.getloadavg()[0]
         # 3. the orders, then until everything they changed is scored and consumed
@@ -717,6 +745,8 @@ def change_latency_run(
         time.sleep(2.0)
         files["stop"].write_text("stop")
         consumer.wait(60)
+        if floor is not None:
+            floor.wait(60)
         with (
             contextlib.suppress(OSError),
             urllib.request.urlopen(f"http://127.0.0.1:{port}/scoring", timeout=5) as resp,
@@ -744,9 +774,16 @@ def change_latency_run(
             seen.add(key)
             latencies.append(recv_ms - event_ms)
             decided.append(decided_ms - event_ms)
+    floor_ms = [
+        recv_ms - event_ms
+        for recv_ms, _, event_ms, _, _ in (
+            orjson.loads(files["floor"].read_bytes()) if opts.change_floor else []
+        )
+        if event_ms >= orders["start_ms"]
+    ]
     return ChangeLatency(
         label, run, latencies, decided, orders["offered"], len(orders["sent"]), unmatched, repeats,
-        scoring, (load0, load1),
+        scoring, (load0, load1), floor_ms,
     )  # fmt: skip
 
 
@@ -767,7 +804,10 @@ def print_change_latency(c: ChangeLatency) -> None:
           f"{pct(xs, .9):6.1f}  p99 {pct(xs, .99):6.1f}  max {max(xs):7.1f} ms   n {len(xs):,} "
           f"of {c.orders:,} orders (offered {c.offered_per_s:,.0f}/s; {c.unmatched} unmatched, "
           f"{c.repeats} repeats); event->decided p50 {pct(c.decided_ms, .5):.0f}, p99 "
-          f"{pct(c.decided_ms, .99):.0f} ms   worker: {rounds} rounds, "
+          f"{pct(c.decided_ms, .99):.0f} ms"
+          + (f"; floor (orders topic, no worker) p50 {pct(c.floor_ms, .5):.0f}, p99 "
+             f"{pct(c.floor_ms, .99):.0f} ms" if c.floor_ms else "")
+          + f"   worker: {rounds} rounds, "
           f"{sc.get('scored', 0):,} scored, "
           f"{sc.get('round_seconds_sum', 0) / max(rounds, 1) * 1000:.0f} ms/round, "
           f"{sc.get('catch_up_rounds', 0)} catching up   load "
@@ -816,6 +856,13 @@ def main() -> None:
         "--with-scoring", action="store_true", help="also run the worker with scoring on"
     )
     parser.add_argument("--change-runs", type=int, default=0, help="event-to-segment-change runs")
+    parser.add_argument(
+        "--change-floor",
+        action="store_true",
+        help="also time the orders themselves at a plain consumer of the orders topic (the "
+        "broker and clients without the worker); it is one more process consuming every order, "
+        "so on a small machine it slows the run it measures",
+    )
     parser.add_argument("--change-seconds", type=float, default=30)
     parser.add_argument("--change-warmup", type=float, default=10)
     parser.add_argument("--change-preload", type=int, default=200_000)
@@ -902,6 +949,13 @@ def report_changes(changes: list[ChangeLatency]) -> None:
               f"{', '.join(f'{x:.0f}' for x in per['p99'])}), max {med['max']:.0f} ms; "
               f"{statistics.median(len(c.latencies_ms) for c in mine):,.0f} changes a run; "
               f"target p99 <= {TARGETS['change_p99_ms']:.0f} ms")  # fmt: skip
+        floors = [c.floor_ms for c in mine if c.floor_ms]
+        if floors:
+            f50 = statistics.median(pct(f, 0.5) for f in floors)
+            f99 = statistics.median(pct(f, 0.99) for f in floors)
+            print(f"  {label} floor: event->order record at a plain consumer of the orders topic "
+                  f"(no worker) p50 {f50:.1f}, p99 {f99:.1f} ms; the worker adds p50 "
+                  f"{med['p50'] - f50:.1f}, p99 {med['p99'] - f99:.1f} ms")  # fmt: skip
 
 
 def report(results: list[Throughput], latencies: list[float], per_run_p99: list[float]) -> None:

@@ -95,13 +95,14 @@ def main() -> None:
         "--backlog", action="store_true", help="apply with scoring off, then score the backlog"
     )
     opts = parser.parse_args()
-    opts.runs, opts.paths = 1, "scoring"  # for bench_worker's conditions line
+    # what bench_worker's conditions line reads
+    opts.runs, opts.tree, opts.compare_tree, opts.change_runs = 1, bw.REPO, None, 0
 
     from devstack.services import free_port, local_services
 
     with tempfile.TemporaryDirectory(prefix="trace-scoring-") as tmp, local_services(tmp) as svc:
         bootstrap, redis_url = svc["kafka"].url, svc["redis"].url
-        bw.conditions(opts, redis_url)
+        bw.conditions(opts, redis_url, ["scoring"])
         r = redis.Redis.from_url(redis_url)
         topics = ("bench-orders", "bench-clicks")
         extra = ["bench-dead-letter", "bench-control", "bench-segment-changes"]
