@@ -162,6 +162,10 @@ def rejected_by(reply: Exception) -> StoreRejected:
         (rejected_by(rex.OutOfMemoryError("command not allowed")), Kind.OUTAGE, "maxmemory"),
         (rejected_by(rex.ReadOnlyError("You can't write")), Kind.OUTAGE, "replica"),
         (rejected_by(rex.ResponseError("MISCONF no disk")), Kind.OUTAGE, "persist"),
+        # redis-py strips the code of these replies (a cluster failing over, a slot migrating)
+        (rejected_by(rex.TryAgainError("Multiple keys request during rehashing")), Kind.OUTAGE, ""),
+        (rejected_by(rex.ClusterDownError("The cluster is down")), Kind.OUTAGE, ""),
+        (rejected_by(rex.MasterDownError("Link with MASTER is down")), Kind.OUTAGE, "primary"),
         (
             rejected_by(rex.ResponseError("ERR segstream state key ss:counters holds a string")),
             Kind.OUTAGE,

@@ -62,6 +62,9 @@ _REDIS_OUTAGE_CLASSES: tuple[tuple[type[Exception], str], ...] = (
     (rex.OutOfMemoryError, "OOM"),
     (rex.ReadOnlyError, "READONLY"),
     (rex.NoPermissionError, "NOPERM"),
+    (rex.MasterDownError, "MASTERDOWN"),  # before its base class, ClusterDownError
+    (rex.ClusterDownError, "CLUSTERDOWN"),
+    (rex.TryAgainError, "TRYAGAIN"),
 )
 #: The state script's own refusal for a key every batch writes (not a record's fault).
 _SHARED_KEY = "segstream state key "
