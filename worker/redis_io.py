@@ -29,10 +29,10 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
 import redis.exceptions as rex
+from redis.connection import parse_url
 
 __all__ = ["Arg", "Endpoint", "Pending", "Script", "ScriptClient"]
 
@@ -126,23 +126,16 @@ class Endpoint:
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
-        """The URL's parts as redis-py reads them (db from ``?db=`` or the path)."""
-        parsed = urlparse(url)
-        scheme = parsed.scheme.lower()
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
-        query = {k: v[0] for k, v in parse_qs(parsed.query).items() if v}
-        db = query.get("db", "")
-        if not db and scheme != "unix":
-            db = unquote(parsed.path).replace("/", "")
+        """The URL's parts exactly as redis-py reads them (its :func:`parse_url`)."""
+        parts: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # ValueError: other schemes
         return cls(
-            host=unquote(parsed.hostname) if parsed.hostname else "localhost",
-            port=parsed.port or 6379,
-            path=unquote(parsed.path) if scheme == "unix" else None,
-            db=int(db) if db.isdigit() else 0,
-            username=unquote(parsed.username) if parsed.username else None,
-            password=unquote(parsed.password) if parsed.password else None,
-            tls=scheme == "rediss",
+            host=parts.get("host") or "localhost",
+            port=parts.get("port") or 6379,
+            path=parts.get("path"),
+            db=parts.get("db") or 0,
+            username=parts.get("username"),
+            password=parts.get("password"),
+            tls=url.lower().startswith("rediss://"),
         )
 
     def __str__(self) -> str:
