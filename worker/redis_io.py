@@ -127,7 +127,8 @@ class Endpoint:
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
         """The URL's parts exactly as redis-py reads them (its :func:`parse_url`)."""
-        parts: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # ValueError: other schemes
+        # raises ValueError for a scheme other than redis, rediss and unix
+        parts: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
         return cls(
             host=parts.get("host") or "localhost",
             port=parts.get("port") or 6379,
