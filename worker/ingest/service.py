@@ -40,7 +40,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from segstream.settings import Settings
-from worker.backoff import backoff
+from worker.backoff import backoff, retry
 from worker.ingest.applier import Applied, BatchApplier, StateStoreLike, Stopping
 from worker.ingest.batch import Assembled, Rejected, assemble
 from worker.ingest.batch_path import Fetched, InflightFailed, recover
@@ -272,28 +272,15 @@ class IngestService(Service):
 
     async def _retry(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
         """Start-up steps (producer, consumer): retried with backoff until they work."""
-        attempt = 0
-        while True:
+
+        def noted(text: str) -> None:
+            self.metrics.set_state("retrying-broker", text)
+
+        def give_up() -> None:
             if self._stopping:
                 raise Stopping(what)
-            try:
-                return await op()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.metrics.set_state(
-                    "retrying-broker", f"{what} failed: {type(exc).__name__}: {exc}"
-                )
-                if attempt == 0 or attempt % 10 == 0:
-                    log.warning(
-                        "%s failed (%s: %s); retrying (attempt %d)",
-                        what,
-                        type(exc).__name__,
-                        exc,
-                        attempt + 1,
-                    )
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+
+        return await retry(what, op, noted=noted, give_up=give_up)
 
     # -- rebalances -----------------------------------------------------------------------------
     async def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:

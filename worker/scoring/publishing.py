@@ -16,11 +16,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from worker.backoff import retry
 from worker.clock import Clock
 from worker.scoring.metrics import ScoringMetrics
 from worker.scoring.plan import OutgoingChange, from_outbox
 from worker.scoring.ports import ChangePublisherPort, ScoringStorePort
-from worker.scoring.retry import retry
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +56,16 @@ class Publications:
     async def publish(self, items: Sequence[OutgoingChange], *fields: str) -> None:
         """Publish until acknowledged (the outbox keeps them meanwhile), then clear ``fields``."""
         if items:
-            await retry(
-                f"publish {len(items)} change(s)",
-                lambda: self.publisher.publish(items),
-                self.metrics,
-                self.clock,
+            await self._retry(
+                f"publish {len(items)} change(s)", lambda: self.publisher.publish(items)
             )
         done = [f for f in fields if f]
         if done:
-            await retry(
-                "clear the outbox", lambda: self.store.outbox_done(done), self.metrics, self.clock
-            )
+            await self._retry("clear the outbox", lambda: self.store.outbox_done(done))
         self.metrics.published += len(items)
+
+    async def _retry(self, what: str, op: Callable[[], Awaitable[Any]]) -> None:
+        await retry(what, op, noted=self.metrics.note, sleep=self.clock.sleep)
 
     async def publish_behind(self, items: Sequence[OutgoingChange], field: str) -> None:
         """Publish a round's changes (outbox ``field``) while the next rounds are scored."""

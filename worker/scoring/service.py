@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from mode import Service
 
 from segstream.settings import Settings
+from worker.backoff import retry
 from worker.clock import SYSTEM_CLOCK, Clock
 from worker.core.batch import PackedSnapshot, SnapshotSpec
 from worker.scoring import control
@@ -37,7 +38,6 @@ from worker.scoring.pacing import Pacer
 from worker.scoring.ports import ChangePublisherPort, ScoringStorePort
 from worker.scoring.publishing import PUBLISH_DEPTH, Publications
 from worker.scoring.queue import ROUND_MAX, ScoringQueue
-from worker.scoring.retry import retry
 from worker.scoring.rounds import RoundRunner
 from worker.scoring.status import StatusWriter
 from worker.scoring.vectors import fields_for
@@ -164,7 +164,7 @@ class ScoringService(Service):
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def _retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        return await retry(what, op, self.metrics, self.clock)
+        return await retry(what, op, noted=self.metrics.note, sleep=self.clock.sleep)
 
     @Service.task
     async def _main(self) -> None:
