@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
 from segstream.errors import ConfigError
@@ -302,5 +302,6 @@ def _check_table() -> None:
         raise RuntimeError(f"SETTINGS out of step with Settings: {sorted(map(str, wanted ^ have))}")
 
 
-_GROUPS = ("kafka", "redis", "ingest", "scoring", "report", "local")
+#: The groups: the fields of Settings that hold a settings dataclass of their own.
+_GROUPS = tuple(f.name for f in fields(Settings) if f.default_factory is not MISSING)
 _check_table()
