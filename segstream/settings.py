@@ -33,6 +33,24 @@ class KafkaSettings:
     partitions: int = 4
     #: Short by default: the local broker's group join waits half of it (docs/worker.md).
     session_timeout_s: float = 6.0
+    #: Where platform services ask segstream to forget customers (``segstream forget``).
+    erase_requests_topic: str = "erase-requests"
+    #: How every client talks to the brokers: PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    #: (docs/security.md). :mod:`segstream.security` turns these into each client's options.
+    security_protocol: str = "PLAINTEXT"
+    #: PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (with a SASL_* protocol).
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    #: Never printed; ``sasl_password_file`` (a file holding it) is read when this is empty.
+    sasl_password: str = field(default="", repr=False)
+    sasl_password_file: str = ""
+    #: CA bundle the brokers' certificates are checked against (empty = the system's).
+    ssl_cafile: str = ""
+    #: Client certificate and key, for brokers that ask for one (mutual TLS).
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    #: Off only for brokers whose certificates do not name the host the client dials.
+    ssl_check_hostname: bool = True
 
     @property
     def input_topics(self) -> tuple[str, str]:
@@ -46,6 +64,15 @@ class RedisSettings:
     url: str = "redis://127.0.0.1:6379/0"
     #: Every Redis key starts with this, so tests and tenants can share one Redis safely.
     prefix: str = "ss"
+    #: Read when the URL carries no password (an ACL user's secret kept out of the URL).
+    password_file: str = ""
+    #: ``rediss://`` only: the CA bundle the server's certificate is checked against (empty =
+    #: the system's), and a client certificate and key for servers that ask for one.
+    ssl_ca_certs: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    #: Off only for servers whose certificates do not name the host the client dials.
+    ssl_check_hostname: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +109,13 @@ class ScoringSettings:
     #: ``retrain_cooldown_s``.
     retrain_on_drift: bool = False
     retrain_cooldown_s: float = 3600.0
+    #: The gate an automatic retrain must pass to be promoted (else it is stored, not promoted):
+    #: silhouette at most this much below the current model's,
+    gate_silhouette_margin: float = 0.05
+    #: every segment at least this share of the customers,
+    gate_min_segment_share: float = 0.02
+    #: and at least this share of customers keeping their segment name.
+    gate_min_stability: float = 0.7
     #: How often customers left in ``{prefix}:unscored`` are re-scored (s).
     repair_interval_s: float = 30.0
     #: While events keep arriving, scoring rounds take at most this share of the worker's time
@@ -131,7 +165,9 @@ class Settings:
     local: LocalSettings = field(default_factory=LocalSettings)
     #: Directory of versioned model artifacts (``segstream train``).
     model_dir: str = "models"
-    #: Port of the worker's web pages (/health, /metrics, /scoring).
+    #: Address and port of the worker's web pages (/health, /metrics, /scoring). The image and
+    #: compose bind 0.0.0.0 so a mapped port reaches them.
+    web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: str = "INFO"
 
@@ -253,8 +289,32 @@ SETTINGS: tuple[Setting, ...] = (
         "group_id",
         "partitions",
         "session_timeout_s",
+        "erase_requests_topic",
     ),
-    *_group("redis", "url", "prefix", prefix="redis_"),
+    *_group(
+        "kafka",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+        "sasl_password_file",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+        prefix="kafka_",
+    ),
+    *_group(
+        "redis",
+        "url",
+        "prefix",
+        "password_file",
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+        prefix="redis_",
+    ),
     *_group(
         "ingest",
         "batch_max_records",
@@ -274,12 +334,20 @@ SETTINGS: tuple[Setting, ...] = (
         "catch_up_lag",
         "catch_up_share",
     ),
+    *_group(
+        "scoring",
+        "gate_silhouette_margin",
+        "gate_min_segment_share",
+        "gate_min_stability",
+        prefix="retrain_",
+    ),
     Setting("scoring_as_of", "scoring", "as_of"),
     Setting("scoring_share", "scoring", "share"),
     Setting("dirty_repair_s", "scoring", "repair_interval_s"),
     *_group("report", "dir", "as_of", "state_file", "model", "currency", prefix="report_"),
     *_group("local", "run_dir", "kafka_port", "redis_port"),
     Setting("model_dir", None, "model_dir"),
+    Setting("web_host", None, "web_host"),
     Setting("web_port", None, "web_port"),
     Setting("log_level", None, "log_level"),
 )
