@@ -18,7 +18,14 @@ from typing import Any
 from segstream.errors import ConfigError
 from segstream.settings import KafkaSettings, RedisSettings
 
-__all__ = ["kafka_options", "kafka_ssl_context", "kafka_uses_tls", "redis_options", "read_secret"]
+__all__ = [
+    "kafka_options",
+    "kafka_ssl_context",
+    "kafka_uses_tls",
+    "read_secret",
+    "redis_options",
+    "redis_ssl_context",
+]
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
