@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from worker.connect import RedisTarget
 from worker.segmentation.errors import FeatureError
 from worker.segmentation.features import EXPORT_COLUMNS
 
@@ -112,12 +113,14 @@ def state_from_export(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def state_from_redis(redis_url: str, prefix: str, as_of: datetime | None = None) -> pd.DataFrame:
+def state_from_redis(
+    redis: RedisTarget, prefix: str, as_of: datetime | None = None
+) -> pd.DataFrame:
     """Every customer in Redis under ``prefix`` as export rows as of ``as_of`` (default now)."""
     from worker.core.rfm import features
     from worker.state import StateReader
 
     when = as_of or datetime.now(UTC)
-    with StateReader(redis_url, prefix) as reader:
+    with StateReader(redis, prefix) as reader:
         rows = [features(state, when) for state in reader.customers()]
     return pd.DataFrame(rows, columns=list(EXPORT_COLUMNS))

@@ -25,6 +25,7 @@ from producers.run import RejectsWriter, Summary, pump, pump_chunks
 from producers.sinks import EventSink, FileSink, KafkaSink, KafkaSinkConfig
 from producers.synthetic import SyntheticConfig, default_start, generate
 from segstream.options import settings_options, var_option
+from segstream.security import kafka_options
 from segstream.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,6 +89,7 @@ def _kafka_sink(settings: Settings, kw: dict[str, Any]) -> KafkaSink:
             linger_ms=kw["linger_ms"],
             batch_size=kw["batch_size"],
             delivery_timeout_ms=kw["delivery_timeout_ms"],
+            kafka=settings.kafka,
         )
     )
 
@@ -323,7 +325,7 @@ def replay(settings: Settings, file: str | None, fmt: str, mapping: tuple[str, .
         )
         summary = replay_topic(
             settings.kafka.bootstrap, rng, to_topic, _kafka_sink(settings, kw),
-            progress=kw["progress"],
+            progress=kw["progress"], client=kafka_options(settings.kafka),
         )  # fmt: skip
         summary.notes["to topic"] = to_topic
         _finish(summary)

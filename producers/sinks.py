@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from producers.errors import DeliveryError
 from producers.partitioning import MemoKeyPartitioner
 from schemas import ClickEvent, OrderEvent
+from segstream.security import kafka_options
+from segstream.settings import KafkaSettings
 
 Event = OrderEvent | ClickEvent
 #: Keep at most this many errors' texts (the count is always exact).
@@ -74,6 +76,9 @@ class KafkaSinkConfig:
     #: memory bound of its own, so without this a fast file could fill the RAM).
     max_in_flight_records: int = 200_000
     client_id: str = "segstream-producer"
+    #: TLS/SASL of the brokers (settings, not options: the config crosses to a spawned child,
+    #: and an SSL context cannot be pickled).
+    kafka: KafkaSettings | None = None
 
 
 class KafkaSink:
@@ -104,6 +109,7 @@ class KafkaSink:
                 max_request_size=4 * 1024 * 1024,
                 metrics_enabled=False,
                 partitioner=MemoKeyPartitioner(),
+                **(kafka_options(config.kafka) if config.kafka else {}),
             )
         except KafkaError as exc:
             raise DeliveryError(f"cannot connect to Kafka at {config.bootstrap}: {exc}") from exc

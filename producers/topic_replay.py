@@ -13,6 +13,7 @@ time, because a broker's retention deletes by timestamp and an old backfill woul
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -117,8 +118,12 @@ def replay_topic(
     sink: KafkaSink,
     *,
     progress: bool | None = None,
+    client: Mapping[str, Any] | None = None,
 ) -> Summary:
-    """Copy the records of ``rng`` to ``to_topic`` through ``sink``; returns the summary."""
+    """Copy the records of ``rng`` to ``to_topic`` through ``sink``; returns the summary.
+
+    ``client``: the consumer's TLS/SASL options (:func:`segstream.security.kafka_options`).
+    """
     from kafka import KafkaConsumer
 
     summary = Summary(source=f"topic {rng.topic}")
@@ -130,6 +135,7 @@ def replay_topic(
         client_id="segstream-replay",
         max_poll_records=5000,
         fetch_max_bytes=16 * 1024 * 1024,
+        **(client or {}),
     )
     copied = 0
     lo_ms = _ms(rng.start_time) if rng.start_time else -(2**63)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from schemas import SchemaError
+from segstream.security import kafka_options
 from worker.ingest.batch import Rejected
 from worker.ingest.listener import ChangeListener
 from worker.ingest.service import IngestService
@@ -28,6 +29,7 @@ from worker.scoring import control as control_message
 from worker.scoring.errors import ControlMessageInvalid
 
 if TYPE_CHECKING:
+    from segstream.settings import Settings
     from worker.wiring import Worker
 
 log = logging.getLogger(__name__)
@@ -48,13 +50,14 @@ def create_app(worker: Worker) -> faust.App:
     app = faust.App(
         f"{settings.kafka.group_id}-app",
         broker=f"kafka://{settings.kafka.bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         topic_partitions=settings.kafka.partitions,
         broker_session_timeout=settings.kafka.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.kafka.session_timeout_s / 3),
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
         datadir=str(datadir),
         autodiscover=False,
         consumer_auto_offset_reset="latest",
@@ -77,6 +80,21 @@ def create_app(worker: Worker) -> faust.App:
     for path, page in worker.pages.items():
         app.page(path, name=path.strip("/") or "root")(page)
     return app
+
+
+def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """The faust app's TLS/SASL, from the same options every other client gets."""
+    options = kafka_options(settings.kafka)
+    if not options:
+        return None
+    if "sasl_mechanism" in options:
+        return faust.SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            ssl_context=options.get("ssl_context"),
+            mechanism=options["sasl_mechanism"],
+        )
+    return faust.SSLCredentials(options["ssl_context"])
 
 
 async def handle_control(message: Any, listener: ChangeListener, ingest: IngestService) -> None:

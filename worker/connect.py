@@ -1,27 +1,52 @@
-"""Redis clients for every segstream process, built from :class:`RedisSettings` alone.
+"""Redis clients for every segstream process, built from :class:`RedisSettings`.
 
-Whoever needs redis-py asks here, so the URL, the password file and the TLS files given in
-``SEGSTREAM_REDIS_*`` reach every client the same way (:func:`segstream.security.redis_options`).
+Whoever needs Redis asks here, so the URL, the password file and the TLS files given in
+``SEGSTREAM_REDIS_*`` reach every client the same way (:func:`segstream.security.redis_options`):
+redis-py's sync and asyncio clients, and the worker's own script connections
+(:class:`worker.redis_io.ScriptClient`). A bare URL is accepted where a caller has nothing more
+(tests, tools): it means no password file and no TLS files.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from segstream.security import redis_options
+from segstream.security import read_secret, redis_options, redis_ssl_context
 from segstream.settings import RedisSettings
+from worker.redis_io import Endpoint, ScriptClient
 
-__all__ = ["async_redis", "sync_redis"]
+__all__ = ["RedisTarget", "async_redis", "redis_settings", "script_client", "sync_redis"]
+
+#: What a Redis client is built from: the settings, or a URL alone.
+RedisTarget = RedisSettings | str
 
 
-def sync_redis(settings: RedisSettings, **kwargs: Any) -> redis.Redis:
+def redis_settings(target: RedisTarget) -> RedisSettings:
+    return RedisSettings(url=target) if isinstance(target, str) else target
+
+
+def sync_redis(target: RedisTarget, **kwargs: Any) -> redis.Redis:
     """A blocking client (CLI commands, training, the report)."""
+    settings = redis_settings(target)
     return redis.Redis.from_url(settings.url, **(redis_options(settings) | kwargs))
 
 
-def async_redis(settings: RedisSettings, **kwargs: Any) -> aioredis.Redis:
+def async_redis(target: RedisTarget, **kwargs: Any) -> aioredis.Redis:
     """An asyncio client (the worker's services)."""
+    settings = redis_settings(target)
     return aioredis.Redis.from_url(settings.url, **(redis_options(settings) | kwargs))
+
+
+def script_client(target: RedisTarget) -> ScriptClient:
+    """The worker's script connections, as whom and how the settings say."""
+    settings = redis_settings(target)
+    endpoint = Endpoint.from_url(settings.url)
+    if endpoint.password is None and settings.password_file:
+        secret = read_secret(settings.password_file, "SEGSTREAM_REDIS_PASSWORD_FILE")
+        endpoint = replace(endpoint, password=secret)
+    context = redis_ssl_context(settings) if endpoint.tls else None
+    return ScriptClient(endpoint, ssl_context=context)

@@ -274,19 +274,21 @@ class ScriptClient:
     """Script calls (EVALSHA, no keys) on connections of their own, a few kept for reuse.
 
     One request per connection at a time: a connection goes back to the pool only once its
-    reply has been read, and any failure drops it. ``ssl_context``: for ``rediss://`` URLs
-    (default: :func:`ssl.create_default_context`; the URL's ``ssl_*`` options are not read).
+    reply has been read, and any failure drops it. ``where``: a URL or an :class:`Endpoint`;
+    ``ssl_context``: for ``rediss://`` (default: :func:`ssl.create_default_context`; the URL's
+    ``ssl_*`` options are not read: :func:`worker.connect.script_client` builds both from the
+    settings).
     """
 
     def __init__(
         self,
-        url: str,
+        where: str | Endpoint,
         *,
         connect_timeout: float | None = 10.0,
         ssl_context: ssl.SSLContext | None = None,
         pool_size: int = POOL_SIZE,
     ) -> None:
-        self.endpoint = Endpoint.from_url(url)
+        self.endpoint = where if isinstance(where, Endpoint) else Endpoint.from_url(where)
         self._connect_timeout = connect_timeout
         self._ssl_context = ssl_context
         self._pool_size = pool_size

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from mode import ServiceT
 
+from segstream.security import kafka_options
 from segstream.settings import Settings
 from worker.ingest.listener import ChangeListener, NullListener
 from worker.ingest.service import IngestService
@@ -57,7 +58,7 @@ def build_worker(settings: Settings) -> Worker:
     4. the recency sweep;
     5. the web pages: ``/health`` and ``/metrics``, and ``/scoring`` with scoring on.
     """
-    state = StateStore(settings.redis.url, settings.redis.prefix)
+    state = StateStore(settings.redis, settings.redis.prefix)
     scoring: ScoringService | None = None
     listener: ChangeListener = NullListener()
     if settings.scoring.enabled:
@@ -69,7 +70,7 @@ def build_worker(settings: Settings) -> Worker:
         scoring = listener = build_scoring(settings, behind)
     ingest = IngestService(settings, store=state, listener=listener)
     sweep = RecencySweep(
-        settings.redis.url,
+        settings.redis,
         settings.redis.prefix,
         settings.ingest.recency_thresholds_days,
         first_window_s=settings.ingest.sweep_interval_s,
@@ -92,11 +93,12 @@ def build_scoring(settings: Settings, behind: Callable[[], int]) -> ScoringServi
     from worker.scoring.service import ScoringService
     from worker.scoring.store import ScoringStore
 
-    store = ScoringStore(settings.redis.url, settings.redis.prefix)
+    store = ScoringStore(settings.redis, settings.redis.prefix)
     publisher = ChangePublisher(
         settings.kafka.bootstrap,
         settings.kafka.segment_changes_topic,
         settings.kafka.control_topic,
         client_id=f"segstream-scoring-{settings.kafka.group_id}",
+        client=kafka_options(settings.kafka),
     )
     return ScoringService(settings, store, publisher, behind=behind)

@@ -13,6 +13,8 @@ import click
 
 from segstream.errors import ConfigError
 from segstream.options import env_option, settings_options
+from segstream.redact import redact
+from segstream.security import kafka_options
 from segstream.settings import Settings
 
 __all__ = ["parse_as_of", "report"]
@@ -82,9 +84,9 @@ def report(
         state = read_state_file(report_state_file)
         sources["state"] = f"{len(state):,} customers from {report_state_file}"
     else:
-        state = read_state_redis(settings.redis.url, settings.redis.prefix, as_of)
+        state = read_state_redis(settings.redis, settings.redis.prefix, as_of)
         sources["state"] = (
-            f"{len(state):,} customers from Redis {settings.redis.url} "
+            f"{len(state):,} customers from Redis {redact(settings.redis.url)} "
             f"(prefix {settings.redis.prefix})"
         )
     click.echo(f"state: {sources['state']}")
@@ -95,9 +97,7 @@ def report(
         and not report_model.endswith(".json")
     ):
         # The model the worker scores with (and that labelled this state), if published.
-        model, model_source = load_model_redis(
-            settings.redis.url, settings.redis.prefix, report_model
-        )
+        model, model_source = load_model_redis(settings.redis, settings.redis.prefix, report_model)
     if model is None:
         model, file_source = load_model(settings.model_dir, report_model)
         model_source = f"{model_source}; {file_source}" if model_source else file_source
@@ -113,7 +113,11 @@ def report(
         click.echo(f"segments: {sources['segments']}")
     changes = None
     if read_topic:
-        read = read_changes(settings.kafka.bootstrap, settings.kafka.segment_changes_topic)
+        read = read_changes(
+            settings.kafka.bootstrap,
+            settings.kafka.segment_changes_topic,
+            client=kafka_options(settings.kafka),
+        )
         changes = read.frame
         sources["segment changes"] = read.describe(settings.kafka.segment_changes_topic)
     else:

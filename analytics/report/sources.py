@@ -27,6 +27,8 @@ import pandas as pd
 
 from analytics.report.errors import ReportInputError
 from analytics.report.tables import CHANGE_COLUMNS
+from segstream.redact import redact
+from worker.connect import RedisTarget
 
 __all__ = [
     "ChangesRead",
@@ -62,7 +64,7 @@ def read_state_file(path: str | Path) -> pd.DataFrame:
 
 
 def read_state_redis(
-    redis_url: str, prefix: str, as_of: datetime, page: int = 2000
+    redis: RedisTarget, prefix: str, as_of: datetime, page: int = 2000
 ) -> pd.DataFrame:
     """Every customer hash under ``prefix`` as export-contract rows plus ``segment``.
 
@@ -75,7 +77,7 @@ def read_state_redis(
 
     rows: list[dict[str, object]] = []
     try:
-        with StateReader(redis_url, prefix) as reader:
+        with StateReader(redis, prefix) as reader:
             for customer in reader.customers(page):
                 row = features(customer, as_of)
                 row["segment"] = customer.segment
@@ -152,19 +154,22 @@ def load_model(model_dir: str | Path, which: str = "current") -> tuple[dict[str,
 
 
 def load_model_redis(
-    redis_url: str, prefix: str, which: str = "current"
+    redis: RedisTarget, prefix: str, which: str = "current"
 ) -> tuple[dict[str, Any] | None, str]:
     """The artifact the worker uses, from the segmentation package's Redis model store.
 
     (artifact dict or ``None``, where it came from / why there is none.)
     """
-    import redis
+    from redis import RedisError
+
+    from worker.connect import redis_settings, sync_redis
 
     try:
         from worker.segmentation.artifacts_redis import RedisModelStore
     except ImportError:  # no segmentation package: no Redis model store either
         return None, ""
-    client = redis.Redis.from_url(redis_url)
+    where = redact(redis_settings(redis).url)
+    client = sync_redis(redis)
     store = RedisModelStore(client, prefix)
     try:
         current = client.get(store.current_key) if which == "current" else which.encode()
@@ -172,8 +177,8 @@ def load_model_redis(
             return None, f"no current model in Redis (prefix {prefix})"
         version = current.decode() if isinstance(current, bytes) else str(current)
         raw = client.get(store.key(version))
-    except redis.RedisError as exc:
-        raise ReportInputError(f"cannot read the model from Redis {redis_url}: {exc}") from exc
+    except RedisError as exc:
+        raise ReportInputError(f"cannot read the model from Redis {where}: {exc}") from exc
     finally:
         client.close()
     if raw is None:
@@ -184,7 +189,7 @@ def load_model_redis(
         raise ReportInputError(f"model {version} in Redis is not JSON: {exc}") from exc
     if not isinstance(data, Mapping):
         raise ReportInputError(f"model {version} in Redis is not a JSON object")
-    return dict(data), f"{store.key(version)} in Redis {redis_url}"
+    return dict(data), f"{store.key(version)} in Redis {where}"
 
 
 def assign_segments(state: pd.DataFrame, model: Mapping[str, Any], as_of: datetime) -> pd.Series:
@@ -241,8 +246,12 @@ def read_changes(
     idle_s: float = 2.0,
     timeout_s: float = 120.0,
     client_id: str = "segstream-report",
+    client: Mapping[str, Any] | None = None,
 ) -> ChangesRead:
-    """Every segment change on ``topic`` from the beginning (see the module docstring)."""
+    """Every segment change on ``topic`` from the beginning (see the module docstring).
+
+    ``client``: the consumer's TLS/SASL options (:func:`segstream.security.kafka_options`).
+    """
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
@@ -259,6 +268,7 @@ def read_changes(
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             request_timeout_ms=30_000,
+            **(client or {}),
         )
     except KafkaError as exc:
         raise ReportInputError(f"cannot reach the broker at {bootstrap}: {exc}") from exc

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from segstream.security import kafka_options
 from segstream.settings import Settings
 
 #: How long the broker may hold a fetch waiting for data. aiokafka's default (500 ms) puts up to
@@ -52,6 +53,7 @@ async def start_consumer(
         max_poll_records=s.ingest.batch_max_records,
         max_poll_interval_ms=300_000,
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        **kafka_options(s.kafka),
     )
     consumer.subscribe(list(s.kafka.input_topics), listener=_Listener(on_revoked, on_assigned))
     try:

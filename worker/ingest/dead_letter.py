@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -57,7 +58,15 @@ def to_dead_letter(rejected: Rejected, now: datetime) -> DeadLetter:
 class DeadLetterSink:
     """Writes dead letters with an aiokafka producer owned by this sink."""
 
-    def __init__(self, bootstrap: str, topic: str, *, request_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        request_timeout_s: float = 10.0,
+        client: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``client``: the producer's TLS/SASL options (from :mod:`segstream.security`)."""
         self.topic = topic
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
@@ -65,6 +74,7 @@ class DeadLetterSink:
             linger_ms=5,
             request_timeout_ms=int(request_timeout_s * 1000),
             client_id="segstream-dead-letter",
+            **(client or {}),
         )
         self._started = False
 

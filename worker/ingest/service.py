@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from segstream.security import kafka_options
 from segstream.settings import Settings
 from worker.backoff import backoff, retry
 from worker.ingest.applier import Applied, BatchApplier, StateStoreLike, Stopping
@@ -117,13 +118,15 @@ class IngestService(Service):
 
     async def _connect(self) -> None:
         s = self.settings
-        self._sink = DeadLetterSink(s.kafka.bootstrap, s.kafka.dead_letter_topic)
+        self._sink = DeadLetterSink(
+            s.kafka.bootstrap, s.kafka.dead_letter_topic, client=kafka_options(s.kafka)
+        )
         await self._retry("start dead-letter producer", self._sink.start)
         self.watch = TopicWatch(
             s.kafka.input_topics,
             self.store.fences,
             s.redis.prefix,
-            lambda reported: last_offsets(s.kafka.bootstrap, reported),
+            lambda reported: last_offsets(s.kafka.bootstrap, reported, **kafka_options(s.kafka)),
         )
         self.applier = BatchApplier(
             self.store,

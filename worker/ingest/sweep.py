@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-import redis.asyncio as aioredis
+from worker.connect import RedisTarget, async_redis
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RecencySweep:
 
     def __init__(
         self,
-        redis_url: str,
+        redis: RedisTarget,
         prefix: str,
         thresholds_days: Sequence[float],
         first_window_s: float,
@@ -48,7 +48,7 @@ class RecencySweep:
         self.key = watermark_key(prefix)
         self.thresholds_days = tuple(thresholds_days)
         self.first_window_ms = int(first_window_s * 1000)
-        self._redis = aioredis.Redis.from_url(redis_url)
+        self._redis = async_redis(redis)
 
     async def claim_window(self, now_ms: int | None = None) -> tuple[int, int]:
         """``(since_ms, until_ms]`` this sweep owns; the first sweep looks one interval back."""

@@ -13,10 +13,11 @@ import asyncio
 import uuid
 
 import click
-import redis
 
 from segstream.options import settings_options
+from segstream.security import kafka_options
 from segstream.settings import Settings
+from worker.connect import sync_redis
 from worker.scoring import control
 
 
@@ -24,25 +25,36 @@ from worker.scoring import control
 @settings_options
 def rescore(settings: Settings) -> None:
     """Re-score every customer against the current model (done by a running worker)."""
-    token = f"cli-{uuid.uuid4().hex[:12]}"
-    client = redis.Redis.from_url(settings.redis.url)
-    try:
-        client.set(f"{settings.redis.prefix}:rescore:request", token)
-        current = client.get(f"{settings.redis.prefix}:model:current")
-    finally:
-        client.close()
-    asyncio.run(_announce(settings, control.encode("rescore_all", token=token)))
-    version = current.decode() if isinstance(current, bytes) else "rules-v1"
+    token, version = request_rescore(settings)
     click.echo(
         f"rescore {token} requested (model {version}); a worker claims it within "
         f"{settings.scoring.model_poll_s:g}s and publishes changes with reason model_update"
     )
 
 
+def request_rescore(settings: Settings) -> tuple[str, str]:
+    """Store and announce a rescore request; ``(token, current model version)``.
+
+    Also what ``segstream models promote|rollback --rescore`` calls once the pointer has moved
+    (a worker reloads the current model before it re-scores, so it scores with the new one).
+    """
+    token = f"cli-{uuid.uuid4().hex[:12]}"
+    client = sync_redis(settings.redis)
+    try:
+        client.set(f"{settings.redis.prefix}:rescore:request", token)
+        current = client.get(f"{settings.redis.prefix}:model:current")
+    finally:
+        client.close()
+    asyncio.run(_announce(settings, control.encode("rescore_all", token=token)))
+    return token, current.decode() if isinstance(current, bytes) else "rules-v1"
+
+
 async def _announce(settings: Settings, value: bytes) -> None:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap, acks="all", **kafka_options(settings.kafka)
+    )
     await producer.start()
     try:
         await producer.send_and_wait(settings.kafka.control_topic, value)

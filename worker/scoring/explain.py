@@ -11,9 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
 from segstream.settings import Settings
+from worker.connect import sync_redis
 from worker.scoring.vectors import READ_FIELDS, feature_matrix, parse
 from worker.segmentation.artifacts_redis import RedisModelStore
 from worker.segmentation.assign import explain
@@ -27,7 +26,7 @@ def explanation(
     settings: Settings, customer_id: str, as_of: datetime | None = None
 ) -> dict[str, Any]:
     """Everything ``--explain`` prints, as a dict (JSON-safe)."""
-    client = redis.Redis.from_url(settings.redis.url)
+    client = sync_redis(settings.redis)
     try:
         key = keys.customer(settings.redis.prefix, customer_id)
         reply: Any = client.hmget(key, [*READ_FIELDS, "seg_as_of"])

@@ -16,7 +16,7 @@ the local broker (tansu) answers ``InitProducerId`` with an unknown error, and t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -33,8 +33,18 @@ MAX_BATCH_BYTES = 512 * 1024
 
 
 class ChangePublisher:
-    def __init__(self, bootstrap: str, topic: str, control_topic: str, client_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        control_topic: str,
+        client_id: str,
+        *,
+        client: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``client``: the producer's TLS/SASL options (from :mod:`segstream.security`)."""
         self.bootstrap = bootstrap
+        self._client = dict(client or {})
         self.topic = topic
         self.control_topic = control_topic
         self.client_id = client_id
@@ -53,6 +63,7 @@ class ChangePublisher:
             # packs change events tighter (0.12 of their size vs 0.18).
             compression_type="zstd",
             max_batch_size=MAX_BATCH_BYTES,
+            **self._client,
         )
         try:
             await producer.start()

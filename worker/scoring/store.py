@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
-from worker.redis_io import Arg, Pending, Script, ScriptClient
+from worker.connect import RedisTarget, async_redis, redis_settings, script_client
+from worker.redis_io import Arg, Pending, Script
 from worker.scoring.vectors import SEGMENT_FIELDS, STATE_FIELDS, Round, from_flat, parse
 from worker.state import keys
 
@@ -84,11 +84,11 @@ class ScoringStore:
     Everything else goes through redis-py (``self.redis``).
     """
 
-    def __init__(self, redis_url: str, prefix: str) -> None:
-        self.redis_url = redis_url
+    def __init__(self, redis: RedisTarget, prefix: str) -> None:
+        self.redis_url = redis_settings(redis).url
         self.prefix = prefix
-        self.redis = aioredis.Redis.from_url(redis_url)
-        self._scripts = ScriptClient(redis_url)
+        self.redis = async_redis(redis)
+        self._scripts = script_client(redis)
         self._rounds = itertools.count()
 
     def key(self, suffix: str) -> str:

@@ -27,14 +27,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from redis import exceptions as rex
 
+from worker.connect import RedisTarget, async_redis, redis_settings, script_client, sync_redis
 from worker.core.batch import ApplyResult, Batch, PackedSnapshot, Record, SnapshotSpec
 from worker.core.memory import COUNTER_NAMES, MAX_FINGERPRINTS
 from worker.core.rfm import NO_FINGERPRINT, CustomerState, Kind, to_delta
-from worker.redis_io import Pending, Script, ScriptClient
+from worker.redis_io import Pending, Script
 from worker.state import keys
 from worker.state.errors import StoreRejected, StoreUnavailable
 
@@ -142,13 +141,13 @@ class StateStore:
     """
 
     def __init__(
-        self, redis_url: str, prefix: str, *, max_fingerprints: int = MAX_FINGERPRINTS
+        self, redis: RedisTarget, prefix: str, *, max_fingerprints: int = MAX_FINGERPRINTS
     ) -> None:
-        self.redis_url = redis_url
+        self.redis_url = redis_settings(redis).url
         self.prefix = prefix
         self.max_fingerprints = max_fingerprints
-        self._redis = aioredis.Redis.from_url(redis_url)
-        self._scripts = ScriptClient(redis_url)
+        self._redis = async_redis(redis)
+        self._scripts = script_client(redis)
         self._script = Script.of(script_text())
 
     def prepare(self, batch: Batch, snapshot: SnapshotSpec | None = None) -> Prepared:
@@ -261,10 +260,10 @@ def _crossing_queries(
 class StateReader:
     """Sync reads of the state: one customer, all customers (SCAN), the sweep index, counters."""
 
-    def __init__(self, redis_url: str, prefix: str) -> None:
-        self.redis_url = redis_url
+    def __init__(self, redis: RedisTarget, prefix: str) -> None:
+        self.redis_url = redis_settings(redis).url
         self.prefix = prefix
-        self._redis = redis.Redis.from_url(redis_url)
+        self._redis = sync_redis(redis)
 
     def __enter__(self) -> StateReader:
         return self
