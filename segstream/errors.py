@@ -9,6 +9,7 @@ from __future__ import annotations
 from schemas.errors import SchemaError, SegstreamError
 
 __all__ = [
+    "AccessError",
     "ConfigError",
     "ModelError",
     "SchemaError",
@@ -20,6 +21,11 @@ __all__ = [
 
 class ConfigError(SegstreamError):
     """A setting or flag has a value segstream cannot use."""
+
+
+class AccessError(SegstreamError):
+    """Kafka or Redis refused this process: wrong credentials, a certificate it does not trust,
+    or a permission its user lacks. Waiting does not fix these, so commands stop on them."""
 
 
 class ServiceError(SegstreamError):

@@ -29,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from segstream.redact import redact
 from worker.connect import RedisTarget, async_redis, redis_settings, script_client
 from worker.redis_io import Arg, Pending, Script
 from worker.scoring.vectors import SEGMENT_FIELDS, STATE_FIELDS, Round, from_flat, parse
@@ -85,7 +86,8 @@ class ScoringStore:
     """
 
     def __init__(self, redis: RedisTarget, prefix: str) -> None:
-        self.redis_url = redis_settings(redis).url
+        #: For messages: the URL with its password masked.
+        self.where = redact(redis_settings(redis).url)
         self.prefix = prefix
         self.redis = async_redis(redis)
         self._scripts = script_client(redis)
