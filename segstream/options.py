@@ -28,7 +28,40 @@ _COMMON: tuple[tuple[str, str, str], ...] = (
     ("control_topic", "--control-topic", "Topic carrying model-update and drift notices."),
     ("model_dir", "--model-dir", "Directory of versioned model artifacts."),
     ("run_dir", "--run-dir", "Directory for pid files and logs of local services."),
+    # how to reach a secured Kafka and Redis (docs/security.md)
+    (
+        "kafka_security_protocol",
+        "--kafka-security-protocol",
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    ),
+    ("kafka_sasl_mechanism", "--kafka-sasl-mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."),
+    ("kafka_sasl_username", "--kafka-sasl-username", "SASL user name."),
+    (
+        "kafka_sasl_password",
+        "--kafka-sasl-password",
+        "SASL password (visible to other local users as an argument: prefer the file).",
+    ),
+    ("kafka_sasl_password_file", "--kafka-sasl-password-file", "File holding the SASL password."),
+    ("kafka_ssl_cafile", "--kafka-ssl-cafile", "CA bundle the brokers' certificates chain to."),
+    ("kafka_ssl_certfile", "--kafka-ssl-certfile", "Client certificate (mutual TLS)."),
+    ("kafka_ssl_keyfile", "--kafka-ssl-keyfile", "Client key (mutual TLS)."),
+    (
+        "kafka_ssl_check_hostname",
+        "--kafka-ssl-check-hostname",
+        "Check that the broker's certificate names the host dialled (true|false).",
+    ),
+    ("redis_password_file", "--redis-password-file", "File holding the Redis password."),
+    ("redis_ssl_ca_certs", "--redis-ssl-ca-certs", "CA bundle for rediss:// URLs."),
+    ("redis_ssl_certfile", "--redis-ssl-certfile", "Client certificate for rediss:// URLs."),
+    ("redis_ssl_keyfile", "--redis-ssl-keyfile", "Client key for rediss:// URLs."),
+    (
+        "redis_ssl_check_hostname",
+        "--redis-ssl-check-hostname",
+        "Check that Redis' certificate names the host dialled (true|false).",
+    ),
 )
+#: Settings whose value is never shown as a default in --help.
+_SECRET = frozenset({"kafka_sasl_password"})
 
 
 def settings_options(func: F) -> F:
@@ -41,13 +74,16 @@ def settings_options(func: F) -> F:
         return func(*args, **kwargs)
 
     for field, flag, help_text in reversed(_COMMON):
+        default = Settings().get(field)
+        shown = "" if field in _SECRET or default == "" else f" [default: {default}]"
         wrapper = click.option(
             flag,
             field,
             envvar=ENV[field],
             show_envvar=True,
             default=None,
-            help=f"{help_text} [default: {Settings().get(field)}]",
+            type=click.BOOL if isinstance(default, bool) else None,
+            help=f"{help_text}{shown}",
         )(wrapper)
     return wrapper  # type: ignore[return-value]
 
