@@ -31,13 +31,13 @@ def oracle_rows(events: Sequence[Event]) -> dict[str, dict[str, object]]:
 
 def redis_rows(settings: Settings) -> dict[str, dict[str, object]]:
     """Every export column per customer, as the worker left them in Redis."""
-    with StateReader(settings.redis.url, settings.redis.prefix) as reader:
+    with StateReader(settings.redis, settings.redis.prefix) as reader:
         return {s.customer_id: features(s, AS_OF) for s in reader.customers()}
 
 
 def counters(settings: Settings) -> dict[str, int]:
     """The ingest counters in Redis (received, valid, dead_lettered, duplicates, ...)."""
-    with StateReader(settings.redis.url, settings.redis.prefix) as reader:
+    with StateReader(settings.redis, settings.redis.prefix) as reader:
         return reader.counters()
 
 
