@@ -12,7 +12,12 @@ COPY analytics ./analytics
 COPY producers ./producers
 COPY devstack ./devstack
 RUN pip install .
-RUN useradd --create-home segstream
+# A fixed uid: docker-compose.yml's redis-acl service gives this user the Redis password file.
+RUN useradd --create-home --uid 10001 segstream
 USER segstream
+# The worker's /health, /health/live, /health/ready and /metrics listen on every interface of
+# the container (the CLI's default is 127.0.0.1), so a published port reaches them.
+ENV SEGSTREAM_WEB_HOST=0.0.0.0 SEGSTREAM_WEB_PORT=6066
+EXPOSE 6066
 ENTRYPOINT ["segstream"]
 CMD ["--help"]

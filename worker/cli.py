@@ -22,6 +22,11 @@ from segstream.settings import Settings
 @click.command("worker")
 @settings_options
 @env_option("group_id", "--group-id", help="Consumer group of the ingest service.")
+@env_option(
+    "web_host",
+    "--web-host",
+    help="Address /health and /metrics listen on (0.0.0.0: every interface, for a container).",
+)
 @env_option("web_port", "--web-port", type=int, help="Port of /health and /metrics.")
 @env_option("batch_max_records", "--batch-max-records", type=int, help="Records per batch.")
 @env_option(
@@ -86,6 +91,7 @@ from segstream.settings import Settings
 def worker(
     settings: Settings,
     group_id: str,
+    web_host: str,
     web_port: int,
     batch_max_records: int,
     partitions: int,
@@ -97,6 +103,7 @@ def worker(
     """Consume orders and clicks, keep per-customer state in Redis, serve /health and /metrics."""
     settings = settings.with_(
         group_id=group_id,
+        web_host=web_host,
         web_port=web_port,
         batch_max_records=batch_max_records,
         partitions=partitions,
@@ -141,8 +148,10 @@ def run_worker(settings: Settings) -> None:
     """Build the worker (:mod:`worker.wiring`), run it in this process until a signal stops it."""
     install_uvloop()  # before faust is imported: it picks the loop policy up at import
     from worker.app import create_app
+    from worker.preflight import preflight
     from worker.wiring import build_worker
 
+    preflight(settings.kafka, settings.redis)
     app = create_app(build_worker(settings))
     freeze_startup_heap()
     faust_worker(app, settings.log_level).execute_from_commandline()

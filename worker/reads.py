@@ -3,6 +3,10 @@
 Both derive recency and tenure from one as-of time (default: now), fixed when the command
 starts so every row of an export is computed against the same instant. ``export`` streams: one
 SCAN page and one pipelined HGETALL at a time, rows written as they arrive, never ``KEYS``.
+
+An export row is the feature columns (:data:`worker.core.rfm.EXPORT_COLUMNS`, what training
+reads) followed by the customer's segment (:data:`SEGMENT_COLUMNS`): the same HGETALL returns
+both, so the segment costs no extra round trip. A customer never scored has empty cells there.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import orjson
 
 from segstream.errors import ConfigError
 from segstream.options import settings_options
+from segstream.redact import redact
 from segstream.settings import Settings
 from worker.core.rfm import EXPORT_COLUMNS, CustomerState, features
 from worker.state.errors import CustomerNotFound
@@ -31,6 +36,13 @@ from worker.state.store import StateReader
 AS_OF_ENV = "SEGSTREAM_AS_OF"
 FORMAT_ENV = "SEGSTREAM_EXPORT_FORMAT"
 OUT_ENV = "SEGSTREAM_EXPORT_OUT"
+
+#: The segment columns after the feature columns: the segment name, the model version that
+#: assigned it, and the per-customer sequence number of its segment changes (the ``segment_seq``
+#: of the change events on segment-changes). Empty / ``null`` for a customer never scored.
+SEGMENT_COLUMNS: tuple[str, ...] = ("segment", "model_version", "segment_seq")
+#: Every column of an export row, in order.
+COLUMNS: tuple[str, ...] = (*EXPORT_COLUMNS, *SEGMENT_COLUMNS)
 
 
 def parse_as_of(text: str | None, now: datetime | None = None) -> datetime:
@@ -50,8 +62,13 @@ def parse_as_of(text: str | None, now: datetime | None = None) -> datetime:
 
 
 def rows(states: Iterable[CustomerState], as_of: datetime) -> Iterator[dict[str, object]]:
+    """The export row of each state: its features as of ``as_of``, then its segment."""
     for state in states:
-        yield features(state, as_of)
+        row = features(state, as_of)
+        row["segment"] = state.segment
+        row["model_version"] = state.model_version
+        row["segment_seq"] = state.segment_seq
+        yield row
 
 
 def _cell(value: object) -> object:
@@ -61,10 +78,10 @@ def _cell(value: object) -> object:
 def write_csv(records: Iterable[dict[str, object]], out: IO[str]) -> int:
     """Header, then one line per row; ``None`` is an empty cell. Returns the number of rows."""
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
+    writer.writerow(COLUMNS)
     n = 0
     for row in records:
-        writer.writerow([_cell(row[c]) for c in EXPORT_COLUMNS])
+        writer.writerow([_cell(row[c]) for c in COLUMNS])
         n += 1
     return n
 
@@ -131,20 +148,18 @@ def customer(
         click.echo(orjson.dumps(info).decode() if as_json else render(info))
         return
     when = parse_as_of(as_of)
-    with StateReader(settings.redis.url, settings.redis.prefix) as reader:
+    with StateReader(settings.redis, settings.redis.prefix) as reader:
         state = reader.get(customer_id)
     if state is None:
         raise CustomerNotFound(
             f"no state for customer {customer_id!r} under prefix {settings.redis.prefix!r} "
-            f"at {settings.redis.url}"
+            f"at {redact(settings.redis.url)}"
         )
     click.echo(render_customer(state, when, as_json))
 
 
 def render_customer(state: CustomerState, as_of: datetime, as_json: bool) -> str:
-    row = features(state, as_of)
-    row["segment"] = state.segment
-    row["model_version"] = state.model_version
+    row = next(rows([state], as_of))
     row["as_of"] = as_of.isoformat(timespec="milliseconds")
     if as_json:
         return orjson.dumps(row).decode()
@@ -165,9 +180,9 @@ def render_customer(state: CustomerState, as_of: datetime, as_json: bool) -> str
               help="File to write (replaced atomically when done); - is stdout.")  # fmt: skip
 @settings_options
 def export(fmt: str, as_of: str | None, out: str, settings: Settings) -> None:
-    """Write every customer's state (the export columns) as CSV or JSON lines, streamed by SCAN."""
+    """Write every customer's state and segment as CSV or JSON lines, streamed by SCAN."""
     when = parse_as_of(as_of)
-    with StateReader(settings.redis.url, settings.redis.prefix) as reader, _open_out(out) as fh:
+    with StateReader(settings.redis, settings.redis.prefix) as reader, _open_out(out) as fh:
         n = WRITERS[fmt](rows(reader.customers(), when), fh)
     where = "stdout" if out == "-" else out
     click.echo(f"exported {n} customers as of {when.isoformat()} to {where}", err=True)

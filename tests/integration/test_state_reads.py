@@ -30,19 +30,49 @@ def load(url: str, prefix: str, events: list) -> None:  # type: ignore[type-arg]
     asyncio.run(run())
 
 
-def test_export_csv_equals_pandas_and_uses_scan_not_keys(
+def calls(client: object, command: str) -> int:
+    stats = client.info("commandstats")  # type: ignore[attr-defined]
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def score(client: object, prefix: str, segments: dict[str, tuple[str, str, int]]) -> None:
+    """Write segments the way scoring's write script does (``write.lua``: one HSET per change)."""
+    for cid, (segment, version, seq) in segments.items():
+        client.hset(  # type: ignore[attr-defined]
+            f"{prefix}:c:{{{cid}}}",
+            mapping={"segment": segment, "segment_seq": seq, "model_version": version,
+                     "seg_as_of": 1},
+        )  # fmt: skip
+
+
+def test_export_csv_equals_pandas_carries_the_segment_and_uses_scan_not_keys(
     redis_url: str, redis_prefix: str, redis_client: object, tmp_path: Path
-):
+) -> None:
     events = orders(250, 3000, seed=4)
     load(redis_url, redis_prefix, [*events, *clicks(280, 300)])
-    keys_before = redis_client.info("commandstats").get("cmdstat_keys", {}).get("calls", 0)  # type: ignore[attr-defined]
+    scored = {"C00001": ("champions", "km-7", 3), "C00002": ("at_risk", "rules-v1", 1)}
+    score(redis_client, redis_prefix, scored)
+    before = {c: calls(redis_client, c) for c in ("keys", "hgetall", "hget", "hmget", "scan")}
     out = tmp_path / "export.csv"
     flags = ["--redis-url", redis_url, "--redis-prefix", redis_prefix, "--as-of", AS_OF]
     res = CliRunner().invoke(main, ["export", *flags, "--out", str(out)])
     assert res.exit_code == 0, res.output
-    keys_after = redis_client.info("commandstats").get("cmdstat_keys", {}).get("calls", 0)  # type: ignore[attr-defined]
-    assert keys_after == keys_before
+    after = {c: calls(redis_client, c) for c in before}
     got = {r["customer_id"]: r for r in csv.DictReader(out.open())}
+    # streamed by SCAN, one HGETALL per customer carries state and segment: no extra round trip
+    assert after["keys"] == before["keys"]
+    assert after["scan"] > before["scan"]
+    assert after["hgetall"] - before["hgetall"] == len(got)
+    assert (after["hget"], after["hmget"]) == (before["hget"], before["hmget"])
+    header = next(csv.reader(out.open()))
+    assert header[-3:] == ["segment", "model_version", "segment_seq"]
+    for cid, (segment, version, seq) in scored.items():
+        assert (got[cid]["segment"], got[cid]["model_version"]) == (segment, version)
+        assert got[cid]["segment_seq"] == str(seq)
+    never = [r for cid, r in got.items() if cid not in scored]
+    assert never and all(
+        (r["segment"], r["model_version"], r["segment_seq"]) == ("", "", "") for r in never
+    )
     want = pandas_rfm(events)
     as_of_ms = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp() * 1000)
     for cid, row in want.iterrows():
@@ -62,22 +92,26 @@ def test_export_csv_equals_pandas_and_uses_scan_not_keys(
 
 def test_export_jsonl_to_stdout_and_customer_command(
     redis_url: str, redis_prefix: str, redis_client: object
-):
+) -> None:
     events = orders(20, 100, seed=8)
     load(redis_url, redis_prefix, events)
-    redis_client.hset(f"{redis_prefix}:c:{{C00003}}", mapping={"segment": "champions"})  # type: ignore[attr-defined]
+    score(redis_client, redis_prefix, {"C00003": ("champions", "km-7", 2)})
     flags = ["--redis-url", redis_url, "--redis-prefix", redis_prefix, "--as-of", AS_OF]
     runner = CliRunner()
     res = runner.invoke(main, ["export", "--format", "jsonl", *flags])
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
     assert len(lines) == len(pandas_rfm(events))
+    by_id = {x["customer_id"]: x for x in lines}
+    c3 = by_id["C00003"]
+    assert (c3["segment"], c3["model_version"], c3["segment_seq"]) == ("champions", "km-7", 2)
+    others = [x for cid, x in by_id.items() if cid != "C00003"]
+    assert all(x["segment"] is None and x["segment_seq"] is None for x in others)
     one = runner.invoke(main, ["customer", "C00003", "--json", *flags])
     assert one.exit_code == 0, one.output
     obj = json.loads(one.stdout)
     assert obj["segment"] == "champions"
-    assert obj == {**next(x for x in lines if x["customer_id"] == "C00003"), **{
-        "segment": "champions", "model_version": None, "as_of": obj["as_of"]}}  # fmt: skip
+    assert obj == {**c3, "as_of": obj["as_of"]}  # the same row as the export's, plus as_of
     table = runner.invoke(main, ["customer", "C00003", *flags])
     assert table.exit_code == 0 and "champions" in table.stdout
     missing = runner.invoke(main, ["customer", "nobody", *flags])
