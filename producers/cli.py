@@ -80,6 +80,10 @@ def producer_options(func: F) -> F:
 
 
 def _kafka_sink(settings: Settings, kw: dict[str, Any]) -> KafkaSink:
+    """The producer to Kafka, once a login as every client will make has been accepted."""
+    from worker.preflight import preflight
+
+    preflight(settings.kafka, None)
     return KafkaSink(
         KafkaSinkConfig(
             bootstrap=settings.kafka.bootstrap,

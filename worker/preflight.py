@@ -39,7 +39,7 @@ LOGIN_TIMEOUT_S = 10.0
 
 #: Every data command segstream's processes use, run once by one script on a scratch key under
 #: the prefix: a user that lacks one of them (or the prefix) fails here, not mid-stream.
-_PROBE_SCRIPT = """
+PROBE_SCRIPT = """
 local k = KEYS[1]
 redis.call('SET', k .. ':s', '1'); redis.call('GET', k .. ':s'); redis.call('INCR', k .. ':s')
 redis.call('MGET', k .. ':s'); redis.call('EXISTS', k .. ':s'); redis.call('TYPE', k .. ':s')
@@ -107,7 +107,7 @@ def check_redis(redis: RedisSettings) -> None:
     client = sync_redis(redis, socket_connect_timeout=LOGIN_TIMEOUT_S)
     try:
         client.ping()
-        probe = client.script_load(_PROBE_SCRIPT)
+        probe = client.script_load(PROBE_SCRIPT)
         client.evalsha(probe, 1, scratch)
         client.scan(0, match=f"{redis.prefix}:preflight:*", count=10)
         client.execute_command("WAIT", 0, 0)  # type: ignore[no-untyped-call]
@@ -143,7 +143,7 @@ def check_redis(redis: RedisSettings) -> None:
 def _probe_commands(message: str) -> str:
     """The commands on the probe script's line a refusal names (``@user_script:9``)."""
     found = re.search(r"@user_script:(\d+)", message)
-    lines = _PROBE_SCRIPT.splitlines()
+    lines = PROBE_SCRIPT.splitlines()
     if found is None or not 0 < int(found.group(1)) <= len(lines):
         return "a command"
     return " or ".join(re.findall(r"redis\.call\('(\w+)'", lines[int(found.group(1)) - 1]))

@@ -30,6 +30,7 @@ from segstream.options import settings_options
 from segstream.redact import redact
 from segstream.settings import Settings
 from worker.core.rfm import EXPORT_COLUMNS, CustomerState, features
+from worker.preflight import checks_access
 from worker.state.errors import CustomerNotFound
 from worker.state.store import StateReader
 
@@ -137,6 +138,7 @@ _AS_OF = click.option(
               help="Why it is in its segment (distances, margin; docs/scoring.md).")  # fmt: skip
 @_AS_OF
 @settings_options
+@checks_access(redis=True)
 def customer(
     customer_id: str, as_json: bool, explain: bool, as_of: str | None, settings: Settings
 ) -> None:
@@ -179,6 +181,7 @@ def render_customer(state: CustomerState, as_of: datetime, as_json: bool) -> str
 @click.option("--out", "out", default="-", envvar=OUT_ENV, show_envvar=True, show_default=True,
               help="File to write (replaced atomically when done); - is stdout.")  # fmt: skip
 @settings_options
+@checks_access(redis=True)
 def export(fmt: str, as_of: str | None, out: str, settings: Settings) -> None:
     """Write every customer's state and segment as CSV or JSON lines, streamed by SCAN."""
     when = parse_as_of(as_of)

@@ -16,6 +16,7 @@ from segstream.options import env_option, settings_options
 from segstream.redact import redact
 from segstream.security import kafka_options
 from segstream.settings import Settings
+from worker.preflight import checks_access
 
 __all__ = ["parse_as_of", "report"]
 
@@ -57,6 +58,7 @@ def parse_as_of(text: str) -> datetime:
     show_envvar=True,
     help="Read the segment-changes topic (--no-changes: skip the movement section's data).",
 )
+@checks_access(kafka=True, redis=True)
 def report(
     settings: Settings,
     report_dir: str,

@@ -18,11 +18,13 @@ from segstream.options import settings_options
 from segstream.security import kafka_options
 from segstream.settings import Settings
 from worker.connect import sync_redis
+from worker.preflight import checks_access
 from worker.scoring import control
 
 
 @click.command("rescore")
 @settings_options
+@checks_access(kafka=True, redis=True)
 def rescore(settings: Settings) -> None:
     """Re-score every customer against the current model (done by a running worker)."""
     token, version = request_rescore(settings)
