@@ -25,6 +25,7 @@ SEGSTREAM_COMMANDS: tuple[str, ...] = (
     "hget", "hmget", "hgetall", "hset", "hdel", "hincrby", "hlen", "hscan",
     "zadd", "zrem", "zrange", "zrangebyscore", "zcard", "zscore",
     "sadd", "srem", "smembers", "sismember", "scard",
+    "rpush", "lrange", "ltrim",
     "scan",
     # replica safety: commit offsets only once replicas have the batch (WAIT)
     "wait",

@@ -55,7 +55,9 @@ redis.call('ZCARD', k .. ':z'); redis.call('ZREM', k .. ':z', 'm')
 redis.call('SADD', k .. ':t', 'm'); redis.call('SISMEMBER', k .. ':t', 'm')
 redis.call('SMEMBERS', k .. ':t'); redis.call('SCARD', k .. ':t')
 redis.call('SREM', k .. ':t', 'm')
-redis.call('UNLINK', k .. ':h'); redis.call('DEL', k .. ':s', k .. ':z', k .. ':t')
+redis.call('RPUSH', k .. ':l', 'm'); redis.call('LTRIM', k .. ':l', -5, -1)
+redis.call('LRANGE', k .. ':l', 0, -1)
+redis.call('UNLINK', k .. ':h'); redis.call('DEL', k .. ':s', k .. ':z', k .. ':t', k .. ':l')
 return 1
 """
 

@@ -169,3 +169,12 @@ def test_a_client_refusal_anywhere_in_the_chain_becomes_one_redacted_line() -> N
         line = _access_refusal(outer)
     assert line == "AuthenticationError: invalid password for redis://u:***@h:6379/0"
     assert _access_refusal(ValueError("something else")) is None
+
+
+def test_the_start_up_probe_runs_every_data_command_the_acl_grants() -> None:
+    from worker.preflight import PROBE_SCRIPT
+
+    sent_by_the_client = {"auth", "hello", "ping", "select", "client|setname", "client|id"}
+    sent_by_the_client |= {"evalsha", "eval", "script|load", "script|exists", "scan", "wait"}
+    for command in set(SEGSTREAM_COMMANDS) - sent_by_the_client:
+        assert f"'{command.upper()}'" in PROBE_SCRIPT, command
