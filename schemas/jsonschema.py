@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.erase import ERASE_SCHEMA_VERSIONS, EraseRequest
 from schemas.events import (
     CLICK_SCHEMA_VERSIONS,
     CURRENT_SCHEMA_VERSION,
@@ -49,6 +50,7 @@ CONTRACTS: tuple[tuple[str, int, type[Any]], ...] = (
     ("click", max(CLICK_SCHEMA_VERSIONS), ClickEvent),
     ("segment_change", CURRENT_SCHEMA_VERSION, SegmentChange),
     ("dead_letter", CURRENT_SCHEMA_VERSION, DeadLetter),
+    ("erase_request", max(ERASE_SCHEMA_VERSIONS), EraseRequest),
 )
 
 #: The cross-field rules JSON Schema can express, added to the model's definition. The rest

@@ -87,6 +87,9 @@ class IngestSettings:
     #: Recency thresholds (days) the sweep watches; crossing one triggers a re-score.
     recency_thresholds_days: tuple[int, ...] = (30, 60, 90, 180, 365)
     sweep_interval_s: float = 10.0
+    #: How long a forgotten customer's old events are dropped (``segstream forget``): set it
+    #: longer than the input topics' retention and any replay window (docs/forget.md).
+    erase_suppress_days: float = 90.0
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,7 @@ SETTINGS: tuple[Setting, ...] = (
         "poison_retries",
         "recency_thresholds_days",
         "sweep_interval_s",
+        "erase_suppress_days",
     ),
     Setting("scoring", "scoring", "enabled"),
     *_group(

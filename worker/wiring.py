@@ -21,6 +21,7 @@ from mode import ServiceT
 
 from segstream.security import kafka_options
 from segstream.settings import Settings
+from worker.erase.service import EraseService
 from worker.ingest.listener import ChangeListener, NullListener
 from worker.ingest.service import IngestService
 from worker.ingest.sweep import RecencySweep
@@ -56,7 +57,9 @@ def build_worker(settings: Settings) -> Worker:
        built here) as the change listener; else a :class:`NullListener`;
     3. ingestion, given the store and the listener;
     4. the recency sweep;
-    5. the web pages: ``/health`` and ``/metrics``, and ``/scoring`` with scoring on.
+    5. the erase-requests consumer (``segstream forget`` by topic, docs/forget.md), started last;
+    6. the web pages: ``/health`` (live, ready) and ``/metrics`` (with the erasure counters),
+       and ``/scoring`` with scoring on.
     """
     state = StateStore(settings.redis, settings.redis.prefix)
     scoring: ScoringService | None = None
@@ -75,11 +78,13 @@ def build_worker(settings: Settings) -> Worker:
         settings.ingest.recency_thresholds_days,
         first_window_s=settings.ingest.sweep_interval_s,
     )
-    pages = ingest_pages(ingest, started_at=time.time())
+    erase = EraseService(settings)
+    pages = ingest_pages(ingest, started_at=time.time(), extra_metrics=[erase.metrics.expose])
     services: tuple[ServiceT, ...] = (ingest,)
     if scoring is not None:
         pages["/scoring"] = report_page(scoring)
         services = (ingest, scoring)
+    services = (*services, erase)
     return Worker(settings, ingest, listener, sweep, services, pages)
 
 

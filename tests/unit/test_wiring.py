@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from segstream.settings import Settings
+from worker.erase.service import EraseService
 from worker.ingest.listener import NullListener
 from worker.scoring.publisher import ChangePublisher
 from worker.scoring.service import ScoringService
@@ -46,8 +47,9 @@ def test_a_worker_with_scoring_off_has_a_null_listener_and_only_ingestion(
     assert type(worker.listener) is NullListener
     assert worker.ingest.listener is worker.listener
     assert isinstance(worker.ingest.store, StateStore)
-    assert worker.services == (worker.ingest,)
-    assert set(worker.pages) == {"/health", "/metrics"}
+    assert worker.services[0] is worker.ingest and len(worker.services) == 2
+    assert isinstance(worker.services[1], EraseService)
+    assert set(worker.pages) == {"/health", "/health/live", "/health/ready", "/metrics"}
 
 
 def test_a_worker_with_scoring_on_tells_the_scoring_service_what_changed(
@@ -59,8 +61,9 @@ def test_a_worker_with_scoring_on_tells_the_scoring_service_what_changed(
     assert worker.ingest.listener is scoring
     assert isinstance(scoring.store, ScoringStore)
     assert isinstance(scoring.publisher, ChangePublisher)
-    assert worker.services == (worker.ingest, scoring)  # ingestion starts first
-    assert set(worker.pages) == {"/health", "/metrics", "/scoring"}
+    assert worker.services[:2] == (worker.ingest, scoring)  # ingestion starts first
+    assert isinstance(worker.services[2], EraseService)  # erase requests last
+    assert set(worker.pages) == {"/health", "/health/live", "/health/ready", "/metrics", "/scoring"}
 
 
 def test_a_worker_is_built_from_its_settings_alone(settings: Settings) -> None:

@@ -12,7 +12,8 @@
 --   kind u8, click u8, partition index u16, offset i64, event time ms i64, amount cents i64,
 --   items i32, fingerprint, session fingerprint, marker fingerprint, partner fingerprint (8 bytes)
 -- A record at or below its partition's fence (the last applied offset, stored with the state)
--- is skipped; so is an event whose fingerprint the customer already holds.
+-- is skipped; so is an event whose fingerprint the customer already holds, and an event of a
+-- forgotten customer stamped at or before their erasure ({prefix}:x:{<id>}: counter suppressed).
 -- Hash field names are worker.core.rfm.HASH_FIELDS (short: they repeat in every customer).
 -- Every changed customer goes into the hash {prefix}:unscored, customer -> stamp (one INCR of
 -- {prefix}:stamp per call that changed anything): the record of what segmentation still owes.
@@ -42,7 +43,7 @@ local function int(n) return string.format('%d', n) end
 
 local fence, high, tp_key, tp_field = {}, {}, {}, {}
 local c = {received = 0, valid = 0, dead_lettered = 0, applied = 0, fenced = 0, deduped = 0,
-           anonymous = 0, index_errors = 0}
+           anonymous = 0, index_errors = 0, suppressed = 0}
 local i = 6
 for t = 1, ntp do
   tp_key[t] = prefix .. ':fence:' .. ARGV[i]
@@ -130,6 +131,28 @@ for g = 1, ngroups do
     cur_of[g], old_of[g] = cur, old
   end
 end
+-- Forgotten customers (worker/erase, docs/forget.md): {prefix}:x:{<id>} holds the erasure time
+-- of a customer `segstream forget` erased; their events stamped at or before it are dropped
+-- (counted as suppressed), so a replay of their old events does not bring them back. While no
+-- erasure is live ({prefix}:x:until absent) that costs one EXISTS per call; else one MGET per
+-- 1000 customers of the batch.
+local floor_of = {}
+if redis.call('EXISTS', prefix .. ':x:until') == 1 then
+  local xkeys, xgroup = {}, {}
+  for g = 1, ngroups do
+    local cid = ARGV[first_group + 2 * (g - 1)]
+    if cid ~= '' then
+      xkeys[#xkeys + 1] = prefix .. ':x:{' .. cid .. '}'
+      xgroup[#xkeys] = g
+    end
+  end
+  for s = 1, #xkeys, 1000 do
+    local got = redis.call('MGET', unpack(xkeys, s, math.min(s + 999, #xkeys)))
+    for j = 1, #got do
+      if got[j] then floor_of[xgroup[s + j - 1]] = tonumber(got[j]) end
+    end
+  end
+end
 
 -- ZREM/ZADD on a sweep-index bucket; a bucket of the wrong type is skipped and counted
 local function index(op, key, ...)
@@ -165,6 +188,7 @@ for g = 1, ngroups do
     old, nadded = old_of[g], 0
     for k = 1, 10 do d[k] = 0 end
     local applied, why = 0, 2  -- why: 0 an order placed, 1 a cancel or return, 2 clicks only
+    local floor = floor_of[g]  -- the customer was forgotten: drop their events up to then
     for r = 0, n - 1 do
       local kind, click, tp, off, ms, amount, items, fp, sfp, mfp, pfp =
         struct.unpack(FMT, blob, r * REC + 1)
@@ -172,7 +196,9 @@ for g = 1, ngroups do
         c.fenced = c.fenced + 1
       else
         c.valid = c.valid + 1
-        if has(fp) then
+        if floor and ms <= floor then
+          c.suppressed = c.suppressed + 1
+        elseif has(fp) then
           c.deduped = c.deduped + 1
         else
           add(fp)

@@ -14,6 +14,10 @@ Exactly once, two ways, both inside that one call (see ``docs/state.md``):
 * per-customer 8-byte fingerprints of event ids (order ids for placed/cancelled): an event seen
   before is skipped even with a new offset (ops replaying the same file twice).
 
+In the same call, events of a customer ``segstream forget`` erased, stamped at or before the
+erasure, are dropped and counted (``suppressed``; docs/forget.md): the script reads the
+suppression entries itself, so this module packs nothing for them.
+
 This module must not decide anything about events; it only packs :func:`worker.core.to_delta`
 results into the script's arguments and reads hashes back into :class:`CustomerState`.
 """
@@ -29,6 +33,7 @@ from typing import Any
 
 from redis import exceptions as rex
 
+from segstream.redact import redact
 from worker.connect import RedisTarget, async_redis, redis_settings, script_client, sync_redis
 from worker.core.batch import ApplyResult, Batch, PackedSnapshot, Record, SnapshotSpec
 from worker.core.memory import COUNTER_NAMES, MAX_FINGERPRINTS
@@ -126,9 +131,16 @@ def _int_map(raw: dict[Any, Any]) -> dict[int, int]:
     return {int(k): int(v) for k, v in raw.items()}
 
 
-def _counters(raw: dict[Any, Any]) -> dict[str, int]:
+def _counters(raw: dict[Any, Any], names: tuple[str, ...] = COUNTER_NAMES) -> dict[str, int]:
     got = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
-    return {name: got.get(name, 0) for name in COUNTER_NAMES}
+    return {name: got.get(name, 0) for name in names}
+
+
+#: Counters of forgetting, in the same hash (docs/forget.md): ``suppressed`` events of forgotten
+#: customers the state script dropped (counted in ``valid`` too, so ``valid = applied + deduped
+#: + anonymous + suppressed``), ``erasures`` forget calls, ``forgotten`` customers that had data.
+#: Apart from :func:`StateReader.counters` so that those stay the oracle's (worker.core).
+ERASURE_COUNTER_NAMES: tuple[str, ...] = ("suppressed", "erasures", "forgotten")
 
 
 class StateStore:
@@ -143,7 +155,8 @@ class StateStore:
     def __init__(
         self, redis: RedisTarget, prefix: str, *, max_fingerprints: int = MAX_FINGERPRINTS
     ) -> None:
-        self.redis_url = redis_settings(redis).url
+        #: For messages: the URL with its password masked.
+        self.where = redact(redis_settings(redis).url)
         self.prefix = prefix
         self.max_fingerprints = max_fingerprints
         self._redis = async_redis(redis)
@@ -196,6 +209,11 @@ class StateStore:
         """received, valid, dead_lettered, applied, duplicates (+ fenced, deduped, anonymous)."""
         return _counters(await self._call(self._redis.hgetall(keys.counters(self.prefix))))
 
+    async def erasure_counters(self) -> dict[str, int]:
+        """``suppressed``, ``erasures``, ``forgotten`` (see :data:`ERASURE_COUNTER_NAMES`)."""
+        raw = await self._call(self._redis.hgetall(keys.counters(self.prefix)))
+        return _counters(raw, ERASURE_COUNTER_NAMES)
+
     async def customer(self, customer_id: str) -> CustomerState | None:
         raw = await self._call(self._redis.hgetall(keys.customer(self.prefix, customer_id)))
         return CustomerState.from_hash(customer_id, raw) if raw else None
@@ -227,7 +245,7 @@ class StateStore:
     @contextlib.contextmanager
     def _errors(self, refused: str = "") -> Iterator[None]:
         """redis-py's exceptions as the store's: unavailable (retry) or rejected."""
-        where = f"Redis at {self.redis_url}"
+        where = f"Redis at {self.where}"
         try:
             yield
         except _UNAVAILABLE as exc:
@@ -261,7 +279,8 @@ class StateReader:
     """Sync reads of the state: one customer, all customers (SCAN), the sweep index, counters."""
 
     def __init__(self, redis: RedisTarget, prefix: str) -> None:
-        self.redis_url = redis_settings(redis).url
+        #: For messages: the URL with its password masked.
+        self.where = redact(redis_settings(redis).url)
         self.prefix = prefix
         self._redis = sync_redis(redis)
 
@@ -321,6 +340,11 @@ class StateReader:
     def counters(self) -> dict[str, int]:
         return _counters(self._call(self._redis.hgetall, keys.counters(self.prefix)))
 
+    def erasure_counters(self) -> dict[str, int]:
+        """``suppressed``, ``erasures``, ``forgotten`` (see :data:`ERASURE_COUNTER_NAMES`)."""
+        raw = self._call(self._redis.hgetall, keys.counters(self.prefix))
+        return _counters(raw, ERASURE_COUNTER_NAMES)
+
     def fences(self, topic: str) -> dict[int, int]:
         return _int_map(self._call(self._redis.hgetall, keys.fence(self.prefix, topic)))
 
@@ -332,6 +356,6 @@ class StateReader:
         try:
             return func(*args, **kwargs)
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"Redis at {self.redis_url} is unavailable: {exc}") from exc
+            raise StoreUnavailable(f"Redis at {self.where} is unavailable: {exc}") from exc
         except rex.RedisError as exc:
-            raise StoreRejected(f"Redis at {self.redis_url}: {exc}") from exc
+            raise StoreRejected(f"Redis at {self.where}: {exc}") from exc
