@@ -131,7 +131,7 @@ def segments(settings: Settings) -> dict[str, dict[str, str]]:
         return out
 
 
-def test_worker_replay_train_rescore_export_and_report_over_sasl_ssl_and_rediss_are_exact_and_leak_no_secret(
+def test_every_command_over_sasl_ssl_and_rediss_is_exact_and_leaks_no_secret(
     secure_services: dict[str, str], tmp_path: Path
 ) -> None:
     settings, secrets = with_inline_secrets(secure_services, tmp_path)
