@@ -115,9 +115,9 @@ class Outputs:
     def get(self, url: str) -> str:
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
-                text = resp.read().decode()
+                text: str = resp.read().decode()
         except urllib.error.HTTPError as exc:  # /health/ready may say 503: its body counts too
-            text = exc.read().decode()
+            text = str(exc.read().decode())
         self.texts.append((url, text))
         return text
 
