@@ -26,6 +26,7 @@ from worker.erase.eraser import Eraser
 from worker.erase.metrics import EraseMetrics
 from worker.erase.store import ForgetStore
 from worker.erase.tombstones import TombstonePublisher
+from worker.preflight import checks_access
 
 #: The longest customer id the event contracts accept (``schemas.events.Id``).
 MAX_ID_CHARS = 128
@@ -83,6 +84,7 @@ async def forget_all(settings: Settings, customer_ids: Sequence[str]) -> EraseMe
     help="Days a forgotten customer's old events are dropped if replayed (docs/forget.md).",
 )
 @settings_options
+@checks_access(kafka=True, redis=True)
 def forget(
     customer_ids: tuple[str, ...],
     id_file: str | None,
