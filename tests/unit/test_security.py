@@ -178,3 +178,15 @@ def test_the_start_up_probe_runs_every_data_command_the_acl_grants() -> None:
     sent_by_the_client |= {"evalsha", "eval", "script|load", "script|exists", "scan", "wait"}
     for command in set(SEGSTREAM_COMMANDS) - sent_by_the_client:
         assert f"'{command.upper()}'" in PROBE_SCRIPT, command
+
+
+def test_the_acl_lines_in_the_security_docs_are_what_segstream_acl_prints() -> None:
+    from click.testing import CliRunner
+
+    from segstream.acl_cli import acl
+
+    printed = CliRunner().invoke(acl, ["--redis-prefix", "ss"]).output.splitlines()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    assert len(printed) == 2
+    for line in printed:
+        assert line in docs, line
