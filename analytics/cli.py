@@ -6,19 +6,27 @@ Every flag falls back to an environment variable (shown in ``--help``): the comm
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from segstream.errors import ConfigError
 from segstream.options import env_option, settings_options, var_option
 from segstream.settings import Settings
+from worker.preflight import checks_access
 from worker.segmentation.features import DEFAULT_FEATURES, KNOWN_FEATURES
 from worker.segmentation.model import SegmentModel
+
+if TYPE_CHECKING:
+    from analytics.gate import GateBounds
+    from analytics.training import TrainResult
+    from worker.segmentation.artifacts import FileModelStore
+    from worker.segmentation.artifacts_redis import RedisModelStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -132,6 +140,35 @@ def parse_as_of(text: str | None) -> datetime | None:
     type=float,
     help="Default hysteresis margin stored in the model.",
 )
+@_opt(
+    "--gate/--no-gate",
+    "gate",
+    env="SEGSTREAM_TRAIN_GATE",
+    default=False,
+    show_default=True,
+    help="Promote the new model only if it passes the retrain gate against the current one "
+    "(silhouette, smallest segment, label stability); else store it unpromoted with the "
+    "reason. A drift-triggered retrain passes it.",
+)
+@env_option(
+    "retrain_gate_silhouette_margin",
+    "--gate-silhouette-margin",
+    type=float,
+    help="Gate: silhouette at most this much below the current model's.",
+)
+@env_option(
+    "retrain_gate_min_segment_share",
+    "--gate-min-segment-share",
+    type=float,
+    help="Gate: every segment at least this share of the customers.",
+)
+@env_option(
+    "retrain_gate_min_stability",
+    "--gate-min-stability",
+    type=float,
+    help="Gate: at least this share of customers keeping their segment name.",
+)
+@checks_access(redis=True)
 def train_command(
     settings: Settings,
     source: str | None,
@@ -145,11 +182,21 @@ def train_command(
     out_dir: str | None,
     publish: bool | None,
     hysteresis_margin: float,
+    gate: bool,
+    retrain_gate_silhouette_margin: float,
+    retrain_gate_min_segment_share: float,
+    retrain_gate_min_stability: float,
 ) -> None:
-    """Train a K-means segmentation model, choose k, name segments, store the artifact."""
+    """Train a K-means segmentation model, choose k, name segments, store the artifact.
+
+    With ``--gate`` the model is promoted (made current) only if it passes the retrain gate
+    against the current model (docs/segmentation.md, "Model lifecycle"); otherwise it is stored
+    as a candidate, with the reason, and the current model stays.
+    """
     from analytics import sources
     from analytics.plots import plot_k_scores
     from analytics.training import train
+    from segstream.redact import redact
     from worker.segmentation.artifacts import FileModelStore
 
     chosen_sources = [s for s in (source, orders_file, export_file) if s]
@@ -157,8 +204,8 @@ def train_command(
         raise ConfigError("give exactly one of --from redis, --file ORDERS.csv, --export FILE")
     when = parse_as_of(as_of)
     if source == "redis":
-        state = sources.state_from_redis(settings.redis.url, settings.redis.prefix, when)
-        where = f"Redis {settings.redis.url} prefix {settings.redis.prefix}"
+        state = sources.state_from_redis(settings.redis, settings.redis.prefix, when)
+        where = f"Redis {redact(settings.redis.url)} prefix {settings.redis.prefix}"
     elif orders_file:
         state = sources.state_from_orders(orders_file, when)
         where = orders_file
@@ -178,13 +225,38 @@ def train_command(
         hysteresis_margin=hysteresis_margin,
     )
     model = result.model
-    path = FileModelStore(settings.model_dir).save(model)
-    if publish or (publish is None and source == "redis"):
+    files = FileModelStore(settings.model_dir)
+    publishing = bool(publish or (publish is None and source == "redis"))
+    redis_store = None
+    if publishing:
         from worker.segmentation.artifacts_redis import RedisModelStore
 
-        RedisModelStore.from_url(settings.redis.url, settings.redis.prefix).save(model)
-        click.echo(f"published to Redis {settings.redis.prefix}:model:{model.version} (current)")
+        redis_store = RedisModelStore.from_settings(settings.redis)
     out = Path(out_dir) if out_dir else Path(settings.model_dir) / model.version
+    verdict: dict[str, Any] | None = None
+    if gate:
+        from analytics.gate import GateBounds
+
+        bounds = GateBounds(
+            retrain_gate_silhouette_margin,
+            retrain_gate_min_segment_share,
+            retrain_gate_min_stability,
+        )
+        verdict = gate_verdict(result, redis_store, files, bounds, seed)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gate.json").write_text(json.dumps(verdict, indent=1, sort_keys=True) + "\n")
+    promote = verdict is None or bool(verdict["passed"])
+    path = files.save(model, make_current=promote)
+    if redis_store is not None:
+        try:
+            redis_store.save(
+                model, make_current=promote, action="retrain" if gate else "train",
+                gate=verdict, note="" if verdict is None else str(verdict["summary"]),
+            )  # fmt: skip
+        finally:
+            redis_store.close()
+        state = "current" if promote else "stored, not promoted"
+        click.echo(f"published to Redis {settings.redis.prefix}:model:{model.version} ({state})")
     elbow, sil = plot_k_scores(model, out)
     profiles_csv = out / "profiles.csv"
     import pandas as pd
@@ -195,11 +267,40 @@ def train_command(
     click.echo(model.k_rule)
     print_segments(model)
     t = result.timings
+    if verdict is not None:
+        click.echo(f"gate {verdict['summary']}")
+        if not promote:
+            click.echo(f"model {model.version} NOT promoted: {verdict['reason']}")
     click.echo(
-        f"model {model.version} -> {path} (current); plots {elbow}, {sil}; "
+        f"model {model.version} -> {path} ({'current' if promote else 'candidate'}); "
+        f"plots {elbow}, {sil}; "
         f"profiles {profiles_csv}; took {t['total_s']:.1f}s "
         f"(k-means {t['kmeans_s']:.1f}s, silhouette {t['silhouette_s']:.1f}s)"
     )
+
+
+def gate_verdict(
+    result: TrainResult,
+    redis_store: RedisModelStore | None,
+    files: FileModelStore,
+    bounds: GateBounds,
+    seed: int,
+) -> dict[str, Any]:
+    """The gate's result (as stored) for ``result`` against the model it would replace.
+
+    That is the live model in Redis when the new one is published there, else the model
+    directory's current one; without any, only the segment-share check applies.
+    """
+    from analytics.gate import evaluate, measure
+    from worker.segmentation.errors import ArtifactNotFound
+
+    current: SegmentModel | None
+    try:
+        current = (redis_store or files).load()
+    except ArtifactNotFound:
+        current = None
+    measures = measure(result.model, result.labels, result.features, current, seed=seed)
+    return evaluate(measures, bounds).to_dict()
 
 
 def _int_k(text: str) -> int:
@@ -284,7 +385,11 @@ def segments_command(settings: Settings, version: str | None, from_redis: bool) 
     if from_redis:
         from worker.segmentation.artifacts_redis import RedisModelStore
 
-        model = RedisModelStore.from_url(settings.redis.url, settings.redis.prefix).load(version)
+        store = RedisModelStore.from_settings(settings.redis)
+        try:
+            model = store.load(version)
+        finally:
+            store.close()
     else:
         from worker.segmentation.artifacts import FileModelStore
 

@@ -450,7 +450,12 @@ def test_a_crash_between_state_and_segment_loses_no_change(
 def test_drift_above_the_bound_publishes_a_notice_and_retrains_once(
     settings: Settings, workers: Callable[..., WorkerProcess]
 ) -> None:
-    s = scoring_settings(settings, drift_bound=0.05, retrain_on_drift=1, retrain_cooldown_s=600)
+    # the retrain renames the segments (label stability 0): a gate that lets any model through
+    s = scoring_settings(
+        settings, drift_bound=0.05, retrain_on_drift=1, retrain_cooldown_s=600,
+        retrain_gate_min_stability=0.0, retrain_gate_silhouette_margin=2.0,
+        retrain_gate_min_segment_share=0.0,
+    )  # fmt: skip
     first = aov_model(s.redis.prefix, s.redis.url)  # centroids at AOV 20 and 200
     worker = workers(s)
     worker.wait_assigned()

@@ -56,6 +56,7 @@ def test_redis_artifacts_round_trip_keep_versions_and_move_current(
         f"{redis_prefix}:model:{second.model.version}",
         f"{redis_prefix}:model:current",
         f"{redis_prefix}:models",
+        f"{redis_prefix}:models:history",
     }
     # A second client (the worker, later) sees the same current model.
     other = RedisModelStore.from_url(redis_url, redis_prefix)

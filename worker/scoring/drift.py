@@ -2,8 +2,11 @@
 
 Above ``settings.scoring.drift_bound`` the worker warns, publishes a ``drift`` notice on the control
 topic (once per version per cooldown, across workers: a Redis claim), and with
-``--retrain-on-drift`` starts ``segstream train --from redis`` as a child process (once per
-cooldown across workers), which publishes the new model like any other.
+``--retrain-on-drift`` starts ``segstream train --from redis --gate`` as a child process (once
+per cooldown across workers). The child promotes the new model only if it passes the retrain
+gate against the live one (``settings.scoring.gate_*``, docs/segmentation.md "Model
+lifecycle"); otherwise it stores it unpromoted with the reason, shown by ``segstream models
+list``. A promoted model is picked up like any other (the ``model:current`` poll).
 """
 
 from __future__ import annotations
@@ -75,8 +78,9 @@ class DriftWatch:
             self.start_retrain()
 
     def start_retrain(self) -> subprocess.Popen[bytes]:
-        """``segstream train --from redis`` as a child process (it publishes the new model)."""
-        cmd = [sys.executable, "-m", "segstream", "train", "--from", "redis"]
+        """``segstream train --from redis --gate`` as a child process (it promotes the new
+        model only if it passes the gate; the gate's bounds reach it with the settings)."""
+        cmd = [sys.executable, "-m", "segstream", "train", "--from", "redis", "--gate"]
         log.warning("drift above bound: starting %s", " ".join(cmd[2:]))
         self.metrics.retrains += 1
         return subprocess.Popen(

@@ -5,6 +5,10 @@ rules (fixed documented edges). :meth:`ModelHolder.refresh` follows the pointer:
 loaded and swapped in between two scoring rounds, and its online model is resumed from
 ``{prefix}:online:<version>`` (or seeded from the batch centroids the first time).
 
+"New" means *other than the one in use*, never "newer": versions are not compared, so a
+``segstream models rollback`` to an older version (or a promotion of one) is followed exactly
+like a freshly trained model, and an older model's online state resumes where it stopped.
+
 Batch and online (docs/scoring.md): the batch centroids *assign* (so every assignment can be
 reproduced and explained from the artifact, and agrees 100 % with the model's prediction on the
 exported state); the online :class:`OnlineKMeans` learns from every scored customer's scaled
@@ -48,7 +52,8 @@ class ModelHolder:
         return self.model.version
 
     async def refresh(self) -> bool:
-        """Load the current version if it is new; True when the model changed."""
+        """Load the current version if it is not the one in use (older or newer: a rollback
+        counts); True when the model changed."""
         version = await self.store.current_version()
         if version is None or version == self.model.version or version in self._refused:
             return False
