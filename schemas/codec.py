@@ -131,9 +131,9 @@ def decode(model: type[T], data: bytes | bytearray | memoryview) -> T:
         if refused is None:
             return _DECODERS[model].decode(data)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
-        refused = _validation_error(model, exc)
+        refused = validation_error(model, exc)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        refused = _decode_error(data, exc)
+        refused = decode_error(data, exc)
     except Exception as exc:  # the last resort: see the module docstring
         refused = _unexpected(exc)
     raise refused
@@ -174,9 +174,9 @@ def decode_many(
                         continue
                 keep((index, decode_one(data)))
             except msgspec.ValidationError as exc:
-                rejected.append((index, _validation_error(model, exc)))
+                rejected.append((index, validation_error(model, exc)))
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                rejected.append((index, _decode_error(data, exc)))
+                rejected.append((index, decode_error(data, exc)))
             except Exception as exc:  # the last resort: see the module docstring
                 rejected.append((index, _unexpected(exc)))
     return valid, rejected
@@ -212,7 +212,7 @@ def _split_path(text: str) -> tuple[str, str]:
     return text, "$"
 
 
-def _validation_error(model: type[Any], exc: msgspec.ValidationError) -> SchemaError:
+def validation_error(model: type[Any], exc: msgspec.ValidationError) -> SchemaError:
     text = str(exc)
     problem = exc.__cause__
     if isinstance(problem, FieldProblem):  # raised by a model's own checks
@@ -231,7 +231,7 @@ def _validation_error(model: type[Any], exc: msgspec.ValidationError) -> SchemaE
         return _error(path, "unparsable timestamp: expected RFC 3339 / ISO 8601 with offset")
     if message.startswith("Invalid enum value "):
         value = message[len("Invalid enum value ") :]
-        choices = _CHOICES[model].get(path)
+        choices = _CHOICES.get(model, {}).get(path)
         if choices:
             value = value if len(value) <= 80 else value[:79] + "…"
             return _error(path, f"unknown value {value} (expected one of: {', '.join(choices)})")
@@ -239,7 +239,7 @@ def _validation_error(model: type[Any], exc: msgspec.ValidationError) -> SchemaE
     return _error(path, message[:1].lower() + message[1:])
 
 
-def _decode_error(
+def decode_error(
     data: bytes | bytearray | memoryview, exc: msgspec.DecodeError | UnicodeDecodeError
 ) -> SchemaError:
     try:

@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from schemas.codec import nesting_depth
+from schemas.codec import decode_error, nesting_depth, validation_error
 from schemas.errors import SchemaError
 from schemas.events import FieldProblem, Id, OutputTime
 
@@ -41,7 +41,6 @@ MAX_ERASE_REQUEST_BYTES = 4096
 #: Deeper records are refused before parsing: a request nests one level.
 MAX_ERASE_NESTING = 16
 #: A reason longer than this is cut (msgspec's messages may quote values).
-_MAX_REASON_CHARS = 200
 
 
 class EraseRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,14 +106,13 @@ def decode_erase_request(key: bytes | None, value: bytes | None) -> EraseRequest
             raise SchemaError("$", f"nested too deeply: {levels}")
         request = _DECODER.decode(value)
     except msgspec.ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise validation_error(EraseRequest, exc) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        said = _first_lower(str(exc).removeprefix("JSON is malformed: "))
-        raise _error("$", f"not JSON: {said}") from None
+        raise decode_error(value, exc) from None
     except SchemaError:
         raise
     except Exception as exc:  # the last resort: one record must never stop the consumer
-        raise _error("$", f"could not be decoded: {type(exc).__name__}") from None
+        raise SchemaError("$", f"could not be decoded: {type(exc).__name__}") from None
     if key is None or not key:
         raise SchemaError("$", "missing key: the record's key must be the customer id")
     try:
@@ -124,35 +122,3 @@ def decode_erase_request(key: bytes | None, value: bytes | None) -> EraseRequest
     if text != request.customer_id:
         raise SchemaError("$.customer_id", "differs from the record's key (they must be equal)")
     return request
-
-
-def _validation_error(exc: msgspec.ValidationError) -> SchemaError:
-    text = str(exc)
-    message, sep, tail = text.rpartition(" - at `")
-    path = tail[:-1] if sep and tail.startswith("$") and tail.endswith("`") else "$"
-    if not sep:
-        message = text
-    problem = exc.__cause__
-    if isinstance(problem, FieldProblem):  # __post_init__'s own checks
-        return _error(f"{path}.{problem.field}", problem.reason)
-    if message.startswith("Object missing required field `") and message.endswith("`"):
-        field = message[len("Object missing required field `") : -1]
-        return _error(f"{path}.{field}", "missing required field")
-    if message.startswith("Expected `"):
-        want, _, rest = message[len("Expected `") :].partition("`")
-        if rest.startswith(", got `") and rest.endswith("`"):
-            return _error(path, f"wrong type: expected {want}, got {rest[len(', got `') : -1]}")
-        return _error(path, f"invalid value: expected {want}{rest}")
-    if message.startswith("Invalid RFC3339 encoded datetime"):
-        return _error(path, "unparsable timestamp: expected RFC 3339 / ISO 8601 with offset")
-    return _error(path, _first_lower(message))
-
-
-def _first_lower(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
-
-def _error(path: str, reason: str) -> SchemaError:
-    if len(reason) > _MAX_REASON_CHARS:
-        reason = reason[: _MAX_REASON_CHARS - 1] + "…"
-    return SchemaError(path, reason)
