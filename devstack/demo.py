@@ -5,7 +5,9 @@ Over 400 lines: the demo's script (start, history, train, live view, report, sto
 It starts its own broker and Redis on free ports (never the machine's own), produces a seeded
 synthetic history, lets a real worker process ingest it, trains the model, streams live traffic
 while a terminal view shows events/s, lag, segment sizes, the latest changes and drift, writes
-the analyst report, and stops everything it started, also on Ctrl-C.
+the analyst report, and stops everything it started, also on Ctrl-C. With ``--secure`` the same
+demo runs over TLS + SASL SCRAM-SHA-512 and a Redis ACL user (``services up --secure``): every
+client it creates, and every command it starts, gets the security settings from one place.
 
 The steps are the same commands a user would run by hand (``segstream worker``, ``train``,
 ``report``), started as subprocesses with the demo's settings in their environment; the demo
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -32,9 +35,11 @@ from typing import Any
 
 import click
 
-from devstack.services import free_port, local_services
+from devstack.services import LocalServices, free_port, local_services
 from segstream.errors import SegstreamError
 from segstream.options import var_option
+from segstream.redact import redact
+from segstream.security import kafka_options
 from segstream.settings import Settings
 
 #: How long the worker may go without applying a single record before the demo gives up.
@@ -85,6 +90,7 @@ def _follow_changes(settings: Settings, feed: ChangeFeed, stop: threading.Event)
         enable_auto_commit=False,
         group_id=None,
         consumer_timeout_ms=500,
+        **kafka_options(settings.kafka),
     )
     try:
         while not stop.is_set():
@@ -125,9 +131,9 @@ def _health(port: int) -> dict[str, Any]:
 
 def _drift_text(settings: Settings) -> str:
     """The online model's drift as the scoring service last saved it (``{prefix}:scoring``)."""
-    import redis
+    from worker.connect import sync_redis
 
-    client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    client = sync_redis(settings.redis, decode_responses=True)
     try:
         status: dict[str, str] = client.hgetall(f"{settings.redis.prefix}:scoring")  # type: ignore[assignment]
     finally:
@@ -166,7 +172,7 @@ def _worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.P
 def _counters(settings: Settings) -> dict[str, int]:
     from worker.state.store import StateReader
 
-    with StateReader(settings.redis.url, settings.redis.prefix) as reader:
+    with StateReader(settings.redis, settings.redis.prefix) as reader:
         return reader.counters()
 
 
@@ -275,8 +281,20 @@ def _render(
     is_flag=True,
     help="Keep streaming, with the services up, until Ctrl-C.",
 )
+@var_option(
+    "SEGSTREAM_DEMO_SECURE",
+    "--secure",
+    is_flag=True,
+    help="Run over TLS, SASL SCRAM-SHA-512 and a Redis ACL user (`services up --secure`).",
+)
 def demo(
-    customers: int, days: int, minutes: float, seed: int, out_dir: str, keep_running: bool
+    customers: int,
+    days: int,
+    minutes: float,
+    seed: int,
+    out_dir: str,
+    keep_running: bool,
+    secure: bool,
 ) -> None:
     """End to end: services, synthetic history, worker, training, live stream, report."""
     out = Path(out_dir).resolve()
@@ -288,27 +306,27 @@ def demo(
     interrupted = False
     with (
         tempfile.TemporaryDirectory(prefix="segstream-demo-") as run_dir,
-        local_services(run_dir) as started,
+        local_services(run_dir, secure=secure, prefix="ss"),
     ):
+        # The same settings `segstream services env` prints (secure: the ACL's prefix, "ss").
+        services = {"redis_prefix": "ss"} | LocalServices(run_dir).client_settings()
         settings = Settings.of(
-            kafka_bootstrap=started["kafka"].url,
-            redis_url=started["redis"].url,
-            redis_prefix="ss",
+            **services,
             group_id="segstream-demo",
             run_dir=str(out / "run"),
             model_dir=str(out / "models"),
             web_port=free_port(),
             sweep_interval_s=5.0,
         )
+        secured = " over TLS + SASL SCRAM-SHA-512 and a Redis ACL user" if secure else ""
         _step(
             t0,
             f"[1/6] started broker {settings.kafka.bootstrap} and Redis "
-            f"{settings.redis.url} (for this demo only)",
+            f"{redact(settings.redis.url)}{secured} (for this demo only)",
         )
         click.echo(
-            "  to look around from another terminal while it runs: export "
-            f"SEGSTREAM_KAFKA_BOOTSTRAP={settings.kafka.bootstrap} "
-            f"SEGSTREAM_REDIS_URL={settings.redis.url} SEGSTREAM_REDIS_PREFIX=ss"
+            '  to look around from another terminal while it runs: eval "$(segstream '
+            f'services env --run-dir {shlex.quote(run_dir)})"; export SEGSTREAM_REDIS_PREFIX=ss'
         )
         try:
             _run(settings, out, customers, days, minutes, seed, keep_running, t0)
@@ -333,7 +351,9 @@ def _create_topics(settings: Settings) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka.bootstrap, **kafka_options(settings.kafka)
+    )
     topics = [
         NewTopic(name, num_partitions=settings.kafka.partitions, replication_factor=1)
         for name in (
@@ -383,6 +403,7 @@ def _run(
                 bootstrap=settings.kafka.bootstrap,
                 orders_topic=settings.kafka.orders_topic,
                 clicks_topic=settings.kafka.clicks_topic,
+                kafka=settings.kafka,
             )
         )
         topics = {"order": settings.kafka.orders_topic, "click": settings.kafka.clicks_topic}
@@ -448,7 +469,7 @@ def _run(
     click.echo(f"models:    {settings.model_dir}")
     click.echo(
         f"customer:  segstream customer {some_customer} --explain  (needs the services: run "
-        "the demo with --keep-running and use the exports printed at its start)"
+        "the demo with --keep-running and eval the `services env` line printed at its start)"
     )
     click.echo(
         f"took {time.monotonic() - t0:.0f}s; segment sizes: "
@@ -485,7 +506,12 @@ def _live(
     from schemas import encode
 
     traffic = LiveTraffic(labels, seed=seed + 1, run_tag=f"live{int(time.time())}")
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap, linger_ms=10, acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        linger_ms=10,
+        acks="all",
+        **kafka_options(settings.kafka),
+    )
     console = Console()
     interactive = console.is_terminal
     deadline = time.monotonic() + minutes * 60

@@ -4,6 +4,12 @@ This is not a supervisor: it starts two processes, records their pids, ports and
 under a run directory, and later stops exactly those pids (checking the command line first, so a
 recycled pid is never killed). It never touches a broker or Redis it did not start — machines here
 often run a Redis on 6379 already, so a taken port is an error, never a reuse.
+
+``secure=True`` starts the same two services behind TLS and passwords (docs/security.md, "Local
+secured services"): Redis with ``--tls-port`` only and ACL users, and, because tansu 0.6 can do
+neither TLS nor SCRAM itself, tansu on an internal loopback port behind
+:mod:`devstack.kafka_gateway` (TLS + SASL SCRAM-SHA-512), which takes the broker's public port.
+The gateway is a third recorded process, so ``down`` stops it like the others.
 """
 
 from __future__ import annotations
@@ -15,18 +21,27 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from devstack.client_env import SEGSTREAM_USER, SecureAccess, client_settings
+from devstack.local_secrets import SecureMaterial, create_material, load_access, remove_material
 from segstream.errors import ServiceError
 
 KAFKA = "kafka"
 REDIS = "redis"
+#: Secure services only: the plaintext tansu behind the gateway (``kafka`` is then the gateway).
+KAFKA_BACKEND = "kafka-backend"
 SERVICE_NAMES = (KAFKA, REDIS)
+ALL_NAMES = (KAFKA, KAFKA_BACKEND, REDIS)
 START_TIMEOUT_S = 15.0
+#: The module the secure broker's gateway runs (``python -m``); also its pid-reuse marker.
+GATEWAY_MODULE = "devstack.kafka_gateway"
 
 
 @dataclass(frozen=True)
@@ -39,9 +54,12 @@ class RunningService:
     url: str
     binary: str
     log: str
+    #: Text the process's command line must contain, for a binary that runs many programs
+    #: (the gateway is ``python``): with the binary check, a recycled pid is never taken for it.
+    marker: str = ""
 
     def alive(self) -> bool:
-        return _pid_runs_binary(self.pid, self.binary)
+        return _pid_runs_binary(self.pid, self.binary) and _cmdline_has(self.pid, self.marker)
 
 
 def tansu_binary() -> Path:
@@ -101,16 +119,59 @@ def redis_answers(port: int, host: str = "127.0.0.1") -> bool:
 
 def kafka_answers(port: int, host: str = "127.0.0.1") -> bool:
     """True when a Kafka-protocol broker on ``port`` answers an ApiVersions request."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            return _api_versions_answered(sock)
+    except OSError:
+        return False
+
+
+def kafka_tls_answers(port: int, context: ssl.SSLContext, host: str = "localhost") -> bool:
+    """:func:`kafka_answers` over TLS (certificate checked against ``context``'s CA).
+
+    ApiVersions is answered before authentication (clients ask it first), so no password
+    is needed to see that the secure broker is up.
+    """
+    try:
+        with (
+            socket.create_connection((host, port), timeout=0.5) as raw,
+            context.wrap_socket(raw, server_hostname=host) as sock,
+        ):
+            return _api_versions_answered(sock)
+    except OSError:  # ssl.SSLError is an OSError
+        return False
+
+
+def redis_tls_answers(port: int, context: ssl.SSLContext, host: str = "127.0.0.1") -> bool:
+    """True when a Redis behind TLS on ``port`` answers PING, with PONG or by asking for a
+    password (the secure Redis lets no anonymous client in)."""
+    try:
+        with (
+            socket.create_connection((host, port), timeout=0.5) as raw,
+            context.wrap_socket(raw, server_hostname=host) as sock,
+        ):
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+def _api_versions_answered(sock: socket.socket) -> bool:
     # ApiVersions v0: size, api_key=18, api_version=0, correlation_id=1, client_id="ss".
     body = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big")
     body += (2).to_bytes(2, "big") + b"ss"
-    try:
-        with socket.create_connection((host, port), timeout=0.5) as sock:
-            sock.sendall(len(body).to_bytes(4, "big") + body)
-            head = sock.recv(8)
-            return len(head) >= 8 and int.from_bytes(head[4:8], "big") == 1
-    except OSError:
-        return False
+    sock.sendall(len(body).to_bytes(4, "big") + body)
+    head = b""
+    while len(head) < 8:
+        chunk = sock.recv(8 - len(head))
+        if not chunk:
+            return False
+        head += chunk
+    return int.from_bytes(head[4:8], "big") == 1
+
+
+#: A readiness check: does the service on this port answer?
+Probe = Callable[[int], bool]
 
 
 class LocalServices:
@@ -126,7 +187,7 @@ class LocalServices:
     def recorded(self) -> dict[str, RunningService]:
         """Services this run directory says it started (alive or not)."""
         found: dict[str, RunningService] = {}
-        for name in SERVICE_NAMES:
+        for name in ALL_NAMES:
             path = self._state_file(name)
             if path.is_file():
                 with contextlib.suppress(ValueError, TypeError, KeyError):
@@ -134,16 +195,49 @@ class LocalServices:
         return found
 
     def status(self) -> dict[str, tuple[RunningService | None, bool]]:
-        """For each service: its record (if any) and whether that very process still runs."""
+        """For each service: its record (if any) and whether that very process still runs.
+
+        The broker and Redis always appear; the secure broker's backend only when recorded.
+        """
         recs = self.recorded()
-        return {n: (recs.get(n), bool(recs.get(n) and recs[n].alive())) for n in SERVICE_NAMES}
+        names = [n for n in ALL_NAMES if n in SERVICE_NAMES or n in recs]
+        return {n: (recs.get(n), bool(recs.get(n) and recs[n].alive())) for n in names}
+
+    def secure_access(self) -> SecureAccess | None:
+        """Names and files of the secure services' users (``None``: plain or not started)."""
+        return load_access(self.run_dir)
+
+    def client_settings(self, user: str = SEGSTREAM_USER) -> dict[str, str]:
+        """Flat setting name -> value a client needs for the services running from here.
+
+        What ``segstream services env`` prints and the demo uses. Raises
+        :class:`ServiceError` when the broker or Redis is not running.
+        """
+        recs = self.recorded()
+        kafka, redis = recs.get(KAFKA), recs.get(REDIS)
+        if kafka is None or redis is None or not (kafka.alive() and redis.alive()):
+            raise ServiceError(
+                f"the local services of {self.run_dir} are not running; "
+                "start them with `segstream services up` (with the same --run-dir)"
+            )
+        access = self.secure_access()
+        if access is None and user != SEGSTREAM_USER:
+            raise ServiceError(
+                f"the plain local services have no {user} user; "
+                "start them with `segstream services up --secure`"
+            )
+        return client_settings(kafka.url, redis.port, access, user)
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def up(self, kafka_port: int, redis_port: int) -> dict[str, RunningService]:
+    def up(
+        self, kafka_port: int, redis_port: int, *, secure: bool = False, prefix: str = "ss"
+    ) -> dict[str, RunningService]:
         """Start both services (or neither), wait until both answer, and record them.
 
         Port 0 means "pick a free port". Raises :class:`ServiceError` with a one-line message
         when a port is taken, a binary is missing or a service dies during start-up.
+        ``secure``: TLS and passwords (see the module's docstring); the Redis ACL users may
+        touch keys under ``prefix`` only.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         running = {n: s for n, (s, alive) in self.status().items() if alive and s}
@@ -163,23 +257,32 @@ class LocalServices:
                 )
         started: dict[str, RunningService] = {}
         try:
-            started[KAFKA] = self._start_kafka(kafka_port)
-            started[REDIS] = self._start_redis(redis_port)
+            if secure:
+                probes = self._start_secure(kafka_port, redis_port, prefix, started)
+            else:
+                started[KAFKA] = self._start_kafka(kafka_port)
+                started[REDIS] = self._start_redis(redis_port)
+                probes = {KAFKA: kafka_answers, REDIS: redis_answers}
             deadline = time.monotonic() + START_TIMEOUT_S
-            for svc in started.values():
-                self._wait_ready(svc, deadline)
+            for name, svc in started.items():
+                self._wait_ready(svc, deadline, probes[name])
         except BaseException:
             for svc in started.values():
                 _terminate(svc)
                 self._state_file(svc.name).unlink(missing_ok=True)
+            remove_material(self.run_dir)
             raise
+        if not secure:
+            remove_material(self.run_dir)  # a crashed secure run's leftovers must not linger
         return started
 
     def restart_kafka(self, port: int) -> RunningService:
         """Start the broker alone again on ``port`` (after it died); for fault tests and ops.
 
-        The local broker keeps its topics in memory: it comes back empty.
+        The local broker keeps its topics in memory: it comes back empty. Plain services only.
         """
+        if self.secure_access() is not None:
+            raise ServiceError("restart_kafka supports the plain local services only")
         recorded = self.recorded().get(KAFKA)
         if recorded is not None and recorded.alive():
             raise ServiceError(f"{KAFKA} is still running (pid {recorded.pid})")
@@ -188,18 +291,29 @@ class LocalServices:
         return svc
 
     def down(self) -> list[RunningService]:
-        """Stop the processes this run directory started, by pid; returns what was stopped."""
+        """Stop the processes this run directory started, by pid; returns what was stopped.
+
+        The secure services' certificates and passwords are removed with them.
+        """
         stopped = []
         for name, svc in self.recorded().items():
             if svc.alive():
                 _terminate(svc)
                 stopped.append(svc)
             self._state_file(name).unlink(missing_ok=True)
+        remove_material(self.run_dir)
         return stopped
 
     # -- internals -----------------------------------------------------------------------------
     def _spawn(
-        self, name: str, port: int, url: str, binary: Path, args: list[str]
+        self,
+        name: str,
+        port: int,
+        url: str,
+        binary: Path,
+        args: list[str],
+        marker: str = "",
+        env: Mapping[str, str] | None = None,
     ) -> RunningService:
         log = self.run_dir / f"{name}.log"
         with open(log, "ab") as out:
@@ -209,22 +323,25 @@ class LocalServices:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.run_dir,
+                env=None if env is None else dict(env),
                 start_new_session=True,  # a Ctrl-C in the caller's terminal is ours to handle
             )
-        svc = RunningService(name, proc.pid, port, url, str(binary), str(log))
+        svc = RunningService(name, proc.pid, port, url, str(binary), str(log), marker)
         self._state_file(name).write_text(json.dumps(asdict(svc)))
         (self.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
         return svc
 
-    def _start_kafka(self, port: int) -> RunningService:
+    def _start_kafka(
+        self, port: int, advertised_port: int | None = None, name: str = KAFKA
+    ) -> RunningService:
         binary = tansu_binary()
         args = [
             "broker",
             "--listener-url", f"tcp://127.0.0.1:{port}",
-            "--advertised-listener-url", f"tcp://localhost:{port}",
+            "--advertised-listener-url", f"tcp://localhost:{advertised_port or port}",
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
-        return self._spawn(KAFKA, port, f"localhost:{port}", binary, args)
+        return self._spawn(name, port, f"localhost:{port}", binary, args)
 
     def _start_redis(self, port: int) -> RunningService:
         binary = redis_server_binary()
@@ -234,8 +351,64 @@ class LocalServices:
         ]  # fmt: skip
         return self._spawn(REDIS, port, f"redis://127.0.0.1:{port}/0", binary, args)
 
-    def _wait_ready(self, svc: RunningService, deadline: float) -> None:
-        probe = kafka_answers if svc.name == KAFKA else redis_answers
+    def _start_secure(
+        self, kafka_port: int, redis_port: int, prefix: str, started: dict[str, RunningService]
+    ) -> dict[str, Probe]:
+        """tansu on an internal port, the TLS + SCRAM gateway on ``kafka_port``, Redis with TLS
+        and ACL users; fills ``started`` as each process starts (so a failure stops them)."""
+        material = create_material(self.run_dir.resolve(), prefix)
+        context = ssl.create_default_context(cafile=material.access.ca_file)
+        backend_port = free_port()
+        # Metadata must send clients to the gateway, never to tansu's plaintext port.
+        started[KAFKA_BACKEND] = self._start_kafka(backend_port, kafka_port, KAFKA_BACKEND)
+        started[KAFKA] = self._start_gateway(kafka_port, backend_port, material)
+        started[REDIS] = self._start_redis_tls(redis_port, material)
+        return {
+            KAFKA_BACKEND: kafka_answers,
+            KAFKA: lambda port: kafka_tls_answers(port, context),
+            REDIS: lambda port: redis_tls_answers(port, context),
+        }
+
+    def _start_gateway(
+        self, port: int, backend_port: int, material: SecureMaterial
+    ) -> RunningService:
+        args = [
+            "-m", GATEWAY_MODULE,
+            "--listen", f"127.0.0.1:{port}",
+            "--backend", f"127.0.0.1:{backend_port}",
+            "--cert", material.server_cert,
+            "--key", material.server_key,
+            "--users-file", material.kafka_users_file,
+        ]  # fmt: skip
+        # The gateway imports devstack from this checkout, installed or not.
+        source_root = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (source_root, os.environ.get("PYTHONPATH", "")) if p)
+        return self._spawn(
+            KAFKA,
+            port,
+            f"localhost:{port}",
+            Path(sys.executable),
+            args,
+            marker=GATEWAY_MODULE,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+
+    def _start_redis_tls(self, port: int, material: SecureMaterial) -> RunningService:
+        binary = redis_server_binary()
+        args = [
+            "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--tls-cert-file", material.server_cert, "--tls-key-file", material.server_key,
+            "--tls-ca-cert-file", material.access.ca_file, "--tls-auth-clients", "no",
+            "--aclfile", material.redis_acl_file,
+            "--save", "", "--appendonly", "no",
+            "--dir", str(self.run_dir.resolve()), "--protected-mode", "no",
+        ]  # fmt: skip
+        url = f"rediss://{SEGSTREAM_USER}@127.0.0.1:{port}/0"
+        return self._spawn(REDIS, port, url, binary, args)
+
+    def _wait_ready(self, svc: RunningService, deadline: float, probe: Probe | None = None) -> None:
+        if probe is None:
+            probe = kafka_answers if svc.name == KAFKA else redis_answers
         while time.monotonic() < deadline:
             if not svc.alive():
                 tail = _tail(Path(svc.log))
@@ -252,10 +425,12 @@ class LocalServices:
 
 
 @contextlib.contextmanager
-def local_services(run_dir: str | os.PathLike[str]) -> Iterator[dict[str, RunningService]]:
+def local_services(
+    run_dir: str | os.PathLike[str], *, secure: bool = False, prefix: str = "ss"
+) -> Iterator[dict[str, RunningService]]:
     """A broker and Redis on free ports for the duration of a ``with`` block (demo, tests)."""
     services = LocalServices(run_dir)
-    started = services.up(0, 0)
+    started = services.up(0, 0, secure=secure, prefix=prefix)
     try:
         yield started
     finally:
@@ -306,6 +481,17 @@ def _pid_runs_binary(pid: int, binary: str) -> bool:
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # a zombie has exited already
         return False
     return exe.removesuffix(" (deleted)") == os.path.realpath(binary)
+
+
+def _cmdline_has(pid: int, marker: str) -> bool:
+    """True when ``marker`` is empty or one of ``pid``'s command-line arguments."""
+    if not marker:
+        return True
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return marker.encode() in args
 
 
 def _terminate(svc: RunningService, grace_s: float = 5.0) -> None:

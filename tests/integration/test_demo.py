@@ -1,4 +1,8 @@
-"""The README's first command, small: the demo runs end to end and shows segment changes."""
+"""The README's first command, small: the demo runs end to end and shows segment changes.
+
+Also over the secured local services (``--secure``: TLS, SASL SCRAM-SHA-512, a Redis ACL user),
+where every client the demo and its child commands create must carry the security settings.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,28 @@ from pathlib import Path
 
 import pytest
 
-from devstack.services import kafka_answers, redis_answers
+from devstack.services import port_in_use
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
+def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path, secure: bool) -> None:
     out = tmp_path / "demo"
     done = subprocess.run(
         [sys.executable, "-m", "segstream", "demo", "--customers", "300", "--days", "60",
-         "--minutes", "0.15", "--out", str(out)],
+         "--minutes", "0.15", "--out", str(out), *(["--secure"] if secure else [])],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = done.stdout
     for step in range(1, 7):
         assert f"[{step}/6]" in text
+    first = text.splitlines()[0]
+    if secure:
+        assert "rediss://segstream@127.0.0.1:" in first and "TLS + SASL SCRAM-SHA-512" in first
+    else:
+        assert "redis://127.0.0.1:" in first and "TLS" not in first
     published = re.search(r"([\d,]+) segment changes published \((.*)\)", text)
     assert published, text[-2000:]
     assert int(published.group(1).replace(",", "")) > 0
@@ -32,5 +42,5 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path) -> None:
     assert (out / "report" / "report.html").is_file()
     assert list((out / "models").glob("km-*.json"))
     assert "services stopped" in text
-    ports = [int(p) for p in re.findall(r"(?:localhost|127\.0\.0\.1):(\d+)", text.splitlines()[0])]
-    assert ports and not any(kafka_answers(p) or redis_answers(p) for p in ports)
+    ports = [int(p) for p in re.findall(r"(?:localhost|127\.0\.0\.1):(\d+)", first)]
+    assert len(ports) == 2 and not any(port_in_use(p) for p in ports)

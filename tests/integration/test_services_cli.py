@@ -46,6 +46,17 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         assert status.returncode == 0
         assert status.stdout.count("running") == 2
 
+        lines = segstream("services", "env", env=env)
+        assert lines.returncode == 0, lines.stderr
+        assert lines.stdout.splitlines()[:3] == [
+            f"export SEGSTREAM_KAFKA_BOOTSTRAP=localhost:{kafka_port}",
+            "export SEGSTREAM_KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
+            f"export SEGSTREAM_REDIS_URL=redis://127.0.0.1:{redis_port}/0",
+        ]
+        assert lines.stdout.splitlines()[3].startswith("unset SEGSTREAM_KAFKA_SASL_MECHANISM ")
+        storefront = segstream("services", "env", "--user", "storefront", env=env)
+        assert storefront.returncode == 1 and "no storefront user" in storefront.stderr
+
         again = segstream("services", "up", env=env)
         assert again.returncode == 1
         assert "already running" in again.stderr and len(again.stderr.strip().splitlines()) == 1

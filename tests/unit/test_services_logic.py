@@ -1,16 +1,36 @@
-"""Pure parts of the local service manager: backend choice, ports, records."""
+"""Pure parts of the local service manager: backend choice, records, client env lines, secrets."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
 import pytest
 
+from devstack.client_env import STOREFRONT_USER, SecureAccess, client_settings, env_lines
+from devstack.local_secrets import (
+    create_material,
+    load_access,
+    redis_acl_text,
+    remove_material,
+    write_secret,
+)
 from devstack.services import (
     LocalServices,
+    RunningService,
     choose_backend,
     redis_server_binary,
     tansu_binary,
 )
 from segstream.errors import ServiceError
+from segstream.security import kafka_options, read_secret
+from segstream.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -40,3 +60,163 @@ def test_binaries_come_from_the_wheels_or_the_machine() -> None:
 def test_status_of_an_empty_run_dir_says_nothing_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
     status = LocalServices(tmp_path).status()
     assert status == {"kafka": (None, False), "redis": (None, False)}
+
+
+# -- secure local services: what a client is told, and how the secrets are kept -----------------
+def _access(directory: str = "/run/s") -> SecureAccess:
+    return SecureAccess(
+        prefix="shop",
+        ca_file=f"{directory}/ca.pem",
+        kafka_password_file=f"{directory}/kafka.password",
+        redis_password_file=f"{directory}/redis.password",
+        storefront_password_file=f"{directory}/storefront.password",
+    )
+
+
+def _evaluated(lines: list[str], start: dict[str, str]) -> dict[str, str]:
+    """The SEGSTREAM_* variables of a bash that started with ``start`` and evaluated ``lines``."""
+    script = 'eval "$LINES"; env -0'
+    done = subprocess.run(
+        ["bash", "-c", script],
+        env={"PATH": os.environ["PATH"], "LINES": "\n".join(lines), **start},
+        capture_output=True,
+        check=True,
+    )
+    pairs = (item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
+    return {k: v for k, v in pairs if k.startswith("SEGSTREAM_")}
+
+
+def test_plain_services_env_gives_bootstrap_and_url_and_clears_stale_security() -> None:
+    values = client_settings("localhost:19092", 16379, None)
+    env = _evaluated(
+        env_lines(values),
+        {"SEGSTREAM_KAFKA_SASL_PASSWORD_FILE": "/old", "SEGSTREAM_REDIS_SSL_CA_CERTS": "/old"},
+    )
+    assert env == {
+        "SEGSTREAM_KAFKA_BOOTSTRAP": "localhost:19092",
+        "SEGSTREAM_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+        "SEGSTREAM_REDIS_URL": "redis://127.0.0.1:16379/0",
+    }
+    settings = Settings.from_env(env)
+    assert kafka_options(settings.kafka) == {}
+
+
+def test_secure_services_env_names_password_files_and_the_ca_never_a_password() -> None:
+    values = client_settings("localhost:19093", 16380, _access())
+    env = _evaluated(env_lines(values), {"SEGSTREAM_KAFKA_SASL_PASSWORD": "stale-secret"})
+    assert env == {
+        "SEGSTREAM_KAFKA_BOOTSTRAP": "localhost:19093",
+        "SEGSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "SEGSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "SEGSTREAM_KAFKA_SASL_USERNAME": "segstream",
+        "SEGSTREAM_KAFKA_SASL_PASSWORD_FILE": "/run/s/kafka.password",
+        "SEGSTREAM_KAFKA_SSL_CAFILE": "/run/s/ca.pem",
+        "SEGSTREAM_REDIS_URL": "rediss://segstream@127.0.0.1:16380/0",
+        "SEGSTREAM_REDIS_PREFIX": "shop",
+        "SEGSTREAM_REDIS_PASSWORD_FILE": "/run/s/redis.password",
+        "SEGSTREAM_REDIS_SSL_CA_CERTS": "/run/s/ca.pem",
+    }  # the stale inline password is gone: it would have shadowed the password file
+
+
+def test_storefront_env_has_redis_lines_only_and_leaves_kafka_settings_alone() -> None:
+    lines = env_lines(client_settings("localhost:1", 16381, _access(), user=STOREFRONT_USER))
+    assert not any("KAFKA" in line for line in lines)
+    env = _evaluated(lines, {"SEGSTREAM_KAFKA_SASL_USERNAME": "someone"})
+    assert env["SEGSTREAM_REDIS_URL"] == "rediss://storefront@127.0.0.1:16381/0"
+    assert env["SEGSTREAM_REDIS_PASSWORD_FILE"] == "/run/s/storefront.password"
+    assert env["SEGSTREAM_KAFKA_SASL_USERNAME"] == "someone"
+
+
+def test_the_plain_services_have_no_storefront_user() -> None:
+    with pytest.raises(ValueError, match="no storefront user"):
+        client_settings("localhost:1", 2, None, user=STOREFRONT_USER)
+
+
+@pytest.mark.parametrize("directory", ["/tmp/with space", "/tmp/it's", "/tmp/$HOME;rm -rf x", "/é"])
+def test_env_lines_quote_paths_so_the_shell_keeps_them_verbatim(directory: str) -> None:
+    env = _evaluated(env_lines(client_settings("localhost:1", 2, _access(directory))), {})
+    assert env["SEGSTREAM_KAFKA_SSL_CAFILE"] == f"{directory}/ca.pem"
+    assert env["SEGSTREAM_REDIS_PASSWORD_FILE"] == f"{directory}/redis.password"
+
+
+def test_redis_acl_file_switches_default_off_and_holds_only_password_hashes() -> None:
+    text = redis_acl_text({"segstream": ("pw-one", ["~shop:*", "+get"]), "ro": ("pw-two", [])})
+    lines = text.splitlines()
+    assert lines[0].startswith("user default off ")
+    assert "nocommands" in lines[0] and "nopass" not in text
+    assert (
+        lines[1] == f"user segstream reset on #{hashlib.sha256(b'pw-one').hexdigest()} ~shop:* +get"
+    )
+    assert lines[2].startswith("user ro reset on #")
+    assert "pw-one" not in text and "pw-two" not in text
+
+
+def test_a_secret_is_written_mode_0600_even_over_a_readable_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.password"
+    path.write_text("old")
+    path.chmod(0o644)
+    write_secret(path, "new\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text() == "new\n"
+
+
+def test_secure_material_keeps_passwords_in_0600_files_and_down_removes_them(
+    tmp_path: Path,
+) -> None:
+    material = create_material(tmp_path, "shop")
+    access = material.access
+    assert stat.S_IMODE((tmp_path / "secure").stat().st_mode) == 0o700
+    files = [
+        access.kafka_password_file,
+        access.redis_password_file,
+        access.storefront_password_file,
+        material.redis_acl_file,
+        material.kafka_users_file,
+        material.server_key,
+    ]
+    for name in files:
+        assert stat.S_IMODE(Path(name).stat().st_mode) == 0o600, name
+    passwords = [
+        read_secret(f, "x")
+        for f in (
+            access.kafka_password_file,
+            access.redis_password_file,
+            access.storefront_password_file,
+        )
+    ]
+    assert len(set(passwords)) == 3 and all(len(p) >= 32 for p in passwords)
+    recorded = (tmp_path / "secure.json").read_text()
+    assert not any(p in recorded for p in passwords)
+    assert load_access(tmp_path) == access
+    acl = Path(material.redis_acl_file).read_text()
+    assert "~shop:*" in acl and "%R~shop:*" in acl and not any(p in acl for p in passwords)
+    again = create_material(tmp_path, "shop")  # every `up --secure` makes new passwords
+    assert read_secret(again.access.kafka_password_file, "x") != passwords[0]
+    remove_material(tmp_path)
+    assert not (tmp_path / "secure").exists() and load_access(tmp_path) is None
+
+
+def test_a_recorded_process_must_still_carry_its_marker_to_count_as_alive(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", "devstack.kafka_gateway"]
+    )
+    try:
+        base = RunningService("kafka", proc.pid, 1, "localhost:1", sys.executable, "log")
+        assert replace(base, marker="devstack.kafka_gateway").alive()
+        assert not replace(base, marker="something.else").alive()  # a recycled python pid
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not replace(base, marker="devstack.kafka_gateway").alive()
+
+
+def test_status_lists_the_secure_backend_only_when_recorded_and_env_needs_running_services(
+    tmp_path: Path,
+) -> None:
+    services = LocalServices(tmp_path)
+    dead = RunningService("kafka-backend", 2**22 + 1, 1, "localhost:1", sys.executable, "log")
+    (tmp_path / "kafka-backend.json").write_text(json.dumps(asdict(dead)))
+    assert list(services.status()) == ["kafka", "kafka-backend", "redis"]
+    assert services.status()["kafka-backend"] == (dead, False)
+    with pytest.raises(ServiceError, match="not running; start them with `segstream services up`"):
+        services.client_settings()
