@@ -73,6 +73,12 @@ class RedisSettings:
     ssl_keyfile: str = ""
     #: Off only for servers whose certificates do not name the host the client dials.
     ssl_check_hostname: bool = True
+    #: Redis Cluster (or a managed cluster-mode Redis): the URL names any node (docs/state.md,
+    #: "Redis Cluster").
+    cluster: bool = False
+    #: On a cluster, the customers are spread over this many shards, each a hash tag of its
+    #: own: a batch is at most this many atomic calls. Fixed for the life of the data.
+    shards: int = 16
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,16 @@ class LocalSettings:
 
 
 @dataclass(frozen=True)
+class SinkSettings:
+    """``segstream sink sql``: the database it keeps in step (docs/bi.md) and its batch size."""
+
+    #: ``postgresql://user:password@host:5432/db`` or ``mysql://...``; never printed unredacted.
+    sql_url: str = field(default="", repr=False)
+    #: Records consumed per transaction (larger: faster, longer transactions).
+    sql_batch_records: int = 20000
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a segstream process needs to know about where things are and how to behave."""
 
@@ -166,12 +182,18 @@ class Settings:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
     #: Directory of versioned model artifacts (``segstream train``).
     model_dir: str = "models"
     #: Address and port of the worker's web pages (/health, /metrics, /scoring). The image and
     #: compose bind 0.0.0.0 so a mapped port reaches them.
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    #: ``segstream dashboard``: where it listens (docs/dashboard.md), and the worker web pages it
+    #: polls for events/s, lag, dead letters and drift (empty = this worker's web_host:web_port).
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 6068
+    dashboard_worker_url: str = ""
     log_level: str = "INFO"
 
     @classmethod
@@ -316,6 +338,8 @@ SETTINGS: tuple[Setting, ...] = (
         "ssl_certfile",
         "ssl_keyfile",
         "ssl_check_hostname",
+        "cluster",
+        "shards",
         prefix="redis_",
     ),
     *_group(
@@ -350,9 +374,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dirty_repair_s", "scoring", "repair_interval_s"),
     *_group("report", "dir", "as_of", "state_file", "model", "currency", prefix="report_"),
     *_group("local", "run_dir", "kafka_port", "redis_port"),
+    *_group("sink", "sql_url", "sql_batch_records", prefix="sink_"),
     Setting("model_dir", None, "model_dir"),
     Setting("web_host", None, "web_host"),
     Setting("web_port", None, "web_port"),
+    Setting("dashboard_host", None, "dashboard_host"),
+    Setting("dashboard_port", None, "dashboard_port"),
+    Setting("dashboard_worker_url", None, "dashboard_worker_url"),
     Setting("log_level", None, "log_level"),
 )
 _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

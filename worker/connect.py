@@ -10,16 +10,29 @@ redis-py's sync and asyncio clients, and the worker's own script connections
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.cluster
 
 from segstream.security import read_secret, redis_options, redis_ssl_context
 from segstream.settings import RedisSettings
+from worker.cluster_scripts import ClusterScriptClient
 from worker.redis_io import Endpoint, ScriptClient
 
-__all__ = ["RedisTarget", "async_redis", "redis_settings", "script_client", "sync_redis"]
+if TYPE_CHECKING:
+    from worker.state.keys import Keyspace
+
+__all__ = [
+    "RedisTarget",
+    "async_redis",
+    "keyspace",
+    "redis_settings",
+    "script_client",
+    "sync_redis",
+]
 
 #: What a Redis client is built from: the settings, or a URL alone.
 RedisTarget = RedisSettings | str
@@ -29,19 +42,37 @@ def redis_settings(target: RedisTarget) -> RedisSettings:
     return RedisSettings(url=target) if isinstance(target, str) else target
 
 
-def sync_redis(target: RedisTarget, **kwargs: Any) -> redis.Redis:
-    """A blocking client (CLI commands, training, the report)."""
+def keyspace(target: RedisTarget, prefix: str) -> Keyspace:
+    """Where customers' keys are under ``prefix``, for the mode the settings say."""
+    from worker.state.keys import Keyspace  # worker.state imports this module
+
     settings = redis_settings(target)
-    return redis.Redis.from_url(settings.url, **(redis_options(settings) | kwargs))
+    return Keyspace(prefix, settings.cluster, settings.shards)
+
+
+def sync_redis(target: RedisTarget, **kwargs: Any) -> redis.Redis:
+    """A blocking client (CLI commands, training, the report); a cluster client on a cluster.
+
+    (redis-py's cluster client takes the same commands, routes each by its key's slot and runs
+    a ``pipeline(transaction=False)`` per node.)
+    """
+    settings = redis_settings(target)
+    options = redis_options(settings) | kwargs
+    if settings.cluster:
+        return redis.cluster.RedisCluster.from_url(settings.url, **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(settings.url, **options)
 
 
 def async_redis(target: RedisTarget, **kwargs: Any) -> aioredis.Redis:
-    """An asyncio client (the worker's services)."""
+    """An asyncio client (the worker's services); a cluster client on a cluster."""
     settings = redis_settings(target)
-    return aioredis.Redis.from_url(settings.url, **(redis_options(settings) | kwargs))
+    options = redis_options(settings) | kwargs
+    if settings.cluster:
+        return aiocluster.RedisCluster.from_url(settings.url, **options)  # type: ignore[return-value]
+    return aioredis.Redis.from_url(settings.url, **options)
 
 
-def script_client(target: RedisTarget) -> ScriptClient:
+def script_client(target: RedisTarget) -> ScriptClient | ClusterScriptClient:
     """The worker's script connections, as whom and how the settings say."""
     settings = redis_settings(target)
     endpoint = Endpoint.from_url(settings.url)
@@ -49,4 +80,6 @@ def script_client(target: RedisTarget) -> ScriptClient:
         secret = read_secret(settings.password_file, "SEGSTREAM_REDIS_PASSWORD_FILE")
         endpoint = replace(endpoint, password=secret)
     context = redis_ssl_context(settings) if endpoint.tls else None
+    if settings.cluster:
+        return ClusterScriptClient(endpoint, ssl_context=context)
     return ScriptClient(endpoint, ssl_context=context)

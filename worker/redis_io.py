@@ -34,7 +34,7 @@ import hiredis
 import redis.exceptions as rex
 from redis.connection import parse_url
 
-__all__ = ["Arg", "Endpoint", "Pending", "Script", "ScriptClient"]
+__all__ = ["Arg", "Endpoint", "Pending", "Script", "ScriptClient", "command"]
 
 T = TypeVar("T", covariant=True)
 U = TypeVar("U")
@@ -294,14 +294,19 @@ class ScriptClient:
         self._pool_size = pool_size
         self._idle: list[_Connection] = []
 
-    async def send(self, script: Script, args: Sequence[Arg]) -> Pending[Any]:
+    async def send(
+        self, script: Script, args: Sequence[Arg], key: str | None = None
+    ) -> Pending[Any]:
         """Send ``EVALSHA script 0 *args``; returns once the whole request is in the kernel.
 
+        ``key``: a key of the slot the script works in, declared as ``KEYS[1]`` (``EVALSHA
+        script 1 key *args``) so that a Redis Cluster node that does not serve it answers MOVED.
         The reply comes from ``result()``. A Redis that no longer holds the script (restarted,
         flushed) answers NOSCRIPT: ``result()`` then loads it and sends the call again, once.
         """
         conn = self._idle.pop() if self._idle else await self._open()
-        command = ("EVALSHA", script.sha, 0, *args)
+        declared: tuple[Arg, ...] = (0,) if key is None else (1, key)
+        command = ("EVALSHA", script.sha, *declared, *args)
         try:
             await conn.send(command)
         except BaseException:
@@ -324,9 +329,9 @@ class ScriptClient:
 
         return Pending(receive, conn.close)
 
-    async def call(self, script: Script, args: Sequence[Arg]) -> Any:
+    async def call(self, script: Script, args: Sequence[Arg], key: str | None = None) -> Any:
         """:meth:`send`, then its result."""
-        return await (await self.send(script, args)).result()
+        return await (await self.send(script, args, key)).result()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
@@ -341,3 +346,16 @@ class ScriptClient:
             self._idle.append(conn)
         else:
             conn.close()
+
+
+async def command(
+    endpoint: Endpoint, *args: Arg, ssl_context: ssl.SSLContext | None = None, timeout: float = 10
+) -> Any:
+    """One command on a connection of its own (``CLUSTER SLOTS`` and the like)."""
+    conn = await _Connection.open(endpoint, ssl_context, timeout)
+    try:
+        async with asyncio.timeout(timeout):
+            await conn.send(args)
+            return await conn.read()
+    finally:
+        conn.close()

@@ -75,6 +75,10 @@ class ApplyResult:
     stamp: int = 0
     #: The changed customers' new state, when asked for (see :class:`SnapshotSpec`).
     snapshot: PackedSnapshot | None = None
+    #: When the store applied the batch in several atomic calls (one per shard of a Redis
+    #: Cluster): each call's part of the batch and its result, in which ``stamp`` and
+    #: ``snapshot`` are; the fields above are then their sums (``stamp`` 0, ``snapshot`` None).
+    parts: tuple[tuple[Batch, ApplyResult], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

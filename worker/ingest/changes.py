@@ -33,8 +33,16 @@ class ChangeReports:
         self._due: list[tuple[Batch, ApplyResult]] = []
 
     def add(self, batch: Batch, result: ApplyResult) -> None:
-        """``batch`` was applied with ``result``: its changed customers are to be reported."""
-        if result.changed and self._listening:
+        """``batch`` was applied with ``result``: its changed customers are to be reported.
+
+        A batch applied in parts (one per shard of a Redis Cluster) is reported part by part:
+        each part's snapshot carries its own shard's stamp.
+        """
+        if not (result.changed and self._listening):
+            return
+        if result.parts:
+            self._due.extend((part, done) for part, done in result.parts if done.changed)
+        else:
             self._due.append((batch, result))
 
     @property

@@ -1,10 +1,20 @@
 """Every Redis key segstream's state uses, in one place (documented in ``docs/state.md``).
 
-Customer keys carry the customer id as a Redis Cluster hash tag (``{C42}``) so a cluster shards
-customers; the storefront reads ``HMGET {prefix}:c:{<customer_id>} segment model_version``.
+The functions below take a *space*: the part before ``:c:``, ``:fence:``... On a single Redis
+the space is the prefix itself (``ss:c:{C42}``). On a Redis Cluster the customers are spread
+over a fixed number of shards, and shard ``k``'s space is ``{prefix}:{k}`` (``ss:{3}:c:{C42}``):
+the ``{3}`` is the key's hash tag, so every key of a shard (its customers, fences, counters,
+indexes) lies in one slot, and one script call per shard applies a batch atomically
+(:class:`Keyspace`). The storefront reads ``HMGET {prefix}:c:{<customer_id>} segment
+model_version`` in both modes: on a single Redis that is the state hash; on a cluster, a copy of
+the segment fields the scoring service keeps beside it.
 """
 
 from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
 
 
 def customer(prefix: str, customer_id: str) -> str:
@@ -61,14 +71,12 @@ def last_order(prefix: str, last_order_ms: int) -> str:
 
 def last_order_pattern(prefix: str) -> str:
     """SCAN MATCH pattern of the sweep index buckets (for maintenance and measurement only)."""
-    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
-    return f"{escaped}:lo:*"
+    return f"{_escape(prefix)}:lo:*"
 
 
 def customer_pattern(prefix: str) -> str:
     """SCAN MATCH pattern of every customer hash under ``prefix`` (glob characters escaped)."""
-    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
-    return f"{escaped}:c:{{*}}"
+    return f"{_escape(prefix)}:c:{{*}}"
 
 
 def customer_id_of(prefix: str, key: bytes | str) -> str:
@@ -78,3 +86,71 @@ def customer_id_of(prefix: str, key: bytes | str) -> str:
     if not (text.startswith(head) and text.endswith("}")):
         raise ValueError(f"{text!r} is not a customer key under prefix {prefix!r}")
     return text[len(head) : -1]
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Where a customer's keys are: which shard, hence which space (see the module docstring).
+
+    ``shards`` is used on a cluster only; a single Redis has one space, the prefix.
+    """
+
+    prefix: str
+    cluster: bool = False
+    shards: int = 16
+
+    def __post_init__(self) -> None:
+        if self.cluster and not 1 <= self.shards <= 16384:
+            raise ValueError(f"shards must be between 1 and 16384, got {self.shards}")
+
+    @cached_property
+    def spaces(self) -> tuple[str, ...]:
+        """Every space, in shard order."""
+        if not self.cluster:
+            return (self.prefix,)
+        return tuple(f"{self.prefix}:{{{k}}}" for k in range(self.shards))
+
+    def shard_of(self, customer_id: str) -> int:
+        """The customer's shard: CRC-32 of its id modulo the shard count (0 on a single Redis).
+
+        Records without a customer (anonymous clicks, dead letters) count in shard 0.
+        """
+        if not self.cluster:
+            return 0
+        return zlib.crc32(customer_id.encode()) % self.shards
+
+    def space_of(self, customer_id: str) -> str:
+        return self.spaces[self.shard_of(customer_id)]
+
+    def customer(self, customer_id: str) -> str:
+        """The customer's state hash."""
+        return customer(self.space_of(customer_id), customer_id)
+
+    def storefront(self, customer_id: str) -> str:
+        """The key the storefront reads the segment from, by customer id alone."""
+        return customer(self.prefix, customer_id)
+
+    @property
+    def separate_storefront(self) -> bool:
+        """Whether the storefront's key is a copy (cluster) rather than the state hash itself."""
+        return self.cluster
+
+    def customer_pattern(self) -> str:
+        """SCAN MATCH pattern of every customer state hash (never the storefront copies)."""
+        if not self.cluster:
+            return customer_pattern(self.prefix)
+        return _escape(self.prefix) + ":{*}:c:{*}"
+
+    def customer_id_of(self, key: bytes | str) -> str:
+        """The customer id inside a state hash key of any space."""
+        text = key.decode() if isinstance(key, bytes) else key
+        head = f"{self.prefix}:"
+        if self.cluster and text.startswith(head + "{"):
+            space, sep, _ = text.partition("}:c:")
+            if sep:
+                return customer_id_of(space + "}", text)
+        return customer_id_of(self.prefix, text)
+
+
+def _escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)

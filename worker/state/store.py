@@ -34,13 +34,21 @@ from typing import Any
 from redis import exceptions as rex
 
 from segstream.redact import redact
-from worker.connect import RedisTarget, async_redis, redis_settings, script_client, sync_redis
+from worker.connect import (
+    RedisTarget,
+    async_redis,
+    keyspace,
+    redis_settings,
+    script_client,
+    sync_redis,
+)
 from worker.core.batch import ApplyResult, Batch, PackedSnapshot, Record, SnapshotSpec
 from worker.core.memory import COUNTER_NAMES, MAX_FINGERPRINTS
 from worker.core.rfm import NO_FINGERPRINT, CustomerState, Kind, to_delta
 from worker.redis_io import Pending, Script
 from worker.state import keys
 from worker.state.errors import StoreRejected, StoreUnavailable
+from worker.state.keys import Keyspace
 
 __all__ = [
     "RECORD",
@@ -54,11 +62,27 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """One atomic call of a batch: the records of one space (all of them on a single Redis)."""
+
+    batch: Batch
+    #: A key of the space's slot (None on a single Redis, where the script declares no key).
+    key: str | None
+    args: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """A batch's script arguments, built ahead of :meth:`StateStore.apply`."""
 
-    args: list[Any]
+    parts: list[Part]
     snapshot: SnapshotSpec | None = None
+
+    @property
+    def args(self) -> list[Any]:
+        """The arguments of a batch applied in one call (a single Redis)."""
+        (part,) = self.parts
+        return part.args
 
 
 #: One event in the script's input blob (must match ``FMT`` in apply.lua).
@@ -119,6 +143,48 @@ def build_args(
     return args
 
 
+def split(batch: Batch, keyspace: Keyspace) -> list[tuple[str, Batch]]:
+    """``batch`` as one batch per space it touches, in shard order (one, on a single Redis).
+
+    Records go to their customer's shard; records without a customer, and every partition's
+    dead-letter accounting, go to shard 0, which is always called when the batch has any
+    partition, so its fences and counters account for every rejected record once. Each shard's
+    fence guards that shard's records only: a batch half applied when the worker died is
+    re-applied exactly where a shard had not taken it yet.
+    """
+    if not keyspace.cluster:
+        return [(keyspace.spaces[0], batch)]
+    by_shard: dict[int, list[Record]] = {}
+    for rec in batch.records:
+        shard = keyspace.shard_of(rec.event.customer_id or "")
+        by_shard.setdefault(shard, []).append(rec)
+    if batch.partitions():
+        by_shard.setdefault(0, [])
+    out = []
+    for shard in sorted(by_shard):
+        records = by_shard[shard]
+        if shard == 0:
+            part = Batch(
+                records, batch.high_offsets, batch.dead_lettered, batch.dead_letter_offsets
+            )
+        else:
+            part = Batch(records)
+        out.append((keyspace.spaces[shard], part))
+    return out
+
+
+def merged(parts: Sequence[tuple[Batch, ApplyResult]]) -> ApplyResult:
+    """One result for a batch applied in several calls (see :attr:`ApplyResult.parts`)."""
+    if len(parts) == 1:
+        return parts[0][1]
+    return ApplyResult(
+        applied=sum(r.applied for _, r in parts),
+        duplicates=sum(r.duplicates for _, r in parts),
+        changed=[c for _, r in parts for c in r.changed],
+        parts=tuple(parts),
+    )
+
+
 def _result(reply: Sequence[Any], snapshot: SnapshotSpec | None) -> ApplyResult:
     changed = [c.decode() if isinstance(c, bytes) else str(c) for c in reply[5:]]
     packed = None
@@ -129,6 +195,24 @@ def _result(reply: Sequence[Any], snapshot: SnapshotSpec | None) -> ApplyResult:
 
 def _int_map(raw: dict[Any, Any]) -> dict[int, int]:
     return {int(k): int(v) for k, v in raw.items()}
+
+
+def _highest(maps: Sequence[dict[int, int]]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for fences in maps:
+        for partition, offset in fences.items():
+            out[partition] = max(offset, out.get(partition, offset))
+    return out
+
+
+def _summed(
+    hashes: Sequence[dict[Any, Any]], names: tuple[str, ...] = COUNTER_NAMES
+) -> dict[str, int]:
+    total = dict.fromkeys(names, 0)
+    for raw in hashes:
+        for name, value in _counters(raw, names).items():
+            total[name] += value
+    return total
 
 
 def _counters(raw: dict[Any, Any], names: tuple[str, ...] = COUNTER_NAMES) -> dict[str, int]:
@@ -158,6 +242,7 @@ class StateStore:
         #: For messages: the URL with its password masked.
         self.where = redact(redis_settings(redis).url)
         self.prefix = prefix
+        self.keyspace = keyspace(redis, prefix)
         self.max_fingerprints = max_fingerprints
         self._redis = async_redis(redis)
         self._scripts = script_client(redis)
@@ -170,7 +255,15 @@ class StateStore:
         this while the previous batch's script is still running in Redis, so the two overlap
         instead of adding up. ``snapshot``: what to return of each changed customer's state.
         """
-        return Prepared(build_args(batch, self.prefix, self.max_fingerprints, snapshot), snapshot)
+        parts = [
+            Part(
+                part,
+                f"{space}:counters" if self.keyspace.cluster else None,
+                build_args(part, space, self.max_fingerprints, snapshot),
+            )
+            for space, part in split(batch, self.keyspace)
+        ]
+        return Prepared(parts, snapshot)
 
     async def send_apply(
         self, batch: Batch, prepared: Prepared | None = None
@@ -186,15 +279,28 @@ class StateStore:
         if not batch.records and not batch.partitions():
             return Pending.ready(ApplyResult(0, 0, []))
         prep = prepared if prepared is not None else self.prepare(batch)
+        sent: list[Pending[Any]] = []
         with self._errors("refused a batch"):
-            pending = await self._scripts.send(self._script, prep.args)
+            try:
+                for part in prep.parts:
+                    sent.append(await self._scripts.send(self._script, part.args, part.key))
+            except BaseException:
+                for pending in sent:
+                    pending.abandon()
+                raise
 
         async def receive() -> ApplyResult:
+            results = []
             with self._errors("refused a batch"):
-                reply = await pending.result()
-            return _result(reply, prep.snapshot)
+                for part, pending in zip(prep.parts, sent, strict=True):
+                    results.append((part.batch, _result(await pending.result(), prep.snapshot)))
+            return merged(results)
 
-        return Pending(receive, pending.abandon)
+        def abandon() -> None:
+            for pending in sent:
+                pending.abandon()
+
+        return Pending(receive, abandon)
 
     async def apply(self, batch: Batch, prepared: Prepared | None = None) -> ApplyResult:
         """Apply ``batch`` in one round trip (:meth:`send_apply`, then its result); records
@@ -202,20 +308,30 @@ class StateStore:
         return await (await self.send_apply(batch, prepared)).result()
 
     async def fences(self, topic: str) -> dict[int, int]:
-        """Partition -> last applied offset of ``topic``."""
-        return _int_map(await self._call(self._redis.hgetall(keys.fence(self.prefix, topic))))
+        """Partition -> last applied offset of ``topic`` (the highest of any shard's)."""
+        return _highest(
+            [
+                _int_map(await self._call(self._redis.hgetall(keys.fence(space, topic))))
+                for space in self.keyspace.spaces
+            ]
+        )
+
+    async def _counter_hashes(self) -> list[dict[Any, Any]]:
+        return [
+            await self._call(self._redis.hgetall(keys.counters(space)))
+            for space in self.keyspace.spaces
+        ]
 
     async def counters(self) -> dict[str, int]:
         """received, valid, dead_lettered, applied, duplicates (+ fenced, deduped, anonymous)."""
-        return _counters(await self._call(self._redis.hgetall(keys.counters(self.prefix))))
+        return _summed(await self._counter_hashes())
 
     async def erasure_counters(self) -> dict[str, int]:
         """``suppressed``, ``erasures``, ``forgotten`` (see :data:`ERASURE_COUNTER_NAMES`)."""
-        raw = await self._call(self._redis.hgetall(keys.counters(self.prefix)))
-        return _counters(raw, ERASURE_COUNTER_NAMES)
+        return _summed(await self._counter_hashes(), ERASURE_COUNTER_NAMES)
 
     async def customer(self, customer_id: str) -> CustomerState | None:
-        raw = await self._call(self._redis.hgetall(keys.customer(self.prefix, customer_id)))
+        raw = await self._call(self._redis.hgetall(self.keyspace.customer(customer_id)))
         return CustomerState.from_hash(customer_id, raw) if raw else None
 
     async def customers_crossing(
@@ -223,7 +339,7 @@ class StateStore:
     ) -> list[str]:
         """See :meth:`StateReader.customers_crossing`."""
         out: list[str] = []
-        for chunk in _crossing_queries(self.prefix, threshold_days, since_ms, until_ms):
+        for chunk in _crossing_queries(self.keyspace, threshold_days, since_ms, until_ms):
             pipe = self._redis.pipeline(transaction=False)
             for key, lo, hi in chunk:
                 pipe.zrangebyscore(key, lo, hi)
@@ -256,12 +372,17 @@ class StateStore:
 
 
 def _crossing_queries(
-    prefix: str, threshold_days: float, since_ms: int, until_ms: int, chunk: int = 500
+    keyspace: Keyspace,
+    threshold_days: float,
+    since_ms: int,
+    until_ms: int,
+    chunk: int = 500,
 ) -> Iterator[list[tuple[str, str, int]]]:
     """(bucket key, min, max) ZRANGEBYSCORE arguments for a sweep, in score order, chunked.
 
     recency(t) = t - last crosses d days at t = last + d, so crossing within (since, until]
-    means last in (since - d, until - d]: only the hour buckets of that range are read.
+    means last in (since - d, until - d]: only the hour buckets of that range are read (in
+    every shard's space).
     """
     shift = round(threshold_days * 86_400_000)
     lo, hi = since_ms - shift, until_ms - shift
@@ -269,9 +390,11 @@ def _crossing_queries(
         return
     width = keys.LAST_ORDER_BUCKET_MS
     hours = range(lo // width, hi // width + 1)
-    for start in range(0, len(hours), chunk):
+    buckets = [(space, h) for h in hours for space in keyspace.spaces]
+    for start in range(0, len(buckets), chunk):
         yield [
-            (keys.last_order(prefix, h * width), f"({lo}", hi) for h in hours[start : start + chunk]
+            (keys.last_order(space, h * width), f"({lo}", hi)
+            for space, h in buckets[start : start + chunk]
         ]
 
 
@@ -282,6 +405,7 @@ class StateReader:
         #: For messages: the URL with its password masked.
         self.where = redact(redis_settings(redis).url)
         self.prefix = prefix
+        self.keyspace = keyspace(redis, prefix)
         self._redis = sync_redis(redis)
 
     def __enter__(self) -> StateReader:
@@ -295,32 +419,39 @@ class StateReader:
 
     def get(self, customer_id: str) -> CustomerState | None:
         """One customer's state, or ``None`` if nothing is stored for it."""
-        raw = self._call(self._redis.hgetall, keys.customer(self.prefix, customer_id))
+        raw = self._call(self._redis.hgetall, self.keyspace.customer(customer_id))
         return CustomerState.from_hash(customer_id, raw) if raw else None
 
     def customers(self, page: int = 1000) -> Iterator[CustomerState]:
-        """Every customer, streamed: one SCAN page, then one pipelined HGETALL per page.
+        """Every customer, streamed: SCAN (every primary of a cluster), then one pipelined
+        HGETALL per page of keys.
 
         Order is Redis's (unsorted). SCAN may return a key twice, so repeats are dropped here; a
         customer first written during the scan may or may not appear.
         """
         seen: set[str] = set()
-        cursor = 0
-        pattern = keys.customer_pattern(self.prefix)
-        while True:
-            cursor, found = self._call(self._redis.scan, cursor, pattern, page)
-            if found:
-                pipe = self._redis.pipeline(transaction=False)
-                for key in found:
-                    pipe.hgetall(key)
-                replies = self._call(pipe.execute)
-                for key, raw in zip(found, replies, strict=True):
-                    cid = keys.customer_id_of(self.prefix, key)
-                    if raw and cid not in seen:
-                        seen.add(cid)
-                        yield CustomerState.from_hash(cid, raw)
-            if cursor == 0:
-                return
+        pattern = self.keyspace.customer_pattern()
+        found: list[bytes] = []
+        scan = self._redis.scan_iter(match=pattern, count=page)
+        while (key := self._call(next, scan, None)) is not None:
+            found.append(key)
+            if len(found) == page:
+                yield from self._states(found, seen)
+                found = []
+        yield from self._states(found, seen)
+
+    def _states(self, found: list[bytes], seen: set[str]) -> Iterator[CustomerState]:
+        if not found:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for key in found:
+            pipe.hgetall(key)
+        replies = self._call(pipe.execute)
+        for key, raw in zip(found, replies, strict=True):
+            cid = self.keyspace.customer_id_of(key)
+            if raw and cid not in seen:
+                seen.add(cid)
+                yield CustomerState.from_hash(cid, raw)
 
     def customers_crossing(self, threshold_days: float, since_ms: int, until_ms: int) -> list[str]:
         """Customers whose recency crossed ``threshold_days`` within ``(since_ms, until_ms]``.
@@ -329,7 +460,7 @@ class StateReader:
         pipeline per 500 hours), never a scan of all customers. Sorted by last order time.
         """
         out: list[str] = []
-        for chunk in _crossing_queries(self.prefix, threshold_days, since_ms, until_ms):
+        for chunk in _crossing_queries(self.keyspace, threshold_days, since_ms, until_ms):
             pipe = self._redis.pipeline(transaction=False)
             for key, lo, hi in chunk:
                 pipe.zrangebyscore(key, lo, hi)
@@ -337,20 +468,34 @@ class StateReader:
                 out.extend(m.decode() for m in found)
         return out
 
+    def _counter_hashes(self) -> list[dict[Any, Any]]:
+        return [
+            self._call(self._redis.hgetall, keys.counters(space)) for space in self.keyspace.spaces
+        ]
+
     def counters(self) -> dict[str, int]:
-        return _counters(self._call(self._redis.hgetall, keys.counters(self.prefix)))
+        return _summed(self._counter_hashes())
 
     def erasure_counters(self) -> dict[str, int]:
         """``suppressed``, ``erasures``, ``forgotten`` (see :data:`ERASURE_COUNTER_NAMES`)."""
-        raw = self._call(self._redis.hgetall, keys.counters(self.prefix))
-        return _counters(raw, ERASURE_COUNTER_NAMES)
+        return _summed(self._counter_hashes(), ERASURE_COUNTER_NAMES)
 
     def fences(self, topic: str) -> dict[int, int]:
-        return _int_map(self._call(self._redis.hgetall, keys.fence(self.prefix, topic)))
+        """Partition -> last applied offset of ``topic`` (the highest of any shard's)."""
+        return _highest(
+            [
+                _int_map(self._call(self._redis.hgetall, keys.fence(space, topic)))
+                for space in self.keyspace.spaces
+            ]
+        )
 
     def dirty(self) -> set[str]:
-        """Customers whose state changed since they were last scored (``{prefix}:unscored``)."""
-        return {m.decode() for m in self._call(self._redis.hkeys, keys.unscored(self.prefix))}
+        """Customers whose state changed since they were last scored (``{space}:unscored``)."""
+        return {
+            m.decode()
+            for space in self.keyspace.spaces
+            for m in self._call(self._redis.hkeys, keys.unscored(space))
+        }
 
     def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         try:
