@@ -1,4 +1,5 @@
-"""``segstream services up|down|status|env``: the local broker and Redis for development."""
+"""``segstream services up|down|status|env``: the local broker and Redis (or Redis Cluster) for
+development."""
 
 from __future__ import annotations
 
@@ -33,14 +34,50 @@ def services() -> None:
     "--redis-prefix",
     help="With --secure: the key prefix the Redis ACL users are confined to.",
 )
+@var_option(
+    "SEGSTREAM_SERVICES_REDIS_CLUSTER",
+    "--redis-cluster",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="A Redis Cluster of N primaries on --redis-port P, P+1, ... instead of one Redis "
+    "(0: one plain Redis). Not with --secure yet.",
+)
+@var_option(
+    "SEGSTREAM_SERVICES_REDIS_REPLICAS",
+    "--replicas",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="R",
+    help="With --redis-cluster: R replicas of each primary, on the ports after the primaries'.",
+)
 def services_up(
-    kafka_port: int, redis_port: int, run_dir: str, secure: bool, redis_prefix: str
+    kafka_port: int,
+    redis_port: int,
+    run_dir: str,
+    secure: bool,
+    redis_prefix: str,
+    redis_cluster: int,
+    replicas: int,
 ) -> None:
     """Start both services, wait until they answer, print their URLs."""
     local = LocalServices(run_dir)
-    started = local.up(kafka_port, redis_port, secure=secure, prefix=redis_prefix)
+    started = local.up(
+        kafka_port,
+        redis_port,
+        secure=secure,
+        prefix=redis_prefix,
+        redis_cluster=redis_cluster,
+        redis_replicas=replicas,
+    )
     for svc in started.values():
-        click.echo(f"{svc.name:<13} {redact(svc.url):<34} pid {svc.pid}  log {svc.log}")
+        role = f" ({svc.role})" if svc.role else ""
+        click.echo(f"{svc.name:<13} {redact(svc.url):<34} pid {svc.pid}  log {svc.log}{role}")
+    if redis_cluster:
+        click.echo(
+            f"Redis Cluster: {redis_cluster} primaries with {replicas} replica(s) each, "
+            "all 16384 slots served (cluster_state:ok)"
+        )
     access = local.secure_access()
     if access is not None:
         click.echo(
@@ -94,7 +131,8 @@ def services_status(run_dir: str) -> None:
             click.echo(f"{name:<13} not started")
         else:
             state = "running" if alive else "dead (stale record)"
-            click.echo(f"{name:<13} {state:<20} {redact(svc.url):<34} pid {svc.pid}")
+            role = f"  {svc.role}" if svc.role else ""
+            click.echo(f"{name:<13} {state:<20} {redact(svc.url):<34} pid {svc.pid}{role}")
         any_up = any_up or alive
     if any_up and local.secure_access() is not None:
         click.echo(f"secured ({KAFKA}: TLS + SASL, {REDIS}: TLS + ACL users)")

@@ -28,9 +28,10 @@ SEGSTREAM_USER = "segstream"
 #: The read-only Redis ACL user a storefront connects as (``services env --user storefront``).
 STOREFRONT_USER = "storefront"
 
-#: Security settings a client may have from an earlier ``eval``; the lines unset those the
-#: services now running do not need, so one shell can go from secure services to plain ones
-#: (and a stale ``SEGSTREAM_KAFKA_SASL_PASSWORD`` cannot shadow the password file).
+#: Settings a client may have from an earlier ``eval``; the lines unset those the services now
+#: running do not need, so one shell can go from secure services to plain ones, or from a
+#: Redis Cluster to a single Redis (and a stale ``SEGSTREAM_KAFKA_SASL_PASSWORD`` cannot shadow
+#: the password file).
 CLEARED: tuple[str, ...] = (
     "kafka_sasl_mechanism",
     "kafka_sasl_username",
@@ -41,6 +42,7 @@ CLEARED: tuple[str, ...] = (
     "kafka_ssl_keyfile",
     "redis_password_file",
     "redis_ssl_ca_certs",
+    "redis_cluster",
     "redis_ssl_certfile",
     "redis_ssl_keyfile",
 )
@@ -66,22 +68,29 @@ def client_settings(
     access: SecureAccess | None,
     user: str = SEGSTREAM_USER,
     host: str = "127.0.0.1",
+    *,
+    cluster: bool = False,
 ) -> dict[str, str]:
     """Flat setting name -> value for a client of the services (see :data:`ENV`).
 
     ``user``: :data:`SEGSTREAM_USER` (Kafka and Redis) or :data:`STOREFRONT_USER` (Redis
     only: the storefront has no Kafka account). Plain services have one user only.
+    ``cluster``: ``redis_port`` is one node of a Redis Cluster (plain services only for now);
+    a cluster client finds the other nodes from any one.
     """
     if user not in (SEGSTREAM_USER, STOREFRONT_USER):
         raise ValueError(f"unknown user {user!r}")
     if access is None:
         if user != SEGSTREAM_USER:
             raise ValueError("the plain local services have no storefront user")
-        return {
+        plain = {
             "kafka_bootstrap": kafka_bootstrap,
             "kafka_security_protocol": "PLAINTEXT",
             "redis_url": f"redis://{host}:{redis_port}/0",
         }
+        return plain | ({"redis_cluster": "1"} if cluster else {})
+    if cluster:
+        raise ValueError("the secured local services have no Redis Cluster yet")
     password_file = (
         access.redis_password_file if user == SEGSTREAM_USER else access.storefront_password_file
     )

@@ -10,6 +10,12 @@ secured services"): Redis with ``--tls-port`` only and ACL users, and, because t
 neither TLS nor SCRAM itself, tansu on an internal loopback port behind
 :mod:`devstack.kafka_gateway` (TLS + SASL SCRAM-SHA-512), which takes the broker's public port.
 The gateway is a third recorded process, so ``down`` stops it like the others.
+
+``redis_cluster=N`` starts a Redis Cluster instead of the single Redis: N primaries (and
+``redis_replicas`` replicas of each) on consecutive ports from the Redis port, each node with
+its own directory under the run directory, each recorded (``redis-1``, ``redis-2``, ...) so
+``status`` lists them and ``down`` stops exactly them. :mod:`devstack.redis_cluster` lays the
+nodes out and forms the cluster. Not with ``secure`` yet (refused).
 """
 
 from __future__ import annotations
@@ -25,12 +31,21 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from devstack.client_env import SEGSTREAM_USER, SecureAccess, client_settings
 from devstack.local_secrets import SecureMaterial, create_material, load_access, remove_material
+from devstack.redis_cluster import (
+    BUS_PORT_OFFSET,
+    NodePlan,
+    cluster_layout,
+    cluster_ports,
+    form_cluster,
+    node_args,
+    node_count,
+)
 from segstream.errors import ServiceError
 
 KAFKA = "kafka"
@@ -57,6 +72,9 @@ class RunningService:
     #: Text the process's command line must contain, for a binary that runs many programs
     #: (the gateway is ``python``): with the binary check, a recycled pid is never taken for it.
     marker: str = ""
+    #: A Redis Cluster node: the role it was given at creation (``primary`` or ``replica``;
+    #: a failover may have swapped it since). Empty for every other service.
+    role: str = ""
 
     def alive(self) -> bool:
         return _pid_runs_binary(self.pid, self.binary) and _cmdline_has(self.pid, self.marker)
@@ -184,10 +202,19 @@ class LocalServices:
     def _state_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.json"
 
+    def _cluster_names(self) -> list[str]:
+        """Recorded Redis Cluster nodes (``redis-1``, ``redis-2``, ...), in order."""
+        indexes = []
+        for path in self.run_dir.glob("redis-*.json"):
+            index = path.stem.removeprefix("redis-")
+            if index.isdigit():
+                indexes.append(int(index))
+        return [f"redis-{i}" for i in sorted(indexes)]
+
     def recorded(self) -> dict[str, RunningService]:
         """Services this run directory says it started (alive or not)."""
         found: dict[str, RunningService] = {}
-        for name in ALL_NAMES:
+        for name in (*ALL_NAMES, *self._cluster_names()):
             path = self._state_file(name)
             if path.is_file():
                 with contextlib.suppress(ValueError, TypeError, KeyError):
@@ -197,11 +224,21 @@ class LocalServices:
     def status(self) -> dict[str, tuple[RunningService | None, bool]]:
         """For each service: its record (if any) and whether that very process still runs.
 
-        The broker and Redis always appear; the secure broker's backend only when recorded.
+        The broker and Redis always appear (Redis as its cluster's nodes when it is one); the
+        secure broker's backend only when recorded.
         """
         recs = self.recorded()
-        names = [n for n in ALL_NAMES if n in SERVICE_NAMES or n in recs]
+        nodes = self.cluster_nodes()
+        names = [
+            n for n in ALL_NAMES if n in recs or (n in SERVICE_NAMES and not (n == REDIS and nodes))
+        ]
+        names += [svc.name for svc in nodes]
         return {n: (recs.get(n), bool(recs.get(n) and recs[n].alive())) for n in names}
+
+    def cluster_nodes(self) -> list[RunningService]:
+        """The recorded nodes of the local Redis Cluster: redis-1 first, primaries then replicas."""
+        recs = self.recorded()
+        return [recs[n] for n in self._cluster_names() if n in recs]
 
     def secure_access(self) -> SecureAccess | None:
         """Names and files of the secure services' users (``None``: plain or not started)."""
@@ -215,6 +252,9 @@ class LocalServices:
         """
         recs = self.recorded()
         kafka, redis = recs.get(KAFKA), recs.get(REDIS)
+        nodes = [n for n in self.cluster_nodes() if n.alive()]
+        if nodes:  # a cluster: the URL names one node (the first alive), clients find the rest
+            redis = nodes[0]
         if kafka is None or redis is None or not (kafka.alive() and redis.alive()):
             raise ServiceError(
                 f"the local services of {self.run_dir} are not running; "
@@ -226,29 +266,35 @@ class LocalServices:
                 f"the plain local services have no {user} user; "
                 "start them with `segstream services up --secure`"
             )
-        return client_settings(kafka.url, redis.port, access, user)
+        return client_settings(kafka.url, redis.port, access, user, cluster=bool(nodes))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def up(
-        self, kafka_port: int, redis_port: int, *, secure: bool = False, prefix: str = "ss"
+        self,
+        kafka_port: int,
+        redis_port: int,
+        *,
+        secure: bool = False,
+        prefix: str = "ss",
+        redis_cluster: int = 0,
+        redis_replicas: int = 0,
     ) -> dict[str, RunningService]:
         """Start both services (or neither), wait until both answer, and record them.
 
         Port 0 means "pick a free port". Raises :class:`ServiceError` with a one-line message
         when a port is taken, a binary is missing or a service dies during start-up.
         ``secure``: TLS and passwords (see the module's docstring); the Redis ACL users may
-        touch keys under ``prefix`` only.
+        touch keys under ``prefix`` only. ``redis_cluster``: a Redis Cluster of that many
+        primaries, each with ``redis_replicas`` replicas, on ``redis_port``, ``redis_port + 1``,
+        ... (0, the default: one plain Redis).
         """
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        running = {n: s for n, (s, alive) in self.status().items() if alive and s}
-        if running:
-            names = ", ".join(f"{s.name} (pid {s.pid}, {s.url})" for s in running.values())
-            raise ServiceError(
-                f"already running from {self.run_dir}: {names}; run `segstream services down` first"
-            )
+        plans = self._prepare(redis_port, redis_cluster, redis_replicas, secure=secure)
         kafka_port = kafka_port or free_port()
-        redis_port = redis_port or free_port()
-        for name, port in ((KAFKA, kafka_port), (REDIS, redis_port)):
+        wanted = [(KAFKA, kafka_port)]
+        if not plans:
+            redis_port = redis_port or free_port()
+            wanted.append((REDIS, redis_port))
+        for name, port in wanted:
             if port_in_use(port):
                 var = "SEGSTREAM_KAFKA_PORT" if name == KAFKA else "SEGSTREAM_REDIS_PORT"
                 raise ServiceError(
@@ -261,20 +307,86 @@ class LocalServices:
                 probes = self._start_secure(kafka_port, redis_port, prefix, started)
             else:
                 started[KAFKA] = self._start_kafka(kafka_port)
-                started[REDIS] = self._start_redis(redis_port)
+                if not plans:
+                    started[REDIS] = self._start_redis(redis_port)
                 probes = {KAFKA: kafka_answers, REDIS: redis_answers}
+            started.update(self._start_cluster(plans))
             deadline = time.monotonic() + START_TIMEOUT_S
             for name, svc in started.items():
-                self._wait_ready(svc, deadline, probes[name])
+                self._wait_ready(svc, deadline, probes.get(name, redis_answers))
+            if plans:
+                form_cluster(plans)
         except BaseException:
-            for svc in started.values():
-                _terminate(svc)
-                self._state_file(svc.name).unlink(missing_ok=True)
+            self._stop_all(started.values())
             remove_material(self.run_dir)
             raise
         if not secure:
             remove_material(self.run_dir)  # a crashed secure run's leftovers must not linger
         return started
+
+    def up_redis_cluster(
+        self, first_port: int, primaries: int, replicas: int = 0
+    ) -> list[RunningService]:
+        """A Redis Cluster alone (no broker), recorded like :meth:`up`'s: for tests and
+        benchmarks that need a cluster of their own. ``down`` stops it."""
+        plans = self._prepare(first_port, primaries, replicas, secure=False)
+        started: dict[str, RunningService] = {}
+        try:
+            started.update(self._start_cluster(plans))
+            deadline = time.monotonic() + START_TIMEOUT_S
+            for svc in started.values():
+                self._wait_ready(svc, deadline, redis_answers)
+            form_cluster(plans)
+        except BaseException:
+            self._stop_all(started.values())
+            raise
+        return list(started.values())
+
+    def _prepare(
+        self, redis_port: int, redis_cluster: int, redis_replicas: int, *, secure: bool
+    ) -> list[NodePlan]:
+        """Refuse a second start and forget dead records; the cluster's layout, if one."""
+        if redis_cluster < 0:
+            raise ServiceError(
+                f"--redis-cluster must be 0 (one plain Redis) or more, not {redis_cluster}"
+            )
+        if redis_replicas and not redis_cluster:
+            raise ServiceError(
+                "--replicas needs --redis-cluster N (replicas of a cluster's primaries)"
+            )
+        if secure and redis_cluster:
+            raise ServiceError(
+                "--secure with --redis-cluster is not supported yet: "
+                "start a plain cluster (drop --secure) or a secured single Redis"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        running = {n: s for n, (s, alive) in self.status().items() if alive and s}
+        if running:
+            names = ", ".join(f"{s.name} (pid {s.pid}, {s.url})" for s in running.values())
+            raise ServiceError(
+                f"already running from {self.run_dir}: {names}; run `segstream services down` first"
+            )
+        for stale in self.recorded().values():  # dead: a new start must not list them
+            self._forget(stale)
+        if not redis_cluster:
+            return []
+        count = node_count(redis_cluster, redis_replicas)
+        ports = cluster_ports(
+            redis_port, count, free_port, lambda port: not port_in_use(port + BUS_PORT_OFFSET)
+        )
+        plans = cluster_layout(ports, redis_cluster, redis_replicas)
+        bus_ports = f"{ports[0] + BUS_PORT_OFFSET}..{ports[-1] + BUS_PORT_OFFSET}"
+        for plan in plans:
+            for port in (plan.port, plan.bus_port):
+                if port_in_use(port):
+                    raise ServiceError(
+                        f"port {port} for Redis Cluster node {plan.name} is already taken by "
+                        f"another process; the {count} nodes use ports {ports[0]}..{ports[-1]} "
+                        f"and bus ports {bus_ports}: "
+                        "choose another first port with --redis-port or SEGSTREAM_REDIS_PORT "
+                        "(0 picks free ones)"
+                    )
+        return plans
 
     def restart_kafka(self, port: int) -> RunningService:
         """Start the broker alone again on ``port`` (after it died); for fault tests and ops.
@@ -295,14 +407,29 @@ class LocalServices:
 
         The secure services' certificates and passwords are removed with them.
         """
-        stopped = []
-        for name, svc in self.recorded().items():
-            if svc.alive():
-                _terminate(svc)
-                stopped.append(svc)
-            self._state_file(name).unlink(missing_ok=True)
+        recorded = list(self.recorded().values())
+        stopped = [svc for svc in recorded if svc.alive()]
+        self._stop_all(recorded)
         remove_material(self.run_dir)
         return stopped
+
+    def _stop_all(self, services: Iterable[RunningService]) -> None:
+        """Terminate (all at once: a cluster's nodes exit in parallel) and forget ``services``."""
+        services = list(services)
+        for svc in services:
+            if svc.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(svc.pid, signal.SIGTERM)
+        for svc in services:
+            _terminate(svc)
+            self._forget(svc)
+
+    def _forget(self, svc: RunningService) -> None:
+        """Remove a stopped service's record, pid file and (a cluster node's) directory."""
+        self._state_file(svc.name).unlink(missing_ok=True)
+        (self.run_dir / f"{svc.name}.pid").unlink(missing_ok=True)
+        if svc.role:
+            shutil.rmtree(self._node_dir(svc.name), ignore_errors=True)
 
     # -- internals -----------------------------------------------------------------------------
     def _spawn(
@@ -314,6 +441,7 @@ class LocalServices:
         args: list[str],
         marker: str = "",
         env: Mapping[str, str] | None = None,
+        role: str = "",
     ) -> RunningService:
         log = self.run_dir / f"{name}.log"
         with open(log, "ab") as out:
@@ -326,7 +454,12 @@ class LocalServices:
                 env=None if env is None else dict(env),
                 start_new_session=True,  # a Ctrl-C in the caller's terminal is ours to handle
             )
-        svc = RunningService(name, proc.pid, port, url, str(binary), str(log), marker)
+        svc = RunningService(name, proc.pid, port, url, str(binary), str(log), marker, role)
+        # Popen returns while the child may still be inside exec (its /proc exe and command
+        # line not yet the new program's): a check in that window would call it dead.
+        deadline = time.monotonic() + 2.0
+        while not svc.alive() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
         self._state_file(name).write_text(json.dumps(asdict(svc)))
         (self.run_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
         return svc
@@ -350,6 +483,25 @@ class LocalServices:
             "--dir", str(self.run_dir.resolve()), "--protected-mode", "no",
         ]  # fmt: skip
         return self._spawn(REDIS, port, f"redis://127.0.0.1:{port}/0", binary, args)
+
+    def _node_dir(self, name: str) -> Path:
+        return self.run_dir.resolve() / name
+
+    def _start_cluster(self, plans: list[NodePlan]) -> dict[str, RunningService]:
+        """Start one redis-server per planned node, each in a fresh directory of its own (a
+        node's ``nodes-PORT.conf`` from an earlier run would make it rejoin that old cluster)."""
+        binary = redis_server_binary()
+        started = {}
+        for plan in plans:
+            directory = self._node_dir(plan.name)
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            url = f"redis://127.0.0.1:{plan.port}/0"
+            args = node_args(plan.port, str(directory))
+            started[plan.name] = self._spawn(
+                plan.name, plan.port, url, binary, args, role=plan.role
+            )
+        return started
 
     def _start_secure(
         self, kafka_port: int, redis_port: int, prefix: str, started: dict[str, RunningService]
@@ -426,11 +578,24 @@ class LocalServices:
 
 @contextlib.contextmanager
 def local_services(
-    run_dir: str | os.PathLike[str], *, secure: bool = False, prefix: str = "ss"
+    run_dir: str | os.PathLike[str],
+    *,
+    secure: bool = False,
+    prefix: str = "ss",
+    redis_cluster: int = 0,
+    redis_replicas: int = 0,
 ) -> Iterator[dict[str, RunningService]]:
-    """A broker and Redis on free ports for the duration of a ``with`` block (demo, tests)."""
+    """A broker and Redis (or a Redis Cluster of ``redis_cluster`` primaries) on free ports for
+    the duration of a ``with`` block (demo, tests)."""
     services = LocalServices(run_dir)
-    started = services.up(0, 0, secure=secure, prefix=prefix)
+    started = services.up(
+        0,
+        0,
+        secure=secure,
+        prefix=prefix,
+        redis_cluster=redis_cluster,
+        redis_replicas=redis_replicas,
+    )
     try:
         yield started
     finally:
@@ -492,6 +657,18 @@ def _cmdline_has(pid: int, marker: str) -> bool:
     except OSError:
         return False
     return marker.encode() in args
+
+
+def kill(svc: RunningService) -> None:
+    """SIGKILL one recorded process (a fault test's crash: no shutdown, no save); its record
+    stays, so ``status`` shows it dead and ``down`` still cleans up after it."""
+    if svc.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(svc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while svc.alive() and time.monotonic() < deadline:
+            _reap(svc.pid)
+            time.sleep(0.01)
 
 
 def _terminate(svc: RunningService, grace_s: float = 5.0) -> None:

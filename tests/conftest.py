@@ -28,6 +28,7 @@ import pytest
 
 from devstack.services import LocalServices, choose_backend, docker_engine_answers
 from segstream.settings import Settings
+from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.worker_process import WorkerProcess, worker_pool
 
 #: Short on purpose: the local broker's group join waits half the session timeout.
@@ -130,6 +131,15 @@ def kafka_bootstrap(services: ServiceEndpoints) -> str:
 @pytest.fixture(scope="session")
 def redis_url(services: ServiceEndpoints) -> str:
     return services.redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A 3-primary Redis Cluster (no replicas) of this session, started by the first test that
+    asks for it; shared, so a test that kills or pauses a node starts its own
+    :class:`LocalRedisCluster` instead. Isolate by key prefix, as on the single Redis."""
+    with LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"), primaries=3) as cluster:
+        yield cluster
 
 
 @pytest.fixture

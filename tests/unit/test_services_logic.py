@@ -1,4 +1,5 @@
-"""Pure parts of the local service manager: backend choice, records, client env lines, secrets."""
+"""Pure parts of the local service manager: backend choice, records, client env lines, secrets,
+the Redis Cluster's layout."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import os
 import stat
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,13 @@ from devstack.local_secrets import (
     remove_material,
     write_secret,
 )
+from devstack.redis_cluster import (
+    PRIMARY,
+    REPLICA,
+    cluster_layout,
+    cluster_ports,
+    parse_cluster_nodes,
+)
 from devstack.services import (
     LocalServices,
     RunningService,
@@ -31,6 +41,7 @@ from devstack.services import (
 from segstream.errors import ServiceError
 from segstream.security import kafka_options, read_secret
 from segstream.settings import Settings
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.parametrize(
@@ -202,6 +213,9 @@ def test_a_recorded_process_must_still_carry_its_marker_to_count_as_alive(tmp_pa
     )
     try:
         base = RunningService("kafka", proc.pid, 1, "localhost:1", sys.executable, "log")
+        # Popen may return while the child is still inside exec, its command line empty
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        wait_for(lambda: b"devstack.kafka_gateway" in cmdline.read_bytes(), 5, "the exec")
         assert replace(base, marker="devstack.kafka_gateway").alive()
         assert not replace(base, marker="something.else").alive()  # a recycled python pid
     finally:
@@ -220,3 +234,118 @@ def test_status_lists_the_secure_backend_only_when_recorded_and_env_needs_runnin
     assert services.status()["kafka-backend"] == (dead, False)
     with pytest.raises(ServiceError, match="not running; start them with `segstream services up`"):
         services.client_settings()
+
+
+# -- local Redis Cluster: the layout, what a client is told, what is refused --------------------
+def test_cluster_nodes_take_consecutive_ports_from_the_first_one_primaries_first() -> None:
+    plans = cluster_layout(cluster_ports(7000, 6, pick=lambda: 1), primaries=3, replicas=1)
+    assert [(p.name, p.port, p.role) for p in plans] == [
+        ("redis-1", 7000, PRIMARY),
+        ("redis-2", 7001, PRIMARY),
+        ("redis-3", 7002, PRIMARY),
+        ("redis-4", 7003, REPLICA),
+        ("redis-5", 7004, REPLICA),
+        ("redis-6", 7005, REPLICA),
+    ]
+    assert [p.primary_port for p in plans[3:]] == [7000, 7001, 7002]
+    assert [p.bus_port for p in plans[:2]] == [17000, 17001]
+
+
+@pytest.mark.parametrize(("primaries", "replicas"), [(1, 0), (2, 0), (3, 0), (3, 2), (5, 1)])
+def test_primaries_split_every_slot_evenly_and_each_gets_its_replicas(
+    primaries: int, replicas: int
+) -> None:
+    count = primaries * (1 + replicas)
+    plans = cluster_layout(list(range(9000, 9000 + count)), primaries, replicas)
+    ranges = [p.slots for p in plans if p.slots is not None]
+    assert [p.role for p in plans if p.slots is not None] == [PRIMARY] * primaries
+    served = [slot for lo, hi in ranges for slot in range(lo, hi + 1)]
+    assert served == list(range(16384))  # each slot once, in order
+    sizes = [hi - lo + 1 for lo, hi in ranges]
+    assert max(sizes) - min(sizes) <= 1
+    followed = Counter(p.primary_port for p in plans if p.role == REPLICA)
+    assert followed == {9000 + i: replicas for i in range(primaries) if replicas}
+
+
+def test_free_cluster_ports_pass_over_duplicates_taken_and_too_high_bus_ports() -> None:
+    offered = iter([40000, 40000, 60000, 41000, 42000, 43000])
+    ports = cluster_ports(0, 3, pick=lambda: next(offered), usable=lambda port: port != 41000)
+    assert ports == [40000, 42000, 43000]  # 60000 + 10000 is no port; 41000's bus port taken
+
+
+def test_a_first_port_whose_bus_ports_pass_65535_is_refused_with_the_highest_that_fits() -> None:
+    with pytest.raises(ServiceError, match=r"choose a port <= 55533, or 0"):
+        cluster_ports(55534, 3, pick=lambda: 1)
+    assert cluster_ports(55533, 3, pick=lambda: 1) == [55533, 55534, 55535]
+
+
+def test_a_cluster_without_primaries_or_with_negative_replicas_is_refused() -> None:
+    with pytest.raises(ServiceError, match="at least one primary"):
+        cluster_layout([], 0, 0)
+    with pytest.raises(ServiceError, match="0 or more"):
+        cluster_layout([1], 1, -1)
+
+
+def test_cluster_env_names_one_node_and_sets_the_cluster_flag() -> None:
+    env = _evaluated(env_lines(client_settings("localhost:1", 7001, None, cluster=True)), {})
+    assert env["SEGSTREAM_REDIS_URL"] == "redis://127.0.0.1:7001/0"
+    assert env["SEGSTREAM_REDIS_CLUSTER"] == "1"
+    assert Settings.from_env(env).get("redis_cluster") is True
+
+
+def test_plain_services_env_unsets_the_cluster_flag_of_an_earlier_cluster() -> None:
+    env = _evaluated(env_lines(client_settings("localhost:1", 7001, None)), {})
+    assert "SEGSTREAM_REDIS_CLUSTER" not in env
+    stale = _evaluated(
+        env_lines(client_settings("localhost:1", 7001, None)), {"SEGSTREAM_REDIS_CLUSTER": "1"}
+    )
+    assert "SEGSTREAM_REDIS_CLUSTER" not in stale
+    assert Settings.from_env(stale).get("redis_cluster") is False
+
+
+def test_secured_services_have_no_cluster_settings_yet() -> None:
+    with pytest.raises(ValueError, match="no Redis Cluster yet"):
+        client_settings("localhost:1", 2, _access(), cluster=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"secure": True, "redis_cluster": 3}, "--secure with --redis-cluster is not supported"),
+        ({"redis_replicas": 1}, "--replicas needs --redis-cluster N"),
+        ({"redis_cluster": -1}, "must be 0"),
+    ],
+)
+def test_a_cluster_request_that_cannot_be_met_is_refused_before_anything_starts(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ServiceError, match=message):
+        LocalServices(tmp_path / "run").up(1, 1, **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+def test_status_lists_a_clusters_nodes_in_place_of_the_single_redis(tmp_path: Path) -> None:
+    for index in (1, 2, 10):  # numeric order, not text order
+        dead = RunningService(
+            f"redis-{index}", 2**22 + index, 7000 + index, "u", "b", "l", "", "primary"
+        )
+        (tmp_path / f"redis-{index}.json").write_text(json.dumps(asdict(dead)))
+    services = LocalServices(tmp_path)
+    assert list(services.status()) == ["kafka", "redis-1", "redis-2", "redis-10"]
+    assert [n.port for n in services.cluster_nodes()] == [7001, 7002, 7010]
+    with pytest.raises(ServiceError, match="not running"):
+        services.client_settings()
+
+
+def test_cluster_nodes_output_is_read_into_roles_primaries_and_slots() -> None:
+    text = (
+        "aa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n"
+        "bb 127.0.0.1:7003@17003,host slave aa 0 1 1 connected\n"
+        "cc 127.0.0.1:7001@17001 master,fail - 0 1 2 disconnected 5461-10922 [5462->-dd]\n"
+    )
+    views = {v.node_id: v for v in parse_cluster_nodes(text)}
+    assert (views["aa"].port, views["aa"].role, views["aa"].slots) == (7000, PRIMARY, ("0-5460",))
+    assert not views["aa"].failing and views["aa"].connected
+    assert (views["bb"].port, views["bb"].role, views["bb"].primary_id) == (7003, REPLICA, "aa")
+    assert views["cc"].failing and not views["cc"].connected
+    assert views["cc"].slots == ("5461-10922",)
