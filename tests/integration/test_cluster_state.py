@@ -8,16 +8,21 @@ killed with SIGKILL mid-stream, and with two workers sharing the partitions.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
 
 from segstream.settings import Settings
+from tests.support.kafka_reads import read_changes
 from tests.support.producing import PacedProducer, produce, records_for
 from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.state_checks import (
+    AS_OF,
     assert_same_state,
     counters,
     oracle_rows,
@@ -26,8 +31,8 @@ from tests.support.state_checks import (
 )
 from tests.support.synthetic import dataset
 from tests.support.waiting import wait_for
-from tests.support.worker_process import WorkerProcess
-from worker.connect import sync_redis
+from tests.support.worker_process import REPO, WorkerProcess
+from worker.connect import keyspace, sync_redis
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +84,65 @@ def test_the_same_events_twice_and_workers_killed_mid_stream_still_end_exact_on_
     got = counters(s)
     assert got["applied"] + got["deduped"] + got["anonymous"] == got["valid"], got
     wait_for(lambda: survivor.alive, 5, "the last worker still alive")
+
+
+def segment_fields(s: Settings, customers: list[str]) -> dict[str, tuple[list[Any], list[Any]]]:
+    """Per customer: (state hash, storefront copy) segment, model_version and segment_seq.
+
+    The copy is written when a change is published: its segment and segment_seq are the state
+    hash's; its model_version is the one of the last change (the state hash also records a
+    newer model that kept the segment).
+    """
+    space = keyspace(s.redis, s.redis.prefix)
+    fields = ("segment", "model_version", "segment_seq")
+    with sync_redis(s.redis, decode_responses=True) as client:
+        return {
+            cid: (
+                client.hmget(space.customer(cid), fields),
+                client.hmget(space.storefront(cid), fields),
+            )
+            for cid in customers
+        }
+
+
+def test_segments_on_a_cluster_reach_the_storefront_key_and_follow_a_new_model(
+    settings: Settings, redis_cluster: LocalRedisCluster, workers: Callable[..., WorkerProcess]
+) -> None:
+    s = on_cluster(
+        settings, redis_cluster, model_poll_s=0.5, dirty_repair_s=2.0, hysteresis_margin=0.0,
+        scoring_as_of=AS_OF.isoformat(), rescore_all=1,
+    )  # fmt: skip
+    events = dataset(120, 700, 250, seed=8)
+    worker = workers(s)
+    produce(s.kafka.bootstrap, records_for(s, events))
+    wait_drained(s, len(events), worker)
+    customers = sorted(oracle_rows(events))
+
+    def all_on(version_prefix: str) -> dict[str, tuple[list[Any], list[Any]]] | None:
+        got = segment_fields(s, customers)
+        ready = all(
+            state[0] and state[1].startswith(version_prefix) and state[::2] == copy[::2]
+            for state, copy in got.values()
+        )
+        return got if ready else None
+
+    wait_for(lambda: all_on("rules-"), 90, "every customer scored, storefront copies equal")
+    done = subprocess.run(
+        [sys.executable, "-m", "segstream", "train", "--from", "redis", "--k", "4", "--seed", "1",
+         "--as-of", AS_OF.isoformat()],
+        env=s.to_env(), cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = wait_for(lambda: all_on("km-"), 120, "every customer rescored onto the model")
+    total = sum(int(state[2]) for state, _ in final.values())
+    changes = read_changes(s, total)
+    assert len(changes) == total
+    last_seq: dict[str, int] = {}
+    for seq, event in changes:
+        assert seq == last_seq.get(event.customer_id, 0) + 1, event
+        last_seq[event.customer_id] = seq
+    assert {c: str(n) for c, n in last_seq.items()} == {c: v[0][2] for c, v in final.items()}
+    # the storefront copy names the model of the customer's last change (docs/state.md)
+    last_version = {event.customer_id: event.model_version for _, event in changes}
+    assert {c: v[1][1] for c, v in final.items()} == last_version
+    assert worker.alive

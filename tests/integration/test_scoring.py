@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from kafka import KafkaConsumer
 from analytics.frames import real_matrix
 from schemas import LineItem, OrderEvent, SegmentChange
 from segstream.settings import Settings
+from tests.support.kafka_reads import Change, read_changes
 from tests.support.producing import PacedProducer, produce, records_for
 from tests.support.state_checks import AS_OF, assert_same_state, oracle_rows, redis_rows
 from tests.support.synthetic import dataset
@@ -40,8 +40,6 @@ from worker.segmentation.rules import RULE_FEATURES, RulesModel
 from worker.state import keys
 
 pytestmark = pytest.mark.integration
-
-Change = tuple[int, SegmentChange]  # (segment_seq header, event)
 
 
 @pytest.fixture(autouse=True)
@@ -94,26 +92,6 @@ def wait_all_scored(
         return got
     finally:
         client.close()
-
-
-def read_changes(settings: Settings, expected: int, idle_s: float = 3.0) -> list[Change]:
-    """Every record of the segment-changes topic (waits for ``expected``, then ``idle_s`` more)."""
-    consumer = KafkaConsumer(
-        settings.kafka.segment_changes_topic, bootstrap_servers=settings.kafka.bootstrap,
-        auto_offset_reset="earliest", group_id=f"{settings.kafka.group_id}-changes-reader",
-        session_timeout_ms=6000, consumer_timeout_ms=int(idle_s * 1000),
-    )  # fmt: skip
-    out: list[Change] = []
-    deadline = time.monotonic() + 60
-    while len(out) < expected and time.monotonic() < deadline:
-        for message in consumer:
-            headers = dict(message.headers)
-            event = msgspec.json.decode(message.value, type=SegmentChange)
-            assert message.key == event.customer_id.encode()
-            assert headers["model_version"].decode() == event.model_version
-            out.append((int(headers["segment_seq"]), event))
-    consumer.close()
-    return out
 
 
 def assert_one_event_per_change(

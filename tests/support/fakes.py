@@ -175,7 +175,7 @@ class FakeScoringStore:
             out.append((name, [e for e in entries if e[0] not in skip]))
         return sorted(out)
 
-    async def outbox_done(self, fields: Sequence[str]) -> None:
+    async def published(self, fields: Sequence[str], changes: Sequence[object]) -> None:
         for name in fields:
             self.outboxes.pop(name, None)
             self.skips.pop(name, None)

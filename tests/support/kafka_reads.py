@@ -1,4 +1,4 @@
-"""Reading back what the worker left on the broker: dead letters and committed offsets."""
+"""Reading back what the worker left on the broker: dead letters, committed offsets, changes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import msgspec
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from schemas import DeadLetter
+from schemas import DeadLetter, SegmentChange
 from segstream.settings import Settings
+
+#: A segment change as read back: its ``segment_seq`` header and the event.
+Change = tuple[int, SegmentChange]
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,23 @@ def committed_offsets(
     finally:
         admin.close()
     return {(tp.topic, tp.partition): meta.offset for tp, meta in got.items() if meta.offset >= 0}
+
+
+def read_changes(settings: Settings, expected: int, idle_s: float = 3.0) -> list[Change]:
+    """Every record of the segment-changes topic (waits for ``expected``, then ``idle_s`` more)."""
+    consumer = KafkaConsumer(
+        settings.kafka.segment_changes_topic, bootstrap_servers=settings.kafka.bootstrap,
+        auto_offset_reset="earliest", group_id=f"{settings.kafka.group_id}-changes-reader",
+        session_timeout_ms=6000, consumer_timeout_ms=int(idle_s * 1000),
+    )  # fmt: skip
+    out: list[Change] = []
+    deadline = time.monotonic() + 60
+    while len(out) < expected and time.monotonic() < deadline:
+        for message in consumer:
+            headers = dict(message.headers)
+            event = msgspec.json.decode(message.value, type=SegmentChange)
+            assert message.key == event.customer_id.encode()
+            assert headers["model_version"].decode() == event.model_version
+            out.append((int(headers["segment_seq"]), event))
+    consumer.close()
+    return out

@@ -60,8 +60,8 @@ class Publications:
                 f"publish {len(items)} change(s)", lambda: self.publisher.publish(items)
             )
         done = [f for f in fields if f]
-        if done:
-            await self._retry("clear the outbox", lambda: self.store.outbox_done(done))
+        if done or items:
+            await self._retry("clear the outbox", lambda: self.store.published(done, items))
         self.metrics.published += len(items)
 
     async def _retry(self, what: str, op: Callable[[], Awaitable[Any]]) -> None:
