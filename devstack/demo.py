@@ -148,10 +148,14 @@ def _drift_text(settings: Settings) -> str:
 
 
 @contextlib.contextmanager
-def _worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _worker_process(
+    settings: Settings, log_path: Path, command: str = "worker"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``segstream worker`` (or another long-running ``command``: the dashboard) until the
+    block ends: SIGTERM, then SIGKILL if it hangs."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            _segstream("worker"),
+            _segstream(command),
             env=settings.to_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -287,6 +291,14 @@ def _render(
     is_flag=True,
     help="Run over TLS, SASL SCRAM-SHA-512 and a Redis ACL user (`services up --secure`).",
 )
+@var_option(
+    "SEGSTREAM_DEMO_REDIS_CLUSTER",
+    "--redis-cluster",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Keep the state in a local Redis Cluster of N primaries (`services up --redis-cluster`).",
+)
 def demo(
     customers: int,
     days: int,
@@ -295,6 +307,7 @@ def demo(
     out_dir: str,
     keep_running: bool,
     secure: bool,
+    redis_cluster: int,
 ) -> None:
     """End to end: services, synthetic history, worker, training, live stream, report."""
     out = Path(out_dir).resolve()
@@ -306,7 +319,7 @@ def demo(
     interrupted = False
     with (
         tempfile.TemporaryDirectory(prefix="segstream-demo-") as run_dir,
-        local_services(run_dir, secure=secure, prefix="ss"),
+        local_services(run_dir, secure=secure, prefix="ss", redis_cluster=redis_cluster),
     ):
         # The same settings `segstream services env` prints (secure: the ACL's prefix, "ss").
         services = {"redis_prefix": "ss"} | LocalServices(run_dir).client_settings()
@@ -316,6 +329,7 @@ def demo(
             run_dir=str(out / "run"),
             model_dir=str(out / "models"),
             web_port=free_port(),
+            dashboard_port=free_port(),
             sweep_interval_s=5.0,
         )
         secured = " over TLS + SASL SCRAM-SHA-512 and a Redis ACL user" if secure else ""
@@ -392,11 +406,18 @@ def _run(
         f"order events, {data.n_clicks:,} clicks (ground truth {labels_path})",
     )
     log_path = out / "worker.log"
-    with _worker_process(settings, log_path) as worker:
+    with (
+        _worker_process(settings, log_path) as worker,
+        _worker_process(settings, out / "dashboard.log", "dashboard"),
+    ):
         _step(
             t0,
             f"[3/6] worker started (pid {worker.pid}, log {log_path}); producing the "
             "history to Kafka while it ingests",
+        )
+        click.echo(
+            f"  live dashboard: http://127.0.0.1:{settings.dashboard_port}/  (open it in a "
+            "browser: segment sizes, changes, transitions, drift, events/s, lag, dead letters)"
         )
         sink = KafkaSink(
             KafkaSinkConfig(

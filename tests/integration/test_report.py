@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ from analytics.report.sample import sample_inputs
 from schemas import SegmentChange, encode
 from segstream.cli import main
 from segstream.settings import Settings
+from tests.support.browser import chromium_path
 from worker.core.rfm import HASH_FIELDS
 from worker.state import keys
 
@@ -43,38 +42,13 @@ CHROMIUM_FLAGS = (
 )  # fmt: skip
 
 
-def _find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-
-
-def _apt_install_chromium() -> str:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-o", "DPkg::Lock::Timeout=600", "chromium"]
-    log = []
-    for step in (install, ["apt-get", "update", "-o", "DPkg::Lock::Timeout=600"], install):
-        done = subprocess.run(step, env=env, capture_output=True, text=True, timeout=1500)
-        log.append(f"$ {' '.join(step)} -> {done.returncode}\n{done.stderr[-2000:]}")
-        if step is install and done.returncode == 0:
-            break
-    return "\n".join(log)
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Path of a headless-capable Chromium, installed from Debian packages where missing."""
-    found = _find_chromium()
-    if found is None and hasattr(os, "geteuid") and os.geteuid() == 0:
-        log = _apt_install_chromium()
-        found = _find_chromium()
-        if found is None:
-            pytest.fail(f"could not install chromium with apt-get:\n{log}")
-    if found is None:
-        pytest.fail("chromium is missing and we are not root: run `apt-get install -y chromium`")
-    return found
+    try:
+        return chromium_path()
+    except AssertionError as exc:
+        pytest.fail(str(exc))
 
 
 def _run_chromium(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
