@@ -40,6 +40,8 @@ from tests.support.state_checks import (
 from tests.support.synthetic import Event, dataset
 from tests.support.waiting import wait_for
 from tests.support.worker_process import REPO, WorkerProcess
+from worker.connect import keyspace, sync_redis
+from worker.state.keys import Keyspace
 from worker.state.store import StateReader
 
 pytestmark = pytest.mark.integration
@@ -50,9 +52,16 @@ def _remove_keys_afterwards(redis_client: object) -> None:
     """``redis_client`` deletes every key under this test's prefix when the test ends."""
 
 
-@pytest.fixture
-def erase_settings(settings: Settings, make_topic: Callable[..., str]) -> Settings:
-    return settings.with_(erase_requests_topic=make_topic("erase-requests", partitions=1))
+@pytest.fixture(params=["single", "cluster"])
+def erase_settings(
+    request: pytest.FixtureRequest, settings: Settings, make_topic: Callable[..., str]
+) -> Settings:
+    """This test's settings, on the single Redis and on the session's Redis Cluster."""
+    s = settings.with_(erase_requests_topic=make_topic("erase-requests", partitions=1))
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        s = s.with_(redis_url=cluster.url, redis_cluster=1)
+    return s
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -62,21 +71,25 @@ def the_busiest_customer(events: list[Event]) -> str:
 
 
 def client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis.url)
+    return sync_redis(settings.redis)
+
+
+def spaces(settings: Settings) -> Keyspace:
+    return keyspace(settings.redis, settings.redis.prefix)
 
 
 def wait_scored(settings: Settings, customer_id: str) -> None:
-    key = f"{settings.redis.prefix}:c:{{{customer_id}}}"
+    key = spaces(settings).customer(customer_id)
     with client(settings) as r:
         wait_for(lambda: r.hget(key, "segment"), 60, "the customer to be scored")
 
 
 def wait_settled(settings: Settings) -> None:
     """Until scoring owes nobody a segment and the outbox is empty (everything published)."""
-    p = settings.redis.prefix
+    every = spaces(settings).spaces
     with client(settings) as r:
         wait_for(
-            lambda: r.hlen(f"{p}:unscored") == 0 and r.hlen(f"{p}:outbox") == 0,
+            lambda: all(r.hlen(f"{p}:unscored") == 0 and r.hlen(f"{p}:outbox") == 0 for p in every),
             90,
             "scoring to settle",
             0.2,
@@ -127,12 +140,13 @@ def assert_forgotten(
 ) -> None:
     """The customer is gone from everything; everyone else is exactly as their events say."""
     wait_settled(settings)
-    p = settings.redis.prefix
-    # Redis: only the suppression entry names them; no index, queue or outbox holds them
+    p = spaces(settings).space_of(victim)  # the prefix itself on a single Redis
+    # Redis: only the suppression entry names them (no storefront copy either, on a cluster);
+    # no index, queue or outbox holds them
     assert keys_naming(settings, victim) == [f"{p}:x:{{{victim}}}"]
     with client(settings) as r:
         assert r.hget(f"{p}:unscored", victim) is None
-        buckets = list(r.scan_iter(f"{p}:lo:*", 1000))
+        buckets = list(r.scan_iter(f"{settings.redis.prefix}:*lo:*", 1000))
         assert buckets, "the sweep index is there for everyone else"
         assert all(r.zscore(b, victim) is None for b in buckets)
         assert all(victim.encode() not in v for v in r.hgetall(f"{p}:outbox").values())
@@ -146,7 +160,7 @@ def assert_forgotten(
     assert sorted(exported) == sorted(expected)
     # counted: the replay's events were dropped, and the counters still add up
     c = counters(settings)
-    with StateReader(settings.redis.url, p) as reader:
+    with StateReader(settings.redis, settings.redis.prefix) as reader:
         erased = reader.erasure_counters()
     assert erased["erasures"] == 1 and erased["forgotten"] == 1, erased
     assert erased["suppressed"] >= replayed, erased
@@ -223,7 +237,7 @@ def test_an_erase_request_on_the_topic_forgets_and_a_malformed_one_is_dead_lette
             (topic, victim.encode(), good),
         ],
     )
-    with StateReader(settings.redis.url, settings.redis.prefix) as reader:
+    with StateReader(settings.redis, settings.redis.prefix) as reader:
         wait_for(lambda: reader.erasure_counters()["erasures"] == 1, 60, "the erasure")
     assert rest.sent < len(events) - len(events) // 2, "the stream was over before the erasure"
     rest.finish()

@@ -43,6 +43,9 @@ class FakeStore:
         self.steps.append("wait")
         return all(self.outbox[r] >= 0 for r in rounds)
 
+    async def forget_storefront(self, customer_id: str) -> None:
+        self.steps.append("storefront")
+
 
 class FakeTombstones:
     def __init__(self, steps: list[str], fail: int = 0) -> None:
@@ -64,7 +67,7 @@ def test_the_tombstone_follows_the_erasure_and_waits_for_the_outbox_rounds_that_
     metrics = EraseMetrics()
     done = asyncio.run(Eraser(store, tombstones, metrics).erase(CID))
     assert done.existed and done.rounds == ("round-1",)
-    assert store.steps == ["forget", "wait", "tombstone"]
+    assert store.steps == ["forget", "wait", "storefront", "tombstone"]
     assert tombstones.sent == [CID]
     assert (metrics.forgotten, metrics.absent, metrics.tombstones) == (1, 0, 1)
 
@@ -74,7 +77,7 @@ def test_a_customer_with_nothing_stored_still_gets_a_tombstone_and_counts_as_abs
     tombstones = FakeTombstones(store.steps)
     metrics = EraseMetrics()
     asyncio.run(Eraser(store, tombstones, metrics).erase(CID))
-    assert store.steps == ["forget", "tombstone"]
+    assert store.steps == ["forget", "storefront", "tombstone"]
     assert (metrics.forgotten, metrics.absent, metrics.tombstones) == (0, 1, 1)
 
 

@@ -28,6 +28,8 @@ class ForgetStoreLike(Protocol):
 
     async def wait_published(self, rounds: tuple[str, ...], timeout_s: float) -> bool: ...
 
+    async def forget_storefront(self, customer_id: str) -> None: ...
+
 
 class TombstonesLike(Protocol):
     async def publish(self, customer_id: str) -> None: ...
@@ -63,6 +65,7 @@ class Eraser:
                 "tombstone is published now (if a change for it follows, forget it again)",
                 self.outbox_wait_s,
             )
+        await self.store.forget_storefront(customer_id)
         await self.tombstones.publish(customer_id)
         self.metrics.tombstones += 1
         del self._unfinished[customer_id]

@@ -20,7 +20,7 @@ from redis import exceptions as rex
 
 from segstream.redact import redact
 from segstream.settings import RedisSettings
-from worker.connect import async_redis
+from worker.connect import async_redis, keyspace
 from worker.erase import keys
 from worker.state.errors import StoreRejected, StoreUnavailable
 from worker.state.store import ERASURE_COUNTER_NAMES
@@ -49,6 +49,7 @@ class ForgetStore:
 
     def __init__(self, redis: RedisSettings, prefix: str, suppress_days: float) -> None:
         self.prefix = prefix
+        self.keyspace = keyspace(redis, prefix)
         self.keep_ms = keys.suppression_ms(suppress_days)
         self._where = redact(f"Redis at {redis.url}")
         self._redis = async_redis(redis)
@@ -57,9 +58,12 @@ class ForgetStore:
     async def forget(self, customer_id: str, now_ms: int | None = None) -> Forgotten:
         """Forget ``customer_id`` atomically (idempotent: a second call finds nothing stored)."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        args: list[str | int] = [self.prefix, customer_id, now, self.keep_ms]
+        space = self.keyspace.space_of(customer_id)
+        args: list[str | int] = [space, customer_id, now, self.keep_ms]
         args += keys.CUSTOMER_KEY_FAMILIES
-        reply: Any = await self._call(self._script(args=args), "refused an erasure")
+        # on a cluster, a key of the shard's slot routes the call (the script builds the rest)
+        slot = [f"{space}:counters"] if self.keyspace.cluster else []
+        reply: Any = await self._call(self._script(keys=slot, args=args), "refused an erasure")
         rounds = tuple(r.decode() if isinstance(r, bytes) else str(r) for r in reply[1:])
         return Forgotten(bool(int(reply[0])), rounds)
 
@@ -68,21 +72,32 @@ class ForgetStore:
         if not rounds:
             return True
         deadline = time.monotonic() + timeout_s
-        outbox = f"{self.prefix}:outbox"
         while True:
-            left: Any = await self._call(self._redis.hmget(outbox, list(rounds)))
+            left: list[Any] = []
+            for space in self.keyspace.spaces:  # a round's token is the same in every shard
+                left += await self._call(self._redis.hmget(f"{space}:outbox", list(rounds)))
             if all(v is None for v in left):
                 return True
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(OUTBOX_POLL_S)
 
+    async def forget_storefront(self, customer_id: str) -> None:
+        """On a cluster, delete the storefront's copy of the segment (a separate key, written
+        when a change is published: so only once the customer's rounds are published)."""
+        if self.keyspace.separate_storefront:
+            await self._call(self._redis.delete(self.keyspace.storefront(customer_id)))
+
     async def erasure_counters(self) -> dict[str, int]:
         """``erasures``, ``forgotten`` and ``suppressed`` (events dropped) from Redis."""
-        raw: Any = await self._call(
-            self._redis.hmget(f"{self.prefix}:counters", list(ERASURE_COUNTER_NAMES))
-        )
-        return {name: int(v or 0) for name, v in zip(ERASURE_COUNTER_NAMES, raw, strict=True)}
+        total = dict.fromkeys(ERASURE_COUNTER_NAMES, 0)
+        for space in self.keyspace.spaces:
+            raw: Any = await self._call(
+                self._redis.hmget(f"{space}:counters", list(ERASURE_COUNTER_NAMES))
+            )
+            for name, value in zip(ERASURE_COUNTER_NAMES, raw, strict=True):
+                total[name] += int(value or 0)
+        return total
 
     async def close(self) -> None:
         await self._redis.aclose()
