@@ -34,6 +34,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "replay": "producers.cli:replay",
     "rescore": "worker.scoring.cli:rescore",
     "forget": "worker.erase.cli:forget",
+    "sink": "sinks.sql.cli:sink",
     "dashboard": "dashboard.cli:dashboard",
 }
 
