@@ -27,6 +27,7 @@ from kafka import KafkaConsumer
 from schemas import DeadLetter, LineItem, OrderEvent, decode, encode
 from segstream.settings import Settings
 from tests.support import synthetic
+from tests.support.modes import MODES, on_redis
 from tests.support.producing import produce, records_for
 from tests.support.state_checks import (
     AS_OF,
@@ -44,6 +45,12 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(autouse=True)
 def _remove_keys_afterwards(redis_client: object) -> None:
     """``redis_client`` deletes every key under this test's prefix when the test ends."""
+
+
+@pytest.fixture(params=MODES)
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """Every test here runs on a single Redis and on a 3-primary Redis Cluster."""
+    return on_redis(request, settings)
 
 
 # -- tests ---------------------------------------------------------------------------------------

@@ -11,19 +11,20 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from segstream.settings import Settings
+from tests.support.modes import MODES, on_redis
 from tests.support.producing import PacedProducer, records_for
-from tests.support.redis_servers import DedicatedRedis
 from tests.support.state_checks import (
     assert_same_state,
     counters,
     oracle_rows,
     redis_rows,
+    wait_progress,
     wait_received,
 )
 from tests.support.synthetic import dataset
@@ -38,13 +39,10 @@ def _remove_keys_afterwards(redis_client: object) -> None:
     """``redis_client`` deletes every key under this test's prefix when the test ends."""
 
 
-def wait_progress(settings: Settings, at_least: int, worker: WorkerProcess) -> int:
-    def moved() -> int | None:
-        assert worker.alive, f"{worker.name} exited:\n{worker.tail()}"
-        n = counters(settings)["received"]
-        return n if n >= at_least else None
-
-    return int(wait_for(moved, 90, f"{at_least} records received", every=0.02))
+@pytest.fixture(params=MODES)
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """Every test here runs on a single Redis and on a 3-primary Redis Cluster."""
+    return on_redis(request, settings)
 
 
 def test_sigkill_three_times_mid_stream_then_restart_gives_the_oracle_state(
@@ -103,55 +101,6 @@ def test_survivor_takes_over_when_one_of_two_workers_is_killed(
     health = second.health()
     assert health is not None and len(health["assigned"]) == 8, health
     assert second.alive
-
-
-@pytest.fixture
-def dedicated_redis(tmp_path: Path) -> Iterator[DedicatedRedis]:
-    server = DedicatedRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_redis_paused_then_restarted_mid_stream_loses_and_doubles_nothing(
-    settings: Settings,
-    workers: Callable[..., WorkerProcess],
-    dedicated_redis: DedicatedRedis,
-) -> None:
-    events = dataset(150, 1200, 500, seed=51)
-    settings = settings.with_(redis_url=dedicated_redis.url, batch_max_records=100)
-    worker = workers(settings, "steadfast")
-    worker.wait_assigned()
-    producer = PacedProducer(settings.kafka.bootstrap, records_for(settings, events), 150.0)
-    producer.start()
-
-    # 1. Paused: the server holds connections but answers nothing (SIGSTOP) for ~3 s.
-    wait_progress(settings, len(events) // 5, worker)
-    dedicated_redis.signal(signal.SIGSTOP)
-    paused = producer.sent
-    wait_for(lambda: producer.sent >= paused + 450, 30, "3 s of events produced while paused")
-    assert worker.alive
-    dedicated_redis.signal(signal.SIGCONT)
-
-    # 2. Stopped: connections refused for ~3 s, then restarted with its append-only file.
-    wait_progress(settings, len(events) // 2, worker)
-    dedicated_redis.stop()
-    stopped = producer.sent
-    seen_degraded = wait_for(
-        lambda: (worker.health() or {}).get("status") == "degraded", 30, "/health to say degraded"
-    )
-    wait_for(lambda: producer.sent >= stopped + 450, 30, "3 s of events produced while down")
-    assert worker.alive and seen_degraded
-    dedicated_redis.start()
-
-    producer.finish()
-    got = wait_received(settings, len(events))
-    assert got["valid"] == len(events)
-    assert_same_state(redis_rows(settings), oracle_rows(events))
-    assert worker.alive
-    health = worker.health()
-    assert health is not None and health["status"] == "ok", health
-    assert health["process"]["apply_failures"]["outage"] > 0
 
 
 def test_broker_paused_mid_stream_loses_and_doubles_nothing(

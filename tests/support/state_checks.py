@@ -82,3 +82,14 @@ def assert_same_state(actual: dict[str, dict[str, object]], expected: dict[str, 
     assert not diffs, f"{len(diffs)} customers differ, e.g. {diffs[0]}: " + (
         f"{actual[diffs[0]]} != {expected[diffs[0]]}" if diffs else ""
     )
+
+
+def wait_progress(settings: Settings, at_least: int, worker: WorkerProcess) -> int:
+    """Until the counters have received at least ``at_least`` records (``worker`` alive)."""
+
+    def moved() -> int | None:
+        assert worker.alive, f"{worker.name} exited:\n{worker.tail()}"
+        n = counters(settings)["received"]
+        return n if n >= at_least else None
+
+    return int(wait_for(moved, 90, f"{at_least} records received", every=0.02))
