@@ -79,6 +79,11 @@ class RedisSettings:
     #: On a cluster, the customers are spread over this many shards, each a hash tag of its
     #: own: a batch is at most this many atomic calls. Fixed for the life of the data.
     shards: int = 16
+    #: Replica safety: a batch's offsets are committed only once ``WAIT`` confirmed it reached
+    #: this many replicas of its primary (0 = do not wait; docs/state.md, "Replicas").
+    wait_replicas: int = 0
+    #: How long one ``WAIT`` may take; fewer replicas by then is an outage (retried).
+    wait_timeout_ms: int = 2000
 
 
 @dataclass(frozen=True)
@@ -340,6 +345,8 @@ SETTINGS: tuple[Setting, ...] = (
         "ssl_check_hostname",
         "cluster",
         "shards",
+        "wait_replicas",
+        "wait_timeout_ms",
         prefix="redis_",
     ),
     *_group(

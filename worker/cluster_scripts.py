@@ -10,6 +10,7 @@ redirected script did not run.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ssl
 from collections.abc import Sequence
 from dataclasses import replace
@@ -32,10 +33,13 @@ class ClusterScriptClient:
         *,
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float | None = 10.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 2000,
     ) -> None:
         self.endpoint = seed
         self._ssl_context = ssl_context
         self._connect_timeout = connect_timeout
+        self._wait = {"wait_replicas": wait_replicas, "wait_timeout_ms": wait_timeout_ms}
         #: Sorted slot range starts, and per range its end and primary.
         self._starts: list[int] = []
         self._ranges: list[tuple[int, Endpoint]] = []
@@ -48,7 +52,11 @@ class ClusterScriptClient:
             raise ValueError("a script call on a cluster needs the key of its slot")
         if not self._starts:
             await self.refresh()
-        pending = await self._client_for(key).send(script, args, key)
+        try:
+            pending = await self._client_for(key).send(script, args, key)
+        except (rex.ConnectionError, rex.TimeoutError):
+            await self._refresh_quietly()  # a primary died: its replica may serve the slot now
+            raise
 
         async def receive() -> Any:
             try:
@@ -57,6 +65,9 @@ class ClusterScriptClient:
                 await self.refresh()
                 again = await self._client_for(key).send(script, args, key)
                 return await again.result()
+            except (rex.ConnectionError, rex.TimeoutError):
+                await self._refresh_quietly()
+                raise
 
         return Pending(receive, pending.abandon)
 
@@ -78,6 +89,11 @@ class ClusterScriptClient:
             self._install(reply)
             return
         raise rex.ConnectionError(f"no cluster node answered CLUSTER SLOTS: {last}")
+
+    async def _refresh_quietly(self) -> None:
+        """Read the slot map again if any node answers; the caller's retry uses it."""
+        with contextlib.suppress(rex.RedisError, OSError):
+            await self.refresh()
 
     async def close(self) -> None:
         clients, self._clients = self._clients, {}
@@ -104,7 +120,10 @@ class ClusterScriptClient:
         client = self._clients.get((node.host, node.port))
         if client is None:
             client = ScriptClient(
-                node, ssl_context=self._ssl_context, connect_timeout=self._connect_timeout
+                node,
+                ssl_context=self._ssl_context,
+                connect_timeout=self._connect_timeout,
+                **self._wait,
             )
             self._clients[(node.host, node.port)] = client
         return client

@@ -80,6 +80,7 @@ def script_client(target: RedisTarget) -> ScriptClient | ClusterScriptClient:
         secret = read_secret(settings.password_file, "SEGSTREAM_REDIS_PASSWORD_FILE")
         endpoint = replace(endpoint, password=secret)
     context = redis_ssl_context(settings) if endpoint.tls else None
+    wait = {"wait_replicas": settings.wait_replicas, "wait_timeout_ms": settings.wait_timeout_ms}
     if settings.cluster:
-        return ClusterScriptClient(endpoint, ssl_context=context)
-    return ScriptClient(endpoint, ssl_context=context)
+        return ClusterScriptClient(endpoint, ssl_context=context, **wait)
+    return ScriptClient(endpoint, ssl_context=context, **wait)

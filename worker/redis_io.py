@@ -34,7 +34,7 @@ import hiredis
 import redis.exceptions as rex
 from redis.connection import parse_url
 
-__all__ = ["Arg", "Endpoint", "Pending", "Script", "ScriptClient", "command"]
+__all__ = ["Arg", "Endpoint", "Pending", "ReplicasBehind", "Script", "ScriptClient", "command"]
 
 T = TypeVar("T", covariant=True)
 U = TypeVar("U")
@@ -270,6 +270,10 @@ class _Connection:
         self._writer.close()
 
 
+class ReplicasBehind(rex.TimeoutError):
+    """``WAIT`` saw fewer replicas confirm a write than asked for: an outage, retried."""
+
+
 class ScriptClient:
     """Script calls (EVALSHA, no keys) on connections of their own, a few kept for reuse.
 
@@ -287,11 +291,17 @@ class ScriptClient:
         connect_timeout: float | None = 10.0,
         ssl_context: ssl.SSLContext | None = None,
         pool_size: int = POOL_SIZE,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 2000,
     ) -> None:
+        """``wait_replicas``: each call is followed, on its connection, by ``WAIT`` for that
+        many replicas (``wait_timeout_ms`` at most); fewer confirmations raise
+        :class:`ReplicasBehind`, so the caller retries instead of trusting the write."""
         self.endpoint = where if isinstance(where, Endpoint) else Endpoint.from_url(where)
         self._connect_timeout = connect_timeout
         self._ssl_context = ssl_context
         self._pool_size = pool_size
+        self._replicas, self._wait_ms = wait_replicas, wait_timeout_ms
         self._idle: list[_Connection] = []
 
     async def send(
@@ -307,8 +317,9 @@ class ScriptClient:
         conn = self._idle.pop() if self._idle else await self._open()
         declared: tuple[Arg, ...] = (0,) if key is None else (1, key)
         command = ("EVALSHA", script.sha, *declared, *args)
+        wait = [("WAIT", self._replicas, self._wait_ms)] if self._replicas > 0 else []
         try:
-            await conn.send(command)
+            await conn.send(command, *wait)
         except BaseException:
             conn.close()
             raise
@@ -318,9 +329,13 @@ class ScriptClient:
                 try:
                     reply = await conn.read()
                 except rex.NoScriptError:
-                    await conn.send(("SCRIPT", "LOAD", script.text), command)
+                    if wait:
+                        await conn.read()  # the WAIT sent behind the refused call
+                    await conn.send(("SCRIPT", "LOAD", script.text), command, *wait)
                     await conn.read()
                     reply = await conn.read()
+                if wait:
+                    self._confirmed(int(await conn.read()))
             except BaseException:
                 conn.close()
                 raise
@@ -332,6 +347,13 @@ class ScriptClient:
     async def call(self, script: Script, args: Sequence[Arg], key: str | None = None) -> Any:
         """:meth:`send`, then its result."""
         return await (await self.send(script, args, key)).result()
+
+    def _confirmed(self, replicas: int) -> None:
+        if replicas < self._replicas:
+            raise ReplicasBehind(
+                f"only {replicas} of {self._replicas} replica(s) of {self.endpoint} confirmed the "
+                f"write within {self._wait_ms} ms (SEGSTREAM_REDIS_WAIT_REPLICAS)"
+            )
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -7,11 +7,14 @@ killed with SIGKILL mid-stream, and with two workers sharing the partitions.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +31,7 @@ from tests.support.state_checks import (
     oracle_rows,
     redis_rows,
     wait_drained,
+    wait_progress,
 )
 from tests.support.synthetic import dataset
 from tests.support.waiting import wait_for
@@ -146,3 +150,54 @@ def test_segments_on_a_cluster_reach_the_storefront_key_and_follow_a_new_model(
     last_version = {event.customer_id: event.model_version for _, event in changes}
     assert {c: v[1][1] for c, v in final.items()} == last_version
     assert worker.alive
+
+
+def test_a_primary_killed_mid_stream_fails_over_to_its_replica_and_loses_nothing_with_wait(
+    settings: Settings, workers: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    """Replica safety: with SEGSTREAM_REDIS_WAIT_REPLICAS=1 an offset is committed only once
+    the batch is on a replica, so the primary's death right after a batch loses none of it.
+    Two replicas per primary: the promoted one still has one to WAIT for (with a single
+    replica, ingestion would wait for the dead node's return, safety before availability)."""
+    events = dataset(150, 1200, 500, seed=61)
+    with LocalRedisCluster(tmp_path / "cluster", primaries=3, replicas=2) as cluster:
+        s = on_cluster(settings, cluster, scoring=0, batch_max_records=100, redis_wait_replicas=1)
+        worker = workers(s, "steadfast")
+        worker.wait_assigned()
+        producer = PacedProducer(s.kafka.bootstrap, records_for(s, events), 200.0)
+        producer.start()
+        wait_progress(s, len(events) // 3, worker)
+        victim = cluster.primaries()[1]
+        cluster.kill(victim)  # SIGKILL: whatever the replica has not got is gone
+        cluster.wait_ok(60)  # its replica serves its slots now
+        assert not victim.alive()
+        producer.finish()
+        got = wait_drained(s, len(events), worker)
+        assert got["valid"] == len(events)
+        assert_same_state(redis_rows(s), oracle_rows(events))
+        assert worker.alive
+
+
+def test_a_primary_paused_mid_stream_is_an_outage_that_loses_and_doubles_nothing(
+    settings: Settings, workers: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    events = dataset(150, 1200, 500, seed=62)
+    with LocalRedisCluster(tmp_path / "cluster", primaries=3) as cluster:
+        s = on_cluster(settings, cluster, scoring=0, batch_max_records=100)
+        worker = workers(s, "steadfast")
+        worker.wait_assigned()
+        producer = PacedProducer(s.kafka.bootstrap, records_for(s, events), 150.0)
+        producer.start()
+        wait_progress(s, len(events) // 4, worker)
+        paused = cluster.primaries()[0]
+        os.kill(paused.pid, signal.SIGSTOP)  # answers nothing; the others see it fail (3 s)
+        sent = producer.sent
+        wait_for(lambda: producer.sent >= sent + 600, 30, "4 s of events produced while paused")
+        assert worker.alive
+        os.kill(paused.pid, signal.SIGCONT)
+        cluster.wait_ok(60)
+        producer.finish()
+        got = wait_drained(s, len(events), worker)
+        assert got["valid"] == len(events)
+        assert_same_state(redis_rows(s), oracle_rows(events))
+        assert worker.alive

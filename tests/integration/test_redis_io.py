@@ -18,7 +18,7 @@ import redis.exceptions as rex
 from devstack.services import free_port, redis_server_binary
 from tests.support.scripts import SLOW
 from tests.support.waiting import wait_for
-from worker.redis_io import SEND_BUFFER_BYTES, Endpoint, Script, ScriptClient
+from worker.redis_io import SEND_BUFFER_BYTES, Endpoint, ReplicasBehind, Script, ScriptClient
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +196,63 @@ def test_a_redis_url_reads_as_redis_py_reads_it() -> None:
     )
     with pytest.raises(ValueError):
         Endpoint.from_url("http://h:1")
+
+
+def test_with_wait_replicas_a_call_returns_once_its_replica_has_it_and_fails_without_one(
+    tmp_path: Path,
+) -> None:
+    """SEGSTREAM_REDIS_WAIT_REPLICAS: each call is followed by WAIT on its connection; a
+    replica that has the write lets it return, none raises ReplicasBehind (an outage)."""
+    primary_port, replica_port = free_port(), free_port()
+    started = []
+    for port, extra in (
+        (primary_port, []),
+        (replica_port, ["--replicaof", "127.0.0.1", str(primary_port)]),
+    ):
+        node_dir = tmp_path / str(port)
+        node_dir.mkdir()
+        started.append(
+            subprocess.Popen(
+                [
+                    str(redis_server_binary()),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(node_dir),
+                    *extra,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    try:
+        replica = redis.Redis(port=replica_port)
+        wait_for(
+            lambda: replica.info("replication").get("master_link_status") == "up",
+            20,
+            "the replica to follow the primary",
+        )
+
+        async def run(replicas: int) -> Any:
+            scripts = ScriptClient(
+                f"redis://127.0.0.1:{primary_port}/0", wait_replicas=replicas, wait_timeout_ms=300
+            )
+            try:
+                return await scripts.call(INCR, ["waited"])
+            finally:
+                await scripts.close()
+
+        assert asyncio.run(run(1)) == 1
+        assert replica.get("waited") == b"1"
+        with pytest.raises(ReplicasBehind, match="only 1 of 2 replica"):
+            asyncio.run(run(2))  # the write itself landed; the caller retries it (fenced)
+    finally:
+        for proc in started:
+            proc.terminate()
+            proc.wait(10)
