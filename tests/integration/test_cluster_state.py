@@ -201,3 +201,61 @@ def test_a_primary_paused_mid_stream_is_an_outage_that_loses_and_doubles_nothing
         assert got["valid"] == len(events)
         assert_same_state(redis_rows(s), oracle_rows(events))
         assert worker.alive
+
+
+def twelve_partitions(settings: Settings, make_topic: Callable[..., str]) -> Settings:
+    return settings.with_(
+        orders_topic=make_topic("orders12", partitions=12),
+        clicks_topic=make_topic("clicks12", partitions=12),
+    )
+
+
+def test_three_workers_on_twelve_partitions_end_exact_when_one_is_killed_mid_stream(
+    settings: Settings,
+    make_topic: Callable[..., str],
+    redis_cluster: LocalRedisCluster,
+    workers: Callable[..., WorkerProcess],
+) -> None:
+    s = on_cluster(twelve_partitions(settings, make_topic), redis_cluster, scoring=0)
+    s = s.with_(batch_max_records=200)
+    events = dataset(300, 2400, 900, seed=71)
+    crew = [workers(s, f"w{i}") for i in range(3)]
+    wait_for(
+        lambda: all(len((w.health() or {}).get("assigned", [])) in (8, 7, 9) for w in crew),
+        90,
+        "three workers to share the 24 input partitions",
+    )
+    producer = PacedProducer(s.kafka.bootstrap, records_for(s, events), 400.0)
+    producer.start()
+    wait_progress(s, len(events) // 3, crew[1])
+    crew[1].kill()
+    producer.finish()
+    got = wait_drained(s, len(events), crew[0], timeout=240)
+    assert got["valid"] == len(events)
+    assert_same_state(redis_rows(s), oracle_rows(events))
+    assert crew[0].alive and crew[2].alive
+
+
+def test_scaling_from_one_to_three_workers_mid_stream_ends_exact(
+    settings: Settings,
+    make_topic: Callable[..., str],
+    redis_cluster: LocalRedisCluster,
+    workers: Callable[..., WorkerProcess],
+) -> None:
+    s = on_cluster(twelve_partitions(settings, make_topic), redis_cluster, scoring=0)
+    s = s.with_(batch_max_records=200)
+    events = dataset(300, 2400, 900, seed=72)
+    first = workers(s, "first")
+    first.wait_assigned()
+    producer = PacedProducer(s.kafka.bootstrap, records_for(s, events), 400.0)
+    producer.start()
+    wait_progress(s, len(events) // 4, first)
+    more = [workers(s, "second"), workers(s, "third")]
+    wait_progress(s, len(events) // 2, first)
+    producer.finish()
+    got = wait_drained(s, len(events), first, timeout=240)
+    assert got["valid"] == len(events)
+    assert_same_state(redis_rows(s), oracle_rows(events))
+    for w in (first, *more):
+        assert w.alive, w.tail()
+    assert all((w.health() or {}).get("assigned") for w in more), "the new workers took part"
