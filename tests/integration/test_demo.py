@@ -18,12 +18,16 @@ from devstack.services import port_in_use
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secure"])
-def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path, secure: bool) -> None:
+@pytest.mark.parametrize(
+    "mode", ["plain", "secure", "cluster"], ids=["plain", "secure", "redis-cluster"]
+)
+def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path, mode: str) -> None:
     out = tmp_path / "demo"
+    flags = {"plain": [], "secure": ["--secure"], "cluster": ["--redis-cluster", "3"]}[mode]
+    secure = mode == "secure"
     done = subprocess.run(
         [sys.executable, "-m", "segstream", "demo", "--customers", "300", "--days", "60",
-         "--minutes", "0.15", "--out", str(out), *(["--secure"] if secure else [])],
+         "--minutes", "0.15", "--out", str(out), *flags],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -42,5 +46,6 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path, secure: 
     assert (out / "report" / "report.html").is_file()
     assert list((out / "models").glob("km-*.json"))
     assert "services stopped" in text
+    assert "live dashboard: http://127.0.0.1:" in text
     ports = [int(p) for p in re.findall(r"(?:localhost|127\.0\.0\.1):(\d+)", first)]
     assert len(ports) == 2 and not any(port_in_use(p) for p in ports)
