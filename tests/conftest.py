@@ -35,8 +35,8 @@ from tests.support.worker_process import WorkerProcess, worker_pool
 TEST_SESSION_TIMEOUT_S = 6.0
 
 UNIT_DIR = Path(__file__).resolve().parent / "unit"
-#: The fixture every broker or Redis fixture depends on: a unit test must not reach it.
-SERVICE_FIXTURE = "services"
+#: The fixtures every broker or Redis fixture depends on: a unit test must not reach them.
+SERVICE_FIXTURES = frozenset({"services", "redis_cluster"})
 
 
 # -- tiers ---------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not item.path.is_relative_to(UNIT_DIR) or item.get_closest_marker("slow"):
             continue
         item.add_marker(pytest.mark.unit)
-        if SERVICE_FIXTURE in getattr(item, "fixturenames", ()):
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             misplaced.append(item.nodeid)
     if misplaced:
         raise pytest.UsageError(
