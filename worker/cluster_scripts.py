@@ -23,6 +23,11 @@ from worker.redis_io import Arg, Endpoint, Pending, Script, ScriptClient, comman
 
 __all__ = ["ClusterScriptClient"]
 
+#: Idle connections kept per primary: a batch sends up to ``shards / primaries`` calls to each
+#: at once, and a connection opened and closed per call cost ~0.1 ms of the worker's CPU
+#: (benchmarks/RESULTS.md, 2026-12-06, bench_cluster).
+NODE_POOL_SIZE = 32
+
 
 class ClusterScriptClient:
     """Like :class:`ScriptClient`, for a cluster whose any node ``seed`` names."""
@@ -123,6 +128,7 @@ class ClusterScriptClient:
                 node,
                 ssl_context=self._ssl_context,
                 connect_timeout=self._connect_timeout,
+                pool_size=NODE_POOL_SIZE,
                 **self._wait,
             )
             self._clients[(node.host, node.port)] = client
