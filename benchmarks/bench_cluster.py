@@ -55,6 +55,8 @@ import orjson
 import redis
 from redis.crc import key_slot
 
+from worker.state.keys import Keyspace
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: benchmarks/ is on the path, the repo is not
     sys.path.insert(0, str(REPO))
@@ -322,9 +324,8 @@ def conditions(opts: argparse.Namespace, nodes: list[Node], modes: list[Mode]) -
           f"{opts.primaries} primaries, no replicas, slots split evenly")  # fmt: skip
     for mode in modes:
         if mode.cluster:
-            held = [
-                sum(node.serves(f"x:{{{k}}}") for k in range(mode.shards)) for node in nodes[1:]
-            ]
+            spaces = Keyspace("x", cluster=True, shards=mode.shards).spaces
+            held = [sum(node.serves(f"{space}:c") for space in spaces) for node in nodes[1:]]
             print(f"  {mode.name}: shards per primary {held}")
     print(f"  worker tree {opts.tree}")
 
