@@ -27,7 +27,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from schemas import SegmentChange, encode
 from segstream.settings import Settings
-from sinks.sql.changes import Change, Position, decode_record
+from sinks.sql.changes import Change, Decoded, Position, decode_record
 from sinks.sql.database import open_database
 from sinks.sql.mysql import connect_args
 from sinks.sql.plan import plan_batch
@@ -399,3 +399,24 @@ def _current_model(settings: Settings) -> str:
         store.close()
     assert version is not None and version.startswith("km-")
     return version
+
+
+def test_a_batch_repeating_changes_already_written_appends_only_the_new_ones(
+    sql_url: str,
+) -> None:
+    """The history append's fallback: a batch holding changes the sink already wrote (the
+    worker republished them) keeps each change once and still appends the new ones."""
+
+    def decoded(offset: int, cid: str, seq: int, new: str) -> Decoded:
+        at = Position("segment-changes", 0, offset)
+        return decode_record(at, *record(change(cid, seq, new, None), seq))
+
+    db = open_database(sql_url)
+    db.connect()
+    db.migrate()
+    db.write(plan_batch([decoded(0, "c1", 1, "new"), decoded(1, "c1", 2, "loyal")]), [])
+    again = [decoded(2, "c1", 1, "new"), decoded(3, "c1", 2, "loyal"), decoded(4, "c2", 1, "lost")]
+    db.write(plan_batch(again), [])
+    db.close()
+    assert history(sql_url) == [("c1", 1), ("c1", 2), ("c2", 1)]
+    assert current(sql_url) == {"c1": ("loyal", "rules-v1", 2), "c2": ("lost", "rules-v1", 1)}
