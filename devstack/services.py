@@ -112,6 +112,10 @@ def redis_server_binary() -> Path:
     return path
 
 
+#: Tries of :meth:`LocalServices.up` when a picked port is taken before the bind.
+PORT_ATTEMPTS = 3
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -270,6 +274,31 @@ class LocalServices:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def up(
+        self,
+        kafka_port: int,
+        redis_port: int,
+        *,
+        secure: bool = False,
+        prefix: str = "ss",
+        redis_cluster: int = 0,
+        redis_replicas: int = 0,
+    ) -> dict[str, RunningService]:
+        """:meth:`start`; with ports picked here (0), a port another process took between the
+        pick and the bind (ephemeral ports are also every outgoing connection's) makes it pick
+        again, twice at most."""
+        attempts = PORT_ATTEMPTS if 0 in (kafka_port, redis_port) else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.start(
+                    kafka_port, redis_port, secure=secure, prefix=prefix,
+                    redis_cluster=redis_cluster, redis_replicas=redis_replicas,
+                )  # fmt: skip
+            except ServiceError as exc:
+                if attempt == attempts or "Address already in use" not in str(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    def start(
         self,
         kafka_port: int,
         redis_port: int,

@@ -324,16 +324,19 @@ def run_pipeline(
     """replay -> worker -> train -> rescore -> export + report, as ops run them; the export.
 
     Without hysteresis a customer's segment is the nearest centroid's, whatever segment the
-    rules gave it before the model arrived (that depends on timing, not on the transport).
+    rules gave it before the model arrived (that depends on timing, not on the transport); and
+    training and scoring use one fixed clock, or recency would differ between the two runs.
     """
-    settings = settings.with_(hysteresis_margin=0.0)
+    settings = settings.with_(hysteresis_margin=0.0, scoring_as_of=AS_OF)
     env = settings.to_env(clean_env())
     worker = workers(settings)
     replayed = segstream("replay", "--file", str(events_file), "--format", "jsonl", env=env)
     assert replayed.returncode == 0, replayed.stderr
     wait_drained(settings, len(events), worker)
     assert_same_state(redis_rows(settings), oracle_rows(events))
-    trained = segstream("train", "--from", "redis", "--seed", "3", "--k", "3", env=env)
+    trained = segstream(
+        "train", "--from", "redis", "--seed", "3", "--k", "3", "--as-of", AS_OF, env=env
+    )
     assert trained.returncode == 0, trained.stderr
     rescored = segstream("rescore", env=env)
     assert rescored.returncode == 0, rescored.stderr
