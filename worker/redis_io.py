@@ -303,6 +303,10 @@ class ScriptClient:
         self._pool_size = pool_size
         self._replicas, self._wait_ms = wait_replicas, wait_timeout_ms
         self._idle: list[_Connection] = []
+        #: Scripts this client has seen Redis load: the first call of any other sends ``SCRIPT
+        #: LOAD`` ahead of it in the same write, so that it runs when sent (a NOSCRIPT reply
+        #: would only be answered, by loading and calling again, when the result is awaited).
+        self._loaded: set[str] = set()
 
     async def send(
         self, script: Script, args: Sequence[Arg], key: str | None = None
@@ -318,14 +322,18 @@ class ScriptClient:
         declared: tuple[Arg, ...] = (0,) if key is None else (1, key)
         command = ("EVALSHA", script.sha, *declared, *args)
         wait = [("WAIT", self._replicas, self._wait_ms)] if self._replicas > 0 else []
+        load = [] if script.sha in self._loaded else [("SCRIPT", "LOAD", script.text)]
         try:
-            await conn.send(command, *wait)
+            await conn.send(*load, command, *wait)
         except BaseException:
             conn.close()
             raise
 
         async def receive() -> Any:
             try:
+                if load:
+                    await conn.read()
+                    self._loaded.add(script.sha)
                 try:
                     reply = await conn.read()
                 except rex.NoScriptError:

@@ -66,15 +66,36 @@ def test_a_sent_request_runs_in_redis_while_the_caller_does_cpu_work(redis_url: 
     assert waited_s < 0.25
 
 
-def test_a_script_redis_no_longer_holds_is_loaded_and_sent_again(redis_url: str) -> None:
+def test_a_first_call_loads_its_script_in_the_same_write_and_one_redis_lost_is_loaded_again(
+    redis_url: str,
+) -> None:
+    """A client's first call of a script sends SCRIPT LOAD ahead of it (so the call runs when
+    sent, not after a NOSCRIPT round trip); a script Redis lost later (restart, flush) is loaded
+    and the call sent again, once."""
     client = redis.Redis.from_url(redis_url)
     client.script_flush()
-    before = client.info("commandstats")
 
-    assert call(redis_url, SLOW_SCRIPT, [0, "again"]) == b"again"
-    after = client.info("commandstats")
-    sent = after["cmdstat_evalsha"]["calls"] - before.get("cmdstat_evalsha", {}).get("calls", 0)
-    assert sent == 2  # the NOSCRIPT attempt, then the one that ran
+    def calls(stats: dict[str, Any], name: str) -> int:
+        return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+    async def run() -> list[Any]:
+        scripts = ScriptClient(redis_url)
+        try:
+            before = client.info("commandstats")
+            first = await scripts.call(SLOW_SCRIPT, [0, "first"])
+            middle = client.info("commandstats")
+            client.script_flush()
+            again = await scripts.call(SLOW_SCRIPT, [0, "again"])
+            after = client.info("commandstats")
+            return [first, middle, again, before, after]
+        finally:
+            await scripts.close()
+
+    first, middle, again, before, after = asyncio.run(run())
+    assert (first, again) == (b"first", b"again")
+    assert calls(middle, "evalsha") - calls(before, "evalsha") == 1  # ran at once, no NOSCRIPT
+    assert calls(middle, "script|load") - calls(before, "script|load") == 1
+    assert calls(after, "evalsha") - calls(middle, "evalsha") == 2  # NOSCRIPT, then it ran
     assert client.script_exists(SLOW_SCRIPT.sha) == [True]
     client.close()
 
