@@ -18,6 +18,9 @@ way a Kafka broker does them, and relays the rest byte for byte:
 - once authenticated, the connection is joined to a new plaintext connection to the broker and
   bytes flow both ways untouched.
 
+This module accepts, authenticates and relays; the logins themselves are :mod:`devstack.sasl`
+(SCRAM and PLAIN servers, the users file) and the pre-login requests :mod:`devstack.kafka_wire`.
+
 tansu must advertise the gateway's address (``--advertised-listener-url tcp://localhost:GW``),
 so a client that reconnects to the broker named in the metadata comes back through here.
 
@@ -31,62 +34,60 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 import secrets
 import signal
 import socket
 import ssl
-import stat
-import struct
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from devstack.kafka_wire import (
+    API_VERSIONS,
+    ILLEGAL_SASL_STATE,
+    MAX_VERSION,
+    NO_ERROR,
+    SASL_AUTHENTICATE,
+    SASL_AUTHENTICATION_FAILED,
+    SASL_HANDSHAKE,
+    UNSUPPORTED_SASL_MECHANISM,
+    ProtocolError,
+    advertised_versions,
+    api_versions_body,
+    api_versions_request,
+    fetch_api_versions,
+    parse_request,
+    read_frame,
+    response_frame,
+    sasl_authenticate_body,
+    sasl_handshake_body,
+    size_prefixed,
+)
+from devstack.sasl import (
+    AuthenticationFailed,
+    PlainServer,
+    SaslServer,
+    ScramServer,
+    UserStore,
+    load_users,
+)
 from segstream.errors import ConfigError
 
 __all__ = [
-    "MECHANISMS",
-    "AuthenticationFailed",
     "GatewayConfig",
     "KafkaGateway",
-    "PlainServer",
-    "ScramCredential",
-    "ScramServer",
-    "User",
-    "UserStore",
+    "config_from_args",
     "gateway_answers",
-    "load_users",
     "main",
     "parse_address",
     "server_ssl_context",
-    "write_users_file",
 ]
 
 log = logging.getLogger("devstack.kafka_gateway")
 
-# -- the Kafka protocol numbers the gateway speaks --------------------------------------------
-SASL_HANDSHAKE, API_VERSIONS, SASL_AUTHENTICATE = 17, 18, 36
-NO_ERROR = 0
-UNSUPPORTED_SASL_MECHANISM = 33
-ILLEGAL_SASL_STATE = 34
-UNSUPPORTED_VERSION = 35
-SASL_AUTHENTICATION_FAILED = 58
-#: The highest version of each API the gateway answers itself.
-MAX_VERSION = {API_VERSIONS: 4, SASL_HANDSHAKE: 1, SASL_AUTHENTICATE: 2}
-
-#: Strongest first: the order SaslHandshake lists them in.
-MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
-SCRAM_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
-#: Kafka's minimum for SCRAM credentials.
-SCRAM_ITERATIONS = 4096
-SALT_BYTES = 16
 
 #: Before authentication a client has no business sending big frames (a SCRAM message is
 #: ~200 bytes); a bigger one is a confused or hostile client and is closed on.
@@ -95,519 +96,6 @@ MAX_PREAUTH_FRAME = 64 * 1024
 AUTH_TIMEOUT_S = 30.0
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
 RELAY_CHUNK = 256 * 1024
-
-
-# == SASL mechanisms (pure: bytes in, bytes out) ==============================================
-class AuthenticationFailed(Exception):
-    """A SASL exchange failed. ``reply``: what the mechanism sends back (``e=...`` for SCRAM)."""
-
-    def __init__(self, message: str, reply: bytes = b"") -> None:
-        super().__init__(message)
-        self.reply = reply
-
-
-@dataclass(frozen=True)
-class ScramCredential:
-    """What a SCRAM server keeps of a password (RFC 5802 §3): never the password itself."""
-
-    salt: bytes
-    iterations: int
-    stored_key: bytes
-    server_key: bytes
-
-    @classmethod
-    def from_password(
-        cls,
-        password: str,
-        mechanism: str,
-        *,
-        salt: bytes | None = None,
-        iterations: int = SCRAM_ITERATIONS,
-    ) -> ScramCredential:
-        """Derive the keys. The password is taken as UTF-8 without SASLprep, as Kafka does."""
-        name = SCRAM_HASHES[mechanism]
-        salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-        salted = hashlib.pbkdf2_hmac(name, password.encode("utf-8"), salt, iterations)
-        client_key = hmac.digest(salted, b"Client Key", name)
-        return cls(
-            salt=salt,
-            iterations=iterations,
-            stored_key=hashlib.new(name, client_key).digest(),
-            server_key=hmac.digest(salted, b"Server Key", name),
-        )
-
-
-class SaslServer(Protocol):
-    """One client's SASL exchange, one token at a time (the shape both mechanisms share)."""
-
-    mechanism: str
-    username: str | None
-    complete: bool
-
-    def step(self, token: bytes) -> bytes:
-        """The reply to ``token``; raises :class:`AuthenticationFailed`."""
-        ...
-
-
-class ScramServer:
-    """The server side of SCRAM-SHA-256/512 (RFC 5802, RFC 7677), two steps.
-
-    ``lookup(username)`` gives the user's credential or None. An unknown user is not told
-    apart from a wrong password: they get a salt derived from ``secret`` and their name (the
-    same one at every attempt, like a real user's) and fail, at the end, with
-    ``e=invalid-proof``. Channel binding is not offered (``n`` or ``y`` flags only); Kafka's
-    SCRAM extensions in the client-first message are accepted and ignored.
-    """
-
-    def __init__(
-        self,
-        mechanism: str,
-        lookup: Callable[[str], ScramCredential | None],
-        *,
-        secret: bytes,
-        server_nonce: str | None = None,
-    ) -> None:
-        if mechanism not in SCRAM_HASHES:
-            raise ValueError(f"not a SCRAM mechanism: {mechanism}")
-        self.mechanism = mechanism
-        self.username: str | None = None
-        self.complete = False
-        self._hash = SCRAM_HASHES[mechanism]
-        self._lookup = lookup
-        self._secret = secret
-        self._server_nonce = server_nonce or secrets.token_urlsafe(24)
-        self._known = False
-        self._credential: ScramCredential | None = None
-        self._gs2_header = ""
-        self._nonce = ""
-        self._first_bare = ""
-        self._server_first = ""
-
-    def step(self, token: bytes) -> bytes:
-        if self.complete:
-            raise AuthenticationFailed("SCRAM exchange already complete", b"e=other-error")
-        if self._credential is None:
-            return self.first(token)
-        return self.final(token)
-
-    def first(self, client_first: bytes) -> bytes:
-        """client-first-message -> server-first-message (``r=...,s=...,i=...``)."""
-        text = _utf8(client_first)
-        parts = text.split(",", 2)
-        if len(parts) != 3:
-            raise _scram_error("invalid-encoding", "malformed SCRAM client-first message")
-        flag, authzid, bare = parts
-        if flag.startswith("p="):
-            raise _scram_error("channel-binding-not-supported", "channel binding is not offered")
-        if flag not in ("n", "y") or (authzid and not authzid.startswith("a=")):
-            raise _scram_error("invalid-encoding", "malformed SCRAM GS2 header")
-        attrs = bare.split(",")
-        if attrs[0].startswith("m="):
-            raise _scram_error("extensions-not-supported", "mandatory SCRAM extension")
-        if len(attrs) < 2 or not attrs[0].startswith("n=") or not attrs[1].startswith("r="):
-            raise _scram_error("invalid-encoding", "SCRAM client-first needs n= and r=")
-        username = _saslname(attrs[0][2:])
-        if authzid and _saslname(authzid[2:]) != username:
-            raise _scram_error("other-error", "authorization id differs from the user name")
-        client_nonce = attrs[1][2:]
-        if not client_nonce or not client_nonce.isprintable() or "," in client_nonce:
-            raise _scram_error("invalid-encoding", "invalid SCRAM client nonce")
-
-        self.username = username
-        known = self._lookup(username)
-        self._known = known is not None
-        self._credential = known or self._decoy(username)
-        self._gs2_header = f"{flag},{authzid},"
-        self._first_bare = bare
-        self._nonce = client_nonce + self._server_nonce
-        salt = base64.b64encode(self._credential.salt).decode()
-        self._server_first = f"r={self._nonce},s={salt},i={self._credential.iterations}"
-        return self._server_first.encode()
-
-    def final(self, client_final: bytes) -> bytes:
-        """client-final-message -> server-final-message (``v=`` + the server signature)."""
-        credential = self._credential
-        if credential is None:
-            raise _scram_error("other-error", "SCRAM client-final before client-first")
-        text = _utf8(client_final)
-        without_proof, sep, proof_b64 = text.rpartition(",p=")
-        attrs = without_proof.split(",")
-        if not sep or len(attrs) < 2 or not attrs[0].startswith("c=") or "," in proof_b64:
-            raise _scram_error("invalid-encoding", "malformed SCRAM client-final message")
-        if _b64(attrs[0][2:]) != self._gs2_header.encode():
-            raise _scram_error("channel-bindings-dont-match", "channel binding data differ")
-        if attrs[1] != f"r={self._nonce}":
-            raise _scram_error("other-error", "SCRAM nonce does not match")
-        proof = _b64(proof_b64)
-
-        auth_message = f"{self._first_bare},{self._server_first},{without_proof}".encode()
-        client_signature = hmac.digest(credential.stored_key, auth_message, self._hash)
-        client_key = bytes(a ^ b for a, b in zip(proof, client_signature, strict=False))
-        matches = len(proof) == len(client_signature) and hmac.compare_digest(
-            hashlib.new(self._hash, client_key).digest(), credential.stored_key
-        )
-        if not (matches and self._known):
-            raise _scram_error("invalid-proof", "invalid credentials")
-        self.complete = True
-        server_signature = hmac.digest(credential.server_key, auth_message, self._hash)
-        return b"v=" + base64.b64encode(server_signature)
-
-    def _decoy(self, username: str) -> ScramCredential:
-        """A stable, plausible credential for a user that does not exist (fails every proof)."""
-        seed = hmac.digest(self._secret, f"{self.mechanism}\0{username}".encode(), "sha512")
-        size = hashlib.new(self._hash).digest_size
-        return ScramCredential(
-            salt=seed[:SALT_BYTES],
-            iterations=SCRAM_ITERATIONS,
-            stored_key=hashlib.new(self._hash, seed).digest()[:size],
-            server_key=hmac.digest(seed, b"Server Key", self._hash),
-        )
-
-
-class PlainServer:
-    """The server side of SASL PLAIN (RFC 4616): ``authzid NUL authcid NUL password``, one step.
-
-    ``check(username, password)`` says whether the pair is valid; it must not return faster for
-    an unknown user (:meth:`UserStore.plain_ok` compares against a decoy).
-    """
-
-    mechanism = "PLAIN"
-
-    def __init__(self, check: Callable[[str, str], bool]) -> None:
-        self.username: str | None = None
-        self.complete = False
-        self._check = check
-
-    def step(self, token: bytes) -> bytes:
-        if self.complete:
-            raise AuthenticationFailed("PLAIN exchange already complete")
-        parts = _utf8(token).split("\0")
-        if len(parts) != 3 or not parts[1]:
-            raise AuthenticationFailed("malformed PLAIN message")
-        authzid, username, password = parts
-        self.username = username
-        if authzid and authzid != username:
-            raise AuthenticationFailed("authorization id differs from the user name")
-        if not self._check(username, password):
-            raise AuthenticationFailed("invalid credentials")
-        self.complete = True
-        return b""
-
-
-def _scram_error(code: str, message: str) -> AuthenticationFailed:
-    return AuthenticationFailed(f"{message} (e={code})", f"e={code}".encode())
-
-
-def _utf8(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _scram_error("invalid-encoding", "SASL message is not UTF-8") from None
-
-
-def _b64(text: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        raise _scram_error("invalid-encoding", "invalid base64 in SCRAM message") from None
-
-
-def _saslname(text: str) -> str:
-    """RFC 5802 saslname: ``=2C`` is ``,`` and ``=3D`` is ``=``; any other ``=`` is invalid."""
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "=":
-            code = text[i + 1 : i + 3]
-            if code not in ("2C", "3D"):
-                raise _scram_error("invalid-username-encoding", "invalid SCRAM user name")
-            out.append("," if code == "2C" else "=")
-            i += 3
-        else:
-            out.append(text[i])
-            i += 1
-    if not out:
-        raise _scram_error("invalid-username-encoding", "empty SCRAM user name")
-    return "".join(out)
-
-
-# == users =====================================================================================
-@dataclass(frozen=True)
-class User:
-    """One login: ``name`` may use ``mechanism`` with ``password``."""
-
-    name: str
-    mechanism: str
-    password: str = field(repr=False)
-
-
-class UserStore:
-    """The users the gateway accepts, kept as SCRAM keys (PLAIN: a digest), not as passwords."""
-
-    def __init__(self, users: Iterable[User]) -> None:
-        self._scram: dict[tuple[str, str], ScramCredential] = {}
-        self._plain: dict[str, bytes] = {}
-        for user in users:
-            mechanism = user.mechanism.upper()
-            if mechanism not in MECHANISMS:
-                raise ConfigError(
-                    f"user {user.name!r}: unknown SASL mechanism {user.mechanism!r} "
-                    f"(expected one of {', '.join(MECHANISMS)})"
-                )
-            if not user.name or not user.password:
-                raise ConfigError("a gateway user needs a name and a password")
-            if mechanism == "PLAIN":
-                self._plain[user.name] = _plain_digest(user.password)
-            else:
-                credential = ScramCredential.from_password(user.password, mechanism)
-                self._scram[(mechanism, user.name)] = credential
-        self._decoy = _plain_digest(secrets.token_hex(16))
-
-    @property
-    def mechanisms(self) -> tuple[str, ...]:
-        """The mechanisms at least one user has, strongest first (what SaslHandshake lists)."""
-        used = {m for m, _ in self._scram} | ({"PLAIN"} if self._plain else set())
-        return tuple(m for m in MECHANISMS if m in used)
-
-    def scram(self, mechanism: str, name: str) -> ScramCredential | None:
-        return self._scram.get((mechanism, name))
-
-    def plain_ok(self, name: str, password: str) -> bool:
-        expected = self._plain.get(name)
-        same = hmac.compare_digest(_plain_digest(password), expected or self._decoy)
-        return same and expected is not None
-
-
-def _plain_digest(password: str) -> bytes:
-    return hashlib.sha256(password.encode("utf-8")).digest()
-
-
-def load_users(path: str | os.PathLike[str]) -> UserStore:
-    """Read a users file: ``name:MECHANISM:password`` per line (``#`` comments, blank lines).
-
-    The password is everything after the second colon, so it may contain colons. The file must
-    not be readable by group or others (mode 0600), as ssh insists for its keys.
-    """
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"gateway users file {path}: cannot read it ({exc.strerror})") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"gateway users file {path} is open to other users (mode {stat.S_IMODE(mode):o}); "
-            f"`chmod 600 {path}`"
-        )
-    users = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        parts = line.split(":", 2)
-        if len(parts) != 3 or not parts[0] or not parts[2]:
-            raise ConfigError(f"{path}:{number}: expected name:MECHANISM:password")
-        users.append(User(parts[0], parts[1].strip(), parts[2]))
-    if not users:
-        raise ConfigError(f"gateway users file {path} names no user")
-    return UserStore(users)
-
-
-def write_users_file(path: str | os.PathLike[str], users: Iterable[User]) -> Path:
-    """Write ``users`` in :func:`load_users`' format, mode 0600 from the first byte."""
-    path = Path(path)
-    lines = []
-    for user in users:
-        if ":" in user.name or "\n" in user.name + user.password:
-            raise ConfigError(f"gateway user {user.name!r}: no ':' in a name, no line breaks")
-        lines.append(f"{user.name}:{user.mechanism.upper()}:{user.password}\n")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        os.fchmod(fd, 0o600)
-        out.write("".join(lines))
-    return path
-
-
-# == Kafka wire format =========================================================================
-class ProtocolError(Exception):
-    """A frame the gateway cannot read: the connection is closed."""
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise ProtocolError("truncated frame")
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def int16(self) -> int:
-        return int(struct.unpack(">h", self.take(2))[0])
-
-    def int32(self) -> int:
-        return int(struct.unpack(">i", self.take(4))[0])
-
-    def uvarint(self) -> int:
-        value = shift = 0
-        while True:
-            byte = self.take(1)[0]
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 28:
-                raise ProtocolError("varint too long")
-
-    def string(self) -> str | None:
-        size = self.int16()
-        return None if size < 0 else self.take(size).decode("utf-8", "replace")
-
-    def bytes32(self) -> bytes:
-        size = self.int32()
-        return b"" if size < 0 else self.take(size)
-
-    def compact_bytes(self) -> bytes:
-        size = self.uvarint() - 1
-        return b"" if size < 0 else self.take(size)
-
-    def skip_tagged_fields(self) -> None:
-        for _ in range(self.uvarint()):
-            self.uvarint()
-            self.take(self.uvarint())
-
-
-def _i16(v: int) -> bytes:
-    return struct.pack(">h", v)
-
-
-def _i32(v: int) -> bytes:
-    return struct.pack(">i", v)
-
-
-def _uvarint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        if v < 0x80:
-            out.append(v)
-            return bytes(out)
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-
-
-def _string(s: str | None) -> bytes:
-    if s is None:
-        return _i16(-1)
-    raw = s.encode()
-    return _i16(len(raw)) + raw
-
-
-def _compact_string(s: str | None) -> bytes:
-    if s is None:
-        return _uvarint(0)
-    raw = s.encode()
-    return _uvarint(len(raw) + 1) + raw
-
-
-@dataclass(frozen=True)
-class RequestHeader:
-    api_key: int
-    api_version: int
-    correlation_id: int
-    client_id: str | None
-
-
-def _flexible(api_key: int, version: int) -> bool:
-    """Whether this request (and its response) uses the compact, tagged-field encoding."""
-    return (api_key == API_VERSIONS and version >= 3) or (
-        api_key == SASL_AUTHENTICATE and version >= 2
-    )
-
-
-def parse_request(frame: bytes) -> tuple[RequestHeader, _Reader]:
-    """The request header (v1 or v2) and a reader positioned at the body."""
-    reader = _Reader(frame)
-    header = RequestHeader(reader.int16(), reader.int16(), reader.int32(), reader.string())
-    if _flexible(header.api_key, header.api_version):
-        reader.skip_tagged_fields()
-    return header, reader
-
-
-def _response(header: RequestHeader, body: bytes) -> bytes:
-    """A size-prefixed response; header v1 (tagged fields) for flexible versions but ApiVersions."""
-    head = _i32(header.correlation_id)
-    if header.api_key != API_VERSIONS and _flexible(header.api_key, header.api_version):
-        head += _uvarint(0)
-    return _i32(len(head) + len(body)) + head + body
-
-
-def api_versions_body(version: int, versions: Sequence[tuple[int, int, int]]) -> bytes:
-    """ApiVersions response body for ``version`` (unknown versions: error 35 in v0 form)."""
-    if version > MAX_VERSION[API_VERSIONS]:
-        top = MAX_VERSION[API_VERSIONS]
-        return _i16(UNSUPPORTED_VERSION) + _i32(1) + _i16(API_VERSIONS) + _i16(0) + _i16(top)
-    if version >= 3:
-        entries = b"".join(_i16(k) + _i16(lo) + _i16(hi) + _uvarint(0) for k, lo, hi in versions)
-        return _i16(NO_ERROR) + _uvarint(len(versions) + 1) + entries + _i32(0) + _uvarint(0)
-    body = _i16(NO_ERROR) + _i32(len(versions))
-    body += b"".join(_i16(k) + _i16(lo) + _i16(hi) for k, lo, hi in versions)
-    return body + (_i32(0) if version >= 1 else b"")
-
-
-def sasl_authenticate_body(
-    version: int, error: int, message: str | None, auth_bytes: bytes
-) -> bytes:
-    if version >= 2:
-        body = _i16(error) + _compact_string(message)
-        body += _uvarint(len(auth_bytes) + 1) + auth_bytes
-        return body + struct.pack(">q", 0) + _uvarint(0)
-    body = _i16(error) + _string(message) + _i32(len(auth_bytes)) + auth_bytes
-    return body + (struct.pack(">q", 0) if version >= 1 else b"")
-
-
-def sasl_handshake_body(error: int, mechanisms: Sequence[str]) -> bytes:
-    return _i16(error) + _i32(len(mechanisms)) + b"".join(_string(m) for m in mechanisms)
-
-
-async def _read_frame(reader: asyncio.StreamReader, limit: int) -> bytes | None:
-    """One size-prefixed frame; None at end of stream; ProtocolError when over ``limit``."""
-    try:
-        size = int.from_bytes(await reader.readexactly(4), "big", signed=True)
-        if size < 0 or size > limit:
-            raise ProtocolError(f"frame of {size} bytes before authentication")
-        return await reader.readexactly(size)
-    except asyncio.IncompleteReadError:
-        return None
-
-
-async def fetch_api_versions(host: str, port: int) -> list[tuple[int, int, int]]:
-    """The broker's ``(api_key, min, max)`` list, asked with ApiVersions v0."""
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        request = _i16(API_VERSIONS) + _i16(0) + _i32(1) + _string("kafka-gateway")
-        writer.write(_i32(len(request)) + request)
-        await writer.drain()
-        frame = await _read_frame(reader, 1 << 20)
-        if frame is None:
-            raise ProtocolError("the broker closed the connection")
-        body = _Reader(frame)
-        body.int32()
-        error = body.int16()
-        if error != NO_ERROR:
-            raise ProtocolError(f"the broker answered ApiVersions with error {error}")
-        return [(body.int16(), body.int16(), body.int16()) for _ in range(body.int32())]
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-def advertised_versions(broker: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """The broker's list with the three APIs the gateway answers itself at its own ranges."""
-    own = {k: (0, v) for k, v in MAX_VERSION.items()}
-    merged = {k: (lo, hi) for k, lo, hi in broker if k not in own}
-    merged |= own
-    return [(k, lo, hi) for k, (lo, hi) in sorted(merged.items())]
 
 
 # == the gateway ===============================================================================
@@ -739,7 +227,7 @@ class KafkaGateway:
         sasl: SaslServer | None = None
         raw_tokens = False  # after SaslHandshake v0, tokens come as bare size-prefixed frames
         while True:
-            frame = await _read_frame(reader, MAX_PREAUTH_FRAME)
+            frame = await read_frame(reader, MAX_PREAUTH_FRAME)
             if frame is None:
                 return None
             if raw_tokens:
@@ -749,7 +237,7 @@ class KafkaGateway:
                 except AuthenticationFailed as exc:
                     self._log_failure(sasl, peer, exc)
                     return None
-                writer.write(_i32(len(reply)) + reply)
+                writer.write(size_prefixed(reply))
                 await writer.drain()
                 if sasl.complete:
                     return self._log_success(sasl, peer)
@@ -759,24 +247,24 @@ class KafkaGateway:
             key, version = header.api_key, header.api_version
             if key == API_VERSIONS and sasl is None:
                 versions = await self._broker_versions()
-                writer.write(_response(header, api_versions_body(version, versions)))
+                writer.write(response_frame(header, api_versions_body(version, versions)))
             elif key == SASL_HANDSHAKE and sasl is None and version <= 1:
                 mechanism = body.string() or ""
                 if mechanism not in users.mechanisms:
                     log.warning("refusing %s: SASL mechanism %r not enabled", peer, mechanism)
                     answer = sasl_handshake_body(UNSUPPORTED_SASL_MECHANISM, users.mechanisms)
-                    writer.write(_response(header, answer))
+                    writer.write(response_frame(header, answer))
                     await writer.drain()
                     return None
                 sasl = self._sasl_server(mechanism, users)
                 raw_tokens = version == 0
                 answer = sasl_handshake_body(NO_ERROR, users.mechanisms)
-                writer.write(_response(header, answer))
+                writer.write(response_frame(header, answer))
             elif key == SASL_AUTHENTICATE and version <= MAX_VERSION[SASL_AUTHENTICATE]:
                 if sasl is None:
                     message = "SaslAuthenticate before SaslHandshake"
                     answer = sasl_authenticate_body(version, ILLEGAL_SASL_STATE, message, b"")
-                    writer.write(_response(header, answer))
+                    writer.write(response_frame(header, answer))
                     await writer.drain()
                     return None
                 token = body.compact_bytes() if version >= 2 else body.bytes32()
@@ -791,11 +279,11 @@ class KafkaGateway:
                     answer = sasl_authenticate_body(
                         version, SASL_AUTHENTICATION_FAILED, message, exc.reply
                     )
-                    writer.write(_response(header, answer))
+                    writer.write(response_frame(header, answer))
                     await writer.drain()
                     return None
                 answer = sasl_authenticate_body(version, NO_ERROR, None, reply)
-                writer.write(_response(header, answer))
+                writer.write(response_frame(header, answer))
                 if sasl.complete:
                     await writer.drain()
                     return self._log_success(sasl, peer)
@@ -884,12 +372,12 @@ def gateway_answers(
     (cafile=certs.ca)``). The gateway answers ApiVersions before authentication but asks the
     broker behind it for the list first, so True also means the broker is up.
     """
-    request = _i16(API_VERSIONS) + _i16(0) + _i32(1) + _string("probe")
+    request = api_versions_request()
     try:
         with socket.create_connection((host, port), timeout=1.0) as raw:
             sock = ssl_context.wrap_socket(raw, server_hostname=host) if ssl_context else raw
             with sock:
-                sock.sendall(_i32(len(request)) + request)
+                sock.sendall(request)
                 head = sock.recv(8)
                 return len(head) >= 8 and int.from_bytes(head[4:8], "big") == 1
     except (OSError, ssl.SSLError):

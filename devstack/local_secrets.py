@@ -56,7 +56,7 @@ def create_material(run_dir: Path, prefix: str) -> SecureMaterial:
     """A fresh CA, certificates, passwords, Redis ACL file and Kafka users under ``run_dir``."""
     # Imported here: plain services (and every test session) need no cryptography.
     from devstack.certs import issue_local_certs
-    from devstack.kafka_gateway import User, write_users_file
+    from devstack.sasl import User, write_users_file
 
     directory = run_dir / SECURE_DIR
     if directory.exists():

@@ -35,14 +35,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError
 
 from devstack.certs import LocalCerts, issue_local_certs
-from devstack.kafka_gateway import (
-    GatewayConfig,
-    KafkaGateway,
-    User,
-    UserStore,
-    gateway_answers,
-    write_users_file,
-)
+from devstack.kafka_gateway import GatewayConfig, KafkaGateway, gateway_answers
+from devstack.sasl import User, UserStore, write_users_file
 from devstack.services import free_port, kafka_answers, tansu_binary
 from segstream.security import kafka_options
 from segstream.settings import KafkaSettings

@@ -1,4 +1,4 @@
-"""The gateway's SASL servers and wire encoding, without a socket (devstack/kafka_gateway.py).
+"""The gateway's SASL servers and wire encoding, without a socket (devstack/sasl.py, kafka_wire.py).
 
 The SCRAM client below is written from RFC 5802 §3 (not taken from the gateway), checked first
 against RFC 7677's SCRAM-SHA-256 example, then used against the server. The Kafka encodings are
@@ -23,21 +23,23 @@ from kafka.protocol.sasl import (
     SaslHandshakeResponse,
 )
 
-from devstack.kafka_gateway import (
+from devstack.kafka_wire import (
+    RequestHeader,
+    advertised_versions,
+    api_versions_body,
+    parse_request,
+    response_frame,
+    sasl_authenticate_body,
+    sasl_handshake_body,
+)
+from devstack.sasl import (
     AuthenticationFailed,
     PlainServer,
-    RequestHeader,
     ScramCredential,
     ScramServer,
     User,
     UserStore,
-    _response,
-    advertised_versions,
-    api_versions_body,
     load_users,
-    parse_request,
-    sasl_authenticate_body,
-    sasl_handshake_body,
     write_users_file,
 )
 from segstream.errors import ConfigError
@@ -271,7 +273,7 @@ def test_api_versions_answers_decode_in_every_version_and_list_the_sasl_apis(
     request.with_header(correlation_id=7, client_id="c")
     header, _ = parse_request(request.encode(header=True, framed=True)[4:])
     versions = advertised_versions([(0, 0, 11), (17, 0, 1), (18, 0, 4), (36, 0, 1), (3, 0, 12)])
-    frame = _response(header, api_versions_body(version, versions))
+    frame = response_frame(header, api_versions_body(version, versions))
     decoded = ApiVersionsResponse.decode(frame, version=version, header=True, framed=True)
     assert decoded.error_code == 0
     ranges = {k.api_key: (k.min_version, k.max_version) for k in decoded.api_keys}
@@ -281,7 +283,7 @@ def test_api_versions_answers_decode_in_every_version_and_list_the_sasl_apis(
 def test_an_api_versions_request_of_an_unknown_version_gets_unsupported_version_in_v0_form() -> (
     None
 ):
-    frame = _response(RequestHeader(18, 9, 5, "c"), api_versions_body(9, []))
+    frame = response_frame(RequestHeader(18, 9, 5, "c"), api_versions_body(9, []))
     decoded = ApiVersionsResponse.decode(frame, version=0, header=True, framed=True)
     assert decoded.error_code == 35
     assert [(k.api_key, k.max_version) for k in decoded.api_keys] == [(18, 4)]
@@ -296,7 +298,7 @@ def test_sasl_authenticate_requests_and_answers_round_trip_in_every_version(vers
     assert (body.compact_bytes() if version >= 2 else body.bytes32()) == b"n,,n=u,r=x"
     answer = sasl_authenticate_body(version, 58, "Authentication failed", b"e=invalid-proof")
     decoded = SaslAuthenticateResponse.decode(
-        _response(header, answer), version=version, header=True, framed=True
+        response_frame(header, answer), version=version, header=True, framed=True
     )
     assert (decoded.error_code, decoded.error_message, bytes(decoded.auth_bytes)) == (
         58,
@@ -311,6 +313,6 @@ def test_sasl_handshake_answers_decode_with_the_enabled_mechanisms(version: int)
     request.with_header(correlation_id=3, client_id=None)
     header, body = parse_request(request.encode(header=True, framed=True)[4:])
     assert (header.api_key, header.api_version, body.string()) == (17, version, "SCRAM-SHA-512")
-    frame = _response(header, sasl_handshake_body(33, ["SCRAM-SHA-512", "PLAIN"]))
+    frame = response_frame(header, sasl_handshake_body(33, ["SCRAM-SHA-512", "PLAIN"]))
     decoded = SaslHandshakeResponse.decode(frame, version=version, header=True, framed=True)
     assert (decoded.error_code, list(decoded.mechanisms)) == (33, ["SCRAM-SHA-512", "PLAIN"])
