@@ -77,7 +77,12 @@ async def check_kafka(kafka: KafkaSettings) -> None:
         host, _, port = server.strip().rpartition(":")
         try:
             conn = await asyncio.wait_for(
-                create_conn(host or "localhost", int(port or 9092), **_conn_options(options)),
+                create_conn(
+                    host or "localhost",
+                    int(port or 9092),
+                    request_timeout_ms=int(LOGIN_TIMEOUT_S * 1000),
+                    **options,
+                ),
                 LOGIN_TIMEOUT_S,
             )
         except (ssl.SSLError, ssl.CertificateError) as exc:
@@ -149,11 +154,6 @@ def _probe_commands(message: str) -> str:
     if found is None or not 0 < int(found.group(1)) <= len(lines):
         return "a command"
     return " or ".join(re.findall(r"redis\.call\('(\w+)'", lines[int(found.group(1)) - 1]))
-
-
-def _conn_options(options: dict[str, Any]) -> dict[str, Any]:
-    wanted = {"request_timeout_ms": int(LOGIN_TIMEOUT_S * 1000)}
-    return wanted | {k: v for k, v in options.items() if k != "ssl_context" or v is not None}
 
 
 def _kafka_tls_text(server: str, kafka: KafkaSettings, exc: BaseException) -> str:

@@ -23,7 +23,6 @@ from segstream.settings import RedisSettings
 from worker.connect import async_redis, keyspace
 from worker.erase import keys
 from worker.state.errors import StoreRejected, StoreUnavailable
-from worker.state.store import ERASURE_COUNTER_NAMES
 
 _UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
 #: How often :meth:`ForgetStore.wait_published` looks at the outbox again (s).
@@ -87,17 +86,6 @@ class ForgetStore:
         when a change is published: so only once the customer's rounds are published)."""
         if self.keyspace.separate_storefront:
             await self._call(self._redis.delete(self.keyspace.storefront(customer_id)))
-
-    async def erasure_counters(self) -> dict[str, int]:
-        """``erasures``, ``forgotten`` and ``suppressed`` (events dropped) from Redis."""
-        total = dict.fromkeys(ERASURE_COUNTER_NAMES, 0)
-        for space in self.keyspace.spaces:
-            raw: Any = await self._call(
-                self._redis.hmget(f"{space}:counters", list(ERASURE_COUNTER_NAMES))
-            )
-            for name, value in zip(ERASURE_COUNTER_NAMES, raw, strict=True):
-                total[name] += int(value or 0)
-        return total
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -78,12 +78,6 @@ class Prepared:
     parts: list[Part]
     snapshot: SnapshotSpec | None = None
 
-    @property
-    def args(self) -> list[Any]:
-        """The arguments of a batch applied in one call (a single Redis)."""
-        (part,) = self.parts
-        return part.args
-
 
 #: One event in the script's input blob (must match ``FMT`` in apply.lua).
 RECORD = struct.Struct("<BBHqqqi8s8s8s8s")
