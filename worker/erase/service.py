@@ -39,6 +39,7 @@ from worker.erase.store import ForgetStore
 from worker.erase.tombstones import TombstonePublisher
 from worker.ingest.batch import Rejected
 from worker.ingest.dead_letter import DeadLetterSink
+from worker.kafka_clients import started
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +113,7 @@ class EraseService(Service):
                 heartbeat_interval_ms=max(500, session_ms // 3),
                 **options,
             )
-            try:
-                await consumer.start()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-                raise
-            self._consumer = consumer
+            self._consumer = await started(consumer)
 
         await self._retry("start the erase-requests consumer", connect)
         log.info("erase requests: consuming %s as group %s", s.kafka.erase_requests_topic,

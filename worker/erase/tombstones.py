@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from segstream.security import kafka_options
 from segstream.settings import KafkaSettings
+from worker.kafka_clients import started
 
 
 class TombstonePublisher:
@@ -33,13 +34,7 @@ class TombstonePublisher:
         self.published = 0
 
     async def start(self) -> None:
-        producer = AIOKafkaProducer(**self._options)
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        self._producer = producer
+        self._producer = await started(AIOKafkaProducer(**self._options))
 
     async def stop(self) -> None:
         if self._producer is not None:

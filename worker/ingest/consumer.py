@@ -8,7 +8,6 @@ short broker-side fetch wait so that a lone event is applied within tens of mill
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from segstream.security import kafka_options
 from segstream.settings import Settings
+from worker.kafka_clients import started
 
 #: How long the broker may hold a fetch waiting for data. aiokafka's default (500 ms) puts up to
 #: that much on event-to-state latency when traffic is light; 20 ms costs a few idle fetches.
@@ -56,10 +56,4 @@ async def start_consumer(
         **kafka_options(s.kafka),
     )
     consumer.subscribe(list(s.kafka.input_topics), listener=_Listener(on_revoked, on_assigned))
-    try:
-        await consumer.start()
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-        raise
-    return consumer
+    return await started(consumer)

@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from segstream.partitioning import default_partitions
+from worker.kafka_clients import started
 from worker.scoring.plan import OutgoingChange
 
 #: Uncompressed bytes per record batch (aiokafka's default is 16 KiB, ~40 change events). A
@@ -65,12 +66,7 @@ class ChangePublisher:
             max_batch_size=MAX_BATCH_BYTES,
             **self._client,
         )
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        self._producer = producer
+        self._producer = await started(producer)
 
     async def stop(self) -> None:
         if self._producer is not None:
