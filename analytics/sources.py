@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from worker.connect import RedisTarget
+from worker.core.attributes import ATTRIBUTE_COLUMNS
 from worker.segmentation.errors import FeatureError
 from worker.segmentation.features import EXPORT_COLUMNS
 
@@ -93,6 +94,8 @@ def state_from_orders(
                 "abandoned_carts"):  # fmt: skip
         out[col] = 0
     out["views_per_order"] = 0.0
+    for col in ATTRIBUTE_COLUMNS:  # an orders file carries no profile (None = unknown)
+        out[col] = None
     out = out.reset_index()
     return out[list(EXPORT_COLUMNS)]
 

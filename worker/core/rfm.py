@@ -33,6 +33,7 @@ from enum import IntEnum
 from typing import NamedTuple
 
 from schemas import ClickEvent, OrderEvent
+from worker.core.attributes import ATTRIBUTE_COLUMNS, NO_ATTRIBUTES, Attributes
 
 MS_PER_DAY = 86_400_000
 
@@ -55,6 +56,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "checkout_starts",
     "abandoned_carts",
     "views_per_order",
+    *ATTRIBUTE_COLUMNS,
 )
 
 
@@ -193,6 +195,8 @@ class CustomerState:
     segment: str | None = None
     model_version: str | None = None
     segment_seq: int | None = None
+    #: Profile and category/device summaries (worker.core.attributes has their encoding).
+    attributes: Attributes = NO_ATTRIBUTES
 
     @classmethod
     def from_hash(
@@ -212,6 +216,7 @@ class CustomerState:
         seq = text.get("segment_seq")
         if seq is not None:
             values["segment_seq"] = int(seq)
+        values["attributes"] = Attributes.from_fields({k: _text(v) for k, v in text.items()})
         return cls(customer_id, **values)  # type: ignore[arg-type]
 
     @property
@@ -279,4 +284,5 @@ def features(state: CustomerState, as_of: datetime) -> dict[str, object]:
         "checkout_starts": state.checkout_starts,
         "abandoned_carts": state.abandoned_carts,
         "views_per_order": state.views_per_order,
+        **state.attributes.columns(as_of),
     }

@@ -31,6 +31,8 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "customer_id", "frequency", "monetary", "aov", "first_order_ts", "last_order_ts",
     "recency_days", "tenure_days", "items", "last_seen_ts", "sessions", "page_views",
     "product_views", "add_to_carts", "checkout_starts", "abandoned_carts", "views_per_order",
+    "country", "region", "birth_year", "age", "age_band", "gender", "signup_channel",
+    "loyalty_tier", "marketing_consent", "favourite_category", "top_viewed_category", "device",
 )  # fmt: skip
 
 #: Recency is capped here (two years); customers with no order get exactly this value.
