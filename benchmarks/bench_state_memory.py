@@ -9,6 +9,13 @@ Starts its own redis-server (and tansu, unused) on free ports through
    fingerprints, fingerprint keys, last-order index, unscored hash, fences, counters), and again
    after the segmentation step would have drained the unscored hash. One run: memory is
    deterministic for a seed.
+   ``--attributes``: every customer also gets categories and a device through the real apply
+   path (each order line a category, 60 % the customer's favourite of 8; every customer, not
+   half, has the 2-click session, here a product view and an add-to-cart with a category and
+   the customer's device)
+   and a full profile, the seven contract fields of ``worker/core/attributes.py`` plus ``pt``,
+   written with HSET in one pipeline per batch right after the batch's apply (the profile
+   consumer's script writes the same fields with the same encoding).
 2. Speed, median of R runs on a flushed Redis each time, same events: the Lua script alone
    (arguments built beforehand), ``StateStore.apply`` end to end (argument building included),
    and the baseline, a redis-py pipeline doing plain HINCRBYs for the same events (orders,
@@ -31,10 +38,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import redis
+import redis.asyncio
 
 from devstack.services import local_services
 from schemas import ClickEvent, LineItem, OrderEvent
 from worker.core import Batch, Record, to_delta
+from worker.core.attributes import PROFILE_FIELDS, PROFILE_TIMES_FIELD, encode_time
 from worker.core.rfm import CLICK_CODES, Kind
 from worker.state import StateStore, keys
 from worker.state.store import build_args, script_text
@@ -42,18 +51,33 @@ from worker.state.store import build_args, script_text
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 TOPIC = "orders"
 PARTITIONS = 8
+CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "books", "toys", "grocery")
+DEVICES = ("mobile", "desktop", "app", "tablet")
+DEVICE_WEIGHTS = (0.55, 0.3, 0.1, 0.05)
+COUNTRIES = ("DE", "FR", "GB", "US", "NL", "ES", "IT", "PL")
+REGIONS = ("Bavaria", "Île-de-France", "Scotland", "California", "Utrecht", "Catalonia",
+           "Lombardy", "Masovia")  # fmt: skip
+GENDERS = ("female", "male", "non-binary")
+CHANNELS = ("web", "app", "store", "referral")
+TIERS = ("bronze", "silver", "gold", "platinum")
 
 
-def customer_events(i: int, rng: random.Random, days: int) -> list[OrderEvent | ClickEvent]:
+def customer_events(
+    i: int, rng: random.Random, days: int, attributes: bool = False
+) -> list[OrderEvent | ClickEvent]:
     cid = f"C{i:07d}"
     out: list[OrderEvent | ClickEvent] = []
+    favourite = rng.choice(CATEGORIES) if attributes else None
     for k in range(rng.randint(1, 3)):
         price = rng.randrange(500, 20000) / 100
         when = T0 + timedelta(seconds=rng.randrange(days * 86400))
+        category = None
+        if attributes:
+            category = favourite if rng.random() < 0.6 else rng.choice(CATEGORIES)
         out.append(OrderEvent(
             event_id=f"{cid}-o{k}", schema_version=1, customer_id=cid, order_id=f"{cid}-{k}",
             event_time=when, status="placed", items=[LineItem(sku="S1", quantity=1,
-            unit_price=price)], total=price))  # fmt: skip
+            unit_price=price, category=category)], total=price))  # fmt: skip
     if rng.random() < 0.1:
         first = out[0]
         assert isinstance(first, OrderEvent)
@@ -61,7 +85,16 @@ def customer_events(i: int, rng: random.Random, days: int) -> list[OrderEvent | 
             event_id=f"{cid}-c", schema_version=1, customer_id=cid, order_id=first.order_id,
             event_time=first.event_time + timedelta(hours=1), status="cancelled",
             items=first.items, total=first.total))  # fmt: skip
-    if rng.random() < 0.5:
+    if attributes:
+        start = T0 + timedelta(seconds=rng.randrange(days * 86400))
+        device = rng.choices(DEVICES, DEVICE_WEIGHTS)[0]
+        viewed = favourite if rng.random() < 0.6 else rng.choice(CATEGORIES)
+        for j, kind in enumerate(("product_view", "add_to_cart")):
+            out.append(ClickEvent(
+                event_id=f"{cid}-k{j}", schema_version=1, session_id=f"{cid}-s",
+                event_time=start + timedelta(seconds=j), type=kind,  # type: ignore[arg-type]
+                customer_id=cid, sku="S1", category=viewed, device=device))  # fmt: skip
+    elif rng.random() < 0.5:
         start = T0 + timedelta(seconds=rng.randrange(days * 86400))
         for j, kind in enumerate(("page_view", "add_to_cart")):
             out.append(ClickEvent(
@@ -71,13 +104,32 @@ def customer_events(i: int, rng: random.Random, days: int) -> list[OrderEvent | 
     return out
 
 
-def batches(n_customers: int, batch_size: int, seed: int, days: int) -> Iterator[Batch]:
+def profile(rng: random.Random, days: int) -> dict[str, str]:
+    """A full profile as the contract stores it: seven values and their decisive times."""
+    values = {
+        "country": rng.choice(COUNTRIES),
+        "region": rng.choice(REGIONS),
+        "birth_year": str(rng.randint(1950, 2006)),
+        "gender": rng.choice(GENDERS),
+        "signup_channel": rng.choice(CHANNELS),
+        "loyalty_tier": rng.choice(TIERS),
+        "marketing_consent": rng.choice("01"),
+    }
+    when = int((T0 + timedelta(seconds=rng.randrange(days * 86400))).timestamp() * 1000)
+    fields = {PROFILE_FIELDS[name]: value for name, value in values.items()}
+    fields[PROFILE_TIMES_FIELD] = encode_time(when) * len(PROFILE_FIELDS)
+    return fields
+
+
+def batches(
+    n_customers: int, batch_size: int, seed: int, days: int, attributes: bool = False
+) -> Iterator[Batch]:
     rng = random.Random(seed)
     offsets = [0] * PARTITIONS
     records: list[Record] = []
     for i in range(n_customers):
         p = i % PARTITIONS
-        for ev in customer_events(i, rng, days):
+        for ev in customer_events(i, rng, days, attributes):
             records.append(Record(TOPIC, p, offsets[p], ev))
             offsets[p] += 1
         if len(records) >= batch_size:
@@ -98,15 +150,30 @@ def used_memory(r: redis.Redis) -> int:
     return int(r.info("memory")["used_memory"])
 
 
-async def apply_all(url: str, prefix: str, bs: list[Batch] | Iterator[Batch]) -> tuple[int, float]:
+async def apply_all(
+    url: str,
+    prefix: str,
+    bs: list[Batch] | Iterator[Batch],
+    profiles: tuple[int, int] | None = None,
+) -> tuple[int, float]:
+    """Apply every batch; ``profiles`` (seed, days): then HSET each new customer's profile."""
     store = StateStore(url, prefix)
+    client = redis.asyncio.Redis.from_url(url)
+    rng = random.Random(profiles[0] if profiles else 0)
     n, t0 = 0, time.perf_counter()
     try:
         for b in bs:
             await store.apply(b)
             n += len(b.records)
+            if profiles is not None:
+                pipe = client.pipeline(transaction=False)
+                for cid in dict.fromkeys(r.event.customer_id for r in b.records):
+                    assert cid is not None
+                    pipe.hset(keys.customer(prefix, cid), mapping=profile(rng, profiles[1]))
+                await pipe.execute()
     finally:
         await store.close()
+        await client.aclose()
     return n, time.perf_counter() - t0
 
 
@@ -149,11 +216,17 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--days", type=int, default=600, help="event times spread over this many days")
+    ap.add_argument(
+        "--attributes",
+        action="store_true",
+        help="every customer also gets categories, a device and a full profile (docstring, 1.)",
+    )
     a = ap.parse_args()
     load = os.getloadavg()
     print(f"# {platform.node()} {os.cpu_count()} cpus, load {load[0]:.2f} {load[1]:.2f}, "
           f"python {platform.python_version()}, seed {a.seed}, batch {a.batch}, "
-          f"events over {a.days} days")  # fmt: skip
+          f"events over {a.days} days" + (", with categories, devices and profiles"
+          if a.attributes else ""))  # fmt: skip
     with tempfile.TemporaryDirectory() as run_dir, local_services(run_dir) as svc:
         url = svc["redis"].url
         r = redis.Redis.from_url(url)
@@ -163,7 +236,12 @@ def main() -> None:
         r.flushall()
         before = used_memory(r)
         n_events, secs = asyncio.run(
-            apply_all(url, prefix, batches(a.customers, a.batch, a.seed, a.days))
+            apply_all(
+                url,
+                prefix,
+                batches(a.customers, a.batch, a.seed, a.days, a.attributes),
+                (a.seed, a.days) if a.attributes else None,
+            )
         )
         after = used_memory(r)
         buckets = list(r.scan_iter(match=keys.last_order_pattern(prefix), count=10_000))
@@ -189,7 +267,14 @@ def main() -> None:
         r.delete(keys.unscored(prefix), keys.stamp(prefix))
         drained = used_memory(r) - before
         print(f"  after the unscored hash is drained: {drained / a.customers:.1f} bytes/customer "
-              f"(target <= 400)")  # fmt: skip
+              f"(target <= {500 if a.attributes else 400} with everything)")  # fmt: skip
+        if a.attributes:
+            fields = ("ks", "kv", "kd", "pt", *PROFILE_FIELDS.values())
+            lengths = [r.hmget(k, *fields) for k in sample]
+            means = {f: statistics.mean(len(v[j] or b"") for v in lengths)
+                     for j, f in enumerate(fields)}  # fmt: skip
+            print("  mean value bytes in the hash: "
+                  + ", ".join(f"{f} {m:.1f}" for f, m in means.items()))  # fmt: skip
         # -- speed ---------------------------------------------------------------------------
         bs = list(batches(a.speed_customers, a.batch, a.seed + 1, a.days))
         n = sum(len(b.records) for b in bs)

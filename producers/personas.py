@@ -14,7 +14,14 @@ This module is pure data: no I/O, no randomness.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+#: The product categories of the synthetic catalogue (every sku belongs to one:
+#: ``producers.synthetic.category_of_sku``), and the devices customers click from.
+CATEGORIES: tuple[str, ...] = (
+    "electronics", "fashion", "home", "beauty", "sports", "books", "toys", "grocery",
+)  # fmt: skip
+DEVICES: tuple[str, ...] = ("mobile", "desktop", "tablet", "app")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,14 @@ class Persona:
     #: Probability that a placed order is cancelled (within hours) / partly returned (days later).
     cancel_rate: float = 0.025
     return_rate: float = 0.035
+    #: Weights over :data:`CATEGORIES` (what the persona buys and views; normalised when used;
+    #: empty = uniform) and over :data:`DEVICES` (which device a customer mostly clicks from).
+    categories: tuple[float, ...] = ()
+    devices: tuple[float, ...] = ()
+    #: Where this persona's own favourite skus start in every category, as a fraction of the
+    #: category's range: a share of its lines and product views come from the few skus there
+    #: (``producers.synthetic.SHELF_SHARE``), so what a segment buys differs from the shop's.
+    shelf: float = 0.0
 
     @property
     def buys(self) -> bool:
@@ -65,6 +80,37 @@ PERSONAS: tuple[Persona, ...] = (
     Persona("at_risk", 0.14, 4, 3.0, 15, (0.85, 1.0), (0.5, 0.78), 70.0, 1.5, 3, 0.15, 2.0),
     Persona("churned", 0.13, 1, 0.5, 2, (0.9, 1.0), (0.8, 0.9), 30.0, 1.1, 1, 0.1, 1.5),
     Persona("window_shoppers", 0.15, 0, 0.0, 0, (1.0, 1.0), (0.0, 0.0), 0.0, 0.0, 12, 0.5, 5.0),
+)
+
+#: Category preferences (weights over CATEGORIES) and device mix (over DEVICES) per persona.
+_CATEGORY_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "champions": (3, 3, 2, 2, 1, 1, 1, 2),
+    "loyal_regulars": (1, 2, 2, 2, 1, 2, 1, 4),
+    "big_spenders": (6, 3, 3, 1, 1, 0.5, 0.5, 0.5),
+    "bargain_hunters": (1, 3, 1, 2, 1, 2, 3, 4),
+    "new_customers": (2, 3, 2, 2, 2, 1, 1, 1),
+    "at_risk": (2, 2, 3, 1, 2, 2, 1, 1),
+    "churned": (2, 2, 2, 2, 2, 2, 2, 2),
+    "window_shoppers": (4, 4, 2, 3, 2, 1, 1, 0.5),
+}
+_DEVICE_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "champions": (4, 3, 1, 4),
+    "loyal_regulars": (4, 3, 1, 3),
+    "big_spenders": (2, 6, 2, 1),
+    "bargain_hunters": (6, 2, 1, 3),
+    "new_customers": (6, 2, 1, 1),
+    "at_risk": (4, 4, 2, 1),
+    "churned": (4, 5, 2, 0.5),
+    "window_shoppers": (7, 2, 2, 1),
+}
+PERSONAS = tuple(
+    replace(
+        p,
+        categories=_CATEGORY_WEIGHTS[p.name],
+        devices=_DEVICE_WEIGHTS[p.name],
+        shelf=(i + 0.5) / len(PERSONAS),  # each persona's shelf in a part of its own
+    )
+    for i, p in enumerate(PERSONAS)
 )
 
 PERSONA_NAMES: tuple[str, ...] = tuple(p.name for p in PERSONAS)

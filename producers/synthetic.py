@@ -14,7 +14,12 @@ one (busier weekends), so gaps are skewed and the cycles show. Basket values are
 the persona's median (a per-customer level plus per-order noise). Every placed order is preceded
 by a session (page view, maybe a search, product views, one add-to-cart per line, checkout start);
 browsing sessions without an order add views and abandoned carts. 2-8 % of orders are cancelled
-(within hours) or partly returned (days later).
+(within hours) or partly returned (days later). Every sku belongs to one category of a fixed
+catalogue (:func:`catalogue`); each customer has a favourite category drawn from their persona's
+preferences and half their lines and product views fall in it, the rest follow the persona's
+weights; each customer mostly clicks from one device of the persona's mix (80 % of sessions).
+Categories and devices are drawn from a second generator, so every other value is what it was
+before they existed.
 
 Determinism: the same config (seed, customers, days, start, personas) gives the same events,
 the same ids and the same bytes. Nothing reads the wall clock except :func:`default_start`, which
@@ -35,12 +40,24 @@ from pathlib import Path
 import numpy as np
 
 from producers.ids import short_tag
-from producers.personas import PERSONAS, Persona
+from producers.personas import CATEGORIES, DEVICES, PERSONAS, Persona
 from schemas import ClickEvent, LineItem, OrderEvent, encode
 
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 86_400_000
 N_SKUS = 2000
+#: The catalogue: skus ``[k * SKUS_PER_CATEGORY, (k + 1) * SKUS_PER_CATEGORY)`` are in
+#: ``CATEGORIES[k]``; within a category, low numbers are the popular ones, and each persona has
+#: a shelf of favourites of its own (``SHELF_SHARE``).
+SKUS_PER_CATEGORY = N_SKUS // len(CATEGORIES)
+#: Share of a customer's lines and product views in their favourite category; of their
+#: sessions on their main device.
+FAVOURITE_SHARE = 0.5
+MAIN_DEVICE_SHARE = 0.8
+#: Share of a customer's lines and product views taken from their persona's shelf: the
+#: ``SHELF_SKUS`` skus from ``Persona.shelf`` on, in the chosen category (low ranks favoured).
+SHELF_SHARE = 0.5
+SHELF_SKUS = 20
 #: Relative intensity per hour of day (UTC): quiet nights, a lunch bump, an evening peak.
 HOUR_WEIGHTS = np.array(
     [0.25, 0.15, 0.1, 0.08, 0.08, 0.12, 0.3, 0.55, 0.8, 0.9, 1.0, 1.1,
@@ -124,6 +141,7 @@ class SyntheticData:
     c_session: np.ndarray
     c_sku: np.ndarray
     c_word: np.ndarray
+    c_device: np.ndarray  # index into DEVICES
     _order: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -180,11 +198,17 @@ class SyntheticData:
             self.c_sku.tolist(),
             self.c_word.tolist(),
         )
+        c_device = self.c_device.tolist()
         fromts = datetime.fromtimestamp
         for j in self._merged_order().tolist():
             if j >= 0:
                 items = [
-                    LineItem(sku=_sku(i_sku[k]), quantity=i_qty[k], unit_price=i_price[k])
+                    LineItem(
+                        sku=_sku(i_sku[k]),
+                        quantity=i_qty[k],
+                        unit_price=i_price[k],
+                        category=category_of_sku(i_sku[k]),
+                    )
                     for k in range(o_lo[j], o_hi[j])
                 ]
                 total_cents = sum(
@@ -204,6 +228,7 @@ class SyntheticData:
             else:
                 j = -1 - j
                 kind = c_type[j]
+                product = kind in (PRODUCT_VIEW, ADD_TO_CART)
                 yield ClickEvent(
                     event_id=f"{tag}-c{j}",
                     schema_version=1,
@@ -211,8 +236,10 @@ class SyntheticData:
                     event_time=fromts(c_time[j] / 1000, UTC),
                     type=CLICK_TYPES[kind],  # type: ignore[arg-type]
                     customer_id=cust[c_customer[j]],
-                    sku=_sku(c_sku[j]) if kind in (PRODUCT_VIEW, ADD_TO_CART) else None,
+                    sku=_sku(c_sku[j]) if product else None,
                     query=SEARCH_WORDS[c_word[j]] if kind == SEARCH else None,
+                    category=category_of_sku(c_sku[j]) if product else None,
+                    device=DEVICES[c_device[j]],
                 )
 
     def records(self) -> Iterator[tuple[str, bytes, bytes]]:
@@ -233,6 +260,19 @@ class SyntheticData:
 
 def _sku(index: int) -> str:
     return f"SKU-{index:05d}"
+
+
+def category_of_sku(index: int) -> str:
+    """The category of sku number ``index`` (``SKU-<index>``)."""
+    return CATEGORIES[index // SKUS_PER_CATEGORY]
+
+
+def catalogue() -> dict[str, tuple[str, ...]]:
+    """Category -> its skus, the fixed catalogue every synthetic run draws from."""
+    return {
+        name: tuple(_sku(k * SKUS_PER_CATEGORY + i) for i in range(SKUS_PER_CATEGORY))
+        for k, name in enumerate(CATEGORIES)
+    }
 
 
 def generate(config: SyntheticConfig) -> SyntheticData:
@@ -289,7 +329,7 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     weight = rng.gamma(2.0, size=n_items)
     weight /= np.bincount(item_order, weight, total_orders)[item_order]
     price = np.maximum(np.round(value[item_order] * weight / qty, 2), 0.5)
-    sku = np.floor(N_SKUS * rng.random(n_items) ** 2).astype(np.int64)
+    sku_rank = rng.random(n_items)  # popularity within the category, chosen at the end
     item_lo = np.cumsum(lines) - lines
 
     # -- cancellations (within hours) and partial returns (days later) -------------------------
@@ -359,13 +399,42 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     u = u[np.lexsort((u, c_session))]
     c_time = (s_start[c_session] + u * (s_end - s_start)[c_session]).astype(np.int64)
     del sess_first
-    # skus: an order session views and carts exactly its order's lines first
-    c_sku = np.floor(N_SKUS * rng.random(n_clicks) ** 2).astype(np.int64)
+    c_sku_rank = rng.random(n_clicks)
+    c_word = rng.integers(0, len(SEARCH_WORDS), n_clicks).astype(np.int8)
+
+    # -- categories and devices: a second generator, so every draw above stays as it was -------
+    crng = np.random.default_rng([config.seed, 1])
+    cat_w = _mix(personas, "categories", len(CATEGORIES))
+    dev_w = _mix(personas, "devices", len(DEVICES))
+    favourite = _draw(crng, cat_w[persona_of])
+    main_device = _draw(crng, dev_w[persona_of])
+
+    def categories(cust: np.ndarray) -> np.ndarray:
+        mine = crng.random(len(cust)) < FAVOURITE_SHARE
+        return np.where(mine, favourite[cust], _draw(crng, cat_w[persona_of[cust]]))
+
+    # each persona's own favourites: a third generator, so the draws above stay as they were
+    srng = np.random.default_rng([config.seed, 2])
+    shelf_start = (np.array([p.shelf for p in personas]) * SKUS_PER_CATEGORY).astype(np.int64)
+
+    def skus(category: np.ndarray, rank_u: np.ndarray, cust: np.ndarray) -> np.ndarray:
+        within = np.floor(SKUS_PER_CATEGORY * rank_u**2).astype(np.int64)
+        shelf = srng.random(len(cust)) < SHELF_SHARE
+        own = shelf_start[persona_of[cust]] + np.floor(SHELF_SKUS * rank_u**2).astype(np.int64)
+        within = np.where(shelf, own % SKUS_PER_CATEGORY, within)
+        out: np.ndarray = category * SKUS_PER_CATEGORY + within
+        return out
+
+    sku = skus(categories(order_cust[item_order]), sku_rank, order_cust[item_order])
+    c_cust = s_cust[c_session]
+    c_sku = skus(categories(c_cust), c_sku_rank, c_cust)
+    # an order session views and carts exactly its order's lines first
     in_order = s_is_order[c_session] & ((c_type == PRODUCT_VIEW) | (c_type == ADD_TO_CART))
     in_order &= rank < s_lines[c_session]
     session_order_lo = np.concatenate([item_lo, np.zeros(len(browse_cust), np.int64)])
     c_sku[in_order] = sku[session_order_lo[c_session[in_order]] + rank[in_order]]
-    c_word = rng.integers(0, len(SEARCH_WORDS), n_clicks).astype(np.int8)
+    main = crng.random(n_sess) < MAIN_DEVICE_SHARE
+    s_device = np.where(main, main_device[s_cust], _draw(crng, dev_w[persona_of[s_cust]]))
 
     return SyntheticData(
         config=config,
@@ -380,13 +449,35 @@ def generate(config: SyntheticConfig) -> SyntheticData:
         i_sku=sku,
         i_qty=qty,
         i_price=price,
-        c_customer=s_cust[c_session],
+        c_customer=c_cust,
         c_time=c_time,
         c_type=c_type,
         c_session=c_session,
         c_sku=c_sku,
         c_word=c_word,
+        c_device=s_device[c_session].astype(np.int8),
     )
+
+
+def _mix(personas: tuple[Persona, ...], attr: str, size: int) -> np.ndarray:
+    """Per persona, its weights over ``size`` names (``attr``), normalised; empty = uniform."""
+    rows = [getattr(p, attr) or (1.0,) * size for p in personas]
+    for p, row in zip(personas, rows, strict=True):
+        if len(row) != size:
+            raise ValueError(f"persona {p.name}: {attr} needs {size} weights, got {len(row)}")
+    weights = np.array(rows, dtype=float)
+    out: np.ndarray = weights / weights.sum(axis=1, keepdims=True)
+    return out
+
+
+def _draw(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One index per row of ``probs`` (rows sum to 1), vectorised."""
+    if len(probs) == 0:
+        return np.zeros(0, np.int64)
+    u = rng.random((len(probs), 1))
+    picked: np.ndarray = (probs.cumsum(axis=1) < u).sum(axis=1)
+    out: np.ndarray = np.minimum(picked, probs.shape[1] - 1).astype(np.int64)
+    return out
 
 
 def _persona_arrays(personas: tuple[Persona, ...]) -> dict[str, np.ndarray]:

@@ -62,11 +62,24 @@ MAX_UNIT_PRICE = MAX_ORDER_TOTAL
 
 OrderStatus = Literal["placed", "cancelled", "returned"]
 ClickType = Literal[
-    "page_view", "product_view", "add_to_cart", "remove_from_cart", "search", "checkout_start"
+    "page_view",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "search",
+    "checkout_start",
+    "identify",
 ]
+#: Click types that link a visitor to a customer (login, checkout): both ids are required
+#: (worker/identity merges what the ``anonymous_id`` did into the ``customer_id``).
+IDENTIFY_CLICK_TYPES: frozenset[str] = frozenset({"identify"})
 ChangeReason = Literal["order", "return", "clicks", "recency_decay", "model_update"]
 #: Click types that concern one product and so must name its ``sku``.
 SKU_CLICK_TYPES: frozenset[str] = frozenset({"product_view", "add_to_cart", "remove_from_cart"})
+#: Bounds of a category or device name: it becomes a ``name=count`` pair of a summary in the
+#: customer hash (worker/core/attributes.py), which joins pairs with ``,`` and ``=``.
+MAX_LABEL_CHARS = 32
+LABEL_FORBIDDEN = "=,"
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Sku = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -77,6 +90,14 @@ Currency = Annotated[
     msgspec.Meta(
         description="ISO 4217 code: three capital letters A-Z, e.g. EUR.",
         extra_json_schema={"pattern": "^[A-Z]{3}$", "minLength": 3, "maxLength": 3},
+    ),
+]
+# Checked in the models' ``__post_init__`` (only when present), not with ``Meta``: see Currency.
+Label = Annotated[
+    str,
+    msgspec.Meta(
+        description=f"1 to {MAX_LABEL_CHARS} characters, none of '=' and ','.",
+        extra_json_schema={"minLength": 1, "maxLength": MAX_LABEL_CHARS, "pattern": "^[^=,]+$"},
     ),
 ]
 _DATE_TIME = {"format": "date-time"}
@@ -236,13 +257,32 @@ def _check_currency(code: str) -> None:
     )
 
 
+#: Category and device names already found well formed (a cache like ``_GOOD_CURRENCIES``, capped
+#: at ``_GOOD_LABELS_MAX`` entries: names are free text, the cache must not grow without bound).
+_GOOD_LABELS: set[str] = set()
+_GOOD_LABELS_MAX = 4096
+
+
+def _check_label(value: str, field: str) -> None:
+    if 0 < len(value) <= MAX_LABEL_CHARS and "=" not in value and "," not in value:
+        if len(_GOOD_LABELS) < _GOOD_LABELS_MAX:
+            _GOOD_LABELS.add(value)
+        return
+    shown = value if len(value) <= 40 else value[:39] + "…"
+    raise FieldProblem(
+        field, f"must be 1 to {MAX_LABEL_CHARS} characters without '=' or ',', got {shown!r}"
+    )
+
+
 def _version_problem(version: int, supported: frozenset[int]) -> FieldProblem:
     known = ", ".join(str(v) for v in sorted(supported))
     return FieldProblem("schema_version", f"unknown schema_version {version} (supported: {known})")
 
 
-class LineItem(msgspec.Struct, frozen=True, gc=False):
+class LineItem(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """One product line of an order; the order checks its bounds (errors name ``$.items[<i>]``)."""
+
+    # omit_defaults: a line without a category encodes byte for byte as before the field existed.
 
     # No __post_init__ of its own: OrderEvent checks each line in the loop that sums them anyway,
     # which saves a Python call per line on the hot path. A bad line is reported the same way
@@ -263,6 +303,10 @@ class LineItem(msgspec.Struct, frozen=True, gc=False):
             extra_json_schema={"minimum": 0, "maximum": MAX_UNIT_PRICE},
         ),
     ]
+    category: Annotated[
+        Label | None,
+        msgspec.Meta(description="The sku's category; the customer's spend by category uses it."),
+    ] = None
 
 
 def _line_problem(index: int, item: LineItem) -> FieldProblem:
@@ -329,6 +373,9 @@ class OrderEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
             if not (1 <= quantity <= MAX_QUANTITY and 0.0 <= price <= MAX_UNIT_PRICE):
                 raise _line_problem(self.items.index(item), item)  # NaN fails too
             items_sum += quantity * price
+            category = item.category
+            if category is not None and category not in _GOOD_LABELS:
+                _check_label(category, f"items[{self.items.index(item)}].category")
         if self.schema_version not in ORDER_SCHEMA_VERSIONS:
             raise _version_problem(self.schema_version, ORDER_SCHEMA_VERSIONS)
         # The event-time check, inlined (a call costs as much as the check; see TimeBounds).
@@ -386,16 +433,28 @@ class ClickEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     event_time: InputTime
     type: ClickType
     customer_id: Annotated[
-        Id | None, msgspec.Meta(description="Required unless anonymous_id is given.")
+        Id | None,
+        msgspec.Meta(description="Required unless anonymous_id is given, and for identify."),
     ] = None
     anonymous_id: Annotated[
-        Id | None, msgspec.Meta(description="Required unless customer_id is given.")
+        Id | None,
+        msgspec.Meta(description="Required unless customer_id is given, and for identify."),
     ] = None
     sku: Annotated[
         Sku | None,
         msgspec.Meta(description="Required for product_view, add_to_cart, remove_from_cart."),
     ] = None
     query: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    category: Annotated[
+        Label | None,
+        msgspec.Meta(
+            description="The sku's category (product_view, add_to_cart); views by category."
+        ),
+    ] = None
+    device: Annotated[
+        Label | None,
+        msgspec.Meta(description="e.g. mobile, desktop, tablet, app; clicks by device."),
+    ] = None
 
     def __post_init__(self) -> None:
         if self.schema_version not in CLICK_SCHEMA_VERSIONS:
@@ -407,8 +466,17 @@ class ClickEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
             raise _event_time_problem(when)
         if self.customer_id is None and self.anonymous_id is None:
             raise FieldProblem("customer_id", "either customer_id or anonymous_id is required")
+        if self.type in IDENTIFY_CLICK_TYPES and (
+            self.customer_id is None or self.anonymous_id is None
+        ):
+            missing = "customer_id" if self.customer_id is None else "anonymous_id"
+            raise FieldProblem(missing, f"is required for an {self.type} event (it links both ids)")
         if self.sku is None and self.type in SKU_CLICK_TYPES:
             raise FieldProblem("sku", f"is required for a {self.type} event")
+        if self.category is not None and self.category not in _GOOD_LABELS:
+            _check_label(self.category, "category")
+        if self.device is not None and self.device not in _GOOD_LABELS:
+            _check_label(self.device, "device")
 
     @property
     def event_time_ms(self) -> int:

@@ -29,7 +29,9 @@ from tests.support.state_checks import (
     assert_same_state,
     counters,
     oracle_rows,
+    oracle_summaries,
     redis_rows,
+    redis_summaries,
     wait_drained,
     wait_progress,
 )
@@ -54,6 +56,7 @@ def test_a_replay_on_a_cluster_equals_the_oracle_with_a_bounded_number_of_calls_
     produce(s.kafka.bootstrap, records_for(s, events))
     wait_drained(s, len(events), worker)
     assert_same_state(redis_rows(s), oracle_rows(events))
+    assert redis_summaries(s) == oracle_summaries(events)
 
     # the customers are spread over the shards, and every primary holds some of them
     with sync_redis(s.redis) as client:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.synthetic import T0, batches, clicks, orders, pandas_rfm
 from worker.core import Batch, CustomerState, InMemoryStateStore, Record
+from worker.core.attributes import NO_ATTRIBUTES, SUMMARY_SLOTS
 from worker.core.rfm import MS_PER_DAY
 from worker.state import StateReader, StateStore, keys
 
@@ -43,6 +44,14 @@ def oracle(bs: Sequence[Batch], **kw: int) -> InMemoryStateStore:
     for b in bs:
         mem.apply(b)
     return mem
+
+
+def states(mem: InMemoryStateStore) -> dict[str, CustomerState]:
+    return {s.customer_id: s for s in mem.customers()}
+
+
+def without_summaries(got: dict[str, CustomerState]) -> dict[str, CustomerState]:
+    return {cid: replace(s, attributes=NO_ATTRIBUTES) for cid, s in got.items()}
 
 
 def test_export_equals_pandas_group_by(redis_url: str, redis_prefix: str, redis_client: object):
@@ -86,6 +95,15 @@ def test_state_equals_oracle_including_clicks(
     assert mem.counters()["anonymous"] > 0
     fp_keys = list(redis_client.scan_iter(match=f"{redis_prefix}:f:*"))  # type: ignore[attr-defined]
     assert 0 < len(fp_keys) < len(got)  # some customers outgrew the in-hash fingerprints
+    # and every summary rule: full summaries, a name of 32 characters, one not ASCII, pairs
+    # dropped to stay within 64 bytes, devices
+    summaries = [s.attributes.spend_by_category for s in got.values()]
+    summaries += [s.attributes.views_by_category for s in got.values()]
+    assert any(len(p) == SUMMARY_SLOTS for p in summaries)
+    names = {name for p in summaries for name, _ in p}
+    assert {"garden-and-outdoor-living-supply", "épicerie", "Home", "home"} <= names
+    assert any(len(p) < SUMMARY_SLOTS and any(len(n) == 32 for n, _ in p) for p in summaries)
+    assert any(s.attributes.clicks_by_device for s in got.values())
 
 
 def test_same_batches_twice_leave_state_unchanged(
@@ -131,7 +149,13 @@ def test_shuffled_order_gives_in_order_state(
     apply_all(redis_url, f"{redis_prefix}:a", batches(events, "in", size=250))
     apply_all(redis_url, f"{redis_prefix}:b", batches(shuffled, "in", size=333))
     a = snapshot(redis_url, f"{redis_prefix}:a")
-    assert a and a == snapshot(redis_url, f"{redis_prefix}:b")
+    b = snapshot(redis_url, f"{redis_prefix}:b")
+    assert a and without_summaries(a) == without_summaries(b)
+    # the summaries depend on arrival order (Space-Saving; a cancellation before its order
+    # takes nothing): each order gives the oracle's, whatever the batch cuts
+    assert a == states(oracle(batches(events, "in", size=10**6)))
+    assert b == states(oracle(batches(shuffled, "in", size=10**6)))
+    assert a != b  # the data are rich enough for the order to matter
 
 
 def test_cancellations_and_returns_net_out(redis_url: str, redis_prefix: str, redis_client: object):
@@ -255,3 +279,55 @@ def test_apply_is_atomic_per_batch_and_reports_changed_in_first_seen_order(
     with pytest.raises(AttributeError):
         replace(b.records[0], offset=1).offset = 2  # type: ignore[misc]
     assert isinstance(b.records[0], Record)
+
+
+def test_summaries_are_written_exactly_once_with_the_oracles_rule(
+    redis_url: str, redis_prefix: str, redis_client: object
+):
+    from schemas import ClickEvent, LineItem, OrderEvent
+
+    def order(eid: str, oid: str, status: str, lines: list[tuple[str, float]], h: int):
+        items = [LineItem(sku=f"S{k}", quantity=1, unit_price=p, category=c)
+                 for k, (c, p) in enumerate(lines)]  # fmt: skip
+        return OrderEvent(event_id=eid, schema_version=1, customer_id="X", order_id=oid,
+                          event_time=T0 + timedelta(hours=h), status=status,  # type: ignore[arg-type]
+                          items=items, total=round(sum(p for _, p in lines), 2))  # fmt: skip
+
+    def view(eid: str, category: str | None, device: str | None) -> ClickEvent:
+        return ClickEvent(event_id=eid, schema_version=1, session_id="s", event_time=T0,
+                          type="product_view", customer_id="X", sku="S", category=category,
+                          device=device)  # fmt: skip
+
+    events = [
+        order("1", "o1", "cancelled", [("books", 4.0)], 1),  # before its order: takes nothing
+        order("2", "o1", "placed", [("books", 4.0), ("toys", 1.5)], 0),
+        order("3", "o2", "placed", [("home", 2.0), ("Home", 2.0), ("épicerie", 9.0)], 2),
+        order("4", "o3", "placed", [("zz", 1.0)], 3),  # slots full: Home/home tie at 200
+        order("5", "o2", "returned", [("épicerie", 20.0)], 4),  # more than it holds
+        view("v1", "home", "app"),
+        view("v2", "home", None),
+        view("v3", None, "mobile"),
+        view("v4", "x" * 32, "app"),
+    ]
+    bs = batches(events, "in", size=3, partitions=1)
+    apply_all(redis_url, redis_prefix, bs)
+    # the same events again: fenced, then replayed with new offsets (deduplicated)
+    apply_all(redis_url, redis_prefix, bs)
+    apply_all(redis_url, redis_prefix, batches(events, "in", size=4, partitions=1, first_offset=99))
+    raw = redis_client.hmget(keys.customer(redis_prefix, "X"), "ks", "kv", "kd")  # type: ignore[attr-defined]
+    # books 400, toys 150, home 200, Home 200 fill the slots; épicerie replaces toys (150 + 900);
+    # zz replaces home (the Home/home tie: 'home' sorts last byte by byte) at 200 + 100; the
+    # return takes all of épicerie's 1050; views and devices count one per click
+    mem = oracle(bs)
+    state = mem.get("X")
+    assert state is not None
+    want = tuple(
+        ",".join(f"{n}={c}" for n, c in pairs)
+        for pairs in (
+            state.attributes.spend_by_category,
+            state.attributes.views_by_category,
+            state.attributes.clicks_by_device,
+        )
+    )
+    assert tuple(v.decode() for v in raw) == want
+    assert want == ("books=400,zz=300,Home=200", "home=2," + "x" * 32 + "=1", "app=2,mobile=1")

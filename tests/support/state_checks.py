@@ -15,7 +15,7 @@ from segstream.settings import Settings
 from tests.support.synthetic import Event
 from tests.support.waiting import wait_for
 from tests.support.worker_process import WorkerProcess
-from worker.core import Batch, InMemoryStateStore, Record, features
+from worker.core import Batch, CustomerState, InMemoryStateStore, Record, features
 from worker.state.store import StateReader
 
 AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
@@ -27,6 +27,28 @@ def oracle_rows(events: Sequence[Event]) -> dict[str, dict[str, object]]:
     records = [Record("oracle", 0, i, ev) for i, ev in enumerate(events)]
     store.apply(Batch(records, {("oracle", 0): len(records) - 1}, {}))
     return {s.customer_id: features(s, AS_OF) for s in store.customers()}
+
+
+Summaries = tuple[object, object, object]
+
+
+def _summaries(state: CustomerState) -> Summaries:
+    a = state.attributes
+    return a.spend_by_category, a.views_by_category, a.clicks_by_device
+
+
+def oracle_summaries(events: Sequence[Event]) -> dict[str, Summaries]:
+    """Per customer the whole category/device summaries (the rows hold only their top names)."""
+    store = InMemoryStateStore()
+    records = [Record("oracle", 0, i, ev) for i, ev in enumerate(events)]
+    store.apply(Batch(records, {("oracle", 0): len(records) - 1}, {}))
+    return {s.customer_id: _summaries(s) for s in store.customers()}
+
+
+def redis_summaries(settings: Settings) -> dict[str, Summaries]:
+    """Per customer the whole summaries, as the worker left them in Redis."""
+    with StateReader(settings.redis, settings.redis.prefix) as reader:
+        return {s.customer_id: _summaries(s) for s in reader.customers()}
 
 
 def redis_rows(settings: Settings) -> dict[str, dict[str, object]]:

@@ -4,7 +4,11 @@ Every test that needs realistic events builds them here, from a seed, so a failu
 the state-store and core tests, the worker subprocess tests and the fuzzer's seed corpus.
 Orders: every customer places a few orders; some are cancelled, some partly returned, all with
 event times scattered over two years. Clicks: sessions of page/product views, add-to-carts and
-checkout starts, some anonymous. Nothing here talks to Kafka or Redis.
+checkout starts, some anonymous. Order lines and product clicks carry a category (more names
+than a summary has slots, one of 32 characters, one not ASCII, so the Space-Saving and the
+64-byte rules of the summaries are exercised), clicks a device (a session in ten none).
+Categories and devices come from the sku and session numbers, not from extra random draws, so
+every other value is what it was before they existed. Nothing here talks to Kafka or Redis.
 """
 
 from __future__ import annotations
@@ -20,13 +24,23 @@ from worker.core import Batch, Record
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 Event = OrderEvent | ClickEvent
+CATEGORIES = ("electronics", "fashion", "home", "Home", "beauty", "books", "épicerie",
+              "garden-and-outdoor-living-supply", "toys")  # fmt: skip
+DEVICES = ("mobile", "desktop", "tablet", "app")
+
+
+def category_of(sku: int) -> str:
+    """Every sku belongs to one category."""
+    return CATEGORIES[sku % len(CATEGORIES)]
 
 
 def _item(rng: random.Random) -> LineItem:
+    sku = rng.randrange(50)
     return LineItem(
-        sku=f"SKU-{rng.randrange(50)}",
+        sku=f"SKU-{sku}",
         quantity=rng.randint(1, 3),
         unit_price=rng.randrange(100, 20000) / 100,
+        category=category_of(sku),
     )
 
 
@@ -74,14 +88,17 @@ def clicks(n_customers: int, n_sessions: int, seed: int = 11) -> list[ClickEvent
         anonymous = rng.random() < 0.1
         cid = None if anonymous else f"C{rng.randrange(n_customers):05d}"
         start = T0 + timedelta(seconds=rng.randrange(2 * 365 * 86400))
+        device = None if s % 10 == 9 else DEVICES[s % 7 % len(DEVICES)]
         for j in range(rng.randint(1, 8)):
             kind = rng.choices(kinds, weights)[0]
+            product = kind in ("product_view", "add_to_cart", "remove_from_cart")
+            sku = (s + j) % 50
             out.append(
                 ClickEvent(event_id=f"K{s:06d}-{j}", schema_version=1, session_id=f"S{s:06d}",
                            event_time=start + timedelta(seconds=30 * j), type=kind,  # type: ignore[arg-type]
                            customer_id=cid, anonymous_id=f"A{s}" if anonymous else None,
-                           sku="SKU-1" if kind in ("product_view", "add_to_cart",
-                                                   "remove_from_cart") else None)
+                           sku=f"SKU-{sku}" if product else None,
+                           category=category_of(sku) if product else None, device=device)
             )  # fmt: skip
     return out
 

@@ -6,6 +6,7 @@ import ast
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from worker.core import (
     fingerprint,
     to_delta,
 )
-from worker.core.rfm import HASH_FIELDS, MS_PER_DAY, NO_FINGERPRINT
+from worker.core.attributes import NO_ATTRIBUTES, SUMMARY_SLOTS
+from worker.core.memory import SUMMARY_BYTES, bump_summary, canonical, encode_summary
+from worker.core.rfm import DEVICES, HASH_FIELDS, MS_PER_DAY, NO_FINGERPRINT, SPEND, VIEWS
 
 CORE = Path(__file__).resolve().parents[2] / "worker" / "core"
 FORBIDDEN = {"kafka", "aiokafka", "confluent_kafka", "redis", "faust", "mode", "hiredis"}
@@ -183,6 +186,13 @@ def test_dead_letter_counts_are_fenced():
     assert mem.fences("t") == {0: 12}
 
 
+def _states(store: InMemoryStateStore, summaries: bool = True) -> dict[str, CustomerState]:
+    return {
+        s.customer_id: s if summaries else replace(s, attributes=NO_ATTRIBUTES)
+        for s in store.customers()
+    }
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), size=st.integers(1, 60))
 def test_state_is_independent_of_arrival_order_and_batch_cuts(seed: int, size: int):
@@ -195,9 +205,83 @@ def test_state_is_independent_of_arrival_order_and_batch_cuts(seed: int, size: i
     other = InMemoryStateStore()
     for b in batches(shuffled, "t", size=size):
         other.apply(b)
-    assert {s.customer_id: s for s in other.customers()} == {
-        s.customer_id: s for s in in_order.customers()
-    }
+    # the counters do not depend on arrival order; the summaries may (Space-Saving, and a
+    # cancellation before its order takes nothing), but never on where batches are cut
+    assert _states(other, summaries=False) == _states(in_order, summaries=False)
+    whole = InMemoryStateStore()
+    whole.apply(batches(shuffled, "t", size=10**6)[0])
+    assert _states(other) == _states(whole)
+
+
+def _labelled_order(
+    status: str, oid: str, lines: list[tuple[str, float]], hours: int = 0, eid: str = ""
+) -> OrderEvent:
+    items = [LineItem(sku=f"S{k}", quantity=1, unit_price=p, category=c)
+             for k, (c, p) in enumerate(lines)]  # fmt: skip
+    return OrderEvent(
+        event_id=eid or f"{oid}-{status}", schema_version=1, customer_id="C1", order_id=oid,
+        event_time=T0 + timedelta(hours=hours), status=status,  # type: ignore[arg-type]
+        items=items, total=round(sum(p for _, p in lines), 2),
+    )  # fmt: skip
+
+
+def test_to_delta_labels_spend_per_category_views_and_devices():
+    placed = _labelled_order("placed", "o1", [("home", 10.0), ("toys", 2.5), ("home", 0.05)])
+    assert to_delta(placed).labels == ((SPEND, "home", 1005), (SPEND, "toys", 250))
+    back = _labelled_order("returned", "o1", [("toys", 2.5)], eid="r1")
+    assert to_delta(back).labels == ((SPEND, "toys", -250),)
+    view = ClickEvent(event_id="k", schema_version=1, session_id="s", event_time=T0,
+                      type="product_view", customer_id="C1", sku="S", category="home",
+                      device="app")  # fmt: skip
+    assert to_delta(view).labels == ((VIEWS, "home", 1), (DEVICES, "app", 1))
+    cart = ClickEvent(event_id="k", schema_version=1, session_id="s", event_time=T0,
+                      type="add_to_cart", customer_id="C1", sku="S", category="home")  # fmt: skip
+    assert to_delta(cart).labels == ()  # an add-to-cart's category is not summarised
+    assert to_delta(_order("placed")).labels == () and to_delta(_click("page_view")).labels == ()
+
+
+def test_summary_space_saving_replaces_the_smallest_pair_and_ties_go_by_name():
+    summary: dict[str, int] = {}
+    for name, n in [("a", 5), ("b", 3), ("c", 3), ("d", 9)]:
+        bump_summary(summary, name, n)
+    assert len(summary) == SUMMARY_SLOTS == 4
+    bump_summary(summary, "e", 1)  # b and c tie at 3: c sorts last and gives its slot up
+    assert canonical(summary) == (("d", 9), ("a", 5), ("e", 4), ("b", 3))
+    bump_summary(summary, "b", 2)
+    assert encode_summary(summary) == "d=9,a=5,b=5,e=4"
+
+
+def test_summary_cancellations_take_from_a_pair_never_below_zero_and_never_create_one():
+    summary = {"home": 500, "toys": 100}
+    bump_summary(summary, "books", -300)  # nothing to take from
+    bump_summary(summary, "home", -200)
+    bump_summary(summary, "toys", -250)  # more than it holds: the pair goes
+    assert summary == {"home": 300}
+
+
+def test_summary_drops_its_smallest_pairs_until_it_fits_the_listpack_value_limit():
+    summary: dict[str, int] = {}
+    long = "x" * 32
+    bump_summary(summary, long, 10**9)
+    bump_summary(summary, "home", 10**8)
+    bump_summary(summary, "toys", 10**7)  # 'x..=1000000000,home=100000000,toys=10000000': 72 bytes
+    assert len(encode_summary(summary).encode()) <= SUMMARY_BYTES
+    assert canonical(summary) == ((long, 10**9), ("home", 10**8))
+    bump_summary(summary, "é" * 32, 1)  # 64 bytes of name alone never fits
+    assert "é" * 32 not in summary
+
+
+def test_oracle_summaries_ignore_duplicates_and_apply_cancellations():
+    mem = InMemoryStateStore()
+    placed = _labelled_order("placed", "o1", [("home", 10.0), ("toys", 2.5)])
+    again = _labelled_order("placed", "o1", [("home", 10.0), ("toys", 2.5)], eid="again")
+    cancel_first = _labelled_order("cancelled", "o2", [("books", 4.0)], hours=1)
+    mem.apply(Batch([Record("t", 0, i, e) for i, e in enumerate([placed, again, cancel_first])]))
+    mem.apply(Batch([Record("t", 0, 1, again)]))  # fenced
+    state = mem.get("C1")
+    assert state is not None
+    assert state.attributes.spend_by_category == (("home", 1000), ("toys", 250))
+    assert state.attributes.favourite_category == "home"
 
 
 def test_records_and_batches_are_frozen():
@@ -206,3 +290,13 @@ def test_records_and_batches_are_frozen():
         r.offset = 2  # type: ignore[misc]
     assert Batch([r]).partitions() == {("t", 0): 1}
     assert datetime.now(UTC) > T0
+
+
+def test_the_state_script_uses_the_summary_bounds_and_codes_of_the_core():
+    from worker.core.rfm import SUMMARY_BY_CODE
+
+    text = (CORE.parent / "state" / "apply.lua").read_text()
+    assert f"local SLOTS, SUMMARY_BYTES = {SUMMARY_SLOTS}, {SUMMARY_BYTES}\n" in text
+    fields = ", ".join(f"'{SUMMARY_BY_CODE[code]}'" for code in sorted(SUMMARY_BY_CODE))
+    assert f"local SUMMARY_FIELD = {{{fields}}}\n" in text
+    assert sorted(SUMMARY_BY_CODE) == [1, 2, 3]

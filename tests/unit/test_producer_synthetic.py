@@ -217,3 +217,35 @@ def test_short_periods_still_generate_valid_events() -> None:
     data = generate(_config(customers=300, days=7))
     events = list(data.events())
     assert events and all(e.event_time_ms < data.config.end_ms for e in events)
+
+
+def test_skus_keep_one_category_and_personas_their_category_and_device_preferences(
+    population: tuple[SyntheticConfig, list[OrderEvent | ClickEvent], dict[str, str]],
+) -> None:
+    from producers.personas import CATEGORIES, DEVICES
+    from producers.synthetic import catalogue
+
+    _, events, labels = population
+    owner = {sku: name for name, skus in catalogue().items() for sku in skus}
+    assert set(catalogue()) == set(CATEGORIES) and len(owner) == 2000
+    spend: dict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+    devices: dict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for e in events:
+        if isinstance(e, OrderEvent):
+            for item in e.items:
+                assert item.category == owner[item.sku]  # one category per sku, always
+                if e.status == "placed":
+                    spend[labels[e.customer_id]][item.category] += item.quantity * item.unit_price
+        else:
+            assert e.device in DEVICES
+            product = e.type in ("product_view", "add_to_cart")
+            assert (e.category is not None) == product
+            if product:
+                assert e.category == owner[e.sku or ""]
+            devices[labels[e.customer_id or ""]][e.device or ""] += 1
+    # the personas' weights show: big spenders buy electronics most, bargain hunters groceries;
+    # window shoppers click from mobiles most, big spenders from desktops
+    assert max(spend["big_spenders"], key=spend["big_spenders"].__getitem__) == "electronics"
+    assert max(spend["bargain_hunters"], key=spend["bargain_hunters"].__getitem__) == "grocery"
+    assert max(devices["window_shoppers"], key=devices["window_shoppers"].__getitem__) == "mobile"
+    assert max(devices["big_spenders"], key=devices["big_spenders"].__getitem__) == "desktop"

@@ -309,7 +309,7 @@ def test_unknown_status_and_type() -> None:
     )
     assert rejection(ClickEvent, raw(click(type="teleport"))) == (
         "$.type: unknown value 'teleport' (expected one of: add_to_cart, checkout_start, "
-        "page_view, product_view, remove_from_cart, search)"
+        "identify, page_view, product_view, remove_from_cart, search)"
     )
 
 
@@ -536,3 +536,27 @@ def test_batch_clock_is_per_thread() -> None:
         worker.join()
         assert events_module._BOUNDS.get() is not None
     assert seen == [None]
+
+
+def test_categories_and_devices_are_optional_bounded_and_free_of_separators() -> None:
+    good = decode_order(raw(order(items=with_item(1, category="home"))))
+    assert [i.category for i in good.items] == [None, "home"]
+    assert b'"category"' not in encode(decode_order(raw(order())))  # absent stays absent
+    view = decode_click(raw(click(category="électroménager", device="app")))
+    assert (view.category, view.device) == ("électroménager", "app")
+    assert decode_click(raw(click(category="x" * 32))).category == "x" * 32
+    bad = "must be 1 to 32 characters without '=' or ','"
+    assert rejection(OrderEvent, raw(order(items=with_item(1, category="a,b")))) == (
+        f"$.items[1].category: {bad}, got 'a,b'"
+    )
+    assert rejection(ClickEvent, raw(click(category="x" * 33))).startswith(f"$.category: {bad}")
+    assert rejection(ClickEvent, raw(click(device=""))) == f"$.device: {bad}, got ''"
+    assert rejection(ClickEvent, raw(click(device="k=v"))) == f"$.device: {bad}, got 'k=v'"
+    # built in code, the same checks hold
+    with pytest.raises(FieldProblem, match="device"):
+        ClickEvent(event_id="c", schema_version=1, session_id="s", event_time=NOW,
+                   type="page_view", customer_id="C1", device="a=b")  # fmt: skip
+    with pytest.raises(FieldProblem, match=r"items\[0\].category"):
+        OrderEvent(event_id="e", schema_version=1, customer_id="C1", order_id="O",
+                   event_time=NOW, status="placed", total=1.0,
+                   items=[LineItem(sku="A", quantity=1, unit_price=1.0, category="")])  # fmt: skip

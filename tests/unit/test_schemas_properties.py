@@ -69,7 +69,9 @@ def orders(draw: st.DrawFn) -> OrderEvent:
 @st.composite
 def clicks(draw: st.DrawFn) -> ClickEvent:
     kind = draw(st.sampled_from(get_args(ClickType)))
-    customer = draw(st.none() | ids)
+    # an identify links both ids, so it names both
+    customer = draw(ids) if kind == "identify" else draw(st.none() | ids)
+    anonymous = draw(ids) if customer is None or kind == "identify" else draw(st.none() | ids)
     return ClickEvent(
         event_id=draw(ids),
         schema_version=1,
@@ -77,7 +79,7 @@ def clicks(draw: st.DrawFn) -> ClickEvent:
         event_time=draw(event_times),
         type=kind,
         customer_id=customer,
-        anonymous_id=draw(ids) if customer is None else draw(st.none() | ids),
+        anonymous_id=anonymous,
         sku=draw(ids) if kind in SKU_CLICK_TYPES else draw(st.none() | ids),
         query=draw(st.none() | st.text(st.characters(exclude_categories=("Cs",)), max_size=60)),
     )

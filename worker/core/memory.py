@@ -10,14 +10,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
+from worker.core.attributes import SUMMARY_FIELDS, SUMMARY_SLOTS, Summary
 from worker.core.batch import ApplyResult, Batch, TopicPartition
 from worker.core.rfm import (
     ADD_TO_CART,
     CHECKOUT_START,
+    DEVICES,
     MS_PER_DAY,
     PAGE_VIEW,
     PRODUCT_VIEW,
+    SPEND,
+    VIEWS,
     CustomerState,
     EventDelta,
     Kind,
@@ -41,6 +46,53 @@ COUNTER_NAMES: tuple[str, ...] = (
     # sweep-index buckets the state script found holding the wrong type (state still exact)
     "index_errors",
 )
+
+
+#: A summary field is at most this many bytes, so the customer hash stays a compact listpack
+#: (Redis's ``hash-max-listpack-value``; docs/state.md).
+SUMMARY_BYTES = 64
+#: Summary code -> CustomerState.attributes field.
+_SUMMARY_ATTR: dict[int, str] = {
+    SPEND: "spend_by_category",
+    VIEWS: "views_by_category",
+    DEVICES: "clicks_by_device",
+}
+assert set(_SUMMARY_ATTR.values()) == set(SUMMARY_FIELDS)
+
+
+def canonical(summary: dict[str, int]) -> Summary:
+    """Pairs largest count first, ties by name (code point order = UTF-8 byte order)."""
+    return tuple(sorted(summary.items(), key=lambda p: (-p[1], p[0])))
+
+
+def encode_summary(summary: dict[str, int]) -> str:
+    """The stored text: ``name=count`` pairs in canonical order joined by ``,``."""
+    return ",".join(f"{name}={count}" for name, count in canonical(summary))
+
+
+def bump_summary(summary: dict[str, int], name: str, amount: int) -> None:
+    """Apply one label to a summary, in place: the rule apply.lua implements too.
+
+    ``amount > 0``: add to the name's pair; a new name takes a free slot, or, when all
+    ``SUMMARY_SLOTS`` are taken, replaces the smallest pair (ties: the name that sorts last) and
+    starts from its count (Space-Saving). ``amount < 0`` (a cancellation or return): take from
+    the name's pair, never below 0 (a pair reaching 0 is removed), and never create one. Then,
+    while the encoded summary is over ``SUMMARY_BYTES``, the smallest pair is dropped.
+    """
+    if name in summary:
+        left = summary[name] + amount
+        if left > 0:
+            summary[name] = left
+        else:
+            del summary[name]
+    elif amount > 0:
+        if len(summary) < SUMMARY_SLOTS:
+            summary[name] = amount
+        else:
+            victim = canonical(summary)[-1][0]
+            summary[name] = summary.pop(victim) + amount
+    while len(encode_summary(summary).encode()) > SUMMARY_BYTES:
+        del summary[canonical(summary)[-1][0]]
 
 
 @dataclass
@@ -116,6 +168,7 @@ class InMemoryStateStore:
         old = self._states.get(cid, CustomerState(cid))
         s = {f.name: getattr(old, f.name) for f in fields(CustomerState)}
         applied = deduped = 0
+        summaries: dict[int, dict[str, int]] = {}
 
         def bump(name: str, by: int = 1) -> None:
             s[name] += by
@@ -126,6 +179,10 @@ class InMemoryStateStore:
                 continue
             fps.add(d.fp)
             applied += 1
+            for code, name, amount in d.labels:
+                if code not in summaries:
+                    summaries[code] = dict(getattr(old.attributes, _SUMMARY_ATTR[code]))
+                bump_summary(summaries[code], name, amount)
             s["last_seen_ms"] = _max(s["last_seen_ms"], d.time_ms)
             if d.kind is Kind.PLACED:
                 bump("frequency")
@@ -157,6 +214,11 @@ class InMemoryStateStore:
                         if d.partner_fp in fps.members:
                             bump("cart_checkout_sessions")
         fps.trim(self.max_fingerprints)
+        if summaries:
+            changes: dict[str, Any] = {
+                _SUMMARY_ATTR[code]: canonical(pairs) for code, pairs in summaries.items()
+            }
+            s["attributes"] = replace(old.attributes, **changes)
         if applied:
             self._states[cid] = replace(old, **s)
         return applied, deduped

@@ -33,7 +33,13 @@ from enum import IntEnum
 from typing import NamedTuple
 
 from schemas import ClickEvent, OrderEvent
-from worker.core.attributes import ATTRIBUTE_COLUMNS, NO_ATTRIBUTES, Attributes
+from worker.core.attributes import (
+    ATTRIBUTE_COLUMNS,
+    NO_ATTRIBUTES,
+    PROFILE_FIELDS,
+    SUMMARY_FIELDS,
+    Attributes,
+)
 
 MS_PER_DAY = 86_400_000
 
@@ -79,6 +85,9 @@ CLICK_CODES: dict[str, int] = {
     "remove_from_cart": 4,
     "search": 5,
     "checkout_start": 6,
+    # links anonymous_id to customer_id (worker/identity); for the customer it is a click that
+    # counts its session and last-seen time only, like search
+    "identify": 7,
 }
 PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT_START = 1, 2, 3, 6
 
@@ -105,6 +114,20 @@ SEGMENT_FIELDS: tuple[str, ...] = ("segment", "model_version", "segment_seq")
 
 FINGERPRINT_BYTES = 8
 NO_FINGERPRINT = b"\x00" * FINGERPRINT_BYTES
+
+#: Summary codes shared with the Lua script: spend by category (cents), product views by
+#: category, clicks by device; :data:`SUMMARY_BY_CODE` gives their hash fields.
+SPEND, VIEWS, DEVICES = 1, 2, 3
+SUMMARY_BY_CODE: dict[int, str] = {
+    SPEND: SUMMARY_FIELDS["spend_by_category"],
+    VIEWS: SUMMARY_FIELDS["views_by_category"],
+    DEVICES: SUMMARY_FIELDS["clicks_by_device"],
+}
+#: The customer hash fields :meth:`Attributes.from_fields` reads.
+_ATTRIBUTE_FIELDS = frozenset((*PROFILE_FIELDS.values(), *SUMMARY_FIELDS.values()))
+#: (summary code, name, amount): a positive amount adds to the name's pair, a negative one
+#: (a cancellation or return) takes from it (worker.core.memory.bump has the rule).
+Label = tuple[int, str, int]
 
 
 def fingerprint(tag: bytes, value: str) -> bytes:
@@ -137,6 +160,9 @@ class EventDelta(NamedTuple):
     #: The other marker of the same session, so whichever of the two comes second counts the
     #: session as a cart that reached checkout (order-independent).
     partner_fp: bytes = NO_FINGERPRINT
+    #: What the event adds to (or takes from) the customer's summaries; empty for an event
+    #: without category or device, which is what keeps their cost near zero.
+    labels: tuple[Label, ...] = ()
 
 
 def to_delta(event: OrderEvent | ClickEvent) -> EventDelta:
@@ -148,6 +174,11 @@ def to_delta(event: OrderEvent | ClickEvent) -> EventDelta:
             kind, fp = Kind.CANCELLED, fingerprint(b"C", event.order_id)
         else:
             kind, fp = Kind.RETURNED, fingerprint(b"E", event.event_id)
+        labels: tuple[Label, ...] = ()
+        for item in event.items:
+            if item.category is not None:
+                labels = _spend(event, -1 if kind is not Kind.PLACED else 1)
+                break
         return EventDelta(
             kind,
             event.customer_id,
@@ -155,6 +186,7 @@ def to_delta(event: OrderEvent | ClickEvent) -> EventDelta:
             fp,
             amount_cents=event.total_cents,
             items=event.item_count,
+            labels=labels,
         )
     click = CLICK_CODES[event.type]
     marker = partner = NO_FINGERPRINT
@@ -162,6 +194,9 @@ def to_delta(event: OrderEvent | ClickEvent) -> EventDelta:
         marker, partner = fingerprint(b"A", event.session_id), fingerprint(b"K", event.session_id)
     elif click == CHECKOUT_START:
         marker, partner = fingerprint(b"K", event.session_id), fingerprint(b"A", event.session_id)
+    labels = ()
+    if event.device is not None or event.category is not None:
+        labels = _click_labels(event, click)
     return EventDelta(
         Kind.CLICK,
         event.customer_id,
@@ -171,7 +206,30 @@ def to_delta(event: OrderEvent | ClickEvent) -> EventDelta:
         session_fp=fingerprint(b"S", event.session_id),
         marker_fp=marker,
         partner_fp=partner,
+        labels=labels,
     )
+
+
+def _spend(event: OrderEvent, sign: int) -> tuple[Label, ...]:
+    """Per category of the order's lines (first-seen order), quantity x unit price in cents,
+    rounded per line; lines without a category and categories worth 0 cents add nothing."""
+    cents: dict[str, int] = {}
+    for item in event.items:
+        if item.category is not None:
+            line = round(item.quantity * item.unit_price * 100)
+            cents[item.category] = cents.get(item.category, 0) + line
+    return tuple((SPEND, name, sign * c) for name, c in cents.items() if c > 0)
+
+
+def _click_labels(event: ClickEvent, click: int) -> tuple[Label, ...]:
+    """A product view with a category counts in views by category; any click with a device
+    counts in clicks by device (an add-to-cart's category is carried, not summarised)."""
+    out: list[Label] = []
+    if click == PRODUCT_VIEW and event.category is not None:
+        out.append((VIEWS, event.category, 1))
+    if event.device is not None:
+        out.append((DEVICES, event.device, 1))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +274,10 @@ class CustomerState:
         seq = text.get("segment_seq")
         if seq is not None:
             values["segment_seq"] = int(seq)
-        values["attributes"] = Attributes.from_fields({k: _text(v) for k, v in text.items()})
+        # only the attribute fields: others are not text (``fp`` holds binary fingerprints)
+        values["attributes"] = Attributes.from_fields(
+            {k: _text(v) for k, v in text.items() if k in _ATTRIBUTE_FIELDS}
+        )
         return cls(customer_id, **values)  # type: ignore[arg-type]
 
     @property

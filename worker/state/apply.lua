@@ -8,6 +8,9 @@
 --   5 number of partitions N
 --   then N times: topic, partition, high offset, dead-lettered count (-1 = given as records)
 --   then the number of customer groups M, then M times: customer id ('' = no customer), blob
+--   then the labels of the call: '' when no record has a category or device, else a msgpack
+--   flat list of (group number from 1, record index in the group from 0, summary code 1 ks |
+--   2 kv | 3 kd, name, amount) in record order (worker.core.rfm.EventDelta.labels)
 -- A blob is a run of 64-byte little-endian records (see worker/state/store.py RECORD):
 --   kind u8, click u8, partition index u16, offset i64, event time ms i64, amount cents i64,
 --   items i32, fingerprint, session fingerprint, marker fingerprint, partner fingerprint (8 bytes)
@@ -15,6 +18,9 @@
 -- is skipped; so is an event whose fingerprint the customer already holds, and an event of a
 -- forgotten customer stamped at or before their erasure ({prefix}:x:{<id>}: counter suppressed).
 -- Hash field names are worker.core.rfm.HASH_FIELDS (short: they repeat in every customer).
+-- The summaries ks/kv/kd (worker/core/attributes.py) change only by applied events, with the
+-- rule of worker.core.memory.bump_summary (Space-Saving over SLOTS pairs, at most
+-- SUMMARY_BYTES bytes); the hash fields of a group without labels are not even read.
 -- Every changed customer goes into the hash {prefix}:unscored, customer -> stamp (one INCR of
 -- {prefix}:stamp per call that changed anything): the record of what segmentation still owes.
 -- With snapshot fields, the script also returns each changed customer's new state (those fields),
@@ -38,6 +44,9 @@ local REC, FMT = 64, '<BBHi8i8i8i4c8c8c8c8'
 local PLACED, CANCELLED, RETURNED, CLICK, DEAD = 1, 2, 3, 4, 5
 local PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT_START = 1, 2, 3, 6
 local LO_BUCKET_MS = 3600000
+-- worker.core.attributes.SUMMARY_SLOTS and worker.core.memory.SUMMARY_BYTES (a test compares)
+local SLOTS, SUMMARY_BYTES = 4, 64
+local SUMMARY_FIELD = {'ks', 'kv', 'kd'}
 
 local function int(n) return string.format('%d', n) end
 
@@ -94,6 +103,10 @@ local ABSENT = -2 ^ 52
 -- snapshot: they make every read longer).
 local READ = {'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc', 't0', 't1', 'ts', 'fp'}
 if nwant > 0 then READ[SEG], READ[SEQ], READ[VER] = 'segment', 'segment_seq', 'model_version' end
+-- the same plus the summaries, for a group with labels: cur[KBASE + code]
+local KBASE, READ_K = #READ, {}
+for k = 1, KBASE do READ_K[k] = READ[k] end
+for code = 1, 3 do READ_K[KBASE + code] = SUMMARY_FIELD[code] end
 local snap_nums, snap_segs, nnums = {}, {}, 0
 local CLICK_FIELD = {[PAGE_VIEW] = PV, [PRODUCT_VIEW] = IV,
                      [ADD_TO_CART] = AC, [CHECKOUT_START] = CO}
@@ -110,15 +123,92 @@ local function add(fp) new[fp] = true; nadded = nadded + 1; added[nadded] = fp e
 local d, set, ns = {}, {}, 0
 local function put(field, value) set[ns + 1] = field; set[ns + 2] = value; ns = ns + 2 end
 
+-- Summaries (worker.core.memory.bump_summary is the same rule, the oracle the tests compare):
+-- {names, counts} parsed from 'name=count,...'.
+local function parse(raw)
+  local names, counts = {}, {}
+  if raw then
+    for name, count in string.gmatch(raw, '([^,=]+)=(%d+)') do
+      names[#names + 1] = name; counts[#counts + 1] = tonumber(count)
+    end
+  end
+  return {names, counts}
+end
+-- canonical order: larger count first, equal counts by name, compared byte by byte (Redis
+-- sets LC_COLLATE from its environment, so Lua's '<' on strings may not be bytewise)
+local function before(na, ca, nb, cb)
+  if ca ~= cb then return ca > cb end
+  local la, lb = #na, #nb
+  for k = 1, math.min(la, lb) do
+    local x, y = string.byte(na, k), string.byte(nb, k)
+    if x ~= y then return x < y end
+  end
+  return la < lb
+end
+-- index of the last pair in canonical order (the smallest; ties: the name sorting last)
+local function smallest(names, counts)
+  local w = 1
+  for k = 2, #names do
+    if before(names[w], counts[w], names[k], counts[k]) then w = k end
+  end
+  return w
+end
+local function encode(sm)
+  local names, counts = sm[1], sm[2]
+  local order = {}
+  for k = 1, #names do order[k] = k end
+  table.sort(order, function(a, b) return before(names[a], counts[a], names[b], counts[b]) end)
+  local parts = {}
+  for k = 1, #order do parts[k] = names[order[k]] .. '=' .. int(counts[order[k]]) end
+  return table.concat(parts, ',')
+end
+local function bump(sm, name, amount)
+  local names, counts = sm[1], sm[2]
+  local n, at = #names, nil
+  for k = 1, n do if names[k] == name then at = k; break end end
+  if at then
+    local left = counts[at] + amount
+    if left > 0 then counts[at] = left
+    else table.remove(names, at); table.remove(counts, at) end
+  elseif amount > 0 then
+    if n < SLOTS then names[n + 1] = name; counts[n + 1] = amount
+    else
+      local w = smallest(names, counts)
+      names[w] = name; counts[w] = counts[w] + amount
+    end
+  end
+  -- the field must stay a listpack value: drop the smallest pairs until it fits
+  while true do
+    local len = #names - 1
+    for k = 1, #names do len = len + #names[k] + 1 + #int(counts[k]) end
+    if len <= SUMMARY_BYTES then break end
+    local w = smallest(names, counts)
+    table.remove(names, w); table.remove(counts, w)
+  end
+end
+
 local changed = {}
 local ngroups = tonumber(ARGV[i]); i = i + 1
 local first_group = i
+-- group -> its labels, flat (record index, code, name, amount); none for most batches
+local lab_of = {}
+local all_labels = ARGV[first_group + 2 * ngroups]
+if all_labels and all_labels ~= '' then
+  local t = cmsgpack.unpack(all_labels)
+  for p = 1, #t, 5 do
+    local l = lab_of[t[p]]
+    if not l then l = {}; lab_of[t[p]] = l end
+    local n = #l
+    l[n + 1], l[n + 2], l[n + 3], l[n + 4] = t[p + 1], t[p + 2], t[p + 3], t[p + 4]
+  end
+end
 -- Read phase: every customer's stored state and fingerprints (cur_of, old_of), no writes.
 local cur_of, old_of, fp_in_key = {}, {}, {}
 for g = 1, ngroups do
   local cid = ARGV[first_group + 2 * (g - 1)]
   if cid ~= '' then
-    local cur = redis.call('HMGET', prefix .. ':c:{' .. cid .. '}', unpack(READ))
+    local fields = lab_of[g] and READ_K or READ
+    local cur = redis.call('HMGET', prefix .. ':c:{' .. cid .. '}', unpack(fields))
     local old = cur[FP]
     if not old then
       -- Past 8 fingerprints they live in their own key. A customer without `ts` never had an
@@ -189,6 +279,12 @@ for g = 1, ngroups do
     for k = 1, 10 do d[k] = 0 end
     local applied, why = 0, 2  -- why: 0 an order placed, 1 a cancel or return, 2 clicks only
     local floor = floor_of[g]  -- the customer was forgotten: drop their events up to then
+    -- labels: lab is the flat list, lab_at[record index] its first entry for that record
+    local lab, lab_at, sums = lab_of[g], nil, nil
+    if lab then
+      lab_at, sums = {}, {}
+      for p = #lab - 3, 1, -4 do lab_at[lab[p]] = p end
+    end
     for r = 0, n - 1 do
       local kind, click, tp, off, ms, amount, items, fp, sfp, mfp, pfp =
         struct.unpack(FMT, blob, r * REC + 1)
@@ -204,6 +300,16 @@ for g = 1, ngroups do
           add(fp)
           applied = applied + 1
           if not seen or ms > seen then seen = ms end
+          if lab_at then
+            local p = lab_at[r]
+            while p and lab[p] == r do
+              local code = lab[p + 1]
+              local sm = sums[code]
+              if not sm then sm = parse(cur[KBASE + code]); sums[code] = sm end
+              bump(sm, lab[p + 2], lab[p + 3])
+              p = p + 4
+            end
+          end
           if kind == PLACED then
             why = 0
             d[F] = d[F] + 1; d[M] = d[M] + amount; d[I] = d[I] + items
@@ -263,6 +369,19 @@ for g = 1, ngroups do
         index('ZADD', prefix .. ':lo:' .. int(bucket), t1, cid)
       end
       if seen ~= seen0 then put('ts', int(seen)) end
+      if sums then
+        for code = 1, 3 do
+          local sm = sums[code]
+          if sm then
+            local text, was = encode(sm), cur[KBASE + code]
+            if text == '' then
+              if was then redis.call('HDEL', hkey, SUMMARY_FIELD[code]) end
+            elseif text ~= was then
+              put(SUMMARY_FIELD[code], text)
+            end
+          end
+        end
+      end
       local fps = old .. table.concat(added, '', 1, nadded)
       if #fps > max_fp * 8 then fps = string.sub(fps, #fps - max_fp * 8 + 1) end
       -- Up to 8 fingerprints live in the hash (a small hash stays a compact listpack while its

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from redis import exceptions as rex
 
 from segstream.redact import redact
@@ -83,6 +84,8 @@ class Prepared:
 RECORD = struct.Struct("<BBHqqqi8s8s8s8s")
 assert RECORD.size == 64
 _Z = NO_FINGERPRINT
+#: The labels of a call, for the script's last argument (see apply.lua).
+_pack_labels = msgspec.msgpack.Encoder().encode
 _UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
 
 
@@ -111,6 +114,9 @@ def build_args(
         dead = -1 if tp in batch.dead_letter_offsets else batch.dead_lettered.get(tp, 0)
         args += [tp[0], tp[1], top, dead]
     groups: dict[str, list[bytes]] = {}
+    # customer -> (record index in its group, summary code, name, amount) entries; only
+    # records with a category or device get here, the others pay one truthiness test
+    labelled: dict[str, list[tuple[Any, ...]]] = {}
     pack = RECORD.pack
     for rec in batch.records:
         d = to_delta(rec.event)
@@ -127,13 +133,25 @@ def build_args(
             d.marker_fp,
             d.partner_fp,
         )
-        groups.setdefault(d.customer_id or "", []).append(row)
+        rows = groups.setdefault(d.customer_id or "", [])
+        if d.labels and d.customer_id:
+            at = len(rows)
+            labelled.setdefault(d.customer_id, []).extend((at, *label) for label in d.labels)
+        rows.append(row)
     for tp, offsets in batch.dead_letter_offsets.items():
         rows = groups.setdefault("", [])
         rows.extend(pack(Kind.DEAD, 0, index[tp], off, 0, 0, 0, _Z, _Z, _Z, _Z) for off in offsets)
     args.append(len(groups))
     for cid, rows in groups.items():
         args += [cid, b"".join(rows)]
+    # one argument for the whole call, '' for a batch without categories or devices (the
+    # script then does nothing more than it did before summaries existed)
+    everything: list[Any] = []
+    if labelled:
+        for number, cid in enumerate(groups, start=1):
+            for entry in labelled.get(cid, ()):
+                everything += (number, *entry)
+    args.append(_pack_labels(everything) if everything else b"")
     return args
 
 
