@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from worker.campaigns import keys as campaign_keys
 from worker.erase import keys
+from worker.identity import keys as identity_keys
 from worker.state import keys as state_keys
 
 WORKER = Path(__file__).resolve().parents[2] / "worker"
@@ -34,6 +36,7 @@ def per_customer_families() -> dict[str, list[str]]:
 def test_the_scan_finds_the_state_hash_and_the_fingerprints() -> None:
     found = per_customer_families()
     assert {"c", "f", "x"} <= set(found), found  # the scan cannot pass by finding nothing
+    assert {"a", "l", "al"} <= set(found), found  # identity's keys (worker/identity)
 
 
 def test_every_per_customer_key_family_in_the_worker_is_forgotten() -> None:
@@ -49,6 +52,8 @@ def test_the_key_builders_agree_with_the_state_store() -> None:
     assert keys.customer_keys("ss", "C42") == [
         state_keys.customer("ss", "C42"),
         state_keys.fingerprints("ss", "C42"),
+        identity_keys.linked("ss", "C42"),
+        campaign_keys.assignments("ss", "C42"),
     ]
     assert keys.suppression("ss", "C42") == "ss:x:{C42}"
     assert keys.suppression_until("ss") == "ss:x:until"

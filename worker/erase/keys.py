@@ -19,13 +19,18 @@ the state script looks up nothing per customer.
 from __future__ import annotations
 
 #: Families of per-customer keys ``{prefix}:<family>:{<customer id>}`` that forget deletes:
-#: ``c`` the state hash (state, segment fields), ``f`` the packed event fingerprints.
-CUSTOMER_KEY_FAMILIES: tuple[str, ...] = ("c", "f")
+#: ``c`` the state hash (state, segment fields), ``f`` the packed event fingerprints, ``al``
+#: the anonymous ids merged into the customer (worker/identity: their links are removed first),
+#: ``cp`` the customer's campaign assignments (worker/campaigns).
+CUSTOMER_KEY_FAMILIES: tuple[str, ...] = ("c", "f", "al", "cp")
 
 #: Families whose keys carry a hash tag that is *not* a customer id (the tests' key scan skips
 #: them): family -> what the tag is.
 TAGGED_NOT_BY_CUSTOMER: dict[str, str] = {
     "preflight": "worker/preflight.py's scratch keys, tagged with a random token",
+    "a": "worker/identity: an anonymous visitor's state, tagged with the anonymous id",
+    "l": "worker/identity: a visitor's link to a customer, tagged with the anonymous id "
+    "(forget removes the links of the customer's al set)",
 }
 
 #: The family of the suppression entries (kept by forget, not deleted: they are what remembers

@@ -22,6 +22,8 @@ from segstream.redact import redact
 from segstream.settings import RedisSettings
 from worker.connect import async_redis, keyspace
 from worker.erase import keys
+from worker.identity.forget import unlink_customer
+from worker.identity.stage import IdentityStage
 from worker.state.errors import StoreRejected, StoreUnavailable
 
 _UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
@@ -53,10 +55,13 @@ class ForgetStore:
         self._where = redact(f"Redis at {redis.url}")
         self._redis = async_redis(redis)
         self._script = self._redis.register_script(script_text())
+        #: The visitors' links to the customer go first (worker/identity/forget.py).
+        self._identity = IdentityStage(redis, prefix)
 
     async def forget(self, customer_id: str, now_ms: int | None = None) -> Forgotten:
         """Forget ``customer_id`` atomically (idempotent: a second call finds nothing stored)."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
+        await unlink_customer(self._identity, customer_id)
         space = self.keyspace.space_of(customer_id)
         args: list[str | int] = [space, customer_id, now, self.keep_ms]
         args += keys.CUSTOMER_KEY_FAMILIES
@@ -88,6 +93,7 @@ class ForgetStore:
             await self._call(self._redis.delete(self.keyspace.storefront(customer_id)))
 
     async def close(self) -> None:
+        await self._identity.close()
         await self._redis.aclose()
 
     async def _call(self, awaitable: Any, refused: str = "") -> Any:

@@ -8,7 +8,9 @@ fences, counters, indexes) lies in one slot, and one script call per shard appli
 atomically (:class:`Keyspace`). The tags are chosen so that the shards' slots are evenly spaced
 (:func:`shard_tags`). The storefront reads ``HMGET {prefix}:c:{<customer_id>} segment
 model_version`` in both modes: on a single Redis that is the state hash; on a cluster, a copy of
-the segment fields the scoring service keeps beside it.
+the segment fields the scoring service keeps beside it. Anonymous visitors' keys (their state,
+links, identity fence and transfer outbox, in the visitor's space) and a customer's set of
+merged visitors are built in :mod:`worker.identity.keys`.
 """
 
 from __future__ import annotations
