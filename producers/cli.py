@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
+from producers.demographics import merged, profiles
 from producers.errors import DeliveryError
 from producers.parallel import ParallelFileSource, options_of
 from producers.readers import FORMATS, FileSource, parse_map, parse_ts
@@ -89,6 +90,7 @@ def _kafka_sink(settings: Settings, kw: dict[str, Any]) -> KafkaSink:
             bootstrap=settings.kafka.bootstrap,
             orders_topic=settings.kafka.orders_topic,
             clicks_topic=settings.kafka.clicks_topic,
+            profiles_topic=settings.kafka.profiles_topic,
             compression=None if kw["compression"] == "auto" else kw["compression"],
             linger_ms=kw["linger_ms"],
             batch_size=kw["batch_size"],
@@ -200,13 +202,16 @@ def synthetic(settings: Settings, customers: int, days: int, seed: int, start: s
         labels_path.parent.mkdir(parents=True, exist_ok=True)
         data.write_labels(labels_path)
     sink: EventSink = FileSink(out_dir, file_format) if out_dir else _kafka_sink(settings, kw)
+    people = profiles(data)  # one per customer at first appearance, some updates later
     summary = pump(
-        data.events(), sink, source=f"synthetic seed={seed} customers={customers} days={days}",
-        rate=rate, time_scale=time_scale, total=len(data), progress=kw["progress"],
+        merged(data, people), sink,
+        source=f"synthetic seed={seed} customers={customers} days={days}", rate=rate,
+        time_scale=time_scale, total=len(data) + len(people), progress=kw["progress"],
     )  # fmt: skip
     summary.notes["start"] = config.start.isoformat()
     summary.notes["orders"] = data.n_orders
     summary.notes["clicks"] = data.n_clicks
+    summary.notes["profiles"] = len(people)
     if labels_path is not None:
         summary.notes["labels"] = str(labels_path)
     if out_dir:
@@ -307,10 +312,11 @@ def replay(settings: Settings, file: str | None, fmt: str, mapping: tuple[str, .
            time_scale: float | None, from_topic: str | None, to_topic: str | None,
            start_offset: int | None, start_time: str | None, end_time: str | None,
            rate: float | None, **kw: Any) -> None:  # fmt: skip
-    """Replay a file (orders/clicks CSV, UCI Online Retail, JSONL) or a topic range to Kafka.
+    """Replay a file (orders/clicks/customers CSV, UCI Online Retail, JSONL) or a topic range.
 
     File rows become events with deterministic ids; bad rows go to the rejects file with their
-    line number and reason. Orders go to the orders topic and clicks to the clicks topic.
+    line number and reason. Orders go to the orders topic, clicks to the clicks topic, profiles
+    (customers-csv, and one per online-retail customer) to the profiles topic.
     """
     if (file is None) == (from_topic is None):
         raise click.UsageError("give --file or --from-topic (exactly one)")
@@ -338,6 +344,13 @@ def replay(settings: Settings, file: str | None, fmt: str, mapping: tuple[str, .
     if to_topic or start_offset is not None or start_time or end_time:
         raise click.UsageError("--to-topic/--start-*/--end-time apply to --from-topic only")
     options = options_of(parse_map(mapping), source_name, currency, day_first)
+    sends_profiles = fmt in ("customers-csv", "online-retail")
+    if sends_profiles and not _topic_exists(settings, settings.kafka.profiles_topic):
+        missing = f"the profiles topic {settings.kafka.profiles_topic!r} does not exist"
+        if fmt == "customers-csv":
+            raise DeliveryError(f"{missing}: create it or set SEGSTREAM_PROFILES_TOPIC")
+        options["profiles"] = sends_profiles = False  # the orders still go
+        click.echo(f"note: {missing}; online-retail profiles are not sent", err=True)
     rejects_path = Path(rejects) if rejects else Path(f"{file}.rejects.csv")
     if kw["reader_process"]:
         source: ParallelFileSource | FileSource = ParallelFileSource(file, fmt, **options)
@@ -354,7 +367,23 @@ def replay(settings: Settings, file: str | None, fmt: str, mapping: tuple[str, .
     else:
         summary = pump(source, sink, **run)
     summary.rows_read = source.stats.rows
+    if fmt == "online-retail" and not sends_profiles:
+        summary.notes["profiles"] = f"not sent ({settings.kafka.profiles_topic} does not exist)"
     _finish(summary)
+
+
+def _topic_exists(settings: Settings, topic: str) -> bool:
+    """Whether the brokers know ``topic`` (a send to an unknown one would wait for metadata
+    until every record of the run expires, orders included)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap.split(","), **kafka_options(settings.kafka)
+    )
+    try:
+        return topic in consumer.topics()
+    finally:
+        consumer.close()
 
 
 __all__ = ["produce", "replay"]

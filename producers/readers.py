@@ -24,6 +24,9 @@ Formats (``--format``):
 ``jsonl``
     One encoded event per line, as the file sink writes them; orders and clicks may be mixed
     (a line with an ``order_id`` is an order). Ids are kept as they are.
+``customers-csv``
+    Customer profiles (``customer_id`` plus optional profile columns), and online-retail's one
+    profile per customer (its ``Country``): :mod:`producers.profile_readers`.
 
 Event ids are deterministic (see :mod:`producers.ids`): ``event_id`` column when present, else
 derived from the source name and the record's identity: ``(order_id, status, ts)`` for an
@@ -48,10 +51,10 @@ from typing import TextIO
 
 from producers.errors import SourceError
 from producers.ids import event_id
-from schemas import ClickEvent, LineItem, OrderEvent, SchemaError, decode
+from schemas import ClickEvent, CustomerProfile, LineItem, OrderEvent, SchemaError, decode
 from schemas.events import MAX_ITEMS_PER_ORDER
 
-FORMATS = ("orders-csv", "clicks-csv", "online-retail", "jsonl")
+FORMATS = ("orders-csv", "clicks-csv", "online-retail", "jsonl", "customers-csv")
 STATUSES = frozenset({"placed", "cancelled", "returned"})
 CLICK_TYPES = frozenset(
     {"page_view", "product_view", "add_to_cart", "remove_from_cart", "search", "checkout_start"}
@@ -61,7 +64,7 @@ _MAX_ID = 128
 #: Epoch values above this are milliseconds (year 5138 in seconds): named in the reason.
 _EPOCH_MS_THRESHOLD = 1e11
 
-Event = OrderEvent | ClickEvent
+Event = OrderEvent | ClickEvent | CustomerProfile
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,9 @@ class FileSource:
         source_name: str | None = None,
         currency: str | None = None,
         day_first: bool = False,
+        profiles: bool = True,
     ) -> None:
+        """``profiles``: online-retail also yields one profile per customer."""
         if fmt not in FORMATS:
             raise SourceError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
         self.path = Path(path)
@@ -107,6 +112,7 @@ class FileSource:
         self.name = source_name or self.path.name
         self.currency = currency
         self.day_first = day_first
+        self.profiles = profiles
         self.stats = ReadStats()
 
     def count_rows(self) -> int:
@@ -129,11 +135,27 @@ class FileSource:
                 )
             elif self.format == "clicks-csv":
                 yield from read_clicks_csv(rows, self.stats, self.name, self.column_map)
+            elif self.format == "customers-csv":  # producers/profile_readers.py
+                from producers.profile_readers import read_customers_csv
+
+                mtime = datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
+                yield from read_customers_csv(rows, self.stats, self.name, self.column_map, mtime)
             else:
                 yield from read_online_retail(
                     rows, self.stats, self.name, self.column_map,
                     self.currency or "GBP", self.day_first,
                 )  # fmt: skip
+                if self.profiles:
+                    yield from self._retail_profiles()
+
+    def _retail_profiles(self) -> Iterator[CustomerProfile | Reject]:
+        """Online Retail's one profile per customer (a second pass: producers/profile_readers)."""
+        from producers.profile_readers import read_retail_profiles
+
+        with self.path.open("r", newline="", encoding="utf-8-sig", errors="replace") as text:
+            yield from read_retail_profiles(
+                _csv_rows(text), self.stats, self.name, self.column_map, self.day_first
+            )
 
 
 # -- shared helpers --------------------------------------------------------------------------------
@@ -262,7 +284,7 @@ def _model_problem(exc: ValueError) -> str:
 # -- orders-csv ------------------------------------------------------------------------------------
 
 ORDER_REQUIRED = ("customer_id", "order_id", "ts", "amount")
-ORDER_OPTIONAL = ("currency", "status", "items", "event_id")
+ORDER_OPTIONAL = ("currency", "status", "items", "event_id", "category")
 
 
 def read_orders_csv(
@@ -274,7 +296,7 @@ def read_orders_csv(
 ) -> Iterator[OrderEvent | Reject]:
     col, width = _columns(rows, ORDER_REQUIRED, ORDER_OPTIONAL, column_map, "orders-csv")
     i_cust, i_order, i_ts, i_amount = (col[c] for c in ORDER_REQUIRED)
-    i_cur, i_status, i_items, i_eid = (col[c] for c in ORDER_OPTIONAL)
+    i_cur, i_status, i_items, i_eid, i_cat = (col[c] for c in ORDER_OPTIONAL)
     need = max(col.values()) + 1
     seen = _Seen()
     for line, row in rows:
@@ -322,7 +344,14 @@ def read_orders_csv(
                 order_id=order,
                 event_time=when,
                 status=status,  # type: ignore[arg-type]
-                items=[LineItem(sku="ORDER", quantity=quantity, unit_price=total / quantity)],
+                items=[
+                    LineItem(
+                        sku="ORDER",
+                        quantity=quantity,
+                        unit_price=total / quantity,
+                        category=_field(row, i_cat) or None,
+                    )
+                ],
                 total=total,
                 currency=currency,
             )
@@ -336,7 +365,7 @@ def read_orders_csv(
 # -- clicks-csv ------------------------------------------------------------------------------------
 
 CLICK_REQUIRED = ("session_id", "ts", "type")
-CLICK_OPTIONAL = ("customer_id", "anonymous_id", "sku", "query", "event_id")
+CLICK_OPTIONAL = ("customer_id", "anonymous_id", "sku", "query", "event_id", "category", "device")
 
 
 def read_clicks_csv(
@@ -347,7 +376,7 @@ def read_clicks_csv(
 ) -> Iterator[ClickEvent | Reject]:
     col, width = _columns(rows, CLICK_REQUIRED, CLICK_OPTIONAL, column_map, "clicks-csv")
     i_sess, i_ts, i_type = (col[c] for c in CLICK_REQUIRED)
-    i_cust, i_anon, i_sku, i_query, i_eid = (col[c] for c in CLICK_OPTIONAL)
+    i_cust, i_anon, i_sku, i_query, i_eid, i_cat, i_dev = (col[c] for c in CLICK_OPTIONAL)
     need = max(col.values()) + 1
     seen = _Seen()
     for line, row in rows:
@@ -382,6 +411,8 @@ def read_clicks_csv(
                 anonymous_id=anonymous,
                 sku=sku,
                 query=query,
+                category=_field(row, i_cat) or None,
+                device=_field(row, i_dev) or None,
             )
         except ValueError as exc:
             stats.rejected += 1
@@ -401,11 +432,19 @@ def read_jsonl(text: TextIO, stats: ReadStats) -> Iterator[Event | Reject]:
         stats.rows += 1
         data = line.encode("utf-8")
         is_order = b'"order_id"' in data
+        # a profile names no order, no session and no click type
+        is_profile = not is_order and b'"session_id"' not in data and b'"type"' not in data
         try:
-            event: Event = decode(OrderEvent, data) if is_order else decode(ClickEvent, data)
+            event: Event
+            if is_order:
+                event = decode(OrderEvent, data)
+            elif is_profile:
+                event = decode(CustomerProfile, data)
+            else:
+                event = decode(ClickEvent, data)
         except SchemaError as exc:
             stats.rejected += 1
-            kind = "OrderEvent" if is_order else "ClickEvent"
+            kind = "OrderEvent" if is_order else "CustomerProfile" if is_profile else "ClickEvent"
             yield Reject(number, f"{kind}: {exc}", (line,))
             continue
         yield event

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from producers.rate import EventTimePacer, TokenBucket
 from producers.readers import Reject
 from producers.sinks import EventSink, SinkResult
-from schemas import ClickEvent, OrderEvent, encode
+from schemas import ClickEvent, CustomerProfile, OrderEvent, encode
 
 #: Progress and rate checks happen once per this many events (cheap on the hot path).
 TICK = 1000
@@ -132,7 +132,7 @@ def progress_bar(description: str, total: int | None, enabled: bool | None = Non
 
 
 def pump(
-    items: Iterable[OrderEvent | ClickEvent | Reject],
+    items: Iterable[OrderEvent | ClickEvent | CustomerProfile | Reject],
     sink: EventSink,
     *,
     source: str,

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 from producers.errors import DeliveryError
 from producers.partitioning import MemoKeyPartitioner
-from schemas import ClickEvent, OrderEvent
+from schemas import ClickEvent, CustomerProfile, OrderEvent
 from segstream.security import kafka_options
 from segstream.settings import KafkaSettings
 
-Event = OrderEvent | ClickEvent
+Event = OrderEvent | ClickEvent | CustomerProfile
 #: Keep at most this many errors' texts (the count is always exact).
 MAX_ERRORS_KEPT = 10
 
@@ -66,6 +66,8 @@ class KafkaSinkConfig:
     bootstrap: str
     orders_topic: str
     clicks_topic: str
+    #: Where customer profiles go (``segstream replay --format customers-csv``, personas).
+    profiles_topic: str = "profiles"
     #: ``lz4``, ``gzip`` or ``none``; ``None`` picks :func:`best_compression`.
     compression: str | None = None
     linger_ms: int = 20
@@ -114,7 +116,11 @@ class KafkaSink:
         except KafkaError as exc:
             raise DeliveryError(f"cannot connect to Kafka at {config.bootstrap}: {exc}") from exc
         self.compression = compression
-        self._topics = {"order": config.orders_topic, "click": config.clicks_topic}
+        self._topics = {
+            "order": config.orders_topic,
+            "click": config.clicks_topic,
+            "profile": config.profiles_topic,
+        }
         self.result = SinkResult()
         self._checkpoints: deque[Any] = deque()
         self._max_checkpoints = max(1, config.max_in_flight_records // self.CHECKPOINT_EVERY)
@@ -198,6 +204,7 @@ class FileSink:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.format = file_format
         self.result = SinkResult()
+        self._profiles = ProfileFile(self.out_dir, file_format)
         if file_format == "jsonl":
             self.paths = {k: self.out_dir / f"{k}s.jsonl" for k in ("order", "click")}
             self._bin = {k: p.open("wb") for k, p in self.paths.items()}
@@ -215,6 +222,9 @@ class FileSink:
 
     def send(self, event: Event, key: bytes, value: bytes) -> None:
         self.result.sent += 1
+        if isinstance(event, CustomerProfile):
+            self._profiles.send(event, value)
+            return
         if self.format == "jsonl":
             out = self._bin[event.kind]
             out.write(value)
@@ -233,8 +243,51 @@ class FileSink:
             )  # fmt: skip
 
     def close(self) -> SinkResult:
+        self._profiles.close()
         handles: list[Any] = list(getattr(self, "_bin", {}).values())
         handles += list(getattr(self, "_text", {}).values())
         for handle in handles:
             handle.close()
         return self.result
+
+
+class ProfileFile:
+    """The profiles a :class:`FileSink` gets, in ``profiles.csv`` (the ``customers-csv`` replay
+    format, ``null`` for a cleared attribute) or ``profiles.jsonl``; opened with the first one."""
+
+    COLUMNS = ("customer_id", "event_time", "country", "region", "birth_year", "gender",
+               "signup_channel", "loyalty_tier", "marketing_consent", "event_id")  # fmt: skip
+
+    def __init__(self, out_dir: Path, file_format: str) -> None:
+        self.path = out_dir / f"profiles.{file_format}"
+        self.format = file_format
+        self._out: Any = None
+        self._writer: Any = None
+
+    def send(self, profile: CustomerProfile, value: bytes) -> None:
+        if self._out is None:
+            if self.format == "jsonl":
+                self._out = self.path.open("wb")
+            else:
+                self._out = self.path.open("w", newline="")
+                self._writer = csv.writer(self._out)
+                self._writer.writerow(self.COLUMNS)
+        if self.format == "jsonl":
+            self._out.write(value)
+            self._out.write(b"\n")
+            return
+        changes = profile.changes()
+        ts = profile.event_time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        cells = {"customer_id": profile.customer_id, "event_time": ts,
+                 "event_id": profile.event_id}  # fmt: skip
+        for name, given in changes.items():
+            if given is None:
+                cells[name] = "null"
+            else:
+                cells[name] = str(given).lower() if isinstance(given, bool) else str(given)
+        self._writer.writerow([cells.get(c, "") for c in self.COLUMNS])
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None

@@ -39,6 +39,7 @@ from schemas.events import (
     SegmentChange,
     batch_clock,
 )
+from schemas.profile import CustomerProfile
 
 #: Larger records are refused before parsing: a real order is a few KiB at most, and parsing a
 #: multi-megabyte blob would stall a whole partition.
@@ -58,9 +59,15 @@ MAX_REASON_CHARS = 300
 #: ``decode_many`` re-reads the clock for the future-time bound every 4096 records.
 _CLOCK_REFRESH_MASK = 4096 - 1
 
-T = TypeVar("T", OrderEvent, ClickEvent, SegmentChange, DeadLetter)
+T = TypeVar("T", OrderEvent, ClickEvent, CustomerProfile, SegmentChange, DeadLetter)
 
-_MODELS: tuple[type[Any], ...] = (OrderEvent, ClickEvent, SegmentChange, DeadLetter)
+_MODELS: tuple[type[Any], ...] = (
+    OrderEvent,
+    ClickEvent,
+    CustomerProfile,
+    SegmentChange,
+    DeadLetter,
+)
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
     model: msgspec.json.Decoder(model) for model in _MODELS
@@ -119,7 +126,9 @@ def _guard(data: bytes | bytearray | memoryview) -> SchemaError | None:
     return None
 
 
-def encode(event: OrderEvent | ClickEvent | SegmentChange | DeadLetter) -> bytes:
+def encode(
+    event: OrderEvent | ClickEvent | CustomerProfile | SegmentChange | DeadLetter,
+) -> bytes:
     """Compact JSON bytes for any event model."""
     return _ENCODER.encode(event)
 
@@ -145,6 +154,10 @@ def decode_order(data: bytes) -> OrderEvent:
 
 def decode_click(data: bytes) -> ClickEvent:
     return decode(ClickEvent, data)
+
+
+def decode_profile(data: bytes) -> CustomerProfile:
+    return decode(CustomerProfile, data)
 
 
 def decode_many(

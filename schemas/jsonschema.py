@@ -39,6 +39,7 @@ from schemas.events import (
     OrderEvent,
     SegmentChange,
 )
+from schemas.profile import PROFILE_SCHEMA_VERSIONS, CustomerProfile
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -48,6 +49,7 @@ GENERATOR = "python -m schemas.jsonschema"
 CONTRACTS: tuple[tuple[str, int, type[Any]], ...] = (
     ("order", max(ORDER_SCHEMA_VERSIONS), OrderEvent),
     ("click", max(CLICK_SCHEMA_VERSIONS), ClickEvent),
+    ("profile", max(PROFILE_SCHEMA_VERSIONS), CustomerProfile),
     ("segment_change", CURRENT_SCHEMA_VERSION, SegmentChange),
     ("dead_letter", CURRENT_SCHEMA_VERSION, DeadLetter),
     ("erase_request", max(ERASE_SCHEMA_VERSIONS), EraseRequest),

@@ -222,3 +222,32 @@ def test_pump_sends_events_keyed_by_customer_and_writes_rejects(tmp_path: Path) 
     assert rows[0]["row"] == "C4,O5,not-a-date,10.00,EUR,placed"
     text = "\n".join(summary.lines())
     assert "rows rejected 10" in text and "events/s" in text
+
+
+def test_category_and_device_columns_pass_through_and_bad_ones_are_rejected(
+    tmp_path: Path,
+) -> None:
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "customer_id,order_id,ts,amount,category\n"
+        "C1,O1,2025-01-02T10:00:00Z,10.50,books\n"
+        "C1,O2,2025-01-03T10:00:00Z,4.00,\n"
+        "C1,O3,2025-01-04T10:00:00Z,4.00,a=b\n"
+    )
+    events, rejects = _read(orders, "orders-csv")
+    assert [e.items[0].category for e in events] == ["books", None]  # type: ignore[union-attr]
+    assert [(r.line, r.reason) for r in rejects] == [
+        (4, "items[0].category: must be 1 to 32 characters without '=' or ',', got 'a=b'")
+    ]
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text(
+        "session_id,ts,type,customer_id,sku,device,category\n"
+        "S1,2025-01-02T10:00:00Z,product_view,C1,SKU-1,mobile,books\n"
+        "S1,2025-01-02T10:01:00Z,page_view,C1,,,\n"
+        f"S1,2025-01-02T10:02:00Z,page_view,C1,,{'d' * 33},\n"
+    )
+    events, rejects = _read(clicks, "clicks-csv")
+    assert [(e.category, e.device) for e in events] == [("books", "mobile"), (None, None)]  # type: ignore[union-attr]
+    assert [r.line for r in rejects] == [4] and rejects[0].reason.startswith("device: must be")
+    for event in events:
+        assert decode_click(encode(event)) == event

@@ -38,6 +38,7 @@ def test_one_file_per_event() -> None:
             "dead_letter.v1.schema.json",
             "erase_request.v1.schema.json",
             "order.v1.schema.json",
+            "profile.v1.schema.json",
             "segment_change.v1.schema.json",
         ]
     )
