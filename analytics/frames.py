@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from worker.segmentation.assign import Assignment, assign, ids_from_names
+from worker.segmentation.categorical import KNOWN_CATEGORICAL
 from worker.segmentation.errors import FeatureError
 from worker.segmentation.features import KNOWN_FEATURES, RECENCY_CAP_DAYS
 from worker.segmentation.model import SegmentModel
@@ -84,6 +85,29 @@ def real_matrix(
     return np.asarray(feature_frame(state, as_of)[list(names)], dtype=np.float64)
 
 
+def categorical_values(state: pd.DataFrame, names: Sequence[str]) -> dict[str, list[object]]:
+    """The named categorical columns as plain lists (a column the frame lacks: all ``None``).
+
+    Values go to the model as they are; :func:`worker.segmentation.categorical.level_of` spells
+    them (NaN and ``""`` are missing, ``True`` is ``true``), as it does for the worker's.
+    """
+    unknown = [n for n in names if n not in KNOWN_CATEGORICAL]
+    if unknown:
+        raise FeatureError(
+            f"unknown categorical feature(s) {unknown}; known: {', '.join(KNOWN_CATEGORICAL)}"
+        )
+    return {
+        name: state[name].tolist() if name in state.columns else [None] * len(state)
+        for name in names
+    }
+
+
+def categorical_frame(state: pd.DataFrame) -> pd.DataFrame:
+    """Every known categorical column of ``state`` (absent ones all ``None``), index kept."""
+    values = categorical_values(state, KNOWN_CATEGORICAL)
+    return pd.DataFrame(values, index=state.index, dtype=object)
+
+
 @dataclass(frozen=True)
 class ScoredBatch:
     """One batch of customers scored for the stream: what a segment-change event needs."""
@@ -129,7 +153,8 @@ def score_state(
     x = real_matrix(state, model.feature_names, as_of)
     cur = ids_from_names(model.names, current)
     if isinstance(model, SegmentModel):
-        result = assign(model, x, cur, margin, centroids)
+        cats = categorical_values(state, model.categorical_names) if model.categorical else None
+        result = assign(model, x, cur, margin, centroids, cats)
     else:
         result = model.assign(x, cur, margin)
     n = len(x)

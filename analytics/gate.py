@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from segstream.settings import ScoringSettings
+from worker.segmentation.errors import TrainingError
 from worker.segmentation.model import SegmentModel
 
 if TYPE_CHECKING:
@@ -166,27 +167,39 @@ def measure(
     *,
     seed: int = 0,
     sample: int = 20_000,
+    categories: pd.DataFrame | None = None,
 ) -> GateMeasures:
     """The gate's numbers for a new ``model`` against ``current`` on the same customers.
 
-    ``labels``/``features``: what :func:`analytics.training.train` returns (segment id of every
-    training row, and the feature frame in real units, every known feature). ``current``: the
-    live :class:`SegmentModel`, or ``None``.
+    ``labels``/``features``/``categories``: what :func:`analytics.training.train` returns
+    (segment id of every training row, the feature frame in real units, every known feature,
+    and the categorical columns; needed only when a model has categorical features).
+    ``current``: the live :class:`SegmentModel`, or ``None``. Silhouettes are in each model's
+    own space, categorical columns included.
     """
+    from analytics.frames import categorical_values
     from worker.segmentation.assign import assign
+
+    def cats(m: SegmentModel, index: np.ndarray | None = None) -> dict[str, list[object]] | None:
+        if not m.categorical:
+            return None
+        if categories is None:
+            raise TrainingError(f"model {m.version} has categorical features: give categories")
+        part = categories if index is None else categories.iloc[index]
+        return categorical_values(part, m.categorical_names)
 
     n = len(labels)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, sample, replace=False)) if n > sample else np.arange(n)
     x_new = np.asarray(features[list(model.feature_names)], dtype=np.float64)
-    z_new = model.transform(x_new[rows])
+    z_new = model.encode(x_new[rows], cats(model, rows))
     sil_new = silhouette(z_new, labels[rows])
     share = smallest_share(labels, model.k)
     if current is None:
         return GateMeasures(n, sil_new, share)
     x_cur = np.asarray(features[list(current.feature_names)], dtype=np.float64)
-    cur_ids = assign(current, x_cur, margin=0.0).segment_ids
-    sil_cur = silhouette(current.transform(x_cur[rows]), cur_ids[rows])
+    cur_ids = assign(current, x_cur, margin=0.0, categories=cats(current)).segment_ids
+    sil_cur = silhouette(current.encode(x_cur[rows], cats(current, rows)), cur_ids[rows])
     stability = label_stability(
         [current.names[i] for i in cur_ids], [model.names[i] for i in labels]
     )

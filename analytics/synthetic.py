@@ -90,6 +90,44 @@ def synthetic_state(
     )
 
 
+#: Categories of :func:`categorical_personas` (the two "loyal" twins prefer the first two).
+CATEGORIES: tuple[str, ...] = ("fashion", "electronics", "home", "beauty", "sports")
+#: Countries of :func:`categorical_personas`, drawn at random (noise), some missing.
+COUNTRIES: tuple[str, ...] = ("DE", "FR", "GB", "NL", "ES")
+
+
+def categorical_personas(n: int, seed: int = 0, purity: float = 0.9) -> pd.DataFrame:
+    """:func:`synthetic_state` with the attribute columns, and two personas told apart only by
+    a category: ``loyal_fashion`` and ``loyal_electronics`` share the "loyal" RFM and
+    behaviour, and spend mostly (``purity``) on fashion, resp. electronics.
+
+    Everyone else's favourite category is uniform over :data:`CATEGORIES`; window shoppers buy
+    nothing, so theirs is missing. Country is noise (uniform, 5 % missing); the other
+    attribute columns are empty.
+    """
+    from worker.core.attributes import ATTRIBUTE_COLUMNS
+
+    personas = {name: typical for name, typical in PERSONAS.items() if name != "loyal"} | {
+        "loyal_fashion": PERSONAS["loyal"],
+        "loyal_electronics": PERSONAS["loyal"],
+    }
+    state = synthetic_state(n, seed=seed, personas=personas)
+    rng = np.random.default_rng(seed + 1)
+    cats = np.array(CATEGORIES, dtype=object)
+    favourite = cats[rng.integers(0, len(cats), n)]
+    pure = rng.random(n) < purity
+    for persona, category in (("loyal_fashion", "fashion"), ("loyal_electronics", "electronics")):
+        favourite[(state["persona"] == persona).to_numpy() & pure] = category
+    favourite[(state["frequency"] == 0).to_numpy()] = None
+    country = np.array(COUNTRIES, dtype=object)[rng.integers(0, len(COUNTRIES), n)]
+    country[rng.random(n) < 0.05] = None
+    for col in ATTRIBUTE_COLUMNS:
+        state[col] = None
+    state["favourite_category"] = favourite
+    state["country"] = country
+    return state
+
+
 def drifted(state: pd.DataFrame, days: float, aov_factor: float = 1.0) -> pd.DataFrame:
     """The same customers ``days`` later with no new order, and AOV scaled by ``aov_factor``."""
     out = state.copy()
@@ -101,4 +139,7 @@ def drifted(state: pd.DataFrame, days: float, aov_factor: float = 1.0) -> pd.Dat
     return out
 
 
-__all__ = ["AS_OF", "PERSONAS", "SPREAD", "drifted", "synthetic_state", "timedelta"]
+__all__ = [
+    "AS_OF", "CATEGORIES", "COUNTRIES", "PERSONAS", "SPREAD", "categorical_personas", "drifted",
+    "synthetic_state", "timedelta",
+]  # fmt: skip

@@ -119,6 +119,15 @@ class FakeScoringStore:
         )
         return FakePending(rnd)
 
+    async def send_attributes(
+        self, customer_ids: Sequence[str], fields: Sequence[str]
+    ) -> FakePending[dict[str, list[bytes | None]]]:
+        """The attribute read (a model with categorical features): each customer's ``fields``."""
+        ids = list(customer_ids)
+        self.sent.append(("attributes", ids))
+        values = {c: [self.hashes.get(c, {}).get(f) for f in fields] for c in ids}
+        return FakePending({c: [v.encode() if v else None for v in vs] for c, vs in values.items()})
+
     async def send_write(
         self,
         model_version: str,

@@ -3,7 +3,9 @@
 The assignment is :func:`worker.segmentation.assign.assign` (K-means, batch centroids, hysteresis
 ``margin``) or :meth:`RulesModel.assign` (rules-v1): one numpy expression for the whole round. A
 customer's current segment is the name stored in Redis, mapped to an id of the model by name, so
-hysteresis carries over a model update for segments that keep their name.
+hysteresis carries over a model update for segments that keep their name. A model with
+categorical features also takes each customer's attribute fields, read for the round
+(:func:`attribute_fields`, :mod:`worker.scoring.categories`).
 
 No Kafka, no Redis.
 """
@@ -11,13 +13,14 @@ No Kafka, no Redis.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 
 from schemas import SegmentChange
+from worker.scoring import categories
 from worker.scoring.vectors import Round, feature_matrix
 from worker.segmentation.assign import assign, ids_from_names
 from worker.segmentation.model import SegmentModel
@@ -50,14 +53,37 @@ class Decision:
         return np.flatnonzero(self.changed)
 
 
-def decide(model: Model, rnd: Round, as_of_ms: int, margin: float) -> Decision:
-    """Score every customer of ``rnd`` as of ``as_of_ms`` (hysteresis ``margin``; 0 = off)."""
+def attribute_fields(model: Model) -> tuple[str, ...]:
+    """The hash fields a round must read for the model's categorical features (none: ``()``)."""
+    if isinstance(model, SegmentModel) and model.categorical:
+        return categories.fields_for(model.categorical_names)
+    return ()
+
+
+def decide(
+    model: Model,
+    rnd: Round,
+    as_of_ms: int,
+    margin: float,
+    attributes: Mapping[str, Sequence[bytes | str | None]] | None = None,
+) -> Decision:
+    """Score every customer of ``rnd`` as of ``as_of_ms`` (hysteresis ``margin``; 0 = off).
+
+    ``attributes``: customer -> its values of :func:`attribute_fields` (a model with
+    categorical features needs them; a numeric-only model ignores them).
+    """
     x = feature_matrix(rnd, as_of_ms, model.feature_names)
     current = ids_from_names(model.names, rnd.segments)
     if isinstance(model, RulesModel):
         result = model.assign(x, current)
     else:
-        result = assign(model, x, current, margin)
+        cats = None
+        if model.categorical and attributes is not None:
+            wanted = model.categorical_names
+            cats = categories.values(
+                wanted, categories.fields_for(wanted), rnd.customer_ids, attributes, as_of_ms
+            )
+        result = assign(model, x, current, margin, categories=cats)
     ids = result.segment_ids
     names = [model.names[i] for i in ids]
     changed = np.array([new != old for new, old in zip(names, rnd.segments, strict=True)], bool)

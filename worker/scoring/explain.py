@@ -2,8 +2,10 @@
 
 Features in real units as of the time its segment was computed (``seg_as_of``; ``--as-of``
 overrides), the distance to every centroid of the current model, the hysteresis margin, the
-nearest and the current segment, and a sentence. Before any K-means model: the rules-v1 R/F/M
-scores and the grid cell that named the segment.
+nearest and the current segment, and a sentence. For a model with categorical features, each
+one's value, the level it is encoded as, and its share of the squared distance to the assigned
+centroid and to the runner-up (with every numeric feature's share beside them). Before any
+K-means model: the rules-v1 R/F/M scores and the grid cell that named the segment.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from segstream.settings import Settings
 from worker.connect import sync_redis
+from worker.scoring import categories
 from worker.scoring.vectors import READ_FIELDS, feature_matrix, parse
 from worker.segmentation.artifacts_redis import RedisModelStore
 from worker.segmentation.assign import explain
@@ -29,7 +32,10 @@ def explanation(
     client = sync_redis(settings.redis)
     try:
         key = keys.customer(settings.redis.prefix, customer_id)
-        reply: Any = client.hmget(key, [*READ_FIELDS, "seg_as_of"])
+        attr_fields = tuple(categories.SOURCES.values())
+        reply: Any = client.hmget(key, [*READ_FIELDS, "seg_as_of", *attr_fields])
+        attrs = reply[len(READ_FIELDS) + 1 :]
+        del reply[len(READ_FIELDS) + 1 :]
         seg_as_of = reply.pop()
         rnd = parse([customer_id], [reply])
         if not len(rnd):
@@ -75,7 +81,14 @@ def explanation(
             ),
         )
         return out
-    ex = explain(model, x, current=current, margin=settings.scoring.hysteresis_margin)
+    cats = None
+    if model.categorical:
+        names = model.categorical_names
+        got = categories.values(names, attr_fields, [customer_id], {customer_id: attrs}, as_of_ms)
+        cats = {name: got[name][0] for name in names}
+    ex = explain(
+        model, x, current=current, margin=settings.scoring.hysteresis_margin, categories=cats
+    )
     out.update(
         scaled=ex.scaled,
         distances=ex.distances,
@@ -84,6 +97,13 @@ def explanation(
         margin=ex.margin,
         why=ex.sentence,
     )
+    if model.categorical:
+        out.update(
+            runner_up=ex.runner_up,
+            categories=ex.categories,
+            levels=ex.levels,
+            contributions=ex.contributions,
+        )
     return out
 
 
@@ -103,7 +123,32 @@ def render(info: dict[str, Any]) -> str:
             mark = "  <- nearest" if name == info["nearest"] else ""
             mark += "  (current)" if name == info["stored_segment"] else ""
             lines.append(f"  {name:<20} {d:8.3f}{mark}")
+        if "contributions" in info:
+            lines += _contribution_lines(info)
     else:
         lines.append("scores: " + ", ".join(f"{k}={v}" for k, v in info["scores"].items()))
     lines.append(f"why: {info['why']}")
     return "\n".join(lines)
+
+
+def _contribution_lines(info: dict[str, Any]) -> list[str]:
+    """Categorical features first (value, level, shares), then the numeric ones' shares."""
+    second = info["runner_up"] or info["assigned"]
+    lines = [
+        f"share of the squared distance to '{info['assigned']}' (assigned) and "
+        f"'{second}' (runner-up):"
+    ]
+    parts = info["contributions"]
+    for name, level in info["levels"].items():
+        value = info["categories"].get(name)
+        shown = level if value is None or value == level else f"{value} -> {level}"
+        p = parts[name]
+        lines.append(
+            f"  {name:<20} {shown:<24} {p['assigned_share']:6.1%}  vs {p['runner_up_share']:6.1%}"
+        )
+    for name in info["features"]:
+        p = parts[name]
+        lines.append(
+            f"  {name:<20} {'':<24} {p['assigned_share']:6.1%}  vs {p['runner_up_share']:6.1%}"
+        )
+    return lines

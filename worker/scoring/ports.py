@@ -47,6 +47,10 @@ class ScoringStorePort(ModelSource, Protocol):
         self, customer_ids: Sequence[str], fields: Sequence[str]
     ) -> Pending[Round]: ...
 
+    async def send_attributes(
+        self, customer_ids: Sequence[str], fields: Sequence[str]
+    ) -> Pending[dict[str, list[bytes | None]]]: ...
+
     async def send_write(
         self,
         model_version: str,

@@ -147,6 +147,36 @@ class ScoringStore:
 
         return Pending(receive, lambda: _abandon(sent))
 
+    async def send_attributes(
+        self, customer_ids: Sequence[str], fields: Sequence[str]
+    ) -> Pending[dict[str, list[bytes | None]]]:
+        """Send the read of the customers' attribute ``fields`` (a model's categorical features,
+        worker/scoring/categories.py); returns once Redis has it. Its result: customer -> its
+        values (``None`` where absent or empty).
+
+        The read script itself with no state field: one call per space, like the state read,
+        so it is cluster-safe and routed by slot the same way (its unscored stamps are unused).
+        Nothing is sent for no customers or no fields (a numeric-only model).
+        """
+        if not customer_ids or not fields:
+            return Pending.ready({})
+        groups = self._by_space(customer_ids)
+        sent = []
+        for space, ids in groups:
+            args: list[Arg] = [space, _pack(ids), _pack(list(fields)), 0, ABSENT]
+            sent.append(await self._scripts.send(READ_SCRIPT, args, self._slot_key(space)))
+        width = len(fields)
+
+        async def receive() -> dict[str, list[bytes | None]]:
+            out: dict[str, list[bytes | None]] = {}
+            for (_, ids), pending in zip(groups, sent, strict=True):
+                reply = await pending.result()
+                for i, cid in enumerate(ids):
+                    out[cid] = [_bytes(v) or None for v in reply[i * width : (i + 1) * width]]
+            return out
+
+        return Pending(receive, lambda: _abandon(sent))
+
     async def read(
         self, customer_ids: Sequence[str], fields: Sequence[str] = STATE_FIELDS
     ) -> Round:

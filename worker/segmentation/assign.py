@@ -9,16 +9,22 @@ the distance to the current one (Euclidean, in the model's scaled space). A cust
 current segment (``-1``; also one whose segment name is not in this model) goes to the nearest
 centroid. ``margin=0`` is plain nearest-centroid assignment (equal to the batch model's
 prediction; an exact tie keeps the current segment).
+
+A model with categorical features (:mod:`worker.segmentation.categorical`) takes their values
+as ``categories`` (feature name -> one value per row); distances are then over the whole model
+space, numeric and categorical columns alike, and ``centroids`` (the online model's) replace
+only the numeric part.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
+from worker.segmentation.categorical import level_of
 from worker.segmentation.model import SegmentModel
 
 
@@ -40,17 +46,31 @@ def distances(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return d
 
 
+Categories = Mapping[str, Sequence[object]]
+
+
+def model_centroids(model: SegmentModel, centroids: np.ndarray | None = None) -> np.ndarray:
+    """The model's centroids in model space; ``centroids`` (numeric part, or whole) instead."""
+    if centroids is None:
+        return model.all_centroids
+    cents = np.asarray(centroids, dtype=np.float64)
+    if cents.shape[1] == len(model.columns):
+        return cents
+    return model.with_numeric_centroids(cents)
+
+
 def assign(
     model: SegmentModel,
     x_real: np.ndarray,
     current: np.ndarray | Sequence[int] | None = None,
     margin: float | None = None,
     centroids: np.ndarray | None = None,
+    categories: Categories | None = None,
 ) -> Assignment:
-    """Assign each real-unit feature row; ``centroids`` overrides the model's (online path)."""
-    z = model.transform(np.atleast_2d(x_real))
-    cents = model.centroids if centroids is None else centroids
-    dist = distances(z, cents)
+    """Assign each real-unit feature row; ``centroids`` overrides the model's (online path);
+    ``categories``: the categorical features' values, one per row (see module docstring)."""
+    z = model.encode(np.atleast_2d(x_real), categories)
+    dist = distances(z, model_centroids(model, centroids))
     n, k = dist.shape
     nearest = dist.argmin(axis=1)
     cur = np.full(n, -1, dtype=np.int64) if current is None else np.asarray(current, np.int64)
@@ -86,6 +106,14 @@ class Explanation:
     assigned: str
     margin: float
     sentence: str
+    #: Categorical feature -> the customer's value, and the level it is encoded as.
+    categories: dict[str, str | None] = field(default_factory=dict)
+    levels: dict[str, str] = field(default_factory=dict)
+    #: Feature -> its squared-distance part and share of the squared distance to the assigned
+    #: centroid and to the runner-up (the nearest other one): ``assigned_d2``,
+    #: ``assigned_share``, ``runner_up_d2``, ``runner_up_share``. Every feature of the model.
+    contributions: dict[str, dict[str, float]] = field(default_factory=dict)
+    runner_up: str | None = None
 
 
 def explain(
@@ -94,16 +122,23 @@ def explain(
     current: str | None = None,
     margin: float | None = None,
     centroids: np.ndarray | None = None,
+    categories: Mapping[str, object] | None = None,
 ) -> Explanation:
-    """Features, distance to every centroid, margin, nearest, current, and why, in a sentence."""
+    """Features, distance to every centroid, margin, nearest, current, and why, in a sentence.
+
+    ``categories``: the customer's value of each categorical feature of the model.
+    """
     row = np.asarray(x_real, dtype=np.float64).reshape(1, -1)
     m = model.hysteresis_margin if margin is None else float(margin)
     cur_id = ids_from_names(model.names, [current])
-    result = assign(model, row, cur_id, m, centroids)
+    cats = None if categories is None else {k: [v] for k, v in categories.items()}
+    result = assign(model, row, cur_id, m, centroids, cats)
     d = result.distances[0]
     order = np.argsort(d, kind="stable")
     nearest, runner_up = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
     seg = int(result.segment_ids[0])
+    others = [int(i) for i in order if int(i) != seg]
+    second = others[0] if others else seg
     names = model.names
     if cur_id[0] < 0:
         why = (
@@ -131,6 +166,9 @@ def explain(
             f"(needs < {(1 - m) * d[seg]:.3f})"
         )
     z = model.transform(row)[0]
+    full = model.encode(row, cats)[0]
+    parts = _contributions(model, full, model_centroids(model, centroids), seg, second)
+    features = model.categorical.features
     return Explanation(
         model_version=model.version,
         features={f: float(v) for f, v in zip(model.feature_names, row[0], strict=True)},
@@ -141,4 +179,39 @@ def explain(
         assigned=names[seg],
         margin=m,
         sentence=f"Segment '{names[seg]}' under model {model.version}: {why}.",
+        categories={
+            f.name: None if categories is None else level_of(categories.get(f.name))
+            for f in features
+        },
+        levels={
+            f.name: f.level_names([None if categories is None else categories.get(f.name)])[0]
+            for f in features
+        },
+        contributions=parts,
+        runner_up=names[second] if second != seg else None,
     )
+
+
+def _contributions(
+    model: SegmentModel, z: np.ndarray, cents: np.ndarray, assigned: int, runner_up: int
+) -> dict[str, dict[str, float]]:
+    """Each feature's part of the squared distance to two centroids (see :class:`Explanation`)."""
+    spans = {name: slice(i, i + 1) for i, name in enumerate(model.feature_names)}
+    offset = len(model.feature_names)
+    spans.update(
+        {name: slice(s.start + offset, s.stop + offset) for name, s in
+         model.categorical.slices().items()}
+    )  # fmt: skip
+    sq_a = (z - cents[assigned]) ** 2
+    sq_r = (z - cents[runner_up]) ** 2
+    total_a, total_r = float(sq_a.sum()), float(sq_r.sum())
+    out = {}
+    for name, span in spans.items():
+        a, r = float(sq_a[span].sum()), float(sq_r[span].sum())
+        out[name] = {
+            "assigned_d2": a,
+            "assigned_share": a / total_a if total_a > 0 else 0.0,
+            "runner_up_d2": r,
+            "runner_up_share": r / total_r if total_r > 0 else 0.0,
+        }
+    return out

@@ -3,23 +3,36 @@
 A model is data, not a pickled sklearn object: scaler mean/std, centroids in scaled space,
 segment names and profiles, the scores of every k tried, and how it was trained. Scoring with
 it is numpy only (:mod:`worker.segmentation.assign`). Pure: no I/O here (see ``artifacts*``).
+
+Categorical features (:mod:`worker.segmentation.categorical`) are kept beside the numeric ones,
+not among them: ``feature_names``, ``scaler`` and ``centroids`` stay the numeric part (what
+every reader in real units, the online model and older readers of the JSON expect), and
+``categorical`` (the fitted levels and weights) with ``categorical_centroids`` hold the rest.
+Model space is ``[numeric z | categorical blocks]``; :meth:`SegmentModel.encode` and
+:attr:`SegmentModel.all_centroids` give it whole. A model with categorical features is written
+as format 2, which older code refuses instead of scoring it on its numeric part alone; a
+numeric-only model is still written (and read) as format 1.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from worker.segmentation.errors import ArtifactInvalid
+from worker.segmentation.categorical import KNOWN_CATEGORICAL, CategoricalEncoder
+from worker.segmentation.errors import ArtifactInvalid, FeatureError
 from worker.segmentation.features import KNOWN_FEATURES, Scaler
 
 #: Bumped when the JSON layout changes incompatibly; loaders refuse newer formats.
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
+#: The format of a model without categorical features (readable by format-1 code).
+NUMERIC_FORMAT = 1
 
 
 def make_version(created: datetime, content: str) -> str:
@@ -63,11 +76,17 @@ class SegmentModel:
     #: One dict per segment, real units (see :mod:`analytics.profiles`).
     profiles: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Categorical features, encoded after the numeric ones (empty: a numeric-only model).
+    categorical: CategoricalEncoder = field(default_factory=CategoricalEncoder)
+    #: ``(k, categorical.width)`` centroids of the categorical block (``None``: no such block).
+    categorical_centroids: np.ndarray | None = None
 
     kind = "kmeans"
 
     def __post_init__(self) -> None:
         k, d = self.centroids.shape if self.centroids.ndim == 2 else (0, 0)
+        if self.categorical_centroids is None:
+            object.__setattr__(self, "categorical_centroids", np.zeros((k, 0), dtype=np.float64))
         problems = []
         if k < 1 or d != len(self.feature_names):
             problems.append(
@@ -84,16 +103,77 @@ class SegmentModel:
             problems.append(f"unknown features {sorted(unknown)}")
         if not np.all(np.isfinite(self.centroids)):
             problems.append("non-finite centroid")
+        problems += self._categorical_problems(k)
         if problems:
             raise ArtifactInvalid(f"model {self.version}: " + "; ".join(problems))
+
+    def _categorical_problems(self, k: int) -> list[str]:
+        cats = self.categorical_centroids
+        assert cats is not None
+        problems = []
+        if cats.shape != (k, self.categorical.width):
+            problems.append(
+                f"categorical centroids shape {cats.shape} vs {self.categorical.width} columns"
+            )
+        unknown = set(self.categorical.names) - set(KNOWN_CATEGORICAL)
+        if unknown:
+            problems.append(f"unknown categorical features {sorted(unknown)}")
+        both = set(self.categorical.names) & set(self.feature_names)
+        if both or len(set(self.categorical.names)) != len(self.categorical.names):
+            problems.append("a feature is named twice")
+        if not np.all(np.isfinite(cats)):
+            problems.append("non-finite categorical centroid")
+        return problems
 
     @property
     def k(self) -> int:
         return int(self.centroids.shape[0])
 
+    @property
+    def categorical_names(self) -> tuple[str, ...]:
+        """The categorical features' names (empty for a numeric-only model)."""
+        return self.categorical.names
+
+    @property
+    def all_feature_names(self) -> tuple[str, ...]:
+        """Numeric then categorical feature names (what ``--features`` named)."""
+        return (*self.feature_names, *self.categorical.names)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Names of the model-space columns: numeric features, then categorical columns."""
+        return (*self.feature_names, *self.categorical.columns)
+
+    @property
+    def all_centroids(self) -> np.ndarray:
+        """``(k, d + categorical width)`` centroids in model space."""
+        return self.with_numeric_centroids(self.centroids)
+
+    def with_numeric_centroids(self, numeric: np.ndarray) -> np.ndarray:
+        """``numeric`` (e.g. the online model's centroids) completed by the categorical ones."""
+        cats = self.categorical_centroids
+        if cats is None or not cats.shape[1]:
+            return numeric
+        return np.hstack([np.asarray(numeric, dtype=np.float64), cats])
+
     def transform(self, x_real: np.ndarray) -> np.ndarray:
-        """Scaled vectors of real-unit feature rows (``(n, d)`` or ``(d,)``)."""
+        """Scaled vectors of real-unit feature rows (``(n, d)`` or ``(d,)``): numeric part."""
         return self.scaler.transform(x_real)
+
+    def encode(
+        self, x_real: np.ndarray, categories: Mapping[str, Sequence[object]] | None = None
+    ) -> np.ndarray:
+        """Model-space rows: scaled numerics, then the categorical blocks of ``categories``
+        (one value per row for each categorical feature; ignored by a numeric-only model)."""
+        z = self.scaler.transform(np.atleast_2d(x_real))
+        if not self.categorical:
+            return z
+        if categories is None:
+            raise FeatureError(
+                f"model {self.version} needs the categorical feature(s) "
+                f"{', '.join(self.categorical.names)}, and none were given"
+            )
+        return np.hstack([z, self.categorical.encode(categories, len(z))])
 
     def centroids_real(self) -> np.ndarray:
         """Centroids mapped back to real units (geometric-mean-like, not cluster means)."""
@@ -106,8 +186,8 @@ class SegmentModel:
             return -1
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": ARTIFACT_FORMAT,
+        out: dict[str, Any] = {
+            "format": ARTIFACT_FORMAT if self.categorical else NUMERIC_FORMAT,
             "kind": self.kind,
             "version": self.version,
             "created_at": self.created_at,
@@ -126,6 +206,14 @@ class SegmentModel:
             "profiles": list(self.profiles),
             "extra": self.extra,
         }  # fmt: skip
+        if self.categorical:
+            cats = self.categorical_centroids
+            assert cats is not None
+            out["categorical"] = {
+                "features": self.categorical.to_dict(),
+                "centroids": cats.tolist(),
+            }
+        return out
 
     def with_content_version(self, created: datetime) -> SegmentModel:
         """This model renamed to :func:`make_version` of its own content."""
@@ -160,6 +248,7 @@ class SegmentModel:
                 scores=tuple(KScore(**s) for s in data.get("scores", [])),
                 profiles=tuple(data.get("profiles", [])),
                 extra=dict(data.get("extra", {})),
+                **_categorical_fields(data.get("categorical")),
             )
         except ArtifactInvalid:
             raise
@@ -175,3 +264,13 @@ class SegmentModel:
         if not isinstance(data, dict):
             raise ArtifactInvalid(f"{source}: top level is not an object")
         return cls.from_dict(data, source)
+
+
+def _categorical_fields(data: Any) -> dict[str, Any]:
+    """``SegmentModel`` arguments of an artifact's ``categorical`` entry (absent: none)."""
+    if data is None:
+        return {}
+    return {
+        "categorical": CategoricalEncoder.from_dict(data["features"]),
+        "categorical_centroids": np.asarray(data["centroids"], dtype=np.float64),
+    }
