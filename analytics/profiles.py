@@ -14,11 +14,21 @@ max(3, F / 2), i.e. a repeat buyer by any standard, and not far below the typica
 Names are unique within a model: segments choose in order of revenue share (most valuable
 first), each taking the first rule that holds for it whose name is still free; a segment for
 which every matching name is taken gets its first name with a suffix (``loyal_2``).
+
+``new`` says something about each member, not only about the median: a short tenure. A customer
+back after months looks like a newcomer by recency, frequency and value, and is assigned to the
+newcomers' segment unless tenure pulls him away. So a segment may be called ``new`` only when
+(:func:`new_allowed`) the model has ``tenure_days`` among its features *and* tenure separates
+it: its own centre, given a long tenure (:data:`RETURNING_TENURE_DAYS`), is nearer another
+segment. Measured on the producers' personas (benchmarks/RESULTS.md, 2026-12-06): with tenure at
+weight 1 every returning customer still lands in the newcomers' segment (the check refuses the
+name), at weight 2 none does. The default features have no tenure (with it the k rule picks
+k = 2), so a default model names that segment by the next rule that holds (``promising``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +45,8 @@ LOST_DAYS = 365.0
 NEW_TENURE_DAYS = 30.0
 #: A segment is "frequent" from max(MIN_FREQUENT, F / 2) median orders.
 MIN_FREQUENT = 3.0
+#: The tenure (days) of the returning customer :func:`new_allowed` probes with.
+RETURNING_TENURE_DAYS = 120.0
 
 
 @dataclass(frozen=True)
@@ -85,7 +97,8 @@ NAME_RULES: tuple[Rule, ...] = (
     ("window_shoppers", "most members never ordered (buyer share < 50 %)",
      lambda p, _: p["buyer_share"] < 0.5),
     ("new", f"active (median recency <= {ACTIVE_DAYS:.0f} d), first order within "
-     f"{NEW_TENURE_DAYS:.0f} d (median tenure) and at most 2 orders",
+     f"{NEW_TENURE_DAYS:.0f} d (median tenure) and at most 2 orders; only for a model whose "
+     f"tenure keeps a returning customer ({RETURNING_TENURE_DAYS:.0f} d) out",
      lambda p, _: _active(p) and _v(p, "tenure_days_median") <= NEW_TENURE_DAYS
      and _v(p, "frequency_median") <= 2),
     ("champions", "active, frequent (median orders >= max(3, F/2)) and high-value "
@@ -151,9 +164,34 @@ def _stat(values: pd.Series, how: str) -> float | None:
     return float(values.median() if how == "median" else values.mean())
 
 
-def matching_names(profile: dict[str, Any], population: Population) -> list[str]:
-    """Every rule name that holds for ``profile``, in rule order."""
-    return [name for name, _, pred in NAME_RULES if pred(profile, population)]
+def new_allowed(
+    centroids: np.ndarray, feature_names: Sequence[str], mean: np.ndarray, std: np.ndarray
+) -> list[bool]:
+    """Per segment: may it be called ``new`` (module docstring)? ``centroids`` in scaled space
+    (``z = (log1p(x) - mean) / std``, the model's numeric part)."""
+    names = list(feature_names)
+    if "tenure_days" not in names:
+        return [False] * len(centroids)
+    j = names.index("tenure_days")
+    long_z = (np.log1p(RETURNING_TENURE_DAYS) - mean[j]) / std[j]
+    out = []
+    for i, c in enumerate(np.asarray(centroids, dtype=np.float64)):
+        probe = c.copy()
+        probe[j] = long_z
+        out.append(int(((centroids - probe) ** 2).sum(axis=1).argmin()) != i)
+    return out
+
+
+def matching_names(
+    profile: dict[str, Any], population: Population, may_be_new: bool = False
+) -> list[str]:
+    """Every rule name that holds for ``profile``, in rule order (``new`` only if
+    ``may_be_new``: :func:`new_allowed`)."""
+    return [
+        name
+        for name, _, pred in NAME_RULES
+        if (name != "new" or may_be_new) and pred(profile, population)
+    ]
 
 
 def rule_text(name: str) -> str:
@@ -162,13 +200,19 @@ def rule_text(name: str) -> str:
     return next((text for n, text, _ in NAME_RULES if n == base), "")
 
 
-def name_segments(profiles: list[dict[str, Any]], population: Population) -> list[str]:
-    """Unique names for the segments, in segment id order (rules in the module docstring)."""
+def name_segments(
+    profiles: list[dict[str, Any]],
+    population: Population,
+    may_be_new: Sequence[bool] | None = None,
+) -> list[str]:
+    """Unique names for the segments, in segment id order (rules in the module docstring);
+    ``may_be_new``: per segment, :func:`new_allowed` (``None``: no segment may be ``new``)."""
+    allowed = list(may_be_new) if may_be_new is not None else [False] * len(profiles)
     order = sorted(range(len(profiles)), key=lambda i: (-profiles[i]["revenue_share"], i))
     taken: set[str] = set()
     names: dict[int, str] = {}
     for i in order:
-        candidates = matching_names(profiles[i], population) or ["segment"]
+        candidates = matching_names(profiles[i], population, allowed[i]) or ["segment"]
         name = next((c for c in candidates if c not in taken), None)
         if name is None:
             suffix = 2

@@ -54,6 +54,9 @@ class LiveTraffic:
     seed: int
     run_tag: str = "live"
     currency: str = "EUR"
+    #: The personas' parameters and activity (tests and benchmarks change them: a shift).
+    personas: tuple[Persona, ...] = PERSONAS
+    activity: Mapping[str, float] = field(default_factory=lambda: dict(ACTIVITY))
     _rng: np.random.Generator = field(init=False, repr=False)
     _customers: list[str] = field(init=False, repr=False)
     _personas: dict[str, Persona] = field(init=False, repr=False)
@@ -66,8 +69,8 @@ class LiveTraffic:
             raise ValueError("live traffic needs at least one known customer")
         self._rng = np.random.default_rng(self.seed)
         self._customers = sorted(self.labels)
-        self._personas = {p.name: p for p in PERSONAS}
-        weights = np.array([ACTIVITY.get(self.labels[c], 1.0) for c in self._customers])
+        self._personas = {p.name: p for p in self.personas}
+        weights = np.array([self.activity.get(self.labels[c], 1.0) for c in self._customers])
         self._weights = weights / weights.sum()
 
     def _id(self, kind: str) -> str:

@@ -50,7 +50,7 @@ from segstream.settings import Settings
 @env_option(
     "hysteresis_margin", "--hysteresis-margin", type=float, help="Hysteresis margin (0 = off)."
 )
-@env_option("drift_bound", "--drift-bound", type=float, help="Drift bound (standard units).")
+@env_option("drift_bound", "--drift-bound", type=float, help="Drift bound (segment spreads).")
 @env_option(
     "retrain_on_drift",
     "--retrain-on-drift/--no-retrain-on-drift",

@@ -330,7 +330,7 @@ def test_online_path_reaches_the_batch_ari_on_streamed_personas(
     from producers.synthetic import SyntheticConfig, default_start, generate
     from worker.core import Batch, InMemoryStateStore, Record, features
     from worker.segmentation.assign import distances
-    from worker.segmentation.online import OnlineKMeans
+    from worker.segmentation.online import OnlineModel
 
     config = SyntheticConfig(customers=300, days=90, seed=5, start=default_start(90))
     data = generate(config)
@@ -356,8 +356,8 @@ def test_online_path_reaches_the_batch_ari_on_streamed_personas(
     status: dict[str, str] = text.hgetall(f"{s.redis.prefix}:scoring")  # type: ignore[assignment]
     text.close()
     assert raw is not None
-    online = OnlineKMeans.from_dict(json.loads(raw))
-    assert int(online.counts_.sum()) >= len(segs)  # it learned from every scored update
+    online = OnlineModel.from_dict(json.loads(raw), model)
+    assert online.seen >= len(segs)  # it saw every event-scored update (river: a sample)
 
     ids = list(truth["customer_id"])
     personas = [data.labels[c] for c in ids]

@@ -32,7 +32,7 @@ from worker.pages import ingest_pages, metrics_text
 from worker.scoring.service import ScoringService
 from worker.segmentation.features import Scaler
 from worker.segmentation.model import SegmentModel
-from worker.segmentation.online import OnlineKMeans
+from worker.segmentation.online import OnlineModel
 from worker.state.errors import StoreRejected
 
 #: Two valid order events, as their producers write them.
@@ -109,8 +109,8 @@ def drifted_scoring() -> ScoringService:
     scoring = ScoringService(Settings(), FakeScoringStore(), FakePublisher(), clock=FakeClock())
     model = two_segment_model()
     scoring.holder.model = model
-    scoring.holder.online = online = OnlineKMeans.from_model(model)
-    online.centers_[1] += 0.75  # the 'high' centroid moved 0.75 standard units
+    scoring.holder.online = online = OnlineModel(model)
+    online.kmeans.centers[1]["frequency"] += 0.75  # 'high' moved 0.75 (uncalibrated: std units)
     m = scoring.metrics
     m.rounds, m.scored, m.changes, m.published, m.round_seconds_sum = 4, 120, 9, 7, 0.5
     m.note("publish 2 change(s) failed: KafkaTimeoutError: no ack")

@@ -224,7 +224,7 @@ def test_rules_before_any_model_say_rules_v1_and_recency_decay_uses_the_scoring_
     for _, ev in events:
         assert ev.model_version == "rules-v1" and ev.event_time == AS_OF
         assert ev.old_distance is None and set(ev.features) == {
-            "recency_days", "frequency", "monetary"
+            "recency_days", "frequency", "monetary", "tenure_days"
         }  # fmt: skip
 
 

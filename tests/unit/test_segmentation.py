@@ -3,7 +3,6 @@ RFM rules, online centroids and drift, file artifacts, the orders-file source an
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from worker.segmentation.assign import assign, explain, ids_from_names
 from worker.segmentation.errors import ArtifactInvalid, ArtifactNotFound, FeatureError
 from worker.segmentation.features import RECENCY_CAP_DAYS, Scaler
 from worker.segmentation.model import KScore, SegmentModel
-from worker.segmentation.online import OnlineKMeans
+from worker.segmentation.online import OnlineModel
 from worker.segmentation.rules import RulesModel
 
 NOW = datetime(2026, 11, 27, 1, 2, tzinfo=UTC)
@@ -119,8 +118,10 @@ def test_training_recovers_the_personas(personas: pd.DataFrame, trained) -> None
     assert len(set(model.names)) == model.k
     # The clearly drawn personas get their own names.
     crosstab = pd.crosstab(personas["persona"], np.array(model.names)[trained.labels])
-    for persona in ("champions", "big_spenders", "new", "at_risk", "lost", "window_shoppers"):
+    for persona in ("champions", "big_spenders", "at_risk", "lost", "window_shoppers"):
         assert crosstab.loc[persona].idxmax() == persona
+    # 'new' promises a short tenure the default features (no tenure_days) cannot keep
+    assert crosstab.loc["new"].idxmax() == "promising" and "new" not in model.names
     assert crosstab.loc["loyal"].idxmax() == "loyal"
     assert model.training_size == len(personas)
     assert [s.k for s in model.scores] == list(range(4, 10))
@@ -172,16 +173,20 @@ def test_names_follow_the_written_rules_and_are_unique() -> None:
         _profile(revenue_share=0.2, frequency_median=8, monetary_median=600),  # champions -> loyal
         _profile(revenue_share=0.1, frequency_median=8, monetary_median=300),  # -> promising
         _profile(aov_median=400.0),  # big spenders
-        _profile(recency_days_median=5, tenure_days_median=5, frequency_median=1),  # new
+        _profile(recency_days_median=5, tenure_days_median=5, frequency_median=1),  # new (*)
         _profile(recency_days_median=120, frequency_median=6),  # at risk
         _profile(recency_days_median=400),  # lost
         _profile(recency_days_median=120),  # hibernating
         _profile(recency_days_median=150, revenue_share=0.05),  # only rule taken -> suffix
         _profile(buyer_share=0.1, revenue_share=0.0),  # window shoppers
     ]
-    names = name_segments(profiles, pop)
+    names = name_segments(profiles, pop, [True] * len(profiles))
     assert names == ["champions", "loyal", "promising", "big_spenders", "new", "at_risk", "lost",
                      "hibernating", "hibernating_2", "window_shoppers"]  # fmt: skip
+    # (*) 'new' promises a short tenure to every member: only if tenure keeps returning
+    # customers out of the segment (analytics.profiles.new_allowed)
+    without = name_segments(profiles, pop)
+    assert "new" not in without and without[4] == "hibernating"  # promising was taken
     assert len({n for n, _, _ in NAME_RULES}) == len(NAME_RULES)
 
 
@@ -270,21 +275,24 @@ def test_rfm_rules_score_quintiles_and_map_the_grid() -> None:
     rules = RulesModel()
     x = np.array(
         [
-            [3.0, 8.0, 900.0],  # R5 F5 M5 -> champions
-            [3.0, 1.0, 20.0],  # R5 F1 M1 -> new
-            [400.0, 1.0, 20.0],  # R1 F1 M1 -> lost
-            [100.0, 6.0, 600.0],  # R2 F5 M5 -> cant_lose
-            [100.0, 3.0, 150.0],  # R2 F3 M3 -> at_risk
-            [45.0, 2.0, 120.0],  # R3 F2 M3 -> FM 3 (2.5 rounds up) -> need_attention
-            [999.0, 0.0, 0.0],  # no order -> window shoppers
+            [3.0, 8.0, 900.0, 150.0],  # R5 F5 M5 -> champions
+            [3.0, 1.0, 20.0, 3.0],  # R5 F1 M1, first order 3 days ago -> new
+            [400.0, 1.0, 20.0, 400.0],  # R1 F1 M1 -> lost
+            [100.0, 6.0, 600.0, 300.0],  # R2 F5 M5 -> cant_lose
+            [100.0, 3.0, 150.0, 200.0],  # R2 F3 M3 -> at_risk
+            [45.0, 2.0, 120.0, 90.0],  # R3 F2 M3 -> FM 3 (2.5 rounds up) -> need_attention
+            [999.0, 0.0, 0.0, np.nan],  # no order -> window shoppers
+            [3.0, 1.0, 20.0, 200.0],  # R5 F1 M1 but first order 200 days ago -> promising
         ]
     )
     assert rules.scores(x)[:3].tolist() == [[5, 5, 5], [5, 1, 1], [1, 1, 1]]
     result = rules.assign(x)
     assert [rules.names[i] for i in result.segment_ids] == [
         "champions", "new", "lost", "cant_lose", "at_risk", "need_attention", "window_shoppers",
+        "promising",
     ]  # fmt: skip
-    assert rules.version == "rules-v1" and result.distances.shape == (7, 0)
+    assert rules.version == "rules-v1" and result.distances.shape == (8, 0)
+    assert rules.names[rules.assign(x[1:2, :3]).segment_ids[0]] == "promising"  # no tenure
 
 
 def test_rfm_rules_fit_quintile_edges_on_buyers(personas: pd.DataFrame) -> None:
@@ -304,30 +312,6 @@ def test_rfm_rules_fit_quintile_edges_on_buyers(personas: pd.DataFrame) -> None:
 # -- online --------------------------------------------------------------------------------
 
 
-def test_online_model_moves_only_the_assigned_centroid_and_round_trips() -> None:
-    online = OnlineKMeans([[0.0, 0.0], [4.0, 4.0], [8.0, 0.0]], ("a", "b"), learning_rate=0.1)
-    z = np.array([[7.0, 7.0], [5.0, 5.0]])  # nearest to centroid 1 ...
-    online.learn_many(z, np.array([0, 0]))  # ... but assigned to 0 (hysteresis): 0 moves
-    assert online.centers_[1].tolist() == [4.0, 4.0] and online.centers_[2].tolist() == [8, 0]
-    w = 1 - 0.9**2
-    assert online.centers_[0] == pytest.approx([6.0 * w, 6.0 * w])
-    assert online.counts_.tolist() == [2, 0, 0]
-    drift = online.drift(bound=1.0)
-    assert drift.max == pytest.approx(np.hypot(6 * w, 6 * w)) and drift.exceeded
-    assert drift.mean == pytest.approx(drift.max / 3)
-    back = OnlineKMeans.from_dict(json.loads(json.dumps(online.to_dict())))
-    assert np.array_equal(back.centers_, online.centers_) and back.drift() == online.drift()
-    assert np.array_equal(online.clone().centers_, online.initial_)  # river clone re-seeds
-
-
-def test_learn_one_and_learn_many_agree_for_one_point() -> None:
-    a = OnlineKMeans([[0.0], [10.0]], ("f",), learning_rate=0.2)
-    b = a.clone()
-    a.learn_one({"f": 9.0})
-    b.learn_many(np.array([[9.0]]), np.array([b.predict_one({"f": 9.0})]))
-    assert np.allclose(a.centers_, b.centers_)
-
-
 def test_online_path_follows_drift_and_keeps_ids(personas: pd.DataFrame, trained) -> None:
     """Stream the drifted customers' vectors: online ARI ends close to a batch retrain."""
     model = trained.model
@@ -335,7 +319,7 @@ def test_online_path_follows_drift_and_keeps_ids(personas: pd.DataFrame, trained
     x_later = real_matrix(later, model.feature_names)
     truth = personas["persona"]
 
-    online = OnlineKMeans.from_model(model, learning_rate=0.05)
+    online = OnlineModel(model, learning_rate=0.05)
     current = assign(model, real_matrix(personas, model.feature_names), margin=0.0).segment_ids
     rng = np.random.default_rng(8)
     # The stream: updated customers arrive in batches, over a few passes (repeat activity).
@@ -343,14 +327,14 @@ def test_online_path_follows_drift_and_keeps_ids(personas: pd.DataFrame, trained
         for batch in np.array_split(rng.permutation(len(x_later)), 40):
             result = assign(model, x_later[batch], current[batch], centroids=online.centers_)
             current[batch] = result.segment_ids
-            online.learn_many(model.transform(x_later[batch]), result.segment_ids)
+            online.learn_many(x_later[batch], result.segment_ids)
     online_ari = adjusted_rand_score(truth, current)
     batch_ari = adjusted_rand_score(truth, train(later, k=model.k, seed=3).labels)
     stale_ari = adjusted_rand_score(truth, assign(model, x_later, margin=0.0).segment_ids)
-    drift = online.drift(bound=0.5)
+    moved = np.sqrt(((online.centers_ - model.centroids) ** 2).sum(axis=1))
     assert online_ari >= batch_ari - 0.05, (online_ari, batch_ari, stale_ari)
     assert online_ari > stale_ari
-    assert drift.exceeded and drift.max > 0.5
+    assert moved.max() > 0.5  # the river centres followed the population
     # Ids stayed put: each persona still maps to the segment name it had at training time.
     names = np.array(model.names)
     for persona in ("champions", "window_shoppers", "lost"):
@@ -496,14 +480,6 @@ def test_export_columns_are_the_cores() -> None:
     from worker.segmentation.features import EXPORT_COLUMNS
 
     assert EXPORT_COLUMNS == CORE_COLUMNS
-
-
-def test_online_model_docstring_examples_run() -> None:
-    import doctest
-
-    import worker.segmentation.online as online
-
-    assert doctest.testmod(online).failed == 0
 
 
 def test_cli_train_from_an_orders_file(tmp_path: Path) -> None:

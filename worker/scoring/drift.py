@@ -1,7 +1,15 @@
-"""Drift of the online centroids: the check after each round, the notice, the retrain child.
+"""The online model's findings after each round: drift, emerging groups, the notice, the retrain.
 
-Above ``settings.scoring.drift_bound`` the worker warns, publishes a ``drift`` notice on the control
-topic (once per version per cooldown, across workers: a Redis claim), and with
+What the online model learns (:meth:`DriftWatch.learn`): the customers a round scored because of
+an event (``order``, ``return``, ``clicks``, or a repair whose reason was lost), not those the
+recency sweep (``recency_decay``) or a rescore (``model_update``) queued: those are a slice of
+the population chosen by the clock, not the stream, and would move its statistics on their own.
+Customers in conflict are left out too (they are scored again on their newer state).
+
+What it proposes (:meth:`DriftWatch.check`, docs/segmentation.md "Drift and emerging groups"):
+drift above ``settings.scoring.drift_bound`` (segment spreads) or of the mix above its bound, or
+an emerging group. The first time for a model, the worker warns, publishes a ``drift`` notice on
+the control topic (once per version per cooldown, across workers: a Redis claim), and with
 ``--retrain-on-drift`` starts ``segstream train --from redis --gate`` as a child process (once
 per cooldown across workers). The child promotes the new model only if it passes the retrain
 gate against the live one (``settings.scoring.gate_*``, docs/segmentation.md "Model
@@ -15,19 +23,56 @@ import contextlib
 import logging
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+
+import numpy as np
 
 from segstream.settings import Settings
 from worker.scoring import control
+from worker.scoring.decide import Decision
 from worker.scoring.metrics import ScoringMetrics
 from worker.scoring.models import ModelHolder
 from worker.scoring.ports import ChangePublisherPort, ScoringStorePort
+from worker.scoring.vectors import Round
+from worker.segmentation.online import DriftReport, OnlineModel
 
 log = logging.getLogger(__name__)
 
+#: Reasons whose customers the online model does not learn from (see the module docstring).
+NOT_LEARNED = frozenset({"recency_decay", "model_update"})
+
+
+def learned_rows(
+    rnd: Round, items: Mapping[str, str | None], conflicts: set[str] | frozenset[str]
+) -> np.ndarray:
+    """Rows of ``rnd`` the online model learns from: scored on an event, not in conflict."""
+    why = rnd.reasons
+    keep = [
+        cid not in conflicts and (items.get(cid) or (why[row] if why else None)) not in NOT_LEARNED
+        for row, cid in enumerate(rnd.customer_ids)
+    ]
+    return np.flatnonzero(np.array(keep, dtype=bool))
+
+
+def proposal(report: DriftReport) -> str:
+    """Why a retrain is proposed, in words (empty: it is not)."""
+    parts = []
+    if report.max > report.bound:
+        parts.append(f"segment drift {report.max:.2f} > {report.bound:.2f} segment spreads")
+    if report.mix > report.mix_bound:
+        parts.append(f"segment mix moved {report.mix:.0%} > {report.mix_bound:.0%}")
+    if report.emerging:
+        g = report.emerging[0]
+        parts.append(
+            f"emerging group of {g.customers}+ customers, {g.share:.1%} of recent scorings, "
+            f"{g.distance:.2f} std units from the nearest segment"
+        )
+    return "; ".join(parts)
+
 
 class DriftWatch:
-    """Checks the online model's drift and acts once when it first exceeds the bound."""
+    """Feeds the online model and acts once when it first proposes a retrain for a model."""
 
     def __init__(
         self,
@@ -43,12 +88,29 @@ class DriftWatch:
         self.publisher = publisher
         self.metrics = metrics
 
+    @staticmethod
+    def learn(
+        online: OnlineModel,
+        decisions: Sequence[tuple[Round, Decision]],
+        items: Mapping[str, str | None],
+        conflicts: set[str],
+    ) -> None:
+        """Teach ``online`` a round's event-scored customers (:func:`learned_rows`)."""
+        for rnd, dec in decisions:
+            if not len(rnd):
+                continue
+            rows = learned_rows(rnd, items, conflicts)
+            if len(rows):
+                ids = [rnd.customer_ids[r] for r in rows.tolist()]
+                online.learn_many(dec.x_real[rows], dec.segment_ids[rows], ids)
+
     async def check(self) -> None:
-        """Record the drift; the first time it exceeds the bound: warn, notice, retrain.
+        """Record drift and emerging groups; the first proposal for a model: warn, notice,
+        retrain.
 
         1. no online model (rules-v1): nothing to do;
-        2. drift max and mean go into the metrics (and so the status);
-        3. over the bound and not yet reported for this model: warn, claim and publish the
+        2. drift, mix and emerging groups go into the metrics (and so the status);
+        3. a retrain proposed and not yet reported for this model: warn, claim and publish the
            notice, claim and start the retrain.
         """
         s = self.settings
@@ -56,17 +118,20 @@ class DriftWatch:
         if report is None:
             return
         m = self.metrics
-        m.drift_max, m.drift_mean = report.max, report.mean
-        if not report.exceeded or m.drift_exceeded:
+        m.drift_max, m.drift_mean, m.drift_mix = report.max, report.mean, report.mix
+        m.emerging_groups = len(report.emerging)
+        m.drift_ready = report.ready
+        if not report.retrain_proposed or m.drift_exceeded:
             return
         m.drift_exceeded = True
+        m.retrain_proposal = why = proposal(report)
         version = self.holder.version
-        log.warning("online centroids of %s drifted %.3f standard units (bound %.3f)",
-                    version, report.max, report.bound)  # fmt: skip
+        log.warning("model %s: retrain proposed: %s", version, why)
         if await self.store.claim(f"drift:notice:{version}", s.scoring.retrain_cooldown_s):
             notice = control.encode(
                 "drift", version=version, max=report.max, mean=report.mean,
-                bound=report.bound, per_segment=list(report.per_segment),
+                bound=report.bound, per_segment=list(report.per_segment), mix=report.mix,
+                emerging=[vars(g) for g in report.emerging], reason=why,
                 at=datetime.now(UTC).isoformat(),
             )  # fmt: skip
             with contextlib.suppress(Exception):
@@ -81,7 +146,7 @@ class DriftWatch:
         """``segstream train --from redis --gate`` as a child process (it promotes the new
         model only if it passes the gate; the gate's bounds reach it with the settings)."""
         cmd = [sys.executable, "-m", "segstream", "train", "--from", "redis", "--gate"]
-        log.warning("drift above bound: starting %s", " ".join(cmd[2:]))
+        log.warning("retrain proposed: starting %s", " ".join(cmd[2:]))
         self.metrics.retrains += 1
         return subprocess.Popen(
             cmd, env=self.settings.to_env(), stdin=subprocess.DEVNULL,

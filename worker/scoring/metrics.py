@@ -65,7 +65,16 @@ class ScoringMetrics:
     round_seconds_sum: float = 0.0
     drift_max: float = 0.0
     drift_mean: float = 0.0
+    #: Total variation distance of the segment mix from its reference (0..1).
+    drift_mix: float = 0.0
+    #: Emerging groups found now (scored customers far from every segment, gathering).
+    emerging_groups: int = 0
+    #: False until the online model has a reference to compare with.
+    drift_ready: bool = False
+    #: A retrain was proposed for the current model (drift, mix or an emerging group).
     drift_exceeded: bool = False
+    #: Why, in words (empty until then).
+    retrain_proposal: str = ""
     last_error: str | None = None
 
     def note(self, text: str) -> None:
@@ -171,7 +180,7 @@ def expose_scoring(out: Exposition, scoring: ScoringView) -> None:
     out.counter("segstream_scoring_model_reloads_total", "New model versions picked up.", m.reloads)
     out.counter(
         "segstream_scoring_retrains_started_total",
-        "Retrains started because drift exceeded the bound.",
+        "Retrains started because drift exceeded a bound or a group emerged.",
         m.retrains,
     )
     out.counter(
@@ -193,27 +202,38 @@ def expose_scoring(out: Exposition, scoring: ScoringView) -> None:
 
 
 def expose_drift(out: Exposition, scoring: ScoringView) -> None:
-    """Drift of the online centroids since training (standard units), overall and per segment.
+    """Drift of the online model (docs/segmentation.md "Drift and emerging groups"), overall
+    and per segment, the mix, emerging groups, and whether a retrain was proposed.
 
     Per segment only for a K-means model (rules-v1 has no centroids to drift): read from the
-    online model at scrape time, a few subtractions per centroid.
+    online model at scrape time.
     """
     m = scoring.metrics
     bound = scoring.settings.scoring.drift_bound
     out.gauge(
         "segstream_scoring_drift_max",
-        "Largest centroid displacement since training (standard units).",
+        "Largest move of a segment's recent centre from its reference (segment spreads).",
         m.drift_max,
     )
     out.gauge(
         "segstream_scoring_drift_mean",
-        "Mean centroid displacement since training (standard units).",
+        "Mean move of the segments' recent centres from their references (segment spreads).",
         m.drift_mean,
     )
-    out.gauge("segstream_scoring_drift_bound", "Drift above which it is reported.", bound)
+    out.gauge("segstream_scoring_drift_bound", "Segment drift above which it is reported.", bound)
+    out.gauge(
+        "segstream_scoring_drift_mix",
+        "Share of recent scorings whose segment mix moved from the reference (0..1).",
+        m.drift_mix,
+    )
+    out.gauge(
+        "segstream_scoring_emerging_groups",
+        "Groups of scored customers far from every segment, large enough to propose a retrain.",
+        m.emerging_groups,
+    )
     out.gauge(
         "segstream_scoring_drift_exceeded",
-        "1 once drift has exceeded the bound for the current model.",
+        "1 once a retrain was proposed for the current model (drift, mix or emerging group).",
         m.drift_exceeded,
     )
     holder = scoring.holder
@@ -223,6 +243,6 @@ def expose_drift(out: Exposition, scoring: ScoringView) -> None:
     out.family(
         "segstream_scoring_segment_drift",
         "gauge",
-        "Displacement of each segment's online centroid since training (standard units).",
+        "Move of each segment's recent centre from its reference (segment spreads).",
         [({"segment": name}, value) for name, value in per_segment],
     )

@@ -9,11 +9,11 @@ loaded and swapped in between two scoring rounds, and its online model is resume
 ``segstream models rollback`` to an older version (or a promotion of one) is followed exactly
 like a freshly trained model, and an older model's online state resumes where it stopped.
 
-Batch and online (docs/scoring.md): the batch centroids *assign* (so every assignment can be
-reproduced and explained from the artifact, and agrees 100 % with the model's prediction on the
-exported state); the online :class:`OnlineKMeans` learns from every scored customer's scaled
-vector under the id the batch centroids gave it, and only *tracks drift*. Ids and names never
-permute because a centroid only moves towards points assigned to it.
+Batch and online (docs/segmentation.md "What assigns"): the batch centroids *assign* (so every
+assignment can be reproduced and explained from the artifact, and agrees 100 % with the model's
+prediction on the exported state); the online :class:`OnlineModel` (a river pipeline seeded with
+the batch centroids, river's centre ``i`` = segment ``i``) learns from the event-scored
+customers and only *watches*: drift, the segment mix, emerging groups.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import orjson
 from worker.scoring.ports import ModelSource
 from worker.segmentation.errors import ArtifactInvalid
 from worker.segmentation.model import SegmentModel
-from worker.segmentation.online import DriftReport, OnlineKMeans
+from worker.segmentation.online import LEARNING_RATE, DriftReport, OnlineModel
 from worker.segmentation.rules import RulesModel
 
 log = logging.getLogger(__name__)
 
-#: Weight of one customer's vector in the online update of its centroid.
-ONLINE_LEARNING_RATE = 0.01
+#: Weight of one customer's vector in the online update of its centre.
+ONLINE_LEARNING_RATE = LEARNING_RATE
 
 
 class ModelHolder:
@@ -42,7 +42,7 @@ class ModelHolder:
         self.store = store
         self.learning_rate = learning_rate
         self.model: SegmentModel | RulesModel = RulesModel()
-        self.online: OnlineKMeans | None = None
+        self.online: OnlineModel | None = None
         self.loaded_at = time.time()
         self.reloads = 0
         self._refused: set[str] = set()
@@ -76,16 +76,16 @@ class ModelHolder:
         log.info("scoring with model %s (k=%d, was %s)", model.version, model.k, old)
         return True
 
-    async def _online_for(self, model: SegmentModel) -> OnlineKMeans:
+    async def _online_for(self, model: SegmentModel) -> OnlineModel:
+        """Resumed from ``{prefix}:online:<version>`` (a format-1 state is migrated), else
+        seeded from the batch centroids."""
         raw = await self.store.online_state(model.version)
         if raw is not None:
             try:
-                online = OnlineKMeans.from_dict(orjson.loads(raw))
-                if online.centers_.shape == model.centroids.shape:
-                    return online
+                return OnlineModel.from_dict(orjson.loads(raw), model, self.learning_rate)
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("online state of %s unreadable (%s); re-seeding", model.version, exc)
-        return OnlineKMeans.from_model(model, self.learning_rate)
+        return OnlineModel(model, self.learning_rate)
 
     def drift(self, bound: float) -> DriftReport | None:
         return None if self.online is None else self.online.drift(bound)

@@ -3,7 +3,8 @@
 One round of at most ``queue.ROUND_MAX`` customers:
 
 1. its customers' state: their latest snapshot, or, for those without one (crash repair, sweep,
-   rescore, conflicts, backlog), one Lua read;
+   rescore, conflicts, backlog), one Lua read; for a model with categorical features, also one
+   read of those customers' attribute fields (the snapshot holds numbers only), sent with it;
 2. :func:`worker.scoring.decide.decide` against the current model; :func:`.plan.build`;
 3. one Lua write, sent (:meth:`ScoringStorePort.send_write`); its reply (conflicts back in the
    queue, counts, the online model, drift) and the publication follow in the pipeline.
@@ -24,11 +25,9 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
-
 from segstream.settings import Settings
 from worker.clock import Clock
-from worker.scoring.decide import Decision, Model, decide
+from worker.scoring.decide import Decision, Model, attribute_fields, decide
 from worker.scoring.drift import DriftWatch
 from worker.scoring.metrics import ScoringMetrics
 from worker.scoring.models import ModelHolder
@@ -40,7 +39,7 @@ from worker.scoring.queue import ScoringQueue
 from worker.scoring.status import StatusWriter
 from worker.scoring.vectors import Round, fields_for
 from worker.segmentation.model import SegmentModel
-from worker.segmentation.online import OnlineKMeans
+from worker.segmentation.online import OnlineModel
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +51,19 @@ FAILED_ROUND_WAIT_S = 0.5
 Reasons = Mapping[str, str | None]
 
 
+Attributes = dict[str, list[bytes | None]]
+
+
 @dataclass(frozen=True)
 class Gathered:
     """A round's state: the snapshot and read parts, for the model fields they hold."""
 
     fields: tuple[str, ...]
     parts: list[Round]
+    #: The attribute fields read for the model's categorical features (empty: none) ...
+    attr_fields: tuple[str, ...] = ()
+    #: ... and each customer's values of them (``None`` for a numeric-only model).
+    attributes: Attributes | None = None
 
 
 @dataclass
@@ -71,19 +77,31 @@ class Ahead:
     reading: Pending[Round] | None
     #: Why the read could not be sent: raised by :meth:`gathered`, so that round fails.
     error: Exception | None = None
+    attr_fields: tuple[str, ...] = ()
+    #: The attribute read (a model with categorical features only).
+    attr_reading: Pending[Attributes] | None = None
 
     async def gathered(self) -> Gathered:
         if self.error is not None:
+            self.abandon()
             raise self.error
         parts = [] if self.snapped is None else [self.snapped]
-        if self.reading is not None:
-            parts.append(await self.reading.result())
-        return Gathered(self.fields, parts)
+        try:
+            if self.reading is not None:
+                parts.append(await self.reading.result())
+        except BaseException:
+            if self.attr_reading is not None:
+                self.attr_reading.abandon()
+            raise
+        attributes = None if self.attr_reading is None else await self.attr_reading.result()
+        return Gathered(self.fields, parts, self.attr_fields, attributes)
 
     def abandon(self) -> None:
         """Nobody will wait for the read (its customers are still in ``unscored``)."""
         if self.reading is not None:
             self.reading.abandon()
+        if self.attr_reading is not None:
+            self.attr_reading.abandon()
 
 
 @dataclass(frozen=True)
@@ -94,7 +112,7 @@ class Written:
     sent: dict[str, OutgoingChange]
     decisions: list[tuple[Round, Decision]]
     model: Model
-    online: OnlineKMeans | None
+    online: OnlineModel | None
     writing: Pending[tuple[list[str], str]]
 
 
@@ -188,23 +206,44 @@ class RoundRunner:
             return
         nxt = self.queue.take()
         self.in_round = {**current, **nxt}
-        fields = fields_for(self.holder.model.feature_names)
+        model = self.holder.model
+        fields = fields_for(model.feature_names)
+        attr_fields = attribute_fields(model)
         snapped, without = self.queue.snapshots.take(nxt, fields)
-        ahead = self.ahead = Ahead(nxt, fields, snapped, None)
-        if without:
-            try:
+        ahead = self.ahead = Ahead(nxt, fields, snapped, None, attr_fields=attr_fields)
+        try:
+            if without:
                 ahead.reading = await self.store.send_read(without, fields)
-            except Exception as exc:  # raised by the round that needs it
-                ahead.error = exc
+            if attr_fields:
+                ahead.attr_reading = await self.store.send_attributes(list(nxt), attr_fields)
+        except Exception as exc:  # raised by the round that needs it
+            ahead.error = exc
 
-    async def gather(self, items: Reasons, fields: tuple[str, ...]) -> Gathered:
-        """The customers' state: their latest snapshot, or one read for those without."""
+    async def gather(
+        self, items: Reasons, fields: tuple[str, ...], attr_fields: tuple[str, ...] = ()
+    ) -> Gathered:
+        """The customers' state: their latest snapshot, or one read for those without; and
+        their ``attr_fields`` (a model with categorical features), read alongside."""
         snapped, without = self.queue.snapshots.take(items, fields)
         parts = [] if snapped is None else [snapped]
-        if without:
-            pending = await self.store.send_read(without, fields)
-            parts.append(await pending.result())
-        return Gathered(fields, parts)
+        pending = await self.store.send_read(without, fields) if without else None
+        try:
+            attr = (
+                await self.store.send_attributes(list(items), attr_fields) if attr_fields else None
+            )
+        except BaseException:
+            if pending is not None:
+                pending.abandon()
+            raise
+        try:
+            if pending is not None:
+                parts.append(await pending.result())
+        except BaseException:
+            if attr is not None:
+                attr.abandon()
+            raise
+        attributes = None if attr is None else await attr.result()
+        return Gathered(fields, parts, attr_fields, attributes)
 
     async def score(self, items: Reasons, gathered: Gathered | None = None) -> int:
         """Score one round (its state ``gathered`` ahead, or now); returns the changes.
@@ -219,10 +258,14 @@ class RoundRunner:
             model = self.holder.model
             as_of_ms = self.as_of_ms()
             fields = fields_for(model.feature_names)
-            if gathered is None or gathered.fields != fields:
-                gathered = await self.gather(items, fields)
+            attr_fields = attribute_fields(model)
+            if gathered is None or (gathered.fields, gathered.attr_fields) != (fields, attr_fields):
+                gathered = await self.gather(items, fields, attr_fields)
             margin = self.settings.scoring.hysteresis_margin
-            decisions = [(rnd, decide(model, rnd, as_of_ms, margin)) for rnd in gathered.parts]
+            attributes = gathered.attributes
+            decisions = [
+                (rnd, decide(model, rnd, as_of_ms, margin, attributes)) for rnd in gathered.parts
+            ]
             plan, sent = build(model.version, decisions, items, as_of_ms)
             writing = await self.store.send_write(
                 model.version, as_of_ms, plan, outbox_entries(sent)
@@ -281,13 +324,6 @@ class RoundRunner:
         m.missing += sum(len(rnd.missing) for rnd, _ in decisions)
         online, model = written.online, written.model
         if online is not None and isinstance(model, SegmentModel):
-            for rnd, dec in decisions:
-                if not len(rnd):
-                    continue
-                x, ids = dec.x_real, dec.segment_ids
-                if conflicts:
-                    keep = np.array([cid not in conflicts for cid in rnd.customer_ids], bool)
-                    x, ids = x[keep], ids[keep]
-                online.learn_many(model.transform(x), ids)
+            self.drift.learn(online, decisions, items, conflicts)
             await self.drift.check()
         return publish, token

@@ -51,6 +51,10 @@ class StatusWriter:
             "drift_mean": m.drift_mean,
             "drift_bound": self.settings.scoring.drift_bound,
             "drift_exceeded": int(m.drift_exceeded),
+            "drift_mix": m.drift_mix,
+            "drift_ready": int(m.drift_ready),
+            "emerging_groups": m.emerging_groups,
+            "retrain_proposal": m.retrain_proposal,
             "updated_ms": self.clock.time_ms(),
         }
         await self.store.save_status(self.holder.version, self.holder.online_json(), status)

@@ -1,156 +1,347 @@
-"""Online clustering: centroids seeded from the batch model that follow drift, ids kept stable.
+"""The online model: a river pipeline seeded from the batch model, its drift, emerging groups.
 
-:class:`OnlineKMeans` is a river clusterer (``river.base.Clusterer``: ``learn_one`` /
-``predict_one`` on dicts, constructor arguments stored under their own names) with a
-vectorised ``learn_many`` for the worker's batches. It works in the batch model's scaled space.
+What it is. ``compose.Pipeline(FuncTransformer(scale), cluster.KMeans)``: the transformer maps a
+real-unit feature dict to the batch model's scaled space (``log1p``, the artifact's mean and
+std), and river's incremental k-means, whose centres are set from the batch centroids, moves the
+nearest centre towards each point (``halflife`` = the learning rate). River's centre ``i`` is the
+batch model's segment ``i``: keys are never renumbered, so ids and names stay stable.
 
-How batch and online combine (see docs/segmentation.md):
+What assigns. The batch model (docs/segmentation.md "What assigns", with the measurements): the
+online model only *watches* the stream for drift and for emerging groups.
 
-1. ``segstream train`` fits K-means; the worker seeds :class:`OnlineKMeans` with its centroids.
-2. For every batch, the worker assigns customers with the *online* centroids and hysteresis
-   (:func:`worker.segmentation.assign.assign` with ``centroids=online.centers_``), then calls
-   ``learn_many(z, assigned_ids)``: centroid ``i`` moves only towards points assigned to ``i``
-   (``c_i += a * (z - c_i)`` per point, ``a`` = ``learning_rate``), so ids and names never
-   permute, unlike a clusterer that re-discovers clusters.
-3. Drift = how far each centroid moved from where training put it, in standard units
-   (Euclidean distance in scaled space): :meth:`OnlineKMeans.drift` gives max and mean. Above
-   ``settings.scoring.drift_bound`` :attr:`DriftReport.exceeded` is True: the worker reports
-   it and a retrain (``segstream train``) can be triggered; the new model re-seeds the online one.
+Drift: the stream against itself, in sampling spreads. The worker scores only the customers an
+event changed, just after the event (recency near 0 for an order), so the scored stream is never
+a sample of the training population, and online centres moved towards it even on steady traffic
+(the old read-out, "displacement from the batch centroids", passed 0.5 std units within minutes
+on the demo's unchanged personas). So drift compares like with like:
 
-The state (:meth:`to_dict` / :meth:`from_dict`) is JSON-safe so the worker can keep it in Redis
-and resume after a restart. Pure: numpy and river only.
+- *reference*: each centre once it has learned ``3 / learning_rate`` points after seeding (the
+  seed's pull has then faded to e^-3 = 5 %), and the segment shares of the batch assignments
+  (exponentially weighted, rate ``learning_rate / k``) once ``3 k / learning_rate`` scorings
+  were seen: the stream as it looked right after training;
+- *recent*: the same two statistics now (exponential windows of ``1 / learning_rate`` points
+  per centre, ``k / learning_rate`` scorings for the shares);
+- *unit*: the sampling spread of the difference under no change, derived from the training
+  data: an exponentially weighted mean with rate ``a`` of points with variance ``s2`` has
+  variance ``a / (2 - a) * s2``, two of them (reference and recent) twice that; ``s2`` is the
+  segment's within-segment variance at training (:func:`calibrate`, summed over features), and
+  ``p (1 - p)`` for a share ``p``;
+- per segment, drift = the larger of the centre's and the share's distance in those spreads;
+  the report's ``max`` is the largest, compared with ``settings.scoring.drift_bound``.
+
+A model trained before this calibration existed (or written by hand) has no ``extra["online"]``:
+its centres are compared with the batch centroids from the first point, in the same spreads with
+a within-segment variance of 1 per feature (the whole population's), and there is no share or
+emerging-group test.
+
+Emerging groups (:mod:`.emerging`): scored customers far from every batch centroid that gather
+in one region. Either finding proposes a retrain (``DriftReport.retrain_proposed``).
+
+Cost. River learns one dict at a time (about 11 us a point for k = 8, d = 4), so a round teaches
+it a seeded sample of at most :data:`LEARN_PER_ROUND` customers; the shares and the far points
+use every customer of the round (vectorised).
+
+State: :meth:`OnlineModel.to_dict` / :meth:`OnlineModel.from_dict` (JSON, ``format`` 2). A
+format-1 state (the hand-written ``OnlineKMeans`` of before) is migrated: its centres and counts
+are kept, the references start afresh.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import math
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from river import base
+from river import cluster, compose
 
+from worker.segmentation.emerging import EmergingGroup, EmergingGroups
 from worker.segmentation.model import SegmentModel
+
+#: Layout of :meth:`OnlineModel.to_dict` (1 = the hand-written OnlineKMeans before it).
+ONLINE_FORMAT = 2
+#: Weight of one point in the update of its centre (river's ``halflife``).
+LEARNING_RATE = 0.01
+#: At most this many customers of a round are taught to river (a seeded sample).
+LEARN_PER_ROUND = 256
+#: Quantile of the training customers' nearest-centroid distances above which a point is far.
+FAR_QUANTILE = 0.99
+#: Total variation distance of the segment mix above which it has drifted (a share of the
+#: recent scorings that changed segment).
+MIX_BOUND = 0.25
 
 
 @dataclass(frozen=True)
 class DriftReport:
-    """Centroid displacement since training, standard units."""
+    """Drift per segment in sampling spreads (see the module docstring), emerging groups."""
 
     per_segment: tuple[float, ...]
     max: float
     mean: float
     bound: float
     exceeded: bool
+    #: Each centre's displacement from its reference, standard units (0 until it has one).
+    displacement: tuple[float, ...] = ()
+    #: Each segment's share of recent scorings minus its reference share (0 before one).
+    share: tuple[float, ...] = ()
+    #: Total variation distance between the recent and the reference shares, and its bound.
+    mix: float = 0.0
+    mix_bound: float = float("inf")
+    #: False while no reference exists yet (nothing to compare).
+    ready: bool = True
+    emerging: tuple[EmergingGroup, ...] = ()
+
+    @property
+    def retrain_proposed(self) -> bool:
+        return self.exceeded or bool(self.emerging)
 
 
-class OnlineKMeans(base.Clusterer):
-    """K-means centroids updated online, each only from the points assigned to it.
+def calibrate(
+    centroids: np.ndarray,
+    z: np.ndarray,
+    labels: np.ndarray,
+    z_event: np.ndarray | None = None,
+    quantile: float = FAR_QUANTILE,
+) -> dict[str, Any]:
+    """What the online model needs of the training data (stored as ``extra["online"]``).
 
-    Parameters
-    ----------
-    centers
-        Initial centroids (``k`` lists of ``d`` floats, scaled space), usually a batch model's.
-    feature_names
-        Names of the ``d`` features (keys of the dicts ``learn_one`` / ``predict_one`` take).
-    learning_rate
-        Weight of one point in the update of its centroid (exponential forgetting).
-    model_version
-        Version of the batch model the centers come from.
+    ``z``: the training rows in scaled space, ``labels`` their segments; ``z_event``: the same
+    customers as they looked at their latest event (what the stream scores), if known.
 
-    Examples
-    --------
-    >>> m = OnlineKMeans([[0.0, 0.0], [4.0, 4.0]], ("a", "b"), learning_rate=0.5)
-    >>> m.predict_one({"a": 3.0, "b": 3.0})
-    1
-    >>> m.learn_one({"a": 6.0, "b": 4.0})
-    >>> m.centers_[1].tolist()
-    [5.0, 4.0]
-    >>> round(m.drift().max, 3)
-    1.0
+    - ``segment_var``: per segment and feature, the variance of its members (k x d);
+    - ``far_distance``: the ``quantile`` of the nearest-centroid distances of ``z_event`` (else
+      ``z``): above it a scored customer is far from every segment;
+    - ``shares``: each segment's share of the training customers.
     """
+    centroids = np.asarray(centroids, dtype=np.float64)
+    k, d = centroids.shape
+    var = np.ones((k, d))
+    for i in range(k):
+        members = z[labels == i]
+        if len(members) >= 2:
+            var[i] = members.var(axis=0)
+    rows = z if z_event is None else z_event
+    near = np.sqrt(((rows[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2).min(axis=1))
+    shares = np.bincount(labels, minlength=k) / max(len(labels), 1)
+    return {
+        "segment_var": var.tolist(),
+        "far_distance": float(np.quantile(near, quantile)),
+        "far_quantile": quantile,
+        "far_rows": "latest event" if z_event is not None else "training as-of",
+        "shares": shares.tolist(),
+    }
 
-    def __init__(
-        self,
-        centers: Sequence[Sequence[float]],
-        feature_names: Sequence[str],
-        learning_rate: float = 0.01,
-        model_version: str = "",
-    ) -> None:
-        # river convention: constructor arguments kept as given (so ``clone()`` re-seeds);
-        # learned state carries a trailing underscore.
-        self.centers = [list(map(float, c)) for c in centers]
-        self.feature_names = tuple(feature_names)
-        self.learning_rate = learning_rate
-        self.model_version = model_version
-        self.initial_ = np.asarray(self.centers, dtype=np.float64)
-        self.centers_ = self.initial_.copy()
-        self.counts_ = np.zeros(len(self.centers_), dtype=np.int64)
-        if self.centers_.ndim != 2 or self.centers_.shape[1] != len(self.feature_names):
-            raise ValueError(
-                f"centers shape {self.centers_.shape} vs {len(feature_names)} features"
+
+def _scaler(
+    names: Sequence[str], mean: np.ndarray, std: np.ndarray
+) -> Callable[[dict[Hashable, Any]], dict[Hashable, Any]]:
+    """The batch model's scaling of one feature dict (``z = (log1p(max(x, 0)) - mean) / std``)."""
+    cols = [(n, float(m), float(s)) for n, m, s in zip(names, mean, std, strict=True)]
+
+    def scale(x: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        return {n: (math.log1p(max(float(x[n]), 0.0)) - m) / s for n, m, s in cols}
+
+    return scale
+
+
+class OnlineModel:
+    """River's k-means behind the batch model's scaling, seeded with its centroids (see module)."""
+
+    def __init__(self, model: SegmentModel, learning_rate: float = LEARNING_RATE) -> None:
+        self.model_version = model.version
+        self.feature_names = tuple(model.feature_names)
+        self.learning_rate = float(learning_rate)
+        self.initial_ = np.asarray(model.centroids, dtype=np.float64)
+        self._mean, self._std = model.scaler.mean, model.scaler.std
+        k, d = self.initial_.shape
+        kmeans = cluster.KMeans(n_clusters=k, halflife=self.learning_rate, seed=0)
+        for i in range(k):
+            kmeans.centers[i].clear()
+            kmeans.centers[i].update(
+                zip(self.feature_names, map(float, self.initial_[i]), strict=True)
             )
+        self.pipeline = compose.Pipeline(
+            ("scale", compose.FuncTransformer(_scaler(self.feature_names, self._mean, self._std))),
+            ("kmeans", kmeans),
+        )
+        self.kmeans = kmeans
+        calibration = dict(model.extra.get("online") or {})
+        self.calibrated = bool(calibration)
+        var = np.asarray(calibration.get("segment_var", np.ones((k, d))), dtype=np.float64)
+        self.segment_var = var if var.shape == (k, d) else np.ones((k, d))
+        self.counts_ = np.zeros(k, dtype=np.int64)
+        self.seen = 0
+        # Uncalibrated: the batch centroids are the reference from the first point.
+        self.reference_ = None if self.calibrated else self.initial_.copy()
+        self.has_reference_ = np.full(k, not self.calibrated)
+        start = np.asarray(calibration.get("shares", np.full(k, 1.0 / k)), dtype=np.float64)
+        self.shares_ = start if start.shape == (k,) else np.full(k, 1.0 / k)
+        self.share_reference_: np.ndarray | None = None
+        far = calibration.get("far_distance")
+        self.emerging_: EmergingGroups | None = (
+            EmergingGroups(self.initial_, float(far)) if far is not None else None
+        )
 
-    @classmethod
-    def from_model(cls, model: SegmentModel, learning_rate: float = 0.01) -> OnlineKMeans:
-        return cls(model.centroids.tolist(), model.feature_names, learning_rate, model.version)
+    # -- parameters derived from the learning rate ----------------------------------------------
+    @property
+    def k(self) -> int:
+        return int(self.initial_.shape[0])
 
-    def _vec(self, x: dict[Hashable, Any]) -> np.ndarray:
-        return np.array([float(x[f]) for f in self.feature_names])
+    @property
+    def burn_in(self) -> int:
+        """Points a centre learns before its reference is taken (seed's pull down to e^-3)."""
+        return math.ceil(3.0 / self.learning_rate)
+
+    @property
+    def share_rate(self) -> float:
+        return self.learning_rate / self.k
+
+    @property
+    def share_burn_in(self) -> int:
+        return math.ceil(3.0 / self.share_rate)
+
+    # -- river ---------------------------------------------------------------------------------
+    @property
+    def centers_(self) -> np.ndarray:
+        """``(k, d)`` current centres, scaled space, row ``i`` = segment ``i``."""
+        c = self.kmeans.centers
+        return np.array([[c[i][f] for f in self.feature_names] for i in range(self.k)])
 
     def predict_one(self, x: dict[Hashable, Any]) -> int:
-        """Nearest centroid (no hysteresis) of a scaled feature dict."""
-        d = ((self.centers_ - self._vec(x)) ** 2).sum(axis=1)
-        return int(d.argmin())
+        """Nearest online centre of a real-unit feature dict (the pipeline end to end)."""
+        return int(self.pipeline.predict_one(x))
 
-    def learn_one(self, x: dict[Hashable, Any], segment: int | None = None) -> None:
-        """Move the centroid of ``segment`` (default: the nearest) towards ``x``."""
-        i = self.predict_one(x) if segment is None else segment
-        self.centers_[i] += self.learning_rate * (self._vec(x) - self.centers_[i])
+    def learn_one(self, x: dict[Hashable, Any]) -> int:
+        """Teach river one real-unit feature dict; returns the centre it moved."""
+        z = self.pipeline["scale"].transform_one(x)
+        i = int(self.kmeans.learn_predict_one(z))  # type: ignore[no-untyped-call]
         self.counts_[i] += 1
+        if not self.has_reference_[i] and self.counts_[i] >= self.burn_in:
+            if self.reference_ is None:
+                self.reference_ = np.zeros_like(self.initial_)
+            self.reference_[i] = [self.kmeans.centers[i][f] for f in self.feature_names]
+            self.has_reference_[i] = True
+        return i
 
-    def learn_many(self, z: np.ndarray, segment_ids: np.ndarray) -> None:
-        """Batch form of ``learn_one`` over scaled rows ``z`` with their assigned ids.
+    def learn_many(
+        self,
+        x_real: np.ndarray,
+        segment_ids: np.ndarray,
+        customer_ids: Sequence[str] | None = None,
+    ) -> None:
+        """A round of scored customers: real-unit rows, their assigned ids (batch model).
 
-        For ``n`` points of one segment with mean ``m`` the centroid moves to
-        ``c + (1 - (1 - a)**n) * (m - c)``: the same total weight as ``n`` sequential updates,
-        given to the batch mean (order within a batch carries no meaning here).
+        Shares and far points take every row; river learns a seeded sample of at most
+        :data:`LEARN_PER_ROUND` rows (the seed is the count of rows seen before, so a replay
+        of the same rounds gives the same model).
         """
-        z = np.atleast_2d(z)
+        x = np.atleast_2d(np.asarray(x_real, dtype=np.float64))
         ids = np.asarray(segment_ids, dtype=np.int64)
-        k = len(self.centers_)
-        n = np.bincount(ids, minlength=k)
-        if n.sum() == 0:
+        n = len(x)
+        if n == 0:
             return
-        sums = np.zeros_like(self.centers_)
-        np.add.at(sums, ids, z)
-        hit = n > 0
-        means = sums[hit] / n[hit, None]
-        weight = 1.0 - (1.0 - self.learning_rate) ** n[hit]
-        self.centers_[hit] += weight[:, None] * (means - self.centers_[hit])
-        self.counts_ += n
+        keep = 1.0 - self.share_rate
+        weight = keep**n
+        self.shares_ = self.shares_ * weight + (1.0 - weight) * (
+            np.bincount(ids, minlength=self.k)[: self.k] / n
+        )
+        if self.emerging_ is not None:
+            z = (np.log1p(np.maximum(x, 0.0)) - self._mean) / self._std
+            self.emerging_.learn_many(z, None if customer_ids is None else list(customer_ids))
+        rows = np.arange(n)
+        if n > LEARN_PER_ROUND:
+            rng = np.random.default_rng(self.seen)
+            rows = np.sort(rng.choice(n, LEARN_PER_ROUND, replace=False))
+        self.seen += n
+        names = self.feature_names
+        for row in x[rows].tolist():
+            self.learn_one(dict(zip(names, row, strict=True)))
+        if self.calibrated and self.share_reference_ is None and self.seen >= self.share_burn_in:
+            self.share_reference_ = self.shares_.copy()
 
-    def drift(self, bound: float = float("inf")) -> DriftReport:
-        """Displacement of every centroid since seeding (standard units) against ``bound``."""
-        per = np.sqrt(((self.centers_ - self.initial_) ** 2).sum(axis=1))
-        mx = float(per.max()) if len(per) else 0.0
-        return DriftReport(tuple(map(float, per)), mx, float(per.mean()), bound, mx > bound)
+    # -- drift ---------------------------------------------------------------------------------
+    def drift(self, bound: float = float("inf"), mix_bound: float = MIX_BOUND) -> DriftReport:
+        """Drift per segment in segment spreads, and of the mix, against the bounds (module
+        docstring)."""
+        k = self.k
+        displacement = np.zeros(k)
+        centre = np.zeros(k)
+        if self.reference_ is not None:
+            have = self.has_reference_
+            moved = np.sqrt(((self.centers_ - self.reference_) ** 2).sum(axis=1))
+            spread = np.sqrt(self.segment_var.sum(axis=1))
+            displacement = np.where(have, moved, 0.0)
+            centre = np.where(have, moved / np.maximum(spread, 1e-12), 0.0)
+        share = np.zeros(k)
+        mix = 0.0
+        if self.share_reference_ is not None:
+            share = self.shares_ - self.share_reference_
+            mix = float(np.abs(share).sum() / 2.0)
+        mx = float(centre.max()) if k else 0.0
+        emerging = tuple(self.emerging_.emerging()) if self.emerging_ is not None else ()
+        return DriftReport(
+            per_segment=tuple(map(float, centre)),
+            max=mx,
+            mean=float(centre.mean()) if k else 0.0,
+            bound=bound,
+            exceeded=mx > bound or mix > mix_bound,
+            displacement=tuple(map(float, displacement)),
+            share=tuple(map(float, share)),
+            mix=mix,
+            mix_bound=mix_bound,
+            ready=bool(self.has_reference_.any()),
+            emerging=emerging,
+        )
 
+    # -- state ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        ref = self.reference_
         return {
+            "format": ONLINE_FORMAT,
             "model_version": self.model_version,
             "feature_names": list(self.feature_names),
             "learning_rate": self.learning_rate,
             "initial": self.initial_.tolist(),
             "centers": self.centers_.tolist(),
             "counts": self.counts_.tolist(),
+            "seen": self.seen,
+            "reference": None if ref is None else ref.tolist(),
+            "has_reference": self.has_reference_.tolist(),
+            "shares": self.shares_.tolist(),
+            "share_reference": (
+                None if self.share_reference_ is None else self.share_reference_.tolist()
+            ),
+            "emerging": None if self.emerging_ is None else self.emerging_.to_dict(),
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OnlineKMeans:
-        m = cls(
-            data["initial"], data["feature_names"], data["learning_rate"], data["model_version"]
-        )
-        m.centers_ = np.asarray(data["centers"], dtype=np.float64)
-        m.counts_ = np.asarray(data["counts"], dtype=np.int64)
-        return m
+    def from_dict(
+        cls, data: dict[str, Any], model: SegmentModel, learning_rate: float | None = None
+    ) -> OnlineModel:
+        """Resume from :meth:`to_dict` (format 2), or migrate a format-1 state (centres and
+        counts kept, references afresh). Raises ``ValueError`` when it does not fit ``model``."""
+        if tuple(data["feature_names"]) != tuple(model.feature_names):
+            raise ValueError("online state is for other features")
+        rate = float(data["learning_rate"]) if learning_rate is None else learning_rate
+        out = cls(model, rate)
+        centers = np.asarray(data["centers"], dtype=np.float64)
+        if centers.shape != out.initial_.shape:
+            raise ValueError(f"online centres {centers.shape} vs model {out.initial_.shape}")
+        for i in range(out.k):
+            out.kmeans.centers[i].update(
+                zip(out.feature_names, map(float, centers[i]), strict=True)
+            )
+        out.counts_ = np.asarray(data["counts"], dtype=np.int64)
+        if int(data.get("format", 1)) < ONLINE_FORMAT:
+            return out
+        out.seen = int(data["seen"])
+        if data["reference"] is not None:
+            out.reference_ = np.asarray(data["reference"], dtype=np.float64)
+        out.has_reference_ = np.asarray(data["has_reference"], dtype=bool)
+        out.shares_ = np.asarray(data["shares"], dtype=np.float64)
+        if data["share_reference"] is not None:
+            out.share_reference_ = np.asarray(data["share_reference"], dtype=np.float64)
+        if data["emerging"] is not None:
+            out.emerging_ = EmergingGroups.from_dict(data["emerging"], out.initial_)
+        return out

@@ -11,13 +11,18 @@ with exactly 1 order) stay together. ``FM`` = the mean of F and M rounded half u
 is then read from the (R, FM) grid below, the classic RFM segment map; customers with no order
 are ``window_shoppers`` (they have no RFM scores).
 
+``new`` means a new *customer*: the R5/FM1 cell is ``new`` only when the first order is at most
+:data:`NEW_TENURE_DAYS` old (``tenure_days``, the fourth feature), else ``promising``. A customer
+back after months (first order long ago, lapsed, orders again) looks like a newcomer by R, F and
+M alone; without the tenure check the demo showed ``hibernating -> new (order)``.
+
 ======================  ==========  ===========
 segment                 R           FM
 ======================  ==========  ===========
 champions               5           4-5
 loyal                   3-4         4-5
 potential_loyalists     4-5         2-3
-new                     5           1
+new                     5           1    (and tenure <= 30 d; else promising)
 promising               4           1
 need_attention          3           3
 about_to_sleep          3           1-2
@@ -41,7 +46,12 @@ import numpy as np
 from worker.segmentation.assign import Assignment
 
 RULES_VERSION = "rules-v1"
-RULE_FEATURES: tuple[str, ...] = ("recency_days", "frequency", "monetary")
+#: The features the rules read: R, F and M are scored, tenure only tells new from returning.
+RULE_FEATURES: tuple[str, ...] = ("recency_days", "frequency", "monetary", "tenure_days")
+#: The scored ones (R, F, M), the first columns of :data:`RULE_FEATURES`.
+SCORED_FEATURES: tuple[str, ...] = RULE_FEATURES[:3]
+#: Days since the first order up to which a customer of the R5/FM1 cell is ``new``.
+NEW_TENURE_DAYS = 30.0
 
 #: Edges used before any customer has been seen: recency days, orders, monetary (currency units).
 DEFAULT_EDGES: dict[str, tuple[float, ...]] = {
@@ -83,6 +93,8 @@ def _grid() -> np.ndarray:
 
 _GRID = _grid()
 _WINDOW = RULE_NAMES.index("window_shoppers")
+_NEW = RULE_NAMES.index("new")
+_PROMISING = RULE_NAMES.index("promising")
 
 
 @dataclass(frozen=True)
@@ -98,18 +110,19 @@ class RulesModel:
 
     @classmethod
     def fit(cls, x_real: np.ndarray) -> RulesModel:
-        """Edges = 20/40/60/80 % quantiles over the buyers of ``x_real`` (RULE_FEATURES columns)."""
-        buyers = x_real[x_real[:, 1] > 0]
+        """Edges = 20/40/60/80 % quantiles over the buyers of ``x_real`` (RULE_FEATURES columns;
+        only the scored ones are used)."""
+        buyers = x_real[x_real[:, 1] > 0][:, : len(SCORED_FEATURES)]
         if len(buyers) == 0:
             return cls()
         qs = np.quantile(buyers, [0.2, 0.4, 0.6, 0.8], axis=0)
-        return cls({f: tuple(float(v) for v in qs[:, j]) for j, f in enumerate(RULE_FEATURES)})
+        return cls({f: tuple(float(v) for v in qs[:, j]) for j, f in enumerate(SCORED_FEATURES)})
 
     def scores(self, x_real: np.ndarray) -> np.ndarray:
         """``(n, 3)`` int scores R, F, M in 1..5 (0 for customers without an order)."""
         x = np.atleast_2d(np.asarray(x_real, dtype=np.float64))
         out = np.empty((len(x), 3), dtype=np.int64)
-        for j, f in enumerate(RULE_FEATURES):
+        for j, f in enumerate(SCORED_FEATURES):
             below = np.searchsorted(np.asarray(self.edges[f]), x[:, j], side="left")
             out[:, j] = 5 - below if f == "recency_days" else 1 + below
         out[x[:, 1] <= 0] = 0
@@ -121,10 +134,16 @@ class RulesModel:
         current: np.ndarray | Sequence[int] | None = None,
         margin: float | None = None,
     ) -> Assignment:
-        """Segment ids from the grid; ``margin`` is accepted and ignored (no hysteresis)."""
-        s = self.scores(x_real)
+        """Segment ids from the grid; ``margin`` is accepted and ignored (no hysteresis).
+
+        Rows without the tenure column (three columns) are never ``new``: nothing says they are.
+        """
+        x = np.atleast_2d(np.asarray(x_real, dtype=np.float64))
+        s = self.scores(x)
         fm = np.floor((s[:, 1] + s[:, 2]) / 2 + 0.5).astype(np.int64)
         seg = np.where(s[:, 1] > 0, _GRID[s[:, 0], fm], _WINDOW)
+        short = x[:, 3] <= NEW_TENURE_DAYS if x.shape[1] > 3 else np.zeros(len(x), dtype=bool)
+        seg = np.where((seg == _NEW) & ~short, _PROMISING, seg)
         n = len(seg)
         cur = np.full(n, -1, np.int64) if current is None else np.asarray(current, np.int64)
         return Assignment(seg, np.empty((n, 0)), seg != cur)
