@@ -17,6 +17,13 @@ silhouette; k whose silhouette is within ``tie_tolerance`` (0.01) of the best ar
 tie goes to the k nearest the elbow of the inertia curve (Kneedle: the point farthest below the
 chord of the normalised curve), then to the smaller k. If no k passes the share test, all are
 considered and the reason says so.
+
+Categorical features (``features`` may name any of
+:data:`worker.segmentation.categorical.KNOWN_CATEGORICAL`) are fitted on the same rows
+(:class:`~worker.segmentation.categorical.CategoricalEncoder`: levels, one-hot or frequency,
+weights) and encoded after the scaled numerics; K-means, the silhouette and the k rule then work
+on the whole model space. ``feature_weights`` multiplies a feature's columns (a numeric one's
+through its scaler: ``std / weight``), so that feature counts ``weight`` times as far.
 """
 
 from __future__ import annotations
@@ -30,10 +37,27 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 
-from analytics.frames import feature_frame
-from analytics.profiles import Population, name_segments, profile_segments, rule_text
-from worker.segmentation.errors import TrainingError
-from worker.segmentation.features import DEFAULT_FEATURES, Scaler
+from analytics.calibration import online_calibration
+from analytics.composition import describe_labels
+from analytics.frames import categorical_frame, feature_frame
+from analytics.profiles import (
+    Population,
+    name_segments,
+    new_allowed,
+    profile_segments,
+    rule_text,
+)
+from worker.segmentation.categorical import (
+    MAX_ONEHOT_LEVELS,
+    MIN_LEVEL_COUNT,
+    MIN_LEVEL_SHARE,
+    MISSING,
+    OTHER,
+    CategoricalEncoder,
+    split_features,
+)
+from worker.segmentation.errors import FeatureError, TrainingError
+from worker.segmentation.features import DEFAULT_FEATURES, KNOWN_FEATURES, Scaler
 from worker.segmentation.model import KScore, SegmentModel
 
 _CHUNK = 65_536
@@ -141,6 +165,9 @@ class TrainResult:
     features: pd.DataFrame
     elbow_k: int
     timings: dict[str, float]
+    #: Every known categorical column of the training rows (index of ``features``), so that a
+    #: model with other categorical features can be scored on the same customers (the gate).
+    categories: pd.DataFrame | None = None
 
 
 def train(
@@ -158,6 +185,10 @@ def train(
     n_init: int = 3,
     hysteresis_margin: float = 0.1,
     now: datetime | None = None,
+    feature_weights: Mapping[str, float] | None = None,
+    categorical_min_share: float = MIN_LEVEL_SHARE,
+    categorical_min_count: int = MIN_LEVEL_COUNT,
+    max_onehot_levels: int = MAX_ONEHOT_LEVELS,
 ) -> TrainResult:
     """Train a :class:`SegmentModel` on export-contract ``state`` (``k=None`` means auto)."""
     import time
@@ -166,13 +197,35 @@ def train(
     ks = [k] if k is not None else list(range(k_range[0], k_range[1] + 1))
     if not ks or min(ks) < 1:
         raise TrainingError(f"invalid k / k-range: {ks}")
+    try:
+        numeric, categorical = split_features(features, KNOWN_FEATURES)
+    except FeatureError as exc:
+        raise TrainingError(str(exc)) from None
+    if not numeric:
+        raise TrainingError("--features needs at least one numeric feature")
+    weights = dict(feature_weights or {})
+    stray = sorted(set(weights) - set(features))
+    if stray:
+        raise TrainingError(f"weight(s) for feature(s) {stray} the model does not use")
+    if any(not w > 0 for w in weights.values()):
+        raise TrainingError(f"feature weights must be > 0: {weights}")
     frame = feature_frame(state, as_of)
-    x_real = frame[list(features)].to_numpy(dtype=np.float64)
+    cat_frame = categorical_frame(state)
+    x_real = frame[list(numeric)].to_numpy(dtype=np.float64)
     n = len(x_real)
     if n <= max(ks):
         raise TrainingError(f"{n} customers is too few to train k up to {max(ks)}")
     scaler = Scaler.fit(x_real)
+    if weights:
+        w = np.array([weights.get(f, 1.0) for f in numeric], dtype=np.float64)
+        scaler = Scaler(mean=scaler.mean, std=scaler.std / w)
     z = scaler.transform(x_real)
+    values = {name: cat_frame[name].tolist() for name in categorical}
+    encoder = CategoricalEncoder.fit(
+        values, weights, categorical_min_share, categorical_min_count, max_onehot_levels
+    )
+    if encoder:
+        z = np.hstack([z, encoder.encode(values, n)])
     rng = np.random.default_rng(seed)
     fit_idx = np.sort(rng.choice(n, fit_sample, replace=False)) if n > fit_sample else None
     sil_idx = (
@@ -212,18 +265,30 @@ def train(
     labels = labels_all[chosen]
     profiles = profile_segments(frame, labels, chosen)
     population = Population.of(frame)
-    names = name_segments(profiles, population)
+    may_be_new = new_allowed(centers[chosen][:, : len(numeric)], numeric, scaler.mean, scaler.std)
+    names = name_segments(profiles, population, may_be_new)
     for p, name in zip(profiles, names, strict=True):
         p["name"] = name
         p["rule"] = rule_text(name)
+    for p, words in zip(profiles, describe_labels(state, labels, chosen), strict=True):
+        p["composition"] = words  # who is in it, in words (analytics.composition)
     created = now or datetime.now(UTC)
+    d = len(numeric)
+    extra = _extra(population, n, fit_idx, sil_idx, n_init, min_share)
+    if weights or encoder:
+        extra["feature_weights"] = {f: weights.get(f, 1.0) for f in features}
+    if encoder:
+        extra["categorical_profiles"] = _categorical_profiles(encoder, values, labels, chosen)
+    extra["online"] = online_calibration(
+        state, frame, numeric, scaler, centers[chosen][:, :d], labels, as_of
+    )  # the worker's drift and emerging-group checks (analytics.calibration)
     model = SegmentModel(
         version="-",
         created_at=created.astimezone(UTC).isoformat(),
         as_of=(as_of or created).astimezone(UTC).isoformat(),
-        feature_names=tuple(features),
+        feature_names=numeric,
         scaler=scaler,
-        centroids=centers[chosen],
+        centroids=centers[chosen][:, :d],
         names=tuple(names),
         seed=seed,
         training_size=n,
@@ -231,7 +296,9 @@ def train(
         scores=scores,
         k_rule=rule,
         profiles=tuple(profiles),
-        extra=_extra(population, n, fit_idx, sil_idx, n_init, min_share),
+        extra=extra,
+        categorical=encoder,
+        categorical_centroids=centers[chosen][:, d:],
     ).with_content_version(created)
     t_end = time.perf_counter()
     timings = {
@@ -241,7 +308,30 @@ def train(
         "profile_s": t_end - t_sil,
         "total_s": t_end - t0,
     }
-    return TrainResult(model, labels, frame, elbow, timings)
+    return TrainResult(model, labels, frame, elbow, timings, cat_frame)
+
+
+def _categorical_profiles(
+    encoder: CategoricalEncoder,
+    values: Mapping[str, list[object]],
+    labels: np.ndarray,
+    k: int,
+) -> list[dict[str, Any]]:
+    """Per segment id, per categorical feature: its most common level and that level's share."""
+    out: list[dict[str, Any]] = [{} for _ in range(k)]
+    for feature in encoder.features:
+        codes = feature.codes(values[feature.name])
+        names = (*feature.levels, OTHER, MISSING)
+        for seg in range(k):
+            mine = codes[labels == seg]
+            if not len(mine):
+                continue
+            counts = np.bincount(mine, minlength=len(names))
+            top = int(counts.argmax())
+            out[seg][feature.name] = {
+                "top": names[top], "share": float(counts[top] / len(mine))
+            }  # fmt: skip
+    return out
 
 
 def _extra(

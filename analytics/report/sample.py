@@ -5,6 +5,10 @@ personas with known segments: the state follows the export contract, the model d
 fields :mod:`analytics.report.model_view` reads (its elbow/silhouette scores come from real K-means
 fits on the sample), and the changes are consistent with the state (each customer's last change
 lands in their current segment). Same seed, same data.
+
+Every customer also carries the categorical attribute columns
+(:data:`worker.core.attributes.ATTRIBUTE_COLUMNS`), drawn per persona from their own generator
+(so the RFM columns are those of the same seed without attributes), some of them unknown.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from worker.core.attributes import Attributes
 
 __all__ = ["MODEL_FEATURES", "sample_inputs"]
 
@@ -98,6 +104,10 @@ def sample_inputs(
                 "checkout_starts": 0, "abandoned_carts": int(rng.integers(0, 2)), "segment": None,
             }
         )  # fmt: skip
+    personas = [_PERSONAS[i].name for i in picks] + [None] * (len(rows) - len(picks))
+    attribute_rng = np.random.default_rng([seed, 1])
+    for row, persona in zip(rows, personas, strict=True):
+        row.update(_attributes(persona, attribute_rng).columns(as_of))
     state = pd.DataFrame(rows)
     state["aov"] = state["monetary"] / state["frequency"].where(state["frequency"] > 0)
     state["recency_days"] = (as_of - state["last_order_ts"]).dt.total_seconds() / 86400
@@ -110,6 +120,63 @@ def sample_inputs(
     model = _model(state, rng)
     changes = _changes(state, rng, as_of, model["version"])
     return state, model, changes
+
+
+#: Persona (None: browsers without an order) -> (unknown share, countries, birth years,
+#: favourite categories, devices): the demographics and categories each persona leans to.
+_LEANINGS: dict[str | None, tuple[float, dict[str, float], tuple[int, int], dict[str, float],
+                                  dict[str, float]]] = {
+    "Champions": (0.1, {"DE": 0.62, "AT": 0.14, "FR": 0.12, "NL": 0.12}, (1982, 1991),
+                  {"electronics": 0.55, "home": 0.25, "books": 0.2},
+                  {"desktop": 0.6, "mobile": 0.3, "tablet": 0.1}),
+    "Loyal": (0.15, {"DE": 0.35, "FR": 0.3, "NL": 0.2, "AT": 0.15}, (1970, 2000),
+              {"home": 0.4, "fashion": 0.3, "books": 0.3}, {"mobile": 0.55, "desktop": 0.45}),
+    "New": (0.25, {"FR": 0.45, "DE": 0.25, "NL": 0.2, "IT": 0.1}, (2000, 2007),
+            {"fashion": 0.6, "beauty": 0.25, "electronics": 0.15},
+            {"mobile": 0.85, "desktop": 0.15}),
+    "At risk": (0.2, {"NL": 0.45, "DE": 0.25, "FR": 0.2, "AT": 0.1}, (1960, 1980),
+                {"home": 0.5, "garden": 0.3, "books": 0.2}, {"desktop": 0.5, "mobile": 0.5}),
+    "Hibernating": (0.5, {"DE": 0.3, "FR": 0.3, "NL": 0.2, "IT": 0.2}, (1950, 1995),
+                    {"books": 0.4, "home": 0.3, "fashion": 0.3},
+                    {"mobile": 0.5, "desktop": 0.4, "tablet": 0.1}),
+    None: (0.7, {"DE": 0.4, "FR": 0.3, "IT": 0.3}, (1985, 2006), {},
+           {"mobile": 0.8, "desktop": 0.2}),
+}  # fmt: skip
+
+
+def _attributes(persona: str | None, rng: np.random.Generator) -> Attributes:
+    """A customer's profile and summaries, each value unknown with the persona's share."""
+    unknown, countries, born, categories, devices = _LEANINGS[persona]
+
+    def pick(shares: dict[str, float]) -> str | None:
+        if not shares or rng.random() < unknown:
+            return None
+        return str(
+            rng.choice(list(shares), p=np.array(list(shares.values())) / sum(shares.values()))
+        )
+
+    country = pick(countries)
+    favourite = pick(categories)
+    viewed = pick(categories) or pick({"books": 1.0, "fashion": 1.0})
+    device = pick(devices)
+    return Attributes(
+        country=country,
+        region=None if country is None or rng.random() < 0.3 else f"{country}-{rng.integers(1, 4)}",
+        birth_year=None if rng.random() < unknown else int(rng.integers(born[0], born[1] + 1)),
+        gender=pick({"female": 0.5, "male": 0.47, "diverse": 0.03}),
+        signup_channel=pick({"web": 0.5, "app": 0.35, "store": 0.15}),
+        loyalty_tier=pick(
+            {"gold": 0.8, "silver": 0.2}
+            if persona == "Champions"
+            else {"bronze": 0.6, "silver": 0.3, "gold": 0.1}
+        ),
+        marketing_consent=None if rng.random() < unknown else bool(rng.random() < 0.6),
+        spend_by_category=()
+        if favourite is None
+        else ((favourite, int(rng.integers(2000, 90000))),),
+        views_by_category=() if viewed is None else ((viewed, int(rng.integers(3, 60))),),
+        clicks_by_device=() if device is None else ((device, int(rng.integers(2, 40))),),
+    )
 
 
 def _model(state: pd.DataFrame, rng: np.random.Generator) -> dict[str, Any]:

@@ -201,7 +201,7 @@ def assign_segments(state: pd.DataFrame, model: Mapping[str, Any], as_of: dateti
     from segstream.errors import ModelError
 
     try:
-        from analytics.frames import real_matrix
+        from analytics.frames import categorical_values, real_matrix
         from worker.segmentation.assign import assign
         from worker.segmentation.model import SegmentModel
     except ImportError as exc:
@@ -210,9 +210,10 @@ def assign_segments(state: pd.DataFrame, model: Mapping[str, Any], as_of: dateti
     try:
         segment_model = SegmentModel.from_dict(dict(model), source="the report's model")
         x_real = real_matrix(state, segment_model.feature_names, as_of)
+        categories = categorical_values(state, segment_model.categorical_names)
+        result = assign(segment_model, x_real, categories=categories)
     except ModelError as exc:
         raise ReportInputError(f"cannot assign segments with the model: {exc}") from exc
-    result = assign(segment_model, x_real)
     names = np.asarray(segment_model.names, dtype=object)[result.segment_ids]
     return pd.Series(names, index=state.index, name="segment")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 from datetime import UTC, datetime
@@ -14,11 +15,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from analytics.composition import ALL, Composition
 from analytics.report import REPORT_FILE, SECTIONS, TABLE_FILES, build_report
 from analytics.report.builder import NO_MODEL_NOTE
 from analytics.report.sample import sample_inputs
 
-#: Each full build draws 14 figures: seconds, not milliseconds.
+#: Each full build draws 18 figures: seconds, not milliseconds.
 pytestmark = pytest.mark.slow
 
 AS_OF = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
@@ -104,6 +106,8 @@ def test_every_section_is_present_with_its_figures(full_report: Path) -> None:
                 "fig-lorenz", "fig-clicks"},
         "model-choice": {"fig-k-selection"},
         "segments": {"fig-segment-size", "fig-centroids", "fig-segment-distributions"},
+        "composition": {"fig-composition-country", "fig-composition-age-band",
+                        "fig-composition-favourite-category", "fig-composition-device"},
         "movement": {"fig-transitions", "fig-sizes-over-time"},
         "business": {"fig-business"},
     }  # fmt: skip
@@ -114,7 +118,7 @@ def test_every_section_is_present_with_its_figures(full_report: Path) -> None:
 
 def test_every_image_decodes_and_is_not_blank(full_report: Path) -> None:
     page = _parse(full_report)
-    assert len(page.images) == 14
+    assert len(page.images) == 18
     for img in page.images:
         pixels = _decode(img["src"])
         assert pixels.shape[0] > 100 and pixels.shape[1] > 200, img["alt"]
@@ -186,6 +190,40 @@ def test_tables_agree_with_a_direct_computation(
     sizes = pd.read_csv(out / "segment_sizes_over_time.csv", index_col=0)
     final = sizes.iloc[-1].astype(int).sort_index()
     assert final.to_dict() == segmented["segment"].value_counts().sort_index().to_dict()
+
+
+def test_composition_section_says_who_is_in_each_segment_and_writes_its_table(
+    full_report: Path, inputs: tuple[pd.DataFrame, dict[str, object], pd.DataFrame]
+) -> None:
+    state, _, _ = inputs
+    text = full_report.read_text(encoding="utf-8")
+    section = text[text.index('<section id="composition"') :]
+    section = section[: section.index("</section>")]
+    lines = dict(re.findall(r'<li data-segment="([^"]+)">.*?<span class="words">([^<]*)</span>',
+                            section))  # fmt: skip
+    segments = set(state["segment"].dropna())
+    assert set(lines) == segments
+    # The sample's champions lean to Germany, electronics, their late thirties and desktops.
+    champions = html.unescape(lines["Champions"])
+    assert re.match(r"\d+ % DE \(\d\.\dx the shop\), top category electronics \(\d+ %, "
+                    r"\d\.\dx the shop\), mostly 35-44 \(", champions), champions  # fmt: skip
+    assert champions == Composition.of(state).sentence("Champions")
+
+    table = pd.read_csv(full_report.parent / "composition.csv", keep_default_na=False,
+                        na_values=[""])  # fmt: skip
+    assert list(table.columns) == ["segment", "attribute", "level", "customers", "share",
+                                   "share_of_known", "lift"]  # fmt: skip
+    assert set(table["segment"]) == segments | {ALL}
+    for _, part in table.groupby(["segment", "attribute"]):
+        assert part["share"].sum() == pytest.approx(1.0)
+    de = table[(table["segment"] == "Champions") & (table["attribute"] == "country")
+               & (table["level"] == "DE")].iloc[0]  # fmt: skip
+    champions_rows = state[state["segment"] == "Champions"]
+    known = champions_rows["country"].notna().sum()
+    share = (champions_rows["country"] == "DE").sum() / known
+    shop = (state["country"] == "DE").sum() / state["country"].notna().sum()
+    assert de["share_of_known"] == pytest.approx(share)
+    assert de["lift"] == pytest.approx(share / shop)
 
 
 def test_report_without_model_or_changes_says_so(
