@@ -31,10 +31,14 @@ SEGSTREAM_COMMANDS: tuple[str, ...] = (
     "wait",
 )  # fmt: skip
 
-#: The storefront reads a customer's segment (``HMGET {prefix}:c:{id} segment model_version``).
+#: The storefront reads a customer's segment (``HMGET {prefix}:c:{id} segment model_version``)
+#: and their recommendations: the read-only script (``EVALSHA_RO``, or ``EVAL_RO`` with its text
+#: when Redis does not hold it yet; read-only variants refuse any write) and the commands it runs
+#: (HMGET, ZRANGE: docs/recommendations.md).
 STOREFRONT_COMMANDS: tuple[str, ...] = (
     "auth", "hello", "ping", "select", "client|setname",
     "hget", "hmget", "hgetall", "exists",
+    "evalsha_ro", "eval_ro", "zrange",
 )  # fmt: skip
 
 

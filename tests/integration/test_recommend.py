@@ -1,0 +1,299 @@
+"""Recommendations end to end: the recommendations consumer against the real broker and Redis.
+
+The consumer (:class:`worker.recommend.service.RecommendService`) runs in the test's own event
+loop, as the worker runs it, on the session's single Redis and on its Redis Cluster. Orders
+update the counts and the merged lists exactly as the Python rule (worker/recommend/decay.py)
+computes; a redelivery changes nothing; a customer's list changes after orders of their
+segment; the read is one command and the storefront's read-only user may send it; forget
+removes the customer's recently bought skus and keeps their old orders out; a record that does
+not decode is skipped and one Redis refuses is dead-lettered alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from schemas import LineItem, OrderEvent, encode
+from segstream.acl import storefront_acl
+from segstream.settings import Settings
+from tests.support.kafka_reads import read_dead_letters
+from tests.support.modes import MODES, on_redis
+from tests.support.producing import produce
+from worker.connect import keyspace, sync_redis
+from worker.erase.store import ForgetStore
+from worker.recommend.decay import SHOP, DecayedCounts, half_life_ms
+from worker.recommend.rank import BOOST, bought_after, member, rank
+from worker.recommend.read import READ, Recommendations, read_call, recommend
+from worker.recommend.service import RecommendService
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _remove_keys_afterwards(redis_client: object) -> None:
+    """``redis_client`` deletes every key under this test's prefix when the test ends."""
+
+
+@pytest.fixture(params=MODES)
+def rec_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """This test's settings, a fast merge, on a single Redis and on a cluster."""
+    return on_redis(request, settings.with_(recommend_merge_interval_s=0.2, poison_retries=2))
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def order(
+    n: int, customer: str, when: datetime, lines: Sequence[tuple[str, str, int]]
+) -> OrderEvent:
+    items = [LineItem(sku=sku, quantity=q, unit_price=2.5, category=cat) for cat, sku, q in lines]
+    return OrderEvent(event_id=f"e{n}", schema_version=1, customer_id=customer,
+                      order_id=f"o{n}", event_time=when, status="placed", items=items,
+                      total=sum(i.quantity * 2.5 for i in items))  # fmt: skip
+
+
+def records(s: Settings, orders: Sequence[OrderEvent]) -> list[tuple[str, bytes, bytes]]:
+    return [(s.kafka.orders_topic, o.customer_id.encode(), encode(o)) for o in orders]
+
+
+def set_segments(s: Settings, segments: dict[str, str]) -> None:
+    space = keyspace(s.redis, s.redis.prefix)
+    with sync_redis(s.redis) as r:
+        for cid, seg in segments.items():
+            r.hset(space.customer(cid), "segment", seg)
+
+
+def read(s: Settings, cid: str, n: int = 10) -> Recommendations:
+    with sync_redis(s.redis) as r:
+        return recommend(r, keyspace(s.redis, s.redis.prefix), cid, n)
+
+
+async def until(check: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def consume(s: Settings, done: Callable[[RecommendService], bool], what: str) -> RecommendService:
+    """Run a recommendations consumer until ``done(service)``; returns it, stopped."""
+
+    async def run() -> RecommendService:
+        service = RecommendService(s)
+        await service.start()
+        try:
+            await until(lambda: done(service), 90, what)
+        finally:
+            await service.stop()
+        return service
+
+    return asyncio.run(run())
+
+
+def expected(s: Settings, orders: Sequence[OrderEvent], segments: dict[str, str]) -> DecayedCounts:
+    counts = DecayedCounts(half_life_ms(s.recommend.half_life_days))
+    counts.add_batch(
+        (segments.get(o.customer_id), o.event_time_ms,
+         [(member(i.category, i.sku), i.quantity) for i in o.items])
+        for o in orders
+    )  # fmt: skip
+    return counts
+
+
+def merged_list(s: Settings, segment: str) -> list[tuple[str, float]]:
+    """The merged list as a customer's space holds it (every space holds the same)."""
+    space = keyspace(s.redis, s.redis.prefix).spaces[-1]
+    key = f"{space}:rtop" + (f":{segment}" if segment else "")
+    with sync_redis(s.redis, decode_responses=True) as r:
+        return [(m, float(v)) for m, v in r.zrange(key, 0, -1, desc=True, withscores=True)]
+
+
+def assert_lists_match(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> None:
+    assert [m for m, _ in got] == [m for m, _ in want]
+    for (_, a), (_, b) in zip(got, want, strict=True):
+        assert a == pytest.approx(b, rel=1e-9)
+
+
+# -- tests ---------------------------------------------------------------------------------------
+def test_orders_update_the_lists_exactly_once_and_a_segments_new_favourite_reaches_its_members(
+    rec_settings: Settings,
+) -> None:
+    s = rec_settings
+    segments = {f"A{i}": "alpha" for i in range(12)} | {f"B{i}": "beta" for i in range(12)}
+    segments |= {"XA": "alpha", "XB": "beta"}  # in a segment, no orders yet
+    set_segments(s, segments)
+    orders = []
+    for i in range(12):
+        when = T0 + timedelta(hours=i)
+        orders.append(order(len(orders), f"A{i}", when, [("toys", f"a{i % 4}", 1 + i % 2)]))
+        orders.append(order(len(orders), f"B{i}", when, [("books", f"b{i % 3}", 1),
+                                                         ("toys", "a0", 1)]))  # fmt: skip
+    produce(s.kafka.bootstrap, records(s, orders))
+    n = len(orders)
+    want = expected(s, orders, segments)
+
+    def merged() -> bool:
+        return len(merged_list(s, "alpha")) == 4 and len(merged_list(s, "")) == 7
+
+    consume(s, lambda svc: svc.metrics.applied >= n and merged(), "the orders counted and merged")
+    latest = max(o.event_time_ms for o in orders)
+    for segment in ("alpha", "beta", SHOP):
+        assert_lists_match(merged_list(s, segment), want.top(segment, 100, latest))
+
+    # a member with no orders gets the segment's list; someone unknown gets the shop's
+    xa = read(s, "XA")
+    assert xa.segment == "alpha" and [p.sku for p in xa.picks[:4]] == ["a3", "a1", "a2", "a0"]
+    assert xa.rows()[0]["reason"] == "popular in alpha"
+    assert {p.source for p in xa.picks[4:]} == {"shop"}
+    stranger = read(s, "NOBODY", 3)
+    assert stranger.segment is None and [p.source for p in stranger.picks] == ["shop"] * 3
+    assert stranger.rows()[0]["reason"] == "popular in the shop"
+    # what a customer bought is never listed
+    assert not {"b1", "a0"} & {p.sku for p in read(s, "B1").picks}
+
+    # Redelivery: the same records at the same offsets, read by a new consumer group.
+    again = s.with_(group_id=f"{s.kafka.group_id}-again")
+    svc = consume(again, lambda svc: svc.metrics.fenced >= n, "every record fenced")
+    assert svc.metrics.applied == 0
+    for segment in ("alpha", "beta", SHOP):
+        assert_lists_match(merged_list(s, segment), want.top(segment, 100, latest))
+
+    # beta's members start buying "b9" a week later: XB's list changes, its first item is b9
+    before = [p.sku for p in read(s, "XB").picks]
+    later = T0 + timedelta(days=7)
+    more = [order(n + i, f"B{i}", later + timedelta(minutes=i), [("books", "b9", 2)])
+            for i in range(12)]  # fmt: skip
+    produce(s.kafka.bootstrap, records(s, more))
+    consume(s, lambda svc: svc.metrics.applied >= 12 and read(s, "XB").picks[0].sku == "b9",
+            "b9 at the top of beta's list")  # fmt: skip
+    after = [p.sku for p in read(s, "XB").picks]
+    assert after != before and after[0] == "b9" and "b9" not in before
+    assert read(s, "XA").picks[0].sku == "a3"  # alpha's list did not take b9 first
+    with sync_redis(s.redis, decode_responses=True) as r:
+        space = keyspace(s.redis, s.redis.prefix)
+        stored = r.hget(space.customer("B1"), "rb")
+    bought = bought_after(bought_after(None, ["b1", "a0"]), ["b9"])
+    assert stored == bought
+
+
+def test_the_read_is_one_command_on_one_node_and_matches_the_python_rule(
+    rec_settings: Settings,
+) -> None:
+    s = rec_settings
+    set_segments(s, {"C1": "gamma", "C2": "gamma"})
+    space = keyspace(s.redis, s.redis.prefix)
+    with sync_redis(s.redis) as r:
+        r.hset(space.customer("C1"), "ks", "garden=900,books=1200,toys=1200")  # favourite: books
+    orders = [
+        order(0, "C2", T0, [("garden", "g1", 5), ("books", "k1", 2), ("toys", "t1", 3)]),
+        order(1, "C2", T0 + timedelta(hours=1), [("books", "k2", 2), ("garden", "g2", 4)]),
+        order(2, "C1", T0 + timedelta(hours=2), [("garden", "g1", 1)]),
+    ]
+    produce(s.kafka.bootstrap, records(s, orders))
+    consume(s, lambda svc: svc.metrics.applied >= 3 and len(merged_list(s, "gamma")) == 5,
+            "counted and merged")  # fmt: skip
+
+    calls: list[tuple[Any, ...]] = []
+    with sync_redis(s.redis) as client:
+        recommend(client, space, "C1", 4)  # loads the script if Redis does not hold it yet
+
+        class Counting:
+            def execute_command(self, *args: Any, **options: Any) -> Any:
+                calls.append(args)
+                return client.execute_command(*args, **options)
+
+        got = recommend(Counting(), space, "C1", 4)
+    assert len(calls) == 1 and calls[0][0] == "EVALSHA"
+    assert calls[0][3] == space.customer("C1")  # the key that routes it: the customer's slot
+    want = rank(merged_list(s, "gamma"), merged_list(s, ""), [bought_after(None, ["g1"])[:6]],
+                "books", 4, BOOST)  # fmt: skip
+    assert got.picks == want
+    assert [p.sku for p in got.picks] == ["k2", "k1", "g2", "t1"]  # books x4, g1 bought
+    assert got.rows()[0]["reason"] == "popular in gamma, in your favourite category books"
+
+
+def test_the_storefront_user_reads_recommendations_read_only(
+    settings: Settings, redis_url: str
+) -> None:
+    s = settings.with_(recommend_merge_interval_s=0.2)
+    set_segments(s, {"S1": "delta"})
+    produce(s.kafka.bootstrap, records(s, [order(0, "S2", T0, [("toys", "t1", 1)])]))
+    consume(s, lambda svc: len(merged_list(s, "")) == 1, "counted and merged")
+    user, password = f"storefront-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("ACL", "SETUSER", user, "on", f">{password}",
+                          *storefront_acl(s.redis.prefix))  # fmt: skip
+    try:
+        shop = redis.Redis.from_url(redis_url, username=user, password=password)
+        space = keyspace(s.redis, s.redis.prefix)
+        args = read_call(space, "S1", 5)
+        by_text = shop.execute_command("EVAL_RO", READ.text, *args)  # loads it, read-only
+        by_sha = shop.execute_command("EVALSHA_RO", READ.sha, *args)
+        assert by_text == by_sha and by_sha[0] == b"delta" and by_sha[2][0][0] == b"t1"
+        assert recommend(shop, space, "S1", 5, read_only=True).picks[0].source == "shop"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            shop.execute_command("EVALSHA", READ.sha, *args)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            shop.hset(space.customer("S1"), "segment", "vip")
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
+
+
+def test_forget_removes_the_bought_skus_and_keeps_old_orders_out(rec_settings: Settings) -> None:
+    s = rec_settings
+    space = keyspace(s.redis, s.redis.prefix)
+    set_segments(s, {"F1": "eps"})
+    first = [order(0, "F1", T0, [("toys", "t1", 1)]), order(1, "F2", T0, [("toys", "t2", 1)])]
+    produce(s.kafka.bootstrap, records(s, first))
+    consume(s, lambda svc: svc.metrics.applied >= 2, "counted")
+    with sync_redis(s.redis, decode_responses=True) as r:
+        assert r.hget(space.customer("F1"), "rb")
+
+    async def forget() -> None:
+        store = ForgetStore(s.redis, s.redis.prefix, 1.0)
+        try:
+            await store.forget("F1")
+        finally:
+            await store.close()
+
+    asyncio.run(forget())
+    with sync_redis(s.redis) as r:
+        assert not r.exists(space.customer("F1"))
+    # the same old order again (a replay, new offset): suppressed, nothing of F1 comes back
+    produce(s.kafka.bootstrap, records(s, [order(0, "F1", T0, [("toys", "t1", 1)])]))
+    svc = consume(s, lambda svc: svc.metrics.suppressed >= 1, "the replayed order suppressed")
+    assert svc.metrics.applied == 0
+    with sync_redis(s.redis) as r:
+        assert not r.exists(space.customer("F1"))
+
+
+def test_a_record_that_does_not_decode_is_skipped_and_one_redis_refuses_is_dead_lettered(
+    rec_settings: Settings,
+) -> None:
+    s = rec_settings
+    space = keyspace(s.redis, s.redis.prefix)
+    with sync_redis(s.redis) as r:
+        r.set(space.customer("BROKEN"), "not a hash")  # every call touching it fails
+    good = [order(0, "OK1", T0, [("toys", "t1", 1)]), order(2, "OK2", T0, [("toys", "t2", 1)])]
+    broken = order(1, "BROKEN", T0, [("toys", "t3", 1)])
+    topic = s.kafka.orders_topic
+    items = [*records(s, [good[0]]), (topic, b"X", b"{not json"), *records(s, [broken, good[1]])]
+    # one partition, so the bad ones sit between the good ones
+    produce(s.kafka.bootstrap, [(t, b"same-key", v) for t, _, v in items])
+    svc = consume(s, lambda svc: svc.metrics.applied >= 2 and svc.metrics.dead_lettered >= 1,
+                  "the good applied, the refused dead-lettered")  # fmt: skip
+    assert svc.metrics.skipped == 1
+    letters = read_dead_letters(s, at_least=1)
+    assert len(letters) == 1 and letters[0].letter.original == encode(broken)
+    assert "the recommendations store refused this record" in letters[0].letter.error
+    with sync_redis(s.redis, decode_responses=True) as r:
+        assert r.hget(space.customer("OK2"), "rb") == bought_after(None, ["t2"])

@@ -1,0 +1,184 @@
+-- segstream: add one batch of purchases to one space's recommendation counts, exactly once.
+--
+-- Called with EVALSHA; on a cluster KEYS[1] is a key of the space's slot (routing only); every
+-- key is built from the space (ARGV[1]), so one call touches one space. ARGV:
+--   1 space   2 half-life (ms)   3 skus kept per segment (M)   4 number of partitions N
+--   then N times: topic, partition, high offset (the fence moves to it)
+--   then the number of purchases P, then P times:
+--     customer id, partition index, offset, event time (epoch ms), number of lines L,
+--     then L times: member ("<category>,<sku>"), the sku's bought-hash (6 hex digits), units
+-- Exactly once: {space}:rfence:<topic> (hash partition -> last applied offset) is read first and
+-- written with the counts; a purchase at or below it is skipped (counted as fenced).
+-- Forgotten customers: a purchase stamped at or before {space}:x:{<id>} (worker/erase/forget.lua)
+-- is dropped (counted as suppressed), so a replay of their old orders brings nothing back.
+-- Counts (worker/recommend/decay.py has the same rule in Python): a purchase of u units at time
+-- t adds u * 2^((t - L) / H) to its member in {space}:rpop (the shop) and, when the customer's
+-- hash holds a segment, in {space}:rpop:<segment>. L, the landmark, is {space}:rmeta field 'L'
+-- (set to the first batch's earliest time floored to H); once the batch's newest time is more
+-- than 32 half-lives past it, L moves forward by whole half-lives and every count of the space
+-- is scaled by the matching power of two. {space}:rmeta also holds 'T' (the newest event time)
+-- and a field 's:<segment>' per segment with counts. Each set touched is trimmed to its M
+-- highest members (ties: the lowest member goes first).
+-- The customer's recently bought skus: field 'rb' of {space}:c:{<id>}, bought-hashes newest
+-- last, 8 at most (worker/recommend/rank.py).
+-- Counters (HINCRBY {space}:counters): recommend_purchases, recommend_fenced,
+-- recommend_suppressed. Returns {applied, fenced, suppressed}.
+-- Everything is read before anything is written: a key of the wrong type fails the call whole.
+local space = ARGV[1]
+local H, M = tonumber(ARGV[2]), tonumber(ARGV[3])
+local ntp = tonumber(ARGV[4])
+local SPAN, KEEP, HC = 32, 8, 6
+
+local function expect(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then
+    error('segstream recommendation key ' .. key .. ' holds a ' .. t .. ', expected a ' .. want)
+  end
+end
+local function num(x) return string.format('%.17g', x) end
+
+-- read phase -----------------------------------------------------------------------------------
+local fence, high, fkey, ffield = {}, {}, {}, {}
+local i = 5
+for t = 1, ntp do
+  fkey[t] = space .. ':rfence:' .. ARGV[i]
+  ffield[t] = ARGV[i + 1]
+  expect(fkey[t], 'hash')
+  local f = redis.call('HGET', fkey[t], ffield[t])
+  fence[t] = f and tonumber(f) or -1
+  high[t] = tonumber(ARGV[i + 2])
+  i = i + 3
+end
+local meta, shop, counters = space .. ':rmeta', space .. ':rpop', space .. ':counters'
+expect(meta, 'hash')
+expect(shop, 'zset')
+expect(counters, 'hash')
+
+local np = tonumber(ARGV[i]); i = i + 1
+local kept, fenced = {}, 0
+for p = 1, np do
+  local cid, tpi, off, t, nl = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]),
+    tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local lines = {}
+  for l = 1, nl do
+    local at = i + 5 + (l - 1) * 3
+    lines[l] = {ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])}
+  end
+  i = i + 5 + nl * 3
+  if off <= fence[tpi] then fenced = fenced + 1
+  else kept[#kept + 1] = {cid = cid, t = t, lines = lines} end
+end
+
+local suppressed = 0
+if #kept > 0 and redis.call('EXISTS', space .. ':x:until') == 1 then
+  local erased, still = {}, {}
+  for _, p in ipairs(kept) do
+    if erased[p.cid] == nil then
+      local x = redis.call('GET', space .. ':x:{' .. p.cid .. '}')
+      erased[p.cid] = x and tonumber(x) or false
+    end
+    if erased[p.cid] and p.t <= erased[p.cid] then suppressed = suppressed + 1
+    else still[#still + 1] = p end
+  end
+  kept = still
+end
+
+local segment_of, bought, ckey = {}, {}, {}
+local tmin, tmax
+for _, p in ipairs(kept) do
+  if ckey[p.cid] == nil then
+    ckey[p.cid] = space .. ':c:{' .. p.cid .. '}'
+    expect(ckey[p.cid], 'hash')
+    local got = redis.call('HMGET', ckey[p.cid], 'segment', 'rb')
+    segment_of[p.cid] = got[1] or false
+    bought[p.cid] = got[2] or ''
+  end
+  if segment_of[p.cid] then expect(space .. ':rpop:' .. segment_of[p.cid], 'zset') end
+  if not tmin or p.t < tmin then tmin = p.t end
+  if not tmax or p.t > tmax then tmax = p.t end
+end
+local L = tonumber(redis.call('HGET', meta, 'L') or '')
+local T = tonumber(redis.call('HGET', meta, 'T') or '')
+local segments = {}
+local all = redis.call('HGETALL', meta)
+for k = 1, #all, 2 do
+  local f = all[k]
+  if string.sub(f, 1, 2) == 's:' then segments[#segments + 1] = string.sub(f, 3) end
+end
+
+-- write phase ----------------------------------------------------------------------------------
+local function zadd_all(key, pairs_)  -- pairs_ = {score, member, score, member, ...}
+  for s = 1, #pairs_, 2000 do
+    local chunk = {}
+    for k = s, math.min(s + 1999, #pairs_) do chunk[#chunk + 1] = pairs_[k] end
+    redis.call('ZADD', key, unpack(chunk))
+  end
+end
+
+if #kept > 0 then
+  if not L then L = H * math.floor(tmin / H) end
+  if tmax - L > SPAN * H then
+    local moved = L + H * math.floor((tmax - L) / H)
+    local factor = 2 ^ ((L - moved) / H)
+    local keys = {shop}
+    for _, s in ipairs(segments) do keys[#keys + 1] = space .. ':rpop:' .. s end
+    for _, key in ipairs(keys) do
+      local raw = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+      local scaled = {}
+      for k = 1, #raw, 2 do
+        scaled[#scaled + 1] = num(tonumber(raw[k + 1]) * factor)
+        scaled[#scaled + 1] = raw[k]
+      end
+      if #scaled > 0 then zadd_all(key, scaled) end
+    end
+    L = moved
+  end
+  local touched, names = {}, {}
+  for _, p in ipairs(kept) do
+    local seg = segment_of[p.cid]
+    local skey = seg and (space .. ':rpop:' .. seg) or nil
+    local rb = bought[p.cid]
+    for _, line in ipairs(p.lines) do
+      local w = num(line[3] * 2 ^ ((p.t - L) / H))
+      redis.call('ZADD', shop, 'INCR', w, line[1])
+      touched[shop] = true
+      if skey then
+        redis.call('ZADD', skey, 'INCR', w, line[1])
+        touched[skey] = true
+        names[seg] = true
+      end
+      -- move the hash to the end of rb (hashes sit at multiples of HC)
+      local h = line[2]
+      for at = 1, #rb, HC do
+        if string.sub(rb, at, at + HC - 1) == h then
+          rb = string.sub(rb, 1, at - 1) .. string.sub(rb, at + HC)
+          break
+        end
+      end
+      rb = rb .. h
+    end
+    if #rb > KEEP * HC then rb = string.sub(rb, #rb - KEEP * HC + 1) end
+    bought[p.cid] = rb
+  end
+  for cid, rb in pairs(bought) do redis.call('HSET', ckey[cid], 'rb', rb) end
+  for key in pairs(touched) do
+    local n = redis.call('ZCARD', key)
+    if n > M then
+      local low = redis.call('ZRANGE', key, 0, n - M - 1)
+      for s = 1, #low, 2000 do
+        redis.call('ZREM', key, unpack(low, s, math.min(s + 1999, #low)))
+      end
+    end
+  end
+  local fields = {'L', string.format('%d', L), 'T', string.format('%d', (T and T > tmax) and T or tmax)}
+  for seg in pairs(names) do fields[#fields + 1] = 's:' .. seg; fields[#fields + 1] = '1' end
+  redis.call('HSET', meta, unpack(fields))
+end
+
+for t = 1, ntp do
+  if high[t] > fence[t] then redis.call('HSET', fkey[t], ffield[t], string.format('%d', high[t])) end
+end
+if #kept > 0 then redis.call('HINCRBY', counters, 'recommend_purchases', #kept) end
+if fenced > 0 then redis.call('HINCRBY', counters, 'recommend_fenced', fenced) end
+if suppressed > 0 then redis.call('HINCRBY', counters, 'recommend_suppressed', suppressed) end
+return {#kept, fenced, suppressed}
