@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.campaign import CAMPAIGN_SCHEMA_VERSIONS, CampaignAssignment
 from schemas.erase import ERASE_SCHEMA_VERSIONS, EraseRequest
 from schemas.events import (
     CLICK_SCHEMA_VERSIONS,
@@ -53,6 +54,7 @@ CONTRACTS: tuple[tuple[str, int, type[Any]], ...] = (
     ("segment_change", CURRENT_SCHEMA_VERSION, SegmentChange),
     ("dead_letter", CURRENT_SCHEMA_VERSION, DeadLetter),
     ("erase_request", max(ERASE_SCHEMA_VERSIONS), EraseRequest),
+    ("campaign_assignment", max(CAMPAIGN_SCHEMA_VERSIONS), CampaignAssignment),
 )
 
 #: The cross-field rules JSON Schema can express, added to the model's definition. The rest

@@ -22,9 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analytics.composition import COLUMNS as COMPOSITION_COLUMNS
+from analytics.impact import IMPACT_COLUMNS, OUTCOME_COLUMNS
 from analytics.report import figures as figs
 from analytics.report import tables
+from analytics.report.composition_section import composition_parts
 from analytics.report.errors import ReportError
+from analytics.report.impact_section import impact_parts
 from analytics.report.model_view import REFERENCES, ModelView, read_model
 
 __all__ = ["REPORT_FILE", "SECTIONS", "TABLE_FILES", "build_report"]
@@ -35,8 +39,10 @@ SECTIONS: dict[str, str] = {
     "eda": "Customers at a glance (EDA)",
     "model-choice": "Choosing the number of segments",
     "segments": "Segment profiles",
+    "composition": "Who is in each segment (demographics and categories)",
     "movement": "Movement between segments",
     "business": "Business view",
+    "impact": "Campaign impact: treatment vs holdout",
 }
 #: Table name -> CSV file written beside the HTML (always written; empty with a header when the
 #: data for it is missing, so BI tools can rely on the files existing).
@@ -47,6 +53,9 @@ TABLE_FILES: dict[str, str] = {
     "business_view": "business_view.csv",
     "segment_sizes": "segment_sizes_over_time.csv",
     "k_selection": "k_selection.csv",
+    "composition": "composition.csv",
+    "impact": "impact.csv",
+    "impact_customers": "impact_customers.csv",
 }
 _EMPTY_COLUMNS: dict[str, list[str]] = {
     "segment_profile": ["segment", "customers", "customer_share", "revenue_share"],
@@ -54,6 +63,9 @@ _EMPTY_COLUMNS: dict[str, list[str]] = {
     "business_view": ["segment", "customers", "revenue", "revenue_share", "aov", "repeat_rate"],
     "segment_sizes": ["time"],
     "k_selection": ["k", "inertia", "silhouette"],
+    "composition": list(COMPOSITION_COLUMNS),
+    "impact": list(IMPACT_COLUMNS),
+    "impact_customers": list(OUTCOME_COLUMNS),
 }
 NO_MODEL_NOTE = (
     "No model trained yet: there is no segmentation model artifact, so there are no elbow or "
@@ -68,6 +80,8 @@ class _Section:
     title: str
     intro: str = ""
     notes: list[str] = field(default_factory=list)
+    #: (segment, sentence) lines shown as a list after the notes.
+    lines: list[tuple[str, str]] = field(default_factory=list)
     figures: list[figs.Figure] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
 
@@ -81,12 +95,14 @@ def build_report(
     *,
     currency: str = "EUR",
     sources: Mapping[str, str] | None = None,
+    impact: Any = None,
 ) -> Path:
     """Write ``report.html`` and the CSV tables into ``out_dir``; return the HTML path.
 
     ``as_of`` (default: now, UTC) is the time recency and tenure are measured from, and the end
     of the period of segment changes considered. ``sources`` are printed in the header (where
-    the state, model and changes came from).
+    the state, model and changes came from). ``impact``: the campaign impact inputs
+    (:class:`analytics.impact_sources.ImpactInputs`; None: the section says they were not read).
     """
     as_of = datetime.now(UTC) if as_of is None else as_of
     if as_of.tzinfo is None:
@@ -110,8 +126,10 @@ def build_report(
         _eda(customers, currency, computed),
         _model_choice(view, computed),
         _segments(customers, view, currency, palette, computed),
+        _composition(customers, computed),
         _movement(moves, customers, palette, computed),
         _business(customers, currency, palette, computed),
+        _impact(impact, as_of, currency, computed),
     ]
     for name, filename in TABLE_FILES.items():
         frame = computed.get(name)
@@ -262,6 +280,35 @@ def _centroids(state: pd.DataFrame, view: ModelView | None) -> tuple[pd.DataFram
     return means, "segment means of log1p(feature), standardised over the state"
 
 
+def _composition(state: pd.DataFrame, computed: dict[str, pd.DataFrame]) -> _Section:
+    parts = composition_parts(state)
+    section = _Section("composition", SECTIONS["composition"], parts.intro, parts.notes)
+    section.lines, section.figures, section.tables = parts.lines, parts.figures, parts.tables
+    computed["composition"] = parts.table
+    return section
+
+
+def _impact(
+    inputs: Any, as_of: datetime, currency: str, computed: dict[str, pd.DataFrame]
+) -> _Section:
+    """``inputs``: :class:`analytics.impact_sources.ImpactInputs`, or None (not read)."""
+    descriptions = {}
+    if inputs is not None:
+        descriptions = {n: c.description for n, c in inputs.campaigns.by_name.items()}
+    parts = impact_parts(
+        None if inputs is None else inputs.assignments,
+        None if inputs is None else inputs.orders,
+        None if inputs is None else inputs.changes,
+        int(as_of.timestamp() * 1000),
+        currency,
+        descriptions,
+    )
+    section = _Section("impact", SECTIONS["impact"], parts.intro, parts.notes)
+    section.figures, section.tables = parts.figures, parts.tables
+    computed["impact"], computed["impact_customers"] = parts.table, parts.customers
+    return section
+
+
 def _movement(
     changes: pd.DataFrame,
     state: pd.DataFrame,
@@ -336,6 +383,7 @@ table{border-collapse:collapse;font-size:12px;margin:6px 0 16px 0}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:left} th{background:#eef1f5}
 .num{text-align:right;font-variant-numeric:tabular-nums}
 .tablewrap{overflow-x:auto}
+ul.lines{font-size:15px;line-height:1.5} ul.lines li{margin:3px 0}
 """
 # Marks images that failed to decode, then the body as loaded: headless checks read these.
 _SCRIPT = """
@@ -430,6 +478,12 @@ def _page(
         if section.intro:
             parts.append(f"<p>{_esc(section.intro)}</p>")
         parts += [f'<p class="note">{_esc(note)}</p>' for note in section.notes]
+        if section.lines:
+            parts.append('<ul class="lines">')
+            parts += [f'<li data-segment="{_esc(name)}"><strong>{_esc(name)}</strong>: '
+                      f'<span class="words">{_esc(text)}</span></li>'
+                      for name, text in section.lines]  # fmt: skip
+            parts.append("</ul>")
         if section.figures:
             parts.append('<div class="figs">')
         for fig in section.figures:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import click
+import pandas as pd
 
 from segstream.errors import ConfigError
 from segstream.options import env_option, settings_options
@@ -125,8 +126,19 @@ def report(
     else:
         sources["segment changes"] = "not read (--no-changes)"
     click.echo(f"segment changes: {sources['segment changes']}")
+    impact = None
+    if not report_state_file:  # campaign impact: assignments (Redis) + orders (topic)
+        from analytics.impact_sources import gather
+
+        empty = pd.DataFrame(columns=["customer_id", "new_segment", "processing_time"])
+        impact = gather(settings, changes=changes if changes is not None else empty)
+        for what in ("assignments", "orders"):
+            if what in impact.sources:
+                sources[f"campaign {what}"] = impact.sources[what]
+                click.echo(f"campaign {what}: {impact.sources[what]}")
     path = build_report(
-        state, model, changes, report_dir, as_of, currency=report_currency, sources=sources
-    )
+        state, model, changes, report_dir, as_of, currency=report_currency, sources=sources,
+        impact=impact,
+    )  # fmt: skip
     click.echo(f"report written: {path.resolve()}")
     click.echo(f"tables (CSV) beside it in {path.parent.resolve()}")

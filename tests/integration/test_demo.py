@@ -44,6 +44,13 @@ def test_demo_runs_end_to_end_and_stops_what_it_started(tmp_path: Path, mode: st
     assert int(published.group(1).replace(",", "")) > 0
     assert "model_update" in published.group(2) and "order" in published.group(2)
     assert (out / "report" / "report.html").is_file()
+    # one campaign on a trained segment, its impact measured in the report (docs/campaigns.md)
+    assert "campaign demo-winback created on segment" in text, text[-3000:]
+    page = (out / "report" / "report.html").read_text(encoding="utf-8")
+    impact = re.search(r'<section id="impact".*?</section>', page, re.S)
+    assert impact and "demo-winback" in impact.group(0)
+    assert len(re.findall(r"<img ", impact.group(0))) == 2
+    assert "demo-winback" in (out / "report" / "impact.csv").read_text()
     assert list((out / "models").glob("km-*.json"))
     assert "services stopped" in text
     assert "live dashboard: http://127.0.0.1:" in text

@@ -31,11 +31,10 @@ from segstream.cli import main
 from segstream.settings import Settings
 from tests.support.browser import PLAYWRIGHT_ARGS, chromium_path
 from worker.core.attributes import (
-    NEVER_WRITTEN,
     PROFILE_FIELDS,
     PROFILE_TIMES_FIELD,
     SUMMARY_FIELDS,
-    encode_time,
+    encode_times,
 )
 from worker.core.rfm import HASH_FIELDS
 from worker.state import keys
@@ -135,19 +134,19 @@ def _attribute_fields(row: object) -> dict[str, object]:
         "loyalty_tier": row.loyalty_tier, "marketing_consent": row.marketing_consent,  # type: ignore[attr-defined]
     }  # fmt: skip
     fields: dict[str, object] = {}
-    times = []
+    times: dict[str, int] = {}  # one profile event a day before AS_OF wrote what is known
     for attr, field_name in PROFILE_FIELDS.items():
         value = profile[attr]
         if value is None or pd.isna(value):  # type: ignore[arg-type]
-            times.append(NEVER_WRITTEN)
             continue
         if attr == "marketing_consent":
             value = "1" if value else "0"
         elif attr == "birth_year":
             value = int(value)  # type: ignore[call-overload]
         fields[field_name] = value
-        times.append(encode_time(int(AS_OF.timestamp() * 1000) - 86_400_000))
-    fields[PROFILE_TIMES_FIELD] = "".join(times)
+        times[attr] = int(AS_OF.timestamp() * 1000) - 86_400_000
+    if times:
+        fields[PROFILE_TIMES_FIELD] = encode_times(times)
     for summary, column in (("spend_by_category", "favourite_category"),
                             ("views_by_category", "top_viewed_category"),
                             ("clicks_by_device", "device")):  # fmt: skip

@@ -34,6 +34,7 @@ def test_checked_in_files_are_current() -> None:
 def test_one_file_per_event() -> None:
     assert sorted(p.name for p in SCHEMA_DIR.glob("*.schema.json")) == sorted(
         [
+            "campaign_assignment.v1.schema.json",
             "click.v1.schema.json",
             "dead_letter.v1.schema.json",
             "erase_request.v1.schema.json",
