@@ -19,6 +19,7 @@ from segstream.errors import ConfigError
 from segstream.options import env_option, settings_options, var_option
 from segstream.settings import Settings
 from worker.preflight import checks_access
+from worker.segmentation.categorical import KNOWN_CATEGORICAL, parse_weights
 from worker.segmentation.features import DEFAULT_FEATURES, KNOWN_FEATURES
 from worker.segmentation.model import SegmentModel
 
@@ -119,7 +120,17 @@ def parse_as_of(text: str | None) -> datetime | None:
     env="SEGSTREAM_TRAIN_FEATURES",
     default=",".join(DEFAULT_FEATURES),
     show_default=True,
-    help=f"Comma-separated model features, from: {', '.join(KNOWN_FEATURES)}.",
+    help=f"Comma-separated model features, numeric: {', '.join(KNOWN_FEATURES)}; "
+    f"categorical: {', '.join(KNOWN_CATEGORICAL)} (docs/segmentation.md, 'Categorical "
+    "features').",
+)
+@_opt(
+    "--feature-weights",
+    env="SEGSTREAM_TRAIN_FEATURE_WEIGHTS",
+    default="",
+    help="Per-feature weights, e.g. country=2,aov=0.5: the feature counts that many times as "
+    "far in distances (default 1: a categorical feature weighs about one standardised "
+    "numeric feature).",
 )
 @_opt(
     "--out",
@@ -179,6 +190,7 @@ def train_command(
     seed: int,
     as_of: str | None,
     features: str,
+    feature_weights: str,
     out_dir: str | None,
     publish: bool | None,
     hysteresis_margin: float,
@@ -203,6 +215,7 @@ def train_command(
     if len(chosen_sources) != 1:
         raise ConfigError("give exactly one of --from redis, --file ORDERS.csv, --export FILE")
     when = parse_as_of(as_of)
+    weights = parse_weights(feature_weights)
     if source == "redis":
         state = sources.state_from_redis(settings.redis, settings.redis.prefix, when)
         where = f"Redis {redact(settings.redis.url)} prefix {settings.redis.prefix}"
@@ -223,6 +236,7 @@ def train_command(
         features=names,
         as_of=when,
         hysteresis_margin=hysteresis_margin,
+        feature_weights=weights,
     )
     model = result.model
     files = FileModelStore(settings.model_dir)
@@ -299,7 +313,10 @@ def gate_verdict(
         current = (redis_store or files).load()
     except ArtifactNotFound:
         current = None
-    measures = measure(result.model, result.labels, result.features, current, seed=seed)
+    measures = measure(
+        result.model, result.labels, result.features, current, seed=seed,
+        categories=result.categories,
+    )  # fmt: skip
     return evaluate(measures, bounds).to_dict()
 
 
@@ -362,6 +379,11 @@ def print_segments(model: SegmentModel) -> None:
         )
     for p in model.profiles:
         console.print(f"  {p.get('name')}: {p.get('rule', '')}")
+        if p.get("composition"):  # who is in it (analytics.composition); older models have none
+            console.print(f"    who: {p['composition']}", markup=False, highlight=False)
+    for name, tops in zip(model.names, model.extra.get("categorical_profiles", []), strict=False):
+        text = ", ".join(f"{f} {t['top']} ({t['share']:.0%})" for f, t in tops.items())
+        console.print(f"  {name}: most common {text}")
 
 
 @click.command("segments")

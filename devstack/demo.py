@@ -140,10 +140,16 @@ def _drift_text(settings: Settings) -> str:
         client.close()
     if not status.get("drift_max"):
         return f"n/a (model {status.get('model_version', 'none')})"
-    flag = "  ABOVE BOUND" if status.get("drift_exceeded") in ("1", "true", "True") else ""
+    if status.get("drift_ready") == "0":
+        return "warming up (taking the stream's reference)"
+    flag = "  RETRAIN PROPOSED" if status.get("drift_exceeded") in ("1", "true", "True") else ""
+    emerging = int(status.get("emerging_groups") or 0)
     return (
-        f"mean {float(status['drift_mean']):.3f}, max {float(status['drift_max']):.3f} std units "
-        f"(bound {float(status.get('drift_bound', 'nan')):.2f}){flag}"
+        f"mean {float(status['drift_mean']):.2f}, max {float(status['drift_max']):.2f} segment "
+        f"spreads (bound {float(status.get('drift_bound', 'nan')):.2f}), mix "
+        f"{float(status.get('drift_mix') or 0):.0%}"
+        + (f", {emerging} emerging group(s)" if emerging else "")
+        + flag
     )
 
 
@@ -361,6 +367,29 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _send_profiles(settings: Settings, data: Any) -> int:
+    """The personas' demographics as profile events (the profile consumer stores them)."""
+    from kafka import KafkaProducer
+
+    from producers.demographics import profiles
+    from schemas.codec import encode
+    from segstream.security import kafka_options
+
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap, linger_ms=10, acks="all",
+        **kafka_options(settings.kafka),
+    )  # fmt: skip
+    sent = 0
+    for profile in profiles(data):
+        producer.send(
+            settings.kafka.profiles_topic, encode(profile), key=profile.customer_id.encode()
+        )
+        sent += 1
+    producer.flush()
+    producer.close()
+    return sent
+
+
 def _create_topics(settings: Settings) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -374,6 +403,8 @@ def _create_topics(settings: Settings) -> None:
             settings.kafka.orders_topic,
             settings.kafka.clicks_topic,
             settings.kafka.segment_changes_topic,
+            settings.kafka.profiles_topic,
+            settings.kafka.campaign_assignments_topic,
         )
     ] + [
         NewTopic(name, num_partitions=1, replication_factor=1)
@@ -433,6 +464,8 @@ def _run(
             sink.send_raw(topics[kind], key, value)
         result = sink.close()
         produced = result.delivered
+        profiled = _send_profiles(settings, data)
+        click.echo(f"  sent {profiled:,} customer profiles (demographics) to the profiles topic")
         produce_s = time.monotonic() - produce_started
         click.echo(
             f"  produced {produced:,} records in {produce_s:.0f}s ({produced / produce_s:,.0f}/s)"
@@ -456,6 +489,9 @@ def _run(
         if trained.returncode != 0:
             raise SegstreamError(f"training failed: {trained.stderr.strip()[-500:]}")
         _rescore_all(settings)
+        from devstack.demo_campaign import create_campaign, simulate_response
+
+        campaign = create_campaign(settings)  # one campaign, holdout 20 % (docs/campaigns.md)
 
         _step(t0, "[5/6] live traffic: sessions, orders and returns stamped now")
         feed, stop = ChangeFeed(), threading.Event()
@@ -469,6 +505,10 @@ def _run(
             stop.set()
             follower.join(timeout=5)
         _, sizes, reasons, total = feed.snapshot()
+        if campaign is not None:
+            sent = simulate_response(settings, data, seed)
+            click.echo(f"  campaign {campaign}: simulated response, {sent:,} orders (treated "
+                       "customers order 30 % more often; the report measures it)")  # fmt: skip
 
     _step(t0, "[6/6] writing the analyst report")
     report_dir = out / "report"

@@ -36,6 +36,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "forget": "worker.erase.cli:forget",
     "sink": "sinks.sql.cli:sink",
     "dashboard": "dashboard.cli:dashboard",
+    "recommend": "analytics.recommend_cli:recommend",
+    "campaign": "worker.campaigns.cli:campaign",
+    "impact": "analytics.impact_cli:impact",
 }
 
 

@@ -35,6 +35,10 @@ class KafkaSettings:
     session_timeout_s: float = 6.0
     #: Where platform services ask segstream to forget customers (``segstream forget``).
     erase_requests_topic: str = "erase-requests"
+    #: Customer-profile updates (demographics) the worker merges into the customer hashes.
+    profiles_topic: str = "profiles"
+    #: Where segstream publishes each customer's campaign arm (docs/campaigns.md).
+    campaign_assignments_topic: str = "campaign-assignments"
     #: How every client talks to the brokers: PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
     #: (docs/security.md). :mod:`segstream.security` turns these into each client's options.
     security_protocol: str = "PLAINTEXT"
@@ -101,6 +105,12 @@ class IngestSettings:
     #: How long a forgotten customer's old events are dropped (``segstream forget``): set it
     #: longer than the input topics' retention and any replay window (docs/forget.md).
     erase_suppress_days: float = 90.0
+    #: How long an anonymous visitor's unlinked behaviour is kept (refreshed on each of its
+    #: clicks), the most events kept per visitor, and how long a visitor -> customer link lives
+    #: (refreshed on use): docs/state.md, "Anonymous visitors and identity merge".
+    anonymous_ttl_days: float = 30.0
+    anonymous_max_events: int = 500
+    identity_link_ttl_days: float = 180.0
 
 
 @dataclass(frozen=True)
@@ -111,8 +121,10 @@ class ScoringSettings:
     enabled: bool = True
     #: A customer moves only when the new centroid is closer by this fraction of the distance.
     hysteresis_margin: float = 0.1
-    #: Centroid displacement (standard units) above which drift is reported.
-    drift_bound: float = 0.5
+    #: Move of a segment's recent centre from its reference, in segment spreads (the segment's
+    #: own standard deviation at training), above which drift is reported (docs/segmentation.md
+    #: "Drift and emerging groups").
+    drift_bound: float = 1.5
     #: The clock recency is computed at when segments are assigned (ISO 8601; empty = now).
     as_of: str = ""
     #: How often the worker checks ``{prefix}:model:current`` (s).
@@ -178,6 +190,21 @@ class SinkSettings:
 
 
 @dataclass(frozen=True)
+class RecommendSettings:
+    """Recommendations from the orders stream (docs/recommendations.md)."""
+
+    #: The worker runs the recommendations consumer (``<group_id>-recommend``).
+    enabled: bool = True
+    #: Half-life of a purchase's weight in the popularity counts (days of event time).
+    half_life_days: float = 7.0
+    #: Skus kept per segment (and for the shop) in each space's counts, and in the merged lists.
+    pop_max: int = 500
+    top_max: int = 100
+    #: How often the merged top lists (``{space}:rtop:<segment>``) are rewritten (s).
+    merge_interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a segstream process needs to know about where things are and how to behave."""
 
@@ -188,6 +215,7 @@ class Settings:
     report: ReportSettings = field(default_factory=ReportSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
+    recommend: RecommendSettings = field(default_factory=RecommendSettings)
     #: Directory of versioned model artifacts (``segstream train``).
     model_dir: str = "models"
     #: Address and port of the worker's web pages (/health, /metrics, /scoring). The image and
@@ -320,6 +348,8 @@ SETTINGS: tuple[Setting, ...] = (
         "partitions",
         "session_timeout_s",
         "erase_requests_topic",
+        "profiles_topic",
+        "campaign_assignments_topic",
     ),
     *_group(
         "kafka",
@@ -356,6 +386,9 @@ SETTINGS: tuple[Setting, ...] = (
         "recency_thresholds_days",
         "sweep_interval_s",
         "erase_suppress_days",
+        "anonymous_ttl_days",
+        "anonymous_max_events",
+        "identity_link_ttl_days",
     ),
     Setting("scoring", "scoring", "enabled"),
     *_group(
@@ -382,6 +415,15 @@ SETTINGS: tuple[Setting, ...] = (
     *_group("report", "dir", "as_of", "state_file", "model", "currency", prefix="report_"),
     *_group("local", "run_dir", "kafka_port", "redis_port"),
     *_group("sink", "sql_url", "sql_batch_records", prefix="sink_"),
+    *_group(
+        "recommend",
+        "enabled",
+        "half_life_days",
+        "pop_max",
+        "top_max",
+        "merge_interval_s",
+        prefix="recommend_",
+    ),
     Setting("model_dir", None, "model_dir"),
     Setting("web_host", None, "web_host"),
     Setting("web_port", None, "web_port"),

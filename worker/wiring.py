@@ -21,12 +21,18 @@ from mode import ServiceT
 
 from segstream.security import kafka_options
 from segstream.settings import Settings
+from worker.campaigns.service import CampaignService
 from worker.erase.service import EraseService
+from worker.identity.drain import OutboxDrain
+from worker.identity.records import Limits
+from worker.identity.stage import IdentityStage
+from worker.identity.store import IdentityStateStore
 from worker.ingest.listener import ChangeListener, NullListener
 from worker.ingest.service import IngestService
 from worker.ingest.sweep import RecencySweep
 from worker.pages import Page, ingest_pages, report_page
-from worker.state.store import StateStore
+from worker.profiles.service import ProfileService
+from worker.recommend.service import RecommendService
 
 if TYPE_CHECKING:
     from worker.scoring.service import ScoringService
@@ -57,11 +63,19 @@ def build_worker(settings: Settings) -> Worker:
        built here) as the change listener; else a :class:`NullListener`;
     3. ingestion, given the store and the listener;
     4. the recency sweep;
-    5. the erase-requests consumer (``segstream forget`` by topic, docs/forget.md), started last;
+    5. the erase-requests consumer (``segstream forget`` by topic, docs/forget.md), then the
+       profiles consumer (customer-profile updates, telling the listener whom to re-score),
+       then the campaign consumer (arms of customers entering a campaign's segment:
+       docs/campaigns.md), then the identity outbox drain (worker/identity/drain.py);
     6. the web pages: ``/health`` (live, ready) and ``/metrics`` (with the erasure counters),
        and ``/scoring`` with scoring on.
     """
-    state = StateStore(settings.redis, settings.redis.prefix)
+    ing = settings.ingest
+    limits = Limits.of_days(
+        ing.anonymous_ttl_days, ing.identity_link_ttl_days, ing.anonymous_max_events
+    )
+    # the state store + the identity stage after each apply (docs/state.md, "Anonymous visitors")
+    state = IdentityStateStore(settings.redis, settings.redis.prefix, limits)
     scoring: ScoringService | None = None
     listener: ChangeListener = NullListener()
     if settings.scoring.enabled:
@@ -79,12 +93,18 @@ def build_worker(settings: Settings) -> Worker:
         first_window_s=settings.ingest.sweep_interval_s,
     )
     erase = EraseService(settings)
-    pages = ingest_pages(ingest, started_at=time.time(), extra_metrics=[erase.metrics.expose])
+    profiles = ProfileService(settings, listener=listener)
+    campaigns = CampaignService(settings)
+    extra = [erase.metrics.expose, profiles.metrics.expose, campaigns.metrics.expose]
+    pages = ingest_pages(ingest, started_at=time.time(), extra_metrics=extra)
     services: tuple[ServiceT, ...] = (ingest,)
     if scoring is not None:
         pages["/scoring"] = report_page(scoring)
         services = (ingest, scoring)
-    services = (*services, erase)
+    drain = OutboxDrain(IdentityStage(settings.redis, settings.redis.prefix, limits))
+    # the orders' recommendation counts (docs/recommendations.md), when enabled
+    recommend = (RecommendService(settings),) if settings.recommend.enabled else ()
+    services = (*services, erase, profiles, campaigns, *recommend, drain)
     return Worker(settings, ingest, listener, sweep, services, pages)
 
 

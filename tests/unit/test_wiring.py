@@ -11,6 +11,7 @@ import pytest
 
 from segstream.settings import Settings
 from worker.erase.service import EraseService
+from worker.identity.drain import OutboxDrain
 from worker.ingest.listener import NullListener
 from worker.scoring.publisher import ChangePublisher
 from worker.scoring.service import ScoringService
@@ -47,7 +48,8 @@ def test_a_worker_with_scoring_off_has_a_null_listener_and_only_ingestion(
     assert type(worker.listener) is NullListener
     assert worker.ingest.listener is worker.listener
     assert isinstance(worker.ingest.store, StateStore)
-    assert worker.services[0] is worker.ingest and len(worker.services) == 2
+    assert worker.services[0] is worker.ingest
+    assert isinstance(worker.services[-1], OutboxDrain)  # identity transfers a crash left
     assert isinstance(worker.services[1], EraseService)
     assert set(worker.pages) == {"/health", "/health/live", "/health/ready", "/metrics"}
 
