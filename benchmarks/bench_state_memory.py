@@ -10,12 +10,15 @@ Starts its own redis-server (and tansu, unused) on free ports through
    after the segmentation step would have drained the unscored hash. One run: memory is
    deterministic for a seed.
    ``--attributes``: every customer also gets categories and a device through the real apply
-   path (each order line a category, 60 % the customer's favourite of 8; every customer, not
-   half, has the 2-click session, here a product view and an add-to-cart with a category and
-   the customer's device)
+   path (each order line a category, 60 % the customer's favourite of 8; the 2-click session is
+   a product view and an add-to-cart with a category and the customer's device, and every
+   customer, not half, has it unless ``--sessions half``)
    and a full profile, the seven contract fields of ``worker/core/attributes.py`` plus ``pt``,
-   written with HSET in one pipeline per batch right after the batch's apply (the profile
-   consumer's script writes the same fields with the same encoding).
+   written with HSET in one pipeline per batch right after the batch's apply, as the profile
+   consumer's script stores a profile written by one event: ``pt`` in its compact form (one
+   time and the mask of the seven), or in the full form (seven times) with ``--pt-form full``.
+   ``--sessions half`` keeps the event shape of the measurements without ``--attributes`` (half
+   the customers with the session).
 2. Speed, median of R runs on a flushed Redis each time, same events: the Lua script alone
    (arguments built beforehand), ``StateStore.apply`` end to end (argument building included),
    and the baseline, a redis-py pipeline doing plain HINCRBYs for the same events (orders,
@@ -43,7 +46,7 @@ import redis.asyncio
 from devstack.services import local_services
 from schemas import ClickEvent, LineItem, OrderEvent
 from worker.core import Batch, Record, to_delta
-from worker.core.attributes import PROFILE_FIELDS, PROFILE_TIMES_FIELD, encode_time
+from worker.core.attributes import PROFILE_FIELDS, PROFILE_TIMES_FIELD, encode_time, encode_times
 from worker.core.rfm import CLICK_CODES, Kind
 from worker.state import StateStore, keys
 from worker.state.store import build_args, script_text
@@ -63,7 +66,7 @@ TIERS = ("bronze", "silver", "gold", "platinum")
 
 
 def customer_events(
-    i: int, rng: random.Random, days: int, attributes: bool = False
+    i: int, rng: random.Random, days: int, attributes: bool = False, every_session: bool = False
 ) -> list[OrderEvent | ClickEvent]:
     cid = f"C{i:07d}"
     out: list[OrderEvent | ClickEvent] = []
@@ -85,7 +88,8 @@ def customer_events(
             event_id=f"{cid}-c", schema_version=1, customer_id=cid, order_id=first.order_id,
             event_time=first.event_time + timedelta(hours=1), status="cancelled",
             items=first.items, total=first.total))  # fmt: skip
-    if attributes:
+    session = every_session or rng.random() < 0.5
+    if session and attributes:
         start = T0 + timedelta(seconds=rng.randrange(days * 86400))
         device = rng.choices(DEVICES, DEVICE_WEIGHTS)[0]
         viewed = favourite if rng.random() < 0.6 else rng.choice(CATEGORIES)
@@ -94,7 +98,7 @@ def customer_events(
                 event_id=f"{cid}-k{j}", schema_version=1, session_id=f"{cid}-s",
                 event_time=start + timedelta(seconds=j), type=kind,  # type: ignore[arg-type]
                 customer_id=cid, sku="S1", category=viewed, device=device))  # fmt: skip
-    elif rng.random() < 0.5:
+    elif session:
         start = T0 + timedelta(seconds=rng.randrange(days * 86400))
         for j, kind in enumerate(("page_view", "add_to_cart")):
             out.append(ClickEvent(
@@ -104,8 +108,9 @@ def customer_events(
     return out
 
 
-def profile(rng: random.Random, days: int) -> dict[str, str]:
-    """A full profile as the contract stores it: seven values and their decisive times."""
+def profile(rng: random.Random, days: int, full_times: bool = False) -> dict[str, str]:
+    """A full profile written by one event, as the contract stores it: seven values and their
+    decisive time (compact ``pt``; ``full_times``: the 56-character form of the same times)."""
     values = {
         "country": rng.choice(COUNTRIES),
         "region": rng.choice(REGIONS),
@@ -117,19 +122,27 @@ def profile(rng: random.Random, days: int) -> dict[str, str]:
     }
     when = int((T0 + timedelta(seconds=rng.randrange(days * 86400))).timestamp() * 1000)
     fields = {PROFILE_FIELDS[name]: value for name, value in values.items()}
-    fields[PROFILE_TIMES_FIELD] = encode_time(when) * len(PROFILE_FIELDS)
+    if full_times:
+        fields[PROFILE_TIMES_FIELD] = encode_time(when) * len(PROFILE_FIELDS)
+    else:
+        fields[PROFILE_TIMES_FIELD] = encode_times(dict.fromkeys(PROFILE_FIELDS, when))
     return fields
 
 
 def batches(
-    n_customers: int, batch_size: int, seed: int, days: int, attributes: bool = False
+    n_customers: int,
+    batch_size: int,
+    seed: int,
+    days: int,
+    attributes: bool = False,
+    every_session: bool = False,
 ) -> Iterator[Batch]:
     rng = random.Random(seed)
     offsets = [0] * PARTITIONS
     records: list[Record] = []
     for i in range(n_customers):
         p = i % PARTITIONS
-        for ev in customer_events(i, rng, days, attributes):
+        for ev in customer_events(i, rng, days, attributes, every_session):
             records.append(Record(TOPIC, p, offsets[p], ev))
             offsets[p] += 1
         if len(records) >= batch_size:
@@ -154,9 +167,10 @@ async def apply_all(
     url: str,
     prefix: str,
     bs: list[Batch] | Iterator[Batch],
-    profiles: tuple[int, int] | None = None,
+    profiles: tuple[int, int, bool] | None = None,
 ) -> tuple[int, float]:
-    """Apply every batch; ``profiles`` (seed, days): then HSET each new customer's profile."""
+    """Apply every batch; ``profiles`` (seed, days, full times): then HSET each new customer's
+    profile."""
     store = StateStore(url, prefix)
     client = redis.asyncio.Redis.from_url(url)
     rng = random.Random(profiles[0] if profiles else 0)
@@ -169,7 +183,8 @@ async def apply_all(
                 pipe = client.pipeline(transaction=False)
                 for cid in dict.fromkeys(r.event.customer_id for r in b.records):
                     assert cid is not None
-                    pipe.hset(keys.customer(prefix, cid), mapping=profile(rng, profiles[1]))
+                    fields = profile(rng, profiles[1], profiles[2])
+                    pipe.hset(keys.customer(prefix, cid), mapping=fields)
                 await pipe.execute()
     finally:
         await store.close()
@@ -221,12 +236,26 @@ def main() -> None:
         action="store_true",
         help="every customer also gets categories, a device and a full profile (docstring, 1.)",
     )
+    ap.add_argument(
+        "--sessions",
+        choices=("all", "half"),
+        help="customers with the 2-click session (default: all with --attributes, else half)",
+    )
+    ap.add_argument(
+        "--pt-form",
+        choices=("compact", "full"),
+        default="compact",
+        help="--attributes: the profile's times compact (one event wrote it) or in full",
+    )
     a = ap.parse_args()
+    every_session = (a.sessions or ("all" if a.attributes else "half")) == "all"
     load = os.getloadavg()
     print(f"# {platform.node()} {os.cpu_count()} cpus, load {load[0]:.2f} {load[1]:.2f}, "
           f"python {platform.python_version()}, seed {a.seed}, batch {a.batch}, "
-          f"events over {a.days} days" + (", with categories, devices and profiles"
-          if a.attributes else ""))  # fmt: skip
+          f"events over {a.days} days, {'every' if every_session else 'half the'} customer"
+          f"{'' if every_session else 's'} with a click session"
+          + (f", with categories, devices and profiles (pt {a.pt_form})"
+             if a.attributes else ""))  # fmt: skip
     with tempfile.TemporaryDirectory() as run_dir, local_services(run_dir) as svc:
         url = svc["redis"].url
         r = redis.Redis.from_url(url)
@@ -239,8 +268,8 @@ def main() -> None:
             apply_all(
                 url,
                 prefix,
-                batches(a.customers, a.batch, a.seed, a.days, a.attributes),
-                (a.seed, a.days) if a.attributes else None,
+                batches(a.customers, a.batch, a.seed, a.days, a.attributes, every_session),
+                (a.seed, a.days, a.pt_form == "full") if a.attributes else None,
             )
         )
         after = used_memory(r)

@@ -217,6 +217,11 @@ def settings(
         dead_letter_topic=make_topic("dead-letter", partitions=1),
         segment_changes_topic=make_topic("segment-changes"),
         control_topic=make_topic("control", partitions=1),
+        # every topic a worker consumes is the test's own: a worker reading the shared default
+        # "profiles" topic would apply other tests' profiles under this test's prefix
+        profiles_topic=make_topic("profiles"),
+        erase_requests_topic=make_topic("erase-requests"),
+        campaign_assignments_topic=make_topic("campaign-assignments"),
         group_id=group_id,
         session_timeout_s=TEST_SESSION_TIMEOUT_S,
         run_dir=str(tmp_path / "run"),

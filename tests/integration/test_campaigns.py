@@ -45,7 +45,7 @@ def _remove_keys_afterwards(redis_client: object) -> None:
 def campaign_settings(
     request: pytest.FixtureRequest, settings: Settings, make_topic: Callable[..., str]
 ) -> Settings:
-    s = settings.with_(campaign_assignments_topic=make_topic("campaign-assignments"))
+    s = settings
     if request.param == "cluster":
         cluster = request.getfixturevalue("redis_cluster")
         s = s.with_(redis_url=cluster.url, redis_cluster=1)

@@ -57,7 +57,7 @@ def erase_settings(
     request: pytest.FixtureRequest, settings: Settings, make_topic: Callable[..., str]
 ) -> Settings:
     """This test's settings, on the single Redis and on the session's Redis Cluster."""
-    s = settings.with_(erase_requests_topic=make_topic("erase-requests", partitions=1))
+    s = settings.with_(erase_requests_topic=make_topic("erase-requests-1p", partitions=1))
     if request.param == "cluster":
         cluster = request.getfixturevalue("redis_cluster")
         s = s.with_(redis_url=cluster.url, redis_cluster=1)

@@ -6,7 +6,8 @@ updates converge to what the Python merge rule computes; a redelivery (same offs
 consumer group) and a replay (same events, new offsets) change nothing; bad records are
 dead-lettered with their reason while the good ones of the same batch apply; a record Redis
 refuses is dead-lettered alone; forgetting a customer removes their profile and keeps their
-older updates out.
+older updates out; the decisive times are stored compact while one time decides every written
+attribute, in full otherwise, exactly as the Python rule spells them.
 """
 
 from __future__ import annotations
@@ -28,8 +29,16 @@ from tests.support.modes import MODES, on_redis
 from tests.support.producing import produce
 from worker.connect import keyspace, sync_redis
 from worker.core import Batch, Record
-from worker.core.attributes import PROFILE_FIELDS, PROFILE_TIMES_FIELD
+from worker.core.attributes import (
+    COMPACT_TIMES_LENGTH,
+    FULL_TIMES_LENGTH,
+    NEVER_WRITTEN,
+    PROFILE_FIELDS,
+    PROFILE_TIMES_FIELD,
+    encode_time,
+)
 from worker.erase.store import ForgetStore
+from worker.profiles.batch import ProfileBatch, ProfileRecord
 from worker.profiles.merge import as_hash, merge_all, update_of
 from worker.profiles.service import ProfileService
 from worker.profiles.store import ProfileStore
@@ -38,6 +47,7 @@ from worker.state import StateStore
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+T0_MS = int(T0.timestamp() * 1000)
 COUNTRIES = ("GB", "IE", "DE", "FR", None)
 TIERS = ("bronze", "silver", "gold", None)
 
@@ -52,7 +62,7 @@ def profile_settings(
     request: pytest.FixtureRequest, settings: Settings, make_topic: Callable[..., str]
 ) -> Settings:
     """This test's settings with a profiles topic of its own, on a single Redis and a cluster."""
-    s = settings.with_(profiles_topic=make_topic("profiles", partitions=3), poison_retries=2)
+    s = settings.with_(profiles_topic=make_topic("profiles-3p", partitions=3), poison_retries=2)
     return on_redis(request, s)
 
 
@@ -311,3 +321,91 @@ def test_a_changed_profile_marks_a_known_customer_for_scoring_and_forget_removes
     got = stored(s, ["BUYER"])["BUYER"]
     assert got["pl"] == "silver" and "pc" not in got
     assert counters(s)["profiles_suppressed"] == 1
+
+
+def apply_in_turn(
+    settings: Settings, steps: Sequence[Sequence[CustomerProfile]]
+) -> list[dict[str, dict[str, str]]]:
+    """Each step one profile batch through the profile script (no broker: offsets made up);
+    what the customers' profile fields hold after each step."""
+    topic = settings.kafka.profiles_topic
+    cids = sorted({p.customer_id for step in steps for p in step})
+
+    async def run() -> list[dict[str, dict[str, str]]]:
+        store = ProfileStore(settings.redis, settings.redis.prefix)
+        seen: list[dict[str, dict[str, str]]] = []
+        offset = 0
+        try:
+            for step in steps:
+                recs = [ProfileRecord(topic, 0, offset + i, p) for i, p in enumerate(step)]
+                offset += len(step)
+                await store.apply(ProfileBatch(recs, (), {(topic, 0): offset - 1}))
+                seen.append(stored(settings, cids))
+        finally:
+            await store.close()
+        return seen
+
+    return asyncio.run(run())
+
+
+def _update(cid: str, n: int, when: datetime, **values: Any) -> CustomerProfile:
+    return CustomerProfile(event_id=f"{cid}-{n}", schema_version=1, customer_id=cid,
+                           event_time=when, **values)  # fmt: skip
+
+
+def test_times_are_stored_compact_while_one_time_decides_every_written_attribute(
+    profile_settings: Settings,
+) -> None:
+    s = profile_settings
+    minute = timedelta(minutes=1)
+    every = dict(country="GB", region="North", birth_year=1980, gender="female",
+                 signup_channel="web", loyalty_tier="gold", marketing_consent=True)  # fmt: skip
+    steps = [
+        # one event: compact; two events at two times in one batch: full
+        [_update("A", 1, T0, country="GB", region="North", loyalty_tier="gold"),
+         _update("B", 1, T0, country="IE"), _update("B", 2, T0 + minute, region="South")],
+        # a later event touching some attributes: full; every written attribute later: compact
+        [_update("A", 2, T0 + minute, loyalty_tier="silver"),
+         _update("B", 3, T0 + 2 * minute, country="FR", region=None)],
+        # an older event deciding an attribute never written: a third time, still full
+        [_update("A", 3, T0 - minute, country="DE", gender="male")],
+        # one later event deciding all seven: compact again
+        [_update("A", 4, T0 + 3 * minute, **every)],
+    ]  # fmt: skip
+    seen = apply_in_turn(s, steps)
+    for n, got in enumerate(seen, start=1):
+        want = expected([p for step in steps[:n] for p in step])
+        assert got == want, n
+    pt_len = [{cid: len(h[PROFILE_TIMES_FIELD]) for cid, h in got.items()} for got in seen]
+    compact, full = COMPACT_TIMES_LENGTH, FULL_TIMES_LENGTH
+    assert pt_len == [
+        {"A": compact, "B": full},
+        {"A": full, "B": compact},
+        {"A": full, "B": compact},
+        {"A": compact, "B": compact},
+    ]
+    assert seen[0]["A"][PROFILE_TIMES_FIELD] == encode_time(T0_MS) + "23"
+    assert seen[1]["B"] == {"pc": "FR", PROFILE_TIMES_FIELD: encode_time(T0_MS + 120_000) + "03"}
+    assert seen[3]["A"][PROFILE_TIMES_FIELD] == encode_time(T0_MS + 180_000) + "7f"
+
+
+def test_times_stored_in_full_before_the_compact_form_are_read_and_merged(
+    profile_settings: Settings,
+) -> None:
+    s = profile_settings
+    space = keyspace(s.redis, s.redis.prefix)
+    full_equal = encode_time(T0_MS) * 2 + NEVER_WRITTEN * 5  # country, region at T0
+    full_mixed = encode_time(T0_MS) + encode_time(T0_MS + 60_000) + NEVER_WRITTEN * 5
+    with sync_redis(s.redis) as r:
+        r.hset(space.customer("OLD1"), mapping={"pc": "GB", "pr": "North", "pt": full_equal})
+        r.hset(space.customer("OLD2"), mapping={"pc": "GB", "pr": "North", "pt": full_mixed})
+    seen = apply_in_turn(
+        s,
+        [[_update("OLD1", 1, T0, loyalty_tier="gold", region="Aaa"),  # ties: North stays
+          _update("OLD2", 1, T0, region="Zzz"),  # loses to the region's later time
+          _update("OLD2", 2, T0 + timedelta(minutes=1), country="IE")]],  # one time again
+    )  # fmt: skip
+    t0 = encode_time(T0_MS)
+    assert seen[0]["OLD1"] == {"pc": "GB", "pr": "North", "pl": "gold", "pt": t0 + "23"}
+    later = encode_time(T0_MS + 60_000)
+    assert seen[0]["OLD2"] == {"pc": "IE", "pr": "North", "pt": later + "03"}

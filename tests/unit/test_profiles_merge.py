@@ -14,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import CustomerProfile
-from worker.core.attributes import Attributes, decode_times
+from worker.core.attributes import (
+    COMPACT_TIMES_LENGTH,
+    FULL_TIMES_LENGTH,
+    PROFILE_FIELDS,
+    Attributes,
+    decode_times,
+    encode_time,
+    encode_times,
+)
 from worker.core.rfm import CustomerState
 from worker.profiles.batch import ProfileBatch, ProfileRecord, assemble
 from worker.profiles.merge import Update, as_hash, from_hash, merge_all, update_of
@@ -198,3 +206,66 @@ def test_time_encoding_holds_event_times_for_decades() -> None:
     far = int((datetime(2055, 1, 1, tzinfo=UTC) - timedelta(0)).timestamp() * 1000)
     stored = merge_all([Update(far, {"country": "GB"})])
     assert decode_times(as_hash(stored)["pt"])["country"] == far
+
+
+times_of = st.fixed_dictionaries(
+    {},
+    optional=dict.fromkeys(PROFILE_FIELDS, st.sampled_from([T0_MS, T0_MS + 1, 2**40, 0])),
+)
+
+
+@settings(deadline=None, max_examples=200)
+@given(times_of)
+def test_pt_is_compact_exactly_when_every_written_attribute_has_one_time_and_reads_back(
+    times: dict[str, int],
+) -> None:
+    pt = encode_times(times)
+    written = {ms for ms in times.values() if ms}
+    if not written:
+        assert pt == ""
+    else:
+        assert len(pt) == (COMPACT_TIMES_LENGTH if len(written) == 1 else FULL_TIMES_LENGTH)
+    assert decode_times(pt) == {name: times.get(name) or None for name in PROFILE_FIELDS}
+
+
+def test_a_profile_written_by_one_event_keeps_one_time_and_the_mask_of_its_attributes() -> None:
+    fields = as_hash(merge_all([Update(T0_MS, {"country": "GB", "birth_year": "1980"})]))
+    assert fields["pt"] == encode_time(T0_MS) + "05"  # country = bit 0, birth_year = bit 2
+    seven = dict.fromkeys(PROFILE_FIELDS, "1") | {"signup_channel": ""}
+    every = as_hash(merge_all([Update(T0_MS, seven)]))
+    assert every["pt"] == encode_time(T0_MS) + "7f"  # a clear is written at its time too
+    times = decode_times(fields["pt"])
+    assert times["country"] == times["birth_year"] == T0_MS
+    assert {name for name, ms in times.items() if ms is None} == set(PROFILE_FIELDS) - {
+        "country",
+        "birth_year",
+    }
+
+
+def test_the_full_form_of_equal_times_reads_as_the_compact_one() -> None:
+    """A profile stored before the compact form (7 x 8 digits) means the same profile."""
+    old = encode_time(T0_MS) * 3 + "00000000" * 4
+    assert decode_times(old) == decode_times(encode_time(T0_MS) + "07")
+
+
+def test_pt_goes_compact_to_full_and_back_to_compact_as_events_decide_attributes() -> None:
+    first = Update(T0_MS, {"country": "GB", "region": "North", "loyalty_tier": "gold"})
+    some_later = Update(T0_MS + 60_000, {"loyalty_tier": "silver"})
+    older = Update(T0_MS - 60_000, {"country": "IE", "gender": "female"})
+    every_later = Update(T0_MS + 120_000, dict.fromkeys(PROFILE_FIELDS, "1"))
+    steps = [first, some_later, older, every_later]
+    forms = []
+    for n in range(1, len(steps) + 1):
+        fields = as_hash(merge_all(steps[:n]))
+        assert from_hash(fields) == merge_all(steps[:n])
+        forms.append(fields["pt"] if len(fields["pt"]) == COMPACT_TIMES_LENGTH else "full")
+    assert forms == [
+        encode_time(T0_MS) + "23",  # country, region, loyalty_tier (bits 0, 1, 5) at T0
+        "full",  # the tier decided later than the rest
+        "full",  # the country stays (older loses), gender is new at a third time
+        encode_time(T0_MS + 120_000) + "7f",  # one later event decides all seven
+    ]
+    # Back to compact also when a later event decides exactly the attributes written so far.
+    same_ones = Update(T0_MS + 90_000, {"country": "DE", "region": "", "loyalty_tier": "gold"})
+    fields = as_hash(merge_all([first, some_later, same_ones]))
+    assert fields["pt"] == encode_time(T0_MS + 90_000) + "23" and "pr" not in fields

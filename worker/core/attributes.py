@@ -7,10 +7,25 @@ reader (export, training, scoring, report). All of it lives in the customer hash
 hash) removes it too, and so that it costs no key of its own (docs/state.md has the bytes).
 
 Profile: one field per attribute holding its value (absent = never set, or cleared), plus one
-field ``pt`` holding, for every attribute in :data:`PROFILE_FIELDS` order, the event time (epoch
-milliseconds, 8 base-36 digits, ``00000000`` = never written) of the update that decided it.
-A profile update wins a field when its event time is later; at an equal time the larger value
-wins (absent counting as the empty string), so every arrival order gives the same profile.
+field ``pt`` holding the event time (epoch milliseconds, 8 lowercase base-36 digits) of the
+update that decided each attribute, in one of two forms (:func:`encode_times` writes them,
+:func:`decode_times` reads both; they say the same thing, so the choice never changes a merge):
+
+- **compact**, 10 characters, whenever every attribute ever written has the same decisive time
+  (nearly every profile: one event writes it): that time, then 2 lowercase hex digits, a bitmask
+  of the attributes it decided (bit ``k`` = the ``k``-th of :data:`PROFILE_FIELDS`, ``country``
+  = bit 0); an attribute outside the mask was never written. ``m7q5h1c07f``: all seven decided
+  at ``m7q5h1c0`` (2025-03-01T12:00Z); ``m7q5h1c005``: country and birth year, nothing else.
+- **full**, 56 characters, otherwise: 7 x 8 digits in :data:`PROFILE_FIELDS` order,
+  ``00000000`` = never written.
+
+The writers (``worker/profiles/profile.lua`` and :func:`encode_times`) pick the compact form
+whenever it is exact and the full form when the times differ, so a stored profile has one
+spelling: a later event touching only some attributes turns it full, one that decides every
+written attribute at one later time turns it compact again. A profile update wins a field when
+its event time is later; at an equal time the larger value wins (absent counting as the empty
+string), so every arrival order gives the same profile. The compact form is 46 characters
+shorter: what that saves per customer is measured in docs/state.md (memory budget).
 
 Summaries (``ks`` spend by category in cents, ``kv`` product views by category, ``kd`` clicks by
 device): ``name=count`` pairs joined by ``,``, at most :data:`SUMMARY_SLOTS` pairs, kept with
@@ -41,6 +56,10 @@ PROFILE_FIELDS: dict[str, str] = {
 PROFILE_TIMES_FIELD = "pt"
 PROFILE_TIME_DIGITS = 8
 NEVER_WRITTEN = "0" * PROFILE_TIME_DIGITS
+#: Length of ``pt`` in its compact form: one time and a 2-hex-digit mask of the attributes.
+COMPACT_TIMES_LENGTH = PROFILE_TIME_DIGITS + 2
+#: Length of ``pt`` in its full form: one time per attribute.
+FULL_TIMES_LENGTH = PROFILE_TIME_DIGITS * len(PROFILE_FIELDS)
 
 #: Summary -> field of the customer hash.
 SUMMARY_FIELDS: dict[str, str] = {
@@ -94,10 +113,30 @@ def encode_time(ms: int) -> str:
     return "".join(reversed(out))
 
 
+def encode_times(times: Mapping[str, int | None]) -> str:
+    """Attribute -> decisive event time in ms (absent, ``None`` or 0 = never written) as ``pt``:
+    the compact form when every written attribute has the same time, else the full form; ``''``
+    when none was ever written (no ``pt`` field at all). The inverse of :func:`decode_times`."""
+    written = {name: ms for name in PROFILE_FIELDS if (ms := times.get(name))}
+    if not written:
+        return ""
+    if len(set(written.values())) == 1:
+        mask = sum(1 << k for k, name in enumerate(PROFILE_FIELDS) if name in written)
+        return encode_time(next(iter(written.values()))) + f"{mask:02x}"
+    return "".join(encode_time(written.get(name, 0)) for name in PROFILE_FIELDS)
+
+
 def decode_times(raw: str | None) -> dict[str, int | None]:
-    """``pt`` -> attribute -> decisive event time in ms (``None`` = never written)."""
+    """``pt``, either form -> attribute -> decisive event time in ms (``None`` = never written)."""
     out: dict[str, int | None] = dict.fromkeys(PROFILE_FIELDS)
     if not raw:
+        return out
+    if len(raw) == COMPACT_TIMES_LENGTH:
+        ms = int(raw[:PROFILE_TIME_DIGITS], 36)
+        mask = int(raw[PROFILE_TIME_DIGITS:], 16)
+        for k, name in enumerate(PROFILE_FIELDS):
+            if ms and mask >> k & 1:
+                out[name] = ms
         return out
     for i, name in enumerate(PROFILE_FIELDS):
         chunk = raw[i * PROFILE_TIME_DIGITS : (i + 1) * PROFILE_TIME_DIGITS]

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from schemas.profile import CustomerProfile
-from worker.core.attributes import PROFILE_FIELDS, PROFILE_TIMES_FIELD, decode_times, encode_time
+from worker.core.attributes import PROFILE_FIELDS, PROFILE_TIMES_FIELD, decode_times, encode_times
 
 __all__ = [
     "Stored",
@@ -89,7 +89,8 @@ def merge_all(
 
 
 def as_hash(stored: Mapping[str, tuple[int, str]]) -> dict[str, str]:
-    """The customer-hash fields ``stored`` is kept as: the set values and ``pt`` (nothing at all
+    """The customer-hash fields ``stored`` is kept as: the set values and ``pt`` in the form
+    ``profile.lua`` writes (compact when every written attribute has one time; nothing at all
     when no attribute was ever written)."""
     if all(stored.get(name, (0, ""))[0] == 0 for name in PROFILE_FIELDS):
         return {}
@@ -98,8 +99,8 @@ def as_hash(stored: Mapping[str, tuple[int, str]]) -> dict[str, str]:
         for name, field in PROFILE_FIELDS.items()
         if name in stored and stored[name][1]
     }
-    out[PROFILE_TIMES_FIELD] = "".join(
-        encode_time(stored.get(name, (0, ""))[0]) for name in PROFILE_FIELDS
+    out[PROFILE_TIMES_FIELD] = encode_times(
+        {name: stored.get(name, (0, ""))[0] for name in PROFILE_FIELDS}
     )
     return out
 

@@ -15,7 +15,11 @@
 -- replay) changes nothing either: per attribute the stored (time, value) becomes the larger of
 -- the stored and the new pair, by event time then by the value's bytes (absent/cleared = ''),
 -- and a clear that wins writes its time and deletes the value field. Times live in the field
--- 'pt', 8 base-36 digits per attribute ('00000000' = never written): worker/core/attributes.py.
+-- 'pt' (worker/core/attributes.py), 8 base-36 digits of epoch ms per time, in two forms, both
+-- read: compact (10 characters: the one time every written attribute has, then 2 hex digits,
+-- the mask of those attributes, bit k-1 = FIELDS[k]) whenever every written attribute has the
+-- same time; else full (56 characters: 7 times in FIELDS order, '00000000' = never written).
+-- It is written compact whenever that is exact, so the stored text depends only on the times.
 -- Forgotten customers: an update stamped at or before {space}:x:{<id>} (the erasure time,
 -- written by worker/erase/forget.lua) is dropped and counted as suppressed, as apply.lua does.
 -- A customer whose stored values changed and who has behaviour state ('ts') is marked for
@@ -30,6 +34,7 @@ local space = ARGV[1]
 local ntp = tonumber(ARGV[2])
 local FIELDS = {'pc', 'pr', 'pb', 'pg', 'ps', 'pl', 'pm'}
 local NF, DIGITS, PER = 7, 8, 11
+local COMPACT = DIGITS + 2
 local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
 
 local function int(n) return string.format('%d', n) end
@@ -58,6 +63,41 @@ local function encode_time(ms)
     out[k] = string.sub(B36, r + 1, r + 1)
     ms = (ms - r) / 36
   end
+  return table.concat(out)
+end
+
+-- 'pt', either form -> the 7 times (0 = never written)
+local function decode_times(pt)
+  local t = {}
+  if #pt == COMPACT then
+    local ms, mask = tonumber(string.sub(pt, 1, DIGITS), 36) or 0,
+                     tonumber(string.sub(pt, DIGITS + 1), 16) or 0
+    for k = 1, NF do
+      t[k] = (mask % 2 == 1) and ms or 0
+      mask = (mask - mask % 2) / 2
+    end
+  else
+    for k = 1, NF do
+      local chunk = string.sub(pt, (k - 1) * DIGITS + 1, k * DIGITS)
+      t[k] = (#chunk == DIGITS and tonumber(chunk, 36)) or 0
+    end
+  end
+  return t
+end
+
+-- the 7 times -> 'pt': compact when every written attribute has the same time, else full
+local function encode_times(t)
+  local one, mask, bit = nil, 0, 1
+  for k = 1, NF do
+    if t[k] ~= 0 then
+      if one == nil then one = t[k] elseif one ~= t[k] then one = false end
+      mask = mask + bit
+    end
+    bit = bit * 2
+  end
+  if one then return encode_time(one) .. string.format('%02x', mask) end
+  local out = {}
+  for k = 1, NF do out[k] = encode_time(t[k]) end
   return table.concat(out)
 end
 
@@ -97,12 +137,10 @@ for r = 1, nrec do
     local hkey = space .. ':c:{' .. cid .. '}'
     local cur = redis.call('HMGET', hkey, 'pc', 'pr', 'pb', 'pg', 'ps', 'pl', 'pm', 'pt', 'ts')
     local s = {key = hkey, v = {}, v0 = {}, t = {}, t0 = {}, seen = cur[NF + 2], touched = false}
-    local pt = cur[NF + 1] or ''
+    s.t = decode_times(cur[NF + 1] or '')
     for k = 1, NF do
       s.v[k] = cur[k] or ''
       s.v0[k] = s.v[k]
-      local chunk = string.sub(pt, (k - 1) * DIGITS + 1, k * DIGITS)
-      s.t[k] = (#chunk == DIGITS and tonumber(chunk, 36)) or 0
       s.t0[k] = s.t[k]
     end
     state[cid] = s
@@ -164,9 +202,7 @@ for _, cid in ipairs(order) do
         else set[#set + 1] = FIELDS[k]; set[#set + 1] = s.v[k] end
       end
     end
-    local times = {}
-    for k = 1, NF do times[k] = encode_time(s.t[k]) end
-    set[#set + 1] = 'pt'; set[#set + 1] = table.concat(times)
+    set[#set + 1] = 'pt'; set[#set + 1] = encode_times(s.t)
     redis.call('HSET', s.key, unpack(set))
     if #del > 0 then redis.call('HDEL', s.key, unpack(del)) end
     if changed and s.seen then marked[#marked + 1] = cid end

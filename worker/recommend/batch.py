@@ -36,6 +36,9 @@ class Purchase:
     customer_id: str
     time_ms: int
     lines: tuple[Line, ...]
+    #: The order's hash (rank.sku_hash of ``order:<order_id>``): what the customer's ``ro``
+    #: field remembers, so a replay of the order at new offsets is not counted again.
+    order_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,10 @@ def purchase_of(topic: str, partition: int, offset: int, order: OrderEvent) -> P
         units[item.sku] = units.get(item.sku, 0) + item.quantity
         categories.setdefault(item.sku, item.category)
     lines = tuple(Line(member(categories[s], s), sku_hash(s), u) for s, u in units.items())
-    return Purchase(topic, partition, offset, order.customer_id, order.event_time_ms, lines)
+    return Purchase(
+        topic, partition, offset, order.customer_id, order.event_time_ms, lines,
+        sku_hash(f"order:{order.order_id}"),
+    )  # fmt: skip
 
 
 def assemble(fetched: Iterable[Sequence[RawRecord]]) -> tuple[RecommendBatch, int]:

@@ -5,7 +5,8 @@
 --   1 space   2 half-life (ms)   3 skus kept per segment (M)   4 number of partitions N
 --   then N times: topic, partition, high offset (the fence moves to it)
 --   then the number of purchases P, then P times:
---     customer id, partition index, offset, event time (epoch ms), number of lines L,
+--     customer id, partition index, offset, event time (epoch ms), the order's hash (6 hex
+--     digits of rank.sku_hash('order:<order_id>')), number of lines L,
 --     then L times: member ("<category>,<sku>"), the sku's bought-hash (6 hex digits), units
 -- Exactly once: {space}:rfence:<topic> (hash partition -> last applied offset) is read first and
 -- written with the counts; a purchase at or below it is skipped (counted as fenced).
@@ -20,19 +21,25 @@
 -- and a field 's:<segment>' per segment with counts. Each set touched is trimmed to its M
 -- highest members (ties: the lowest member goes first).
 -- The customer's recently bought skus: field 'rb' of {space}:c:{<id>}, bought-hashes newest
--- last, 8 at most (worker/recommend/rank.py).
+-- last, 8 at most (worker/recommend/rank.py); field 'ro': the hashes of their 8 latest counted
+-- orders (a replay of one of them at new offsets is skipped, counted as recommend_deduped).
 -- Counters (HINCRBY {space}:counters): recommend_purchases, recommend_fenced,
--- recommend_suppressed. Returns {applied, fenced, suppressed}.
--- Everything is read before anything is written: a key of the wrong type fails the call whole.
+-- recommend_suppressed, recommend_skipped (purchases of a customer whose hash is of the wrong
+-- type). Returns {applied, fenced, suppressed}.
+-- Everything is read before anything is written: a recommendation key of the wrong type fails
+-- the call whole, with the state script's wording for a shared key, so the consumer waits it out
+-- as an outage until the key is deleted, as ingestion does.
 local space = ARGV[1]
 local H, M = tonumber(ARGV[2]), tonumber(ARGV[3])
 local ntp = tonumber(ARGV[4])
-local SPAN, KEEP, HC = 32, 8, 6
+local SPAN, KEEP, HC, OKEEP = 32, 8, 6, 8
 
 local function expect(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then
-    error('segstream recommendation key ' .. key .. ' holds a ' .. t .. ', expected a ' .. want)
+    -- every key checked here is shared by many customers: worded as the state script words a
+    -- shared key, so the consumer waits it out as an outage (worker/ingest/failures.py)
+    error('segstream state key ' .. key .. ' holds a ' .. t .. ', expected a ' .. want)
   end
 end
 local function num(x) return string.format('%.17g', x) end
@@ -57,16 +64,16 @@ expect(counters, 'hash')
 local np = tonumber(ARGV[i]); i = i + 1
 local kept, fenced = {}, 0
 for p = 1, np do
-  local cid, tpi, off, t, nl = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]),
-    tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local cid, tpi, off, t, oh, nl = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]),
+    tonumber(ARGV[i + 3]), ARGV[i + 4], tonumber(ARGV[i + 5])
   local lines = {}
   for l = 1, nl do
-    local at = i + 5 + (l - 1) * 3
+    local at = i + 6 + (l - 1) * 3
     lines[l] = {ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])}
   end
-  i = i + 5 + nl * 3
+  i = i + 6 + nl * 3
   if off <= fence[tpi] then fenced = fenced + 1
-  else kept[#kept + 1] = {cid = cid, t = t, lines = lines} end
+  else kept[#kept + 1] = {cid = cid, t = t, oh = oh, lines = lines} end
 end
 
 local suppressed = 0
@@ -83,16 +90,46 @@ if #kept > 0 and redis.call('EXISTS', space .. ':x:until') == 1 then
   kept = still
 end
 
-local segment_of, bought, ckey = {}, {}, {}
+-- A customer key of the wrong type is ingestion's to report (it dead-letters that customer's
+-- records with the reason); here their purchases are skipped and counted (recommend_skipped),
+-- so one record never yields two dead letters and the other customers' purchases still count.
+local segment_of, bought, ckey, counted = {}, {}, {}, {}
 local tmin, tmax
+local skipped, usable = 0, {}
 for _, p in ipairs(kept) do
   if ckey[p.cid] == nil then
     ckey[p.cid] = space .. ':c:{' .. p.cid .. '}'
-    expect(ckey[p.cid], 'hash')
-    local got = redis.call('HMGET', ckey[p.cid], 'segment', 'rb')
-    segment_of[p.cid] = got[1] or false
-    bought[p.cid] = got[2] or ''
+    local t = redis.call('TYPE', ckey[p.cid])['ok']
+    if t == 'none' or t == 'hash' then
+      local got = redis.call('HMGET', ckey[p.cid], 'segment', 'rb', 'ro')
+      segment_of[p.cid] = got[1] or false
+      bought[p.cid] = got[2] or ''
+      counted[p.cid] = got[3] or ''
+    else
+      ckey[p.cid] = false
+    end
   end
+  if ckey[p.cid] then usable[#usable + 1] = p else skipped = skipped + 1 end
+end
+-- An order counts once: the customer's 'ro' field holds the hashes of their OKEEP latest
+-- counted orders, so a replay at new offsets (or the same order twice in a batch) is skipped.
+local deduped = 0
+kept, usable = usable, {}
+for _, p in ipairs(kept) do
+  local ro, seen = counted[p.cid], false
+  for at = 1, #ro, HC do
+    if string.sub(ro, at, at + HC - 1) == p.oh then seen = true; break end
+  end
+  if seen then deduped = deduped + 1
+  else
+    ro = ro .. p.oh
+    if #ro > OKEEP * HC then ro = string.sub(ro, #ro - OKEEP * HC + 1) end
+    counted[p.cid] = ro
+    usable[#usable + 1] = p
+  end
+end
+kept = usable
+for _, p in ipairs(kept) do
   if segment_of[p.cid] then expect(space .. ':rpop:' .. segment_of[p.cid], 'zset') end
   if not tmin or p.t < tmin then tmin = p.t end
   if not tmax or p.t > tmax then tmax = p.t end
@@ -160,7 +197,7 @@ if #kept > 0 then
     if #rb > KEEP * HC then rb = string.sub(rb, #rb - KEEP * HC + 1) end
     bought[p.cid] = rb
   end
-  for cid, rb in pairs(bought) do redis.call('HSET', ckey[cid], 'rb', rb) end
+  for cid, rb in pairs(bought) do redis.call('HSET', ckey[cid], 'rb', rb, 'ro', counted[cid]) end
   for key in pairs(touched) do
     local n = redis.call('ZCARD', key)
     if n > M then
@@ -181,4 +218,6 @@ end
 if #kept > 0 then redis.call('HINCRBY', counters, 'recommend_purchases', #kept) end
 if fenced > 0 then redis.call('HINCRBY', counters, 'recommend_fenced', fenced) end
 if suppressed > 0 then redis.call('HINCRBY', counters, 'recommend_suppressed', suppressed) end
-return {#kept, fenced, suppressed}
+if skipped > 0 then redis.call('HINCRBY', counters, 'recommend_skipped', skipped) end
+if deduped > 0 then redis.call('HINCRBY', counters, 'recommend_deduped', deduped) end
+return {#kept, fenced, suppressed, deduped}

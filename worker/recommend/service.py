@@ -63,6 +63,7 @@ class RecommendMetrics:
     applied: int = 0
     fenced: int = 0
     suppressed: int = 0
+    deduped: int = 0
     dead_lettered: int = 0
     merges: int = 0
     failures: int = 0
@@ -253,6 +254,7 @@ class RecommendService(Service):
             m.applied += part.applied
             m.fenced += part.fenced
             m.suppressed += part.suppressed
+            m.deduped += part.deduped
             if part.applied:
                 self._dirty = True
                 self._applied.set()

@@ -46,6 +46,8 @@ class RecommendResult:
     applied: int = 0
     fenced: int = 0
     suppressed: int = 0
+    #: Orders the customer's ``ro`` already held (a replay at new offsets).
+    deduped: int = 0
 
 
 def build_args(batch: RecommendBatch, space: str, half_life: int, pop_max: int) -> list[Any]:
@@ -56,7 +58,8 @@ def build_args(batch: RecommendBatch, space: str, half_life: int, pop_max: int) 
         args += [topic, partition, top]
     args.append(len(batch.purchases))
     for p in batch.purchases:
-        args += [p.customer_id, index[(p.topic, p.partition)], p.offset, p.time_ms, len(p.lines)]
+        args += [p.customer_id, index[(p.topic, p.partition)], p.offset, p.time_ms, p.order_hash]
+        args.append(len(p.lines))
         for line in p.lines:
             args += [line.member, line.sku_hash, line.units]
     return args
@@ -112,13 +115,14 @@ class RecommendStore:
         """
         if batch.empty:
             return RecommendResult()
-        total = [0, 0, 0]
+        total = [0, 0, 0, 0]
         with self._errors("refused a recommendations batch"):
             for space, part in split(batch, self.keyspace):
                 args = build_args(part, space, self.half_life, self.pop_max)
                 reply = await self._scripts.call(POP, args, self._key(space))
-                got = RecommendResult(*(int(v) for v in reply[:3]))
-                total = [total[0] + got.applied, total[1] + got.fenced, total[2] + got.suppressed]
+                got = RecommendResult(*(int(v) for v in reply[:4]))
+                total = [a + b for a, b in zip(total, (got.applied, got.fenced, got.suppressed,
+                                                       got.deduped), strict=True)]  # fmt: skip
                 if done is not None:
                     done(got)
         return RecommendResult(*total)
