@@ -47,18 +47,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, get_args
 
 from producers.errors import SourceError
 from producers.ids import event_id
 from schemas import ClickEvent, CustomerProfile, LineItem, OrderEvent, SchemaError, decode
-from schemas.events import MAX_ITEMS_PER_ORDER
+from schemas.events import MAX_ITEMS_PER_ORDER, ClickType
 
 FORMATS = ("orders-csv", "clicks-csv", "online-retail", "jsonl", "customers-csv")
 STATUSES = frozenset({"placed", "cancelled", "returned"})
-CLICK_TYPES = frozenset(
-    {"page_view", "product_view", "add_to_cart", "remove_from_cart", "search", "checkout_start"}
-)
+#: Every click type the schema knows (``identify`` included: it needs both ids).
+CLICK_TYPES = frozenset(get_args(ClickType))
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _MAX_ID = 128
 #: Epoch values above this are milliseconds (year 5138 in seconds): named in the reason.

@@ -251,3 +251,17 @@ def test_category_and_device_columns_pass_through_and_bad_ones_are_rejected(
     assert [r.line for r in rejects] == [4] and rejects[0].reason.startswith("device: must be")
     for event in events:
         assert decode_click(encode(event)) == event
+
+
+def test_clicks_csv_reads_identify_clicks_that_name_both_ids(tmp_path: Path) -> None:
+    path = tmp_path / "clicks.csv"
+    path.write_text(
+        "session_id,ts,type,customer_id,anonymous_id\n"
+        "S1,2024-01-01T00:00:00Z,identify,C1,A-1\n"
+        "S2,2024-01-01T00:00:00Z,identify,,A-2\n"
+    )
+    events, rejects = _read(path, "clicks-csv")
+    assert [(e.type, e.customer_id, e.anonymous_id) for e in events] == [  # type: ignore[union-attr]
+        ("identify", "C1", "A-1")
+    ]
+    assert len(rejects) == 1 and "customer_id" in rejects[0].reason
