@@ -146,7 +146,7 @@ def evaluate(
     segment_of = dict(zip(ids, _segments(rows, model, split_at, seed), strict=True)) if ids else {}
 
     counts = DecayedCounts(half_life_ms(half_life_days))
-    bought: dict[str, str] = {}
+    bought: dict[str, bytes] = {}
     history: dict[str, list[str]] = {}
     purchases = []
     for e in before:

@@ -19,6 +19,10 @@ Starts its own redis-server (and tansu, unused) on free ports through
    time and the mask of the seven), or in the full form (seven times) with ``--pt-form full``.
    ``--sessions half`` keeps the event shape of the measurements without ``--attributes`` (half
    the customers with the session).
+   ``--recommend``: every customer with at least one placed order also gets the recommendation
+   fields of its hash, full: ``rb`` (8 recently bought skus) and ``ro`` (8 counted orders), each
+   8 hashes of 3 raw bytes (24 bytes) in the encoding of ``worker/recommend/rank.py``, written
+   with HSET in the same pipeline per batch (with the profile under ``--attributes``).
 2. Speed, median of R runs on a flushed Redis each time, same events: the Lua script alone
    (arguments built beforehand), ``StateStore.apply`` end to end (argument building included),
    and the baseline, a redis-py pipeline doing plain HINCRBYs for the same events (orders,
@@ -39,6 +43,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -48,6 +53,7 @@ from schemas import ClickEvent, LineItem, OrderEvent
 from worker.core import Batch, Record, to_delta
 from worker.core.attributes import PROFILE_FIELDS, PROFILE_TIMES_FIELD, encode_time, encode_times
 from worker.core.rfm import CLICK_CODES, Kind
+from worker.recommend.rank import BOUGHT_FIELD, BOUGHT_KEPT, bought_after, sku_hash
 from worker.state import StateStore, keys
 from worker.state.store import build_args, script_text
 
@@ -129,6 +135,18 @@ def profile(rng: random.Random, days: int, full_times: bool = False) -> dict[str
     return fields
 
 
+#: The customer hash field of the latest counted orders (worker/recommend/pop.lua).
+ORDERS_FIELD = "ro"
+
+
+def recommend_fields(rng: random.Random, cid: str) -> dict[str, bytes]:
+    """``rb`` and ``ro`` full, as pop.lua stores them: 8 distinct skus of a 5,000-sku catalogue
+    and 8 orders, each hash 3 raw bytes (rank.sku_hash)."""
+    skus = [f"SKU-{n:05d}" for n in rng.sample(range(5000), BOUGHT_KEPT)]
+    orders = b"".join(sku_hash(f"order:{cid}-r{k}") for k in range(BOUGHT_KEPT))
+    return {BOUGHT_FIELD: bought_after(None, skus), ORDERS_FIELD: orders}
+
+
 def batches(
     n_customers: int,
     batch_size: int,
@@ -168,23 +186,36 @@ async def apply_all(
     prefix: str,
     bs: list[Batch] | Iterator[Batch],
     profiles: tuple[int, int, bool] | None = None,
+    recommend: int | None = None,
 ) -> tuple[int, float]:
     """Apply every batch; ``profiles`` (seed, days, full times): then HSET each new customer's
-    profile."""
+    profile; ``recommend`` (a seed): and the full ``rb``/``ro`` of each customer of the batch
+    with a placed order, in the same HSET."""
     store = StateStore(url, prefix)
     client = redis.asyncio.Redis.from_url(url)
     rng = random.Random(profiles[0] if profiles else 0)
+    rec_rng = random.Random(recommend or 0)
     n, t0 = 0, time.perf_counter()
     try:
         for b in bs:
             await store.apply(b)
             n += len(b.records)
-            if profiles is not None:
+            if profiles is not None or recommend is not None:
+                buyers = {
+                    r.event.customer_id
+                    for r in b.records
+                    if isinstance(r.event, OrderEvent) and r.event.status == "placed"
+                }
                 pipe = client.pipeline(transaction=False)
                 for cid in dict.fromkeys(r.event.customer_id for r in b.records):
                     assert cid is not None
-                    fields = profile(rng, profiles[1], profiles[2])
-                    pipe.hset(keys.customer(prefix, cid), mapping=fields)
+                    fields: dict[Any, Any] = {}
+                    if profiles is not None:
+                        fields.update(profile(rng, profiles[1], profiles[2]))
+                    if recommend is not None and cid in buyers:
+                        fields.update(recommend_fields(rec_rng, cid))
+                    if fields:
+                        pipe.hset(keys.customer(prefix, cid), mapping=fields)
                 await pipe.execute()
     finally:
         await store.close()
@@ -247,6 +278,11 @@ def main() -> None:
         default="compact",
         help="--attributes: the profile's times compact (one event wrote it) or in full",
     )
+    ap.add_argument(
+        "--recommend",
+        action="store_true",
+        help="every customer with a placed order also gets rb and ro full (docstring, 1.)",
+    )
     a = ap.parse_args()
     every_session = (a.sessions or ("all" if a.attributes else "half")) == "all"
     load = os.getloadavg()
@@ -255,7 +291,8 @@ def main() -> None:
           f"events over {a.days} days, {'every' if every_session else 'half the'} customer"
           f"{'' if every_session else 's'} with a click session"
           + (f", with categories, devices and profiles (pt {a.pt_form})"
-             if a.attributes else ""))  # fmt: skip
+             if a.attributes else "")
+          + (", with rb and ro full (24 B each)" if a.recommend else ""))  # fmt: skip
     with tempfile.TemporaryDirectory() as run_dir, local_services(run_dir) as svc:
         url = svc["redis"].url
         r = redis.Redis.from_url(url)
@@ -270,6 +307,7 @@ def main() -> None:
                 prefix,
                 batches(a.customers, a.batch, a.seed, a.days, a.attributes, every_session),
                 (a.seed, a.days, a.pt_form == "full") if a.attributes else None,
+                a.seed + 2 if a.recommend else None,
             )
         )
         after = used_memory(r)
@@ -297,8 +335,12 @@ def main() -> None:
         drained = used_memory(r) - before
         print(f"  after the unscored hash is drained: {drained / a.customers:.1f} bytes/customer "
               f"(target <= {500 if a.attributes else 400} with everything)")  # fmt: skip
-        if a.attributes:
-            fields = ("ks", "kv", "kd", "pt", *PROFILE_FIELDS.values())
+        if a.attributes or a.recommend:
+            fields: tuple[str, ...] = ()
+            if a.attributes:
+                fields += ("ks", "kv", "kd", "pt", *PROFILE_FIELDS.values())
+            if a.recommend:
+                fields += (BOUGHT_FIELD, ORDERS_FIELD)
             lengths = [r.hmget(k, *fields) for k in sample]
             means = {f: statistics.mean(len(v[j] or b"") for v in lengths)
                      for j, f in enumerate(fields)}  # fmt: skip

@@ -14,6 +14,7 @@ is waited out like an outage.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from tests.support.producing import produce
 from worker.connect import keyspace, sync_redis
 from worker.erase.store import ForgetStore
 from worker.recommend.decay import SHOP, DecayedCounts, half_life_ms
-from worker.recommend.rank import BOOST, bought_after, member, rank
+from worker.recommend.rank import BOOST, bought_after, bought_hashes, member, rank, sku_hash
 from worker.recommend.read import READ, Recommendations, read_call, recommend
 from worker.recommend.service import RecommendService
 
@@ -187,21 +188,30 @@ def test_orders_update_the_lists_exactly_once_and_a_segments_new_favourite_reach
     after = [p.sku for p in read(s, "XB").picks]
     assert after != before and after[0] == "b9" and "b9" not in before
     assert read(s, "XA").picks[0].sku == "a3"  # alpha's list did not take b9 first
-    with sync_redis(s.redis, decode_responses=True) as r:
+    with sync_redis(s.redis) as r:
         space = keyspace(s.redis, s.redis.prefix)
-        stored = r.hget(space.customer("B1"), "rb")
+        stored, orders_seen = r.hmget(space.customer("B1"), ["rb", "ro"])
     bought = bought_after(bought_after(None, ["b1", "a0"]), ["b9"])
-    assert stored == bought
+    assert stored == bought and len(stored) == 9  # 3 raw bytes per sku
+    b1_orders = [o.order_id for o in orders + more if o.customer_id == "B1"]
+    assert orders_seen == b"".join(sku_hash(f"order:{oid}") for oid in b1_orders)
 
 
 def test_the_read_is_one_command_on_one_node_and_matches_the_python_rule(
     rec_settings: Settings,
 ) -> None:
     s = rec_settings
-    set_segments(s, {"C1": "gamma", "C2": "gamma"})
+    set_segments(s, {"C1": "gamma", "C2": "gamma", "C3": "gamma"})
     space = keyspace(s.redis, s.redis.prefix)
+    # fields not of the binary layout: C1's rb is 4 bytes (taken as empty) and its ro is 48 hex
+    # characters; C3's rb holds its skus' hashes as 6 hex digits each, as a draft stored them
+    old_ro = b"".join(hashlib.sha1(f"order:x{i}".encode()).hexdigest()[:6].encode()
+                      for i in range(8))  # fmt: skip
+    old_rb = b"".join(hashlib.sha1(sku.encode()).hexdigest()[:6].encode() for sku in ("k2", "g2"))
     with sync_redis(s.redis) as r:
         r.hset(space.customer("C1"), "ks", "garden=900,books=1200,toys=1200")  # favourite: books
+        r.hset(space.customer("C1"), mapping={"rb": b"abcd", "ro": old_ro})
+        r.hset(space.customer("C3"), "rb", old_rb)
     orders = [
         order(0, "C2", T0, [("garden", "g1", 5), ("books", "k1", 2), ("toys", "t1", 3)]),
         order(1, "C2", T0 + timedelta(hours=1), [("books", "k2", 2), ("garden", "g2", 4)]),
@@ -223,11 +233,20 @@ def test_the_read_is_one_command_on_one_node_and_matches_the_python_rule(
         got = recommend(Counting(), space, "C1", 4)
     assert len(calls) == 1 and calls[0][0] == "EVALSHA"
     assert calls[0][3] == space.customer("C1")  # the key that routes it: the customer's slot
-    want = rank(merged_list(s, "gamma"), merged_list(s, ""), [bought_after(None, ["g1"])[:6]],
+    want = rank(merged_list(s, "gamma"), merged_list(s, ""), [sku_hash("g1")],
                 "books", 4, BOOST)  # fmt: skip
     assert got.picks == want
     assert [p.sku for p in got.picks] == ["k2", "k1", "g2", "t1"]  # books x4, g1 bought
     assert got.rows()[0]["reason"] == "popular in gamma, in your favourite category books"
+    with sync_redis(s.redis) as r:
+        rb, ro = r.hmget(space.customer("C1"), ["rb", "ro"])
+    assert rb == sku_hash("g1")  # the 4-byte field started afresh
+    assert len(ro) == 24 and ro[-3:] == sku_hash("order:o2")  # the old entries dropped out
+    # the old hex field reads without error, as the Python rule reads it (it matches no sku)
+    old = read(s, "C3", 4)
+    assert old.picks == rank(merged_list(s, "gamma"), merged_list(s, ""), bought_hashes(old_rb),
+                             None, 4, BOOST)  # fmt: skip
+    assert [p.sku for p in old.picks] == ["g1", "g2", "t1", "k2"]  # k2, g2 not taken as bought
 
 
 def test_the_storefront_user_reads_recommendations_read_only(
@@ -264,8 +283,8 @@ def test_forget_removes_the_bought_skus_and_keeps_old_orders_out(rec_settings: S
     first = [order(0, "F1", T0, [("toys", "t1", 1)]), order(1, "F2", T0, [("toys", "t2", 1)])]
     produce(s.kafka.bootstrap, records(s, first))
     consume(s, lambda svc: svc.metrics.applied >= 2, "counted")
-    with sync_redis(s.redis, decode_responses=True) as r:
-        assert r.hget(space.customer("F1"), "rb")
+    with sync_redis(s.redis) as r:
+        assert r.hget(space.customer("F1"), "rb") == sku_hash("t1")
 
     async def forget() -> None:
         store = ForgetStore(s.redis, s.redis.prefix, 1.0)
@@ -317,7 +336,7 @@ def test_bad_records_are_skipped_and_a_jammed_shared_key_is_waited_out_then_all_
         counted = lambda: r.hget(space.customer("BROKEN"), "rb") is not None  # noqa: E731
         consume(s, lambda svc: counted() and svc.metrics.dead_lettered == 0, "counted, unjammed")
     assert read_dead_letters(s, at_least=0) == []  # ingestion, not this consumer, reports them
-    with sync_redis(s.redis, decode_responses=True) as r:
-        assert r.hget(f"{space.space_of('GARBLED')}:counters", "recommend_skipped") == "1"
+    with sync_redis(s.redis) as r:
+        assert r.hget(f"{space.space_of('GARBLED')}:counters", "recommend_skipped") == b"1"
         assert r.hget(space.customer("OK2"), "rb") == bought_after(None, ["t2"])
         assert r.hget(space.customer("BROKEN"), "rb") == bought_after(None, ["t3"])

@@ -6,6 +6,7 @@ checks the scripts against them on a real Redis).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ from worker.recommend.decay import (
 from worker.recommend.merge import SpaceCounts, merge
 from worker.recommend.rank import (
     BOUGHT_KEPT,
+    HASH_BYTES,
     Pick,
     bought_after,
     bought_hashes,
@@ -85,9 +87,25 @@ def test_an_item_bought_lately_outranks_one_bought_more_often_long_ago() -> None
 def test_the_bought_field_keeps_the_newest_eight_and_moves_a_rebought_sku_to_the_end() -> None:
     field = bought_after(None, [f"s{i}" for i in range(10)])
     assert bought_hashes(field) == [sku_hash(f"s{i}") for i in range(2, 10)]
-    assert len(field) == 48 and BOUGHT_KEPT == 8
+    assert len(field) == 24 and BOUGHT_KEPT == 8
     again = bought_after(field, ["s3"])
     assert bought_hashes(again)[-1] == sku_hash("s3") and len(bought_hashes(again)) == 8
+
+
+def test_a_bought_hash_is_three_raw_bytes_with_the_bits_of_the_first_six_hex_digits() -> None:
+    for sku in ("A", "toys-0042", "é,ü"):
+        hex6 = hashlib.sha1(sku.encode()).hexdigest()[:6]
+        assert sku_hash(sku) == bytes.fromhex(hex6) and len(sku_hash(sku)) == HASH_BYTES == 3
+    # read.lua's conversion of redis.sha1hex: one byte from each pair of hex digits
+    hex6 = hashlib.sha1(b"order:o1").hexdigest()[:6]
+    assert sku_hash("order:o1") == bytes(int(hex6[i : i + 2], 16) for i in (0, 2, 4))
+
+
+def test_a_bought_field_not_a_multiple_of_three_bytes_counts_as_empty() -> None:
+    assert bought_hashes(b"abcd") == [] and bought_hashes(None) == []
+    assert bought_after(b"abcd", ["s1"]) == sku_hash("s1")
+    old = b"".join(hashlib.sha1(f"s{i}".encode()).hexdigest()[:6].encode() for i in range(8))
+    assert not set(bought_hashes(old)) & {sku_hash(f"s{i}") for i in range(8)}  # no crash, no match
 
 
 def test_members_carry_the_category_and_a_sku_may_hold_commas() -> None:

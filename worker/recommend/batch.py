@@ -21,10 +21,11 @@ __all__ = ["Line", "Purchase", "RecommendBatch", "assemble"]
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One sku of an order: its counts member, its bought-hash, and the units (lines summed)."""
+    """One sku of an order: its counts member, its bought-hash (3 raw bytes, rank.sku_hash),
+    and the units (lines summed)."""
 
     member: str
-    sku_hash: str
+    sku_hash: bytes
     units: int
 
 
@@ -36,9 +37,10 @@ class Purchase:
     customer_id: str
     time_ms: int
     lines: tuple[Line, ...]
-    #: The order's hash (rank.sku_hash of ``order:<order_id>``): what the customer's ``ro``
-    #: field remembers, so a replay of the order at new offsets is not counted again.
-    order_hash: str = ""
+    #: The order's hash (rank.sku_hash of ``order:<order_id>``, 3 raw bytes): what the
+    #: customer's ``ro`` field remembers, so a replay of the order at new offsets is not
+    #: counted again.
+    order_hash: bytes = b""
 
 
 @dataclass(frozen=True)

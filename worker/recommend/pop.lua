@@ -5,9 +5,10 @@
 --   1 space   2 half-life (ms)   3 skus kept per segment (M)   4 number of partitions N
 --   then N times: topic, partition, high offset (the fence moves to it)
 --   then the number of purchases P, then P times:
---     customer id, partition index, offset, event time (epoch ms), the order's hash (6 hex
---     digits of rank.sku_hash('order:<order_id>')), number of lines L,
---     then L times: member ("<category>,<sku>"), the sku's bought-hash (6 hex digits), units
+--     customer id, partition index, offset, event time (epoch ms), the order's hash (3 raw
+--     bytes: rank.sku_hash('order:<order_id>'), the first 3 bytes of its SHA-1), number of
+--     lines L, then L times: member ("<category>,<sku>"), the sku's bought-hash (3 raw bytes,
+--     rank.sku_hash(sku)), units
 -- Exactly once: {space}:rfence:<topic> (hash partition -> last applied offset) is read first and
 -- written with the counts; a purchase at or below it is skipped (counted as fenced).
 -- Forgotten customers: a purchase stamped at or before {space}:x:{<id>} (worker/erase/forget.lua)
@@ -20,9 +21,11 @@
 -- is scaled by the matching power of two. {space}:rmeta also holds 'T' (the newest event time)
 -- and a field 's:<segment>' per segment with counts. Each set touched is trimmed to its M
 -- highest members (ties: the lowest member goes first).
--- The customer's recently bought skus: field 'rb' of {space}:c:{<id>}, bought-hashes newest
--- last, 8 at most (worker/recommend/rank.py); field 'ro': the hashes of their 8 latest counted
--- orders (a replay of one of them at new offsets is skipped, counted as recommend_deduped).
+-- The customer's recently bought skus: field 'rb' of {space}:c:{<id>}, bought-hashes (3 raw
+-- bytes each, at multiples of 3) newest last, 8 at most: 24 bytes (worker/recommend/rank.py);
+-- field 'ro': the hashes of their 8 latest counted orders, 24 bytes (a replay of one of them at
+-- new offsets is skipped, counted as recommend_deduped). A field whose length is not a
+-- multiple of 3 is not of this layout and is taken as empty (as rank.bought_hashes does).
 -- Counters (HINCRBY {space}:counters): recommend_purchases, recommend_fenced,
 -- recommend_suppressed, recommend_skipped (purchases of a customer whose hash is of the wrong
 -- type). Returns {applied, fenced, suppressed}.
@@ -32,7 +35,7 @@
 local space = ARGV[1]
 local H, M = tonumber(ARGV[2]), tonumber(ARGV[3])
 local ntp = tonumber(ARGV[4])
-local SPAN, KEEP, HC, OKEEP = 32, 8, 6, 8
+local SPAN, KEEP, HC, OKEEP = 32, 8, 3, 8
 
 local function expect(key, want)
   local t = redis.call('TYPE', key)['ok']
@@ -103,8 +106,8 @@ for _, p in ipairs(kept) do
     if t == 'none' or t == 'hash' then
       local got = redis.call('HMGET', ckey[p.cid], 'segment', 'rb', 'ro')
       segment_of[p.cid] = got[1] or false
-      bought[p.cid] = got[2] or ''
-      counted[p.cid] = got[3] or ''
+      bought[p.cid] = (got[2] and #got[2] % HC == 0) and got[2] or ''
+      counted[p.cid] = (got[3] and #got[3] % HC == 0) and got[3] or ''
     else
       ckey[p.cid] = false
     end

@@ -15,8 +15,10 @@ A customer's list, best first:
 
 Members of the counts and lists are ``"<category>,<sku>"`` (a category never holds a comma;
 empty for a line without one), so a list carries each sku's category with it. The customer's
-recently bought skus live in their hash, field ``rb``: the first :data:`HASH_CHARS` hex digits
-of each sku's SHA-1, newest last, at most :data:`BOUGHT_KEPT` of them (48 characters).
+recently bought skus live in their hash, field ``rb``: the first :data:`HASH_BYTES` bytes of
+each sku's SHA-1 (raw, not hex: the bits of its first 6 hex digits), newest last, at most
+:data:`BOUGHT_KEPT` of them (24 bytes). A field whose length is not a multiple of
+:data:`HASH_BYTES` is not of this layout and counts as empty (pop.lua and read.lua agree).
 No I/O.
 """
 
@@ -28,10 +30,10 @@ from dataclasses import dataclass
 
 #: A favourite-category sku's score is multiplied by 1 + BOOST.
 BOOST = 3.0
-#: Recently bought skus kept per customer, and the hex digits kept of each one's SHA-1 (24 bits:
+#: Recently bought skus kept per customer, and the bytes kept of each one's SHA-1 (24 bits:
 #: a sku wrongly taken for a bought one about once in 2 million candidates).
 BOUGHT_KEPT = 8
-HASH_CHARS = 6
+HASH_BYTES = 3
 #: The customer hash field of the recently bought skus.
 BOUGHT_FIELD = "rb"
 
@@ -39,7 +41,7 @@ __all__ = [
     "BOOST",
     "BOUGHT_FIELD",
     "BOUGHT_KEPT",
-    "HASH_CHARS",
+    "HASH_BYTES",
     "Pick",
     "bought_after",
     "bought_hashes",
@@ -50,8 +52,10 @@ __all__ = [
 ]
 
 
-def sku_hash(sku: str) -> str:
-    return hashlib.sha1(sku.encode()).hexdigest()[:HASH_CHARS]
+def sku_hash(sku: str) -> bytes:
+    """The first :data:`HASH_BYTES` bytes of the SHA-1 of ``sku`` (read.lua computes the same
+    from ``redis.sha1hex``). Also the order hash of the ``ro`` field: ``sku_hash("order:<id>")``."""
+    return hashlib.sha1(sku.encode()).digest()[:HASH_BYTES]
 
 
 def member(category: str | None, sku: str) -> str:
@@ -64,14 +68,15 @@ def split_member(text: str) -> tuple[str | None, str]:
     return (category or None), sku
 
 
-def bought_hashes(field: str | None) -> list[str]:
-    """The ``rb`` field as its hashes, oldest first."""
-    if not field:
+def bought_hashes(field: bytes | None) -> list[bytes]:
+    """The ``rb`` field as its hashes, oldest first (none if its length is not a multiple of
+    :data:`HASH_BYTES`: not this layout)."""
+    if not field or len(field) % HASH_BYTES:
         return []
-    return [field[i : i + HASH_CHARS] for i in range(0, len(field), HASH_CHARS)]
+    return [field[i : i + HASH_BYTES] for i in range(0, len(field), HASH_BYTES)]
 
 
-def bought_after(field: str | None, skus: Iterable[str]) -> str:
+def bought_after(field: bytes | None, skus: Iterable[str]) -> bytes:
     """``rb`` after buying ``skus`` (in order): each moves to the end, the oldest drop out."""
     kept = bought_hashes(field)
     for sku in skus:
@@ -79,7 +84,7 @@ def bought_after(field: str | None, skus: Iterable[str]) -> str:
         if h in kept:
             kept.remove(h)
         kept.append(h)
-    return "".join(kept[-BOUGHT_KEPT:])
+    return b"".join(kept[-BOUGHT_KEPT:])
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,7 @@ class Pick:
 def rank(
     segment_list: Sequence[tuple[str, float]],
     shop_list: Sequence[tuple[str, float]],
-    bought: Iterable[str],
+    bought: Iterable[bytes],
     favourite: str | None,
     n: int,
     boost: float = BOOST,

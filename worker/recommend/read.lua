@@ -5,7 +5,8 @@
 -- single Redis; on a cluster the space of their shard, worker/state/keys.py Keyspace). Every key
 -- read shares its hash tag, so the call runs on the one node that holds the customer.
 -- Reads the hash's 'segment', 'ks' (spend by category: the favourite is the largest, ties by
--- name) and 'rb' (recently bought: 6-hex-digit SHA-1 prefixes of skus), then ranks
+-- name) and 'rb' (recently bought: the first 3 bytes of each sku's SHA-1, raw, 3 bytes apart;
+-- a field whose length is not a multiple of 3 is taken as empty), then ranks
 -- {space}:rtop:<segment> and, to fill up, {space}:rtop (the shop), as worker/recommend/rank.py
 -- does: score x (1 + boost) in the favourite category, best first (ties: sku bytes), bought and
 -- already-listed skus skipped.
@@ -38,7 +39,13 @@ if ks then
   end
 end
 local bought = {}
-if rb then for at = 1, #rb, 6 do bought[string.sub(rb, at, at + 5)] = true end end
+if rb and #rb % 3 == 0 then for at = 1, #rb, 3 do bought[string.sub(rb, at, at + 2)] = true end end
+-- a sku's bought-hash: the first 3 bytes of its SHA-1 (rank.sku_hash), from its hex digits
+local function sku_hash(sku)
+  local h = redis.sha1hex(sku)
+  return string.char(tonumber(string.sub(h, 1, 2), 16), tonumber(string.sub(h, 3, 4), 16),
+    tonumber(string.sub(h, 5, 6), 16))
+end
 
 local picks, taken = {}, {}
 local function walk(list, source)
@@ -59,7 +66,7 @@ local function walk(list, source)
   end)
   for _, it in ipairs(items) do
     if #picks >= n then return end
-    if not taken[it[1]] and not bought[string.sub(redis.sha1hex(it[1]), 1, 6)] then
+    if not taken[it[1]] and not bought[sku_hash(it[1])] then
       taken[it[1]] = true
       picks[#picks + 1] = {it[1], it[2], string.format('%.17g', it[3]), source .. (it[4] and '+favourite' or '')}
     end
