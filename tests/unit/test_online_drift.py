@@ -25,7 +25,7 @@ from worker.core import Batch, Record, features
 from worker.scoring.drift import learned_rows, proposal
 from worker.scoring.vectors import Round
 from worker.segmentation.assign import assign
-from worker.segmentation.emerging import EmergingGroups
+from worker.segmentation.emerging import MAX_GROUPS, EmergingGroups
 from worker.segmentation.features import Scaler
 from worker.segmentation.model import SegmentModel
 from worker.segmentation.online import (
@@ -354,3 +354,14 @@ def test_a_returning_customer_is_never_new_under_a_trained_models_names(history)
         # weight 1: returning customers share the newcomers' segment, so it is not called new;
         # weight 2: tenure keeps them out, and the newcomers' segment is 'new'
         assert ("new" in tm.names) is (weight == 2.0), tm.names
+
+
+def test_far_points_scattered_over_more_regions_than_groups_drop_the_lightest_group() -> None:
+    rng = np.random.default_rng(1)
+    groups = EmergingGroups(rng.normal(size=(6, 4)), threshold=0.5)
+    scattered = rng.normal(scale=6.0, size=(4000, 4))
+    for start in range(0, len(scattered), 250):
+        groups.learn_many(scattered[start : start + 250], [f"c{i}" for i in range(250)])
+    assert groups.far > 3000
+    assert len(groups.groups) == MAX_GROUPS
+    assert groups.emerging() == []  # scattered: no region holds a dense share

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from schemas import OrderEvent, decode_many
 from worker.ingest.batch import RawRecord
@@ -19,18 +20,19 @@ from worker.recommend.rank import member, sku_hash
 __all__ = ["Line", "Purchase", "RecommendBatch", "assemble"]
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
     """One sku of an order: its counts member, its bought-hash (3 raw bytes, rank.sku_hash),
-    and the units (lines summed)."""
+    and the units (lines summed). A named tuple: one is built per order line (a frozen
+    dataclass costs several times as much to build)."""
 
     member: str
     sku_hash: bytes
     units: int
 
 
-@dataclass(frozen=True, slots=True)
-class Purchase:
+class Purchase(NamedTuple):
+    """One placed order as the counts take it (a named tuple: one is built per order)."""
+
     topic: str
     partition: int
     offset: int
@@ -65,16 +67,36 @@ class RecommendBatch:
         ]
 
 
+#: (category, sku) -> (member, bought-hash). A shop sells a bounded catalogue, so nearly every
+#: line is a hit and skips the SHA-1 and the formatting (the bound keeps memory flat when not).
+_LINE_KEYS: dict[tuple[str | None, str], tuple[str, bytes]] = {}
+_LINE_KEYS_MAX = 100_000
+
+
+def _line_key(category: str | None, sku: str) -> tuple[str, bytes]:
+    got = _LINE_KEYS.get((category, sku))
+    if got is None:
+        if len(_LINE_KEYS) >= _LINE_KEYS_MAX:
+            _LINE_KEYS.clear()
+        got = _LINE_KEYS[(category, sku)] = (member(category, sku), sku_hash(sku))
+    return got
+
+
 def purchase_of(topic: str, partition: int, offset: int, order: OrderEvent) -> Purchase | None:
     """The purchase a placed order makes (``None`` for a cancellation or a return)."""
     if order.status != "placed":
         return None
-    units: dict[str, int] = {}
-    categories: dict[str, str | None] = {}
-    for item in order.items:
-        units[item.sku] = units.get(item.sku, 0) + item.quantity
-        categories.setdefault(item.sku, item.category)
-    lines = tuple(Line(member(categories[s], s), sku_hash(s), u) for s, u in units.items())
+    items = order.items
+    if len(items) == 1:  # most orders: no merging of lines needed
+        item = items[0]
+        lines: tuple[Line, ...] = (Line(*_line_key(item.category, item.sku), item.quantity),)
+    else:
+        units: dict[str, int] = {}
+        categories: dict[str, str | None] = {}
+        for item in items:
+            units[item.sku] = units.get(item.sku, 0) + item.quantity
+            categories.setdefault(item.sku, item.category)
+        lines = tuple(Line(*_line_key(categories[s], s), u) for s, u in units.items())
     return Purchase(
         topic, partition, offset, order.customer_id, order.event_time_ms, lines,
         sku_hash(f"order:{order.order_id}"),

@@ -53,7 +53,7 @@ class EmergingGroup:
     distance: float
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: list.remove must not compare centre arrays
 class _Group:
     center: np.ndarray
     weight: float
@@ -109,26 +109,43 @@ class EmergingGroups:
         self.seen += n
         far = np.flatnonzero(self.nearest_distance(z) > self.threshold)
         self.far += len(far)
+        if len(far) == 0:
+            return
+        # the groups' centres as one matrix, so a point finds its group in one numpy call
+        # (rebuilt only when a group is added or dropped; a join moves one row)
+        centers = self._centers()
         for row in far.tolist():
             cid = customer_ids[row] if customer_ids is not None else f"#{self.seen - n + row}"
-            self._add(z[row], cid)
+            centers = self._add(z[row], cid, centers)
 
-    def _add(self, point: np.ndarray, cid: str) -> None:
-        best, best_d = None, self.radius
-        for g in self.groups:
-            d = float(np.sqrt(((g.center - point) ** 2).sum()))
-            if d <= best_d:
-                best, best_d = g, d
+    def _centers(self) -> np.ndarray:
+        if not self.groups:
+            return np.empty((0, self.centroids.shape[1]))
+        return np.stack([g.center for g in self.groups])
+
+    def _add(self, point: np.ndarray, cid: str, centers: np.ndarray) -> np.ndarray:
+        """Add one far point to its group (or a new one); returns the centres after it."""
+        best = None
+        if len(centers):
+            d2 = ((centers - point) ** 2).sum(axis=1)
+            i = int(d2.argmin())
+            if d2[i] <= self.radius * self.radius:
+                best = self.groups[i]
         if best is None:
             if len(self.groups) >= MAX_GROUPS:
                 self.groups.remove(min(self.groups, key=lambda g: g.weight))
             best = _Group(point.copy(), 0.0, 0, set())
             self.groups.append(best)
+            i = -1
         best.seen += 1
         best.center += (point - best.center) / best.seen
         best.weight += 1.0
         if len(best.ids) < MAX_IDS:
             best.ids.add(cid)
+        if i < 0:
+            return self._centers()
+        centers[i] = best.center
+        return centers
 
     def _view(self, g: _Group) -> EmergingGroup:
         share = g.weight / self.total if self.total > 0 else 0.0

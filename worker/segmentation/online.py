@@ -64,7 +64,7 @@ ONLINE_FORMAT = 2
 #: Weight of one point in the update of its centre (river's ``halflife``).
 LEARNING_RATE = 0.01
 #: At most this many customers of a round are taught to river (a seeded sample).
-LEARN_PER_ROUND = 256
+LEARN_PER_ROUND = 64
 #: Quantile of the training customers' nearest-centroid distances above which a point is far.
 FAR_QUANTILE = 0.99
 #: Total variation distance of the segment mix above which it has drifted (a share of the
