@@ -1,7 +1,8 @@
 """The campaign consumer: assigns an arm to every customer entering a campaign's segment.
 
-A mode ``Service`` the worker runs beside ingestion (like the erase-requests consumer), reading
-the segment-changes topic in its own consumer group (``<group_id>-campaigns``). Per batch:
+A :class:`~worker.side_consumer.SideConsumer` beside ingestion (like the erase-requests
+consumer), reading the segment-changes topic in its own consumer group
+(``<group_id>-campaigns``). Per batch:
 
 1. the registry (``{prefix}:campaigns``, one HGETALL: a new campaign is seen at the next batch);
 2. each record: a tombstone (a forgotten customer) is skipped; a record that is not a
@@ -23,19 +24,14 @@ error. No line at INFO or above names a customer.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from mode import Service
+from aiokafka import ConsumerRecord
 
 from schemas import SchemaError, SegmentChange, decode
-from segstream.security import kafka_options
 from segstream.settings import Settings
-from worker.backoff import backoff, retry
 from worker.campaigns.metrics import CampaignMetrics
 from worker.campaigns.model import Assignment, Campaign
 from worker.campaigns.publisher import AssignmentPublisher, record_of
@@ -43,22 +39,13 @@ from worker.campaigns.registry import AsyncCampaignRegistry
 from worker.campaigns.store import AssignmentStore, Candidate
 from worker.connect import async_redis, keyspace
 from worker.erase.failures import is_outage
-from worker.ingest.batch import Rejected
-from worker.ingest.dead_letter import DeadLetterSink
-from worker.kafka_clients import started
+from worker.side_consumer import Fetched, SideConsumer
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CampaignService", "candidates_of"]
 
-FETCH_MAX_RECORDS = 2000
-FETCH_TIMEOUT_MS = 500
-
 Record: TypeAlias = "ConsumerRecord[Any, Any]"
-
-
-class _Stopping(Exception):
-    """The service is stopping: leave the current batch uncommitted."""
 
 
 def candidates_of(
@@ -86,109 +73,35 @@ def candidates_of(
     return list(out.values()), bad
 
 
-class CampaignService(Service):
+class CampaignService(SideConsumer):
     """Consumes segment changes and assigns campaign arms (see the module docstring)."""
 
+    part = "campaigns"
+    noun = "segment changes"
+    fetch_max_records = 2000
+    metrics: CampaignMetrics
+
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        self.settings = settings
-        self.metrics = CampaignMetrics()
-        self.group_id = f"{settings.kafka.group_id}-campaigns"
-        self._consumer: AIOKafkaConsumer | None = None
-        self._sink: DeadLetterSink | None = None
-        self._redis: Any = None
         self._registry: AsyncCampaignRegistry | None = None
         self._store: AssignmentStore | None = None
         self._publisher: AssignmentPublisher | None = None
-        self._stopping = False
-        super().__init__(**kwargs)
+        topic = settings.kafka.segment_changes_topic
+        super().__init__(settings, topic, CampaignMetrics(), **kwargs)
 
-    # -- lifecycle ------------------------------------------------------------------------------
-    async def on_stop(self) -> None:
-        self._stopping = True
-        for closer in (
-            self._consumer.stop if self._consumer else None,
-            self._sink.stop if self._sink else None,
-            self._publisher.stop if self._publisher else None,
-            self._redis.aclose if self._redis is not None else None,
-        ):
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer()
-
-    @Service.task
-    async def _run(self) -> None:
-        try:
-            await self._connect()
-            await self._consume_forever()
-        except (asyncio.CancelledError, _Stopping):
-            pass
-
-    async def _connect(self) -> None:
+    async def _open(self) -> None:
         s = self.settings
-        options = kafka_options(s.kafka)
-        self._redis = async_redis(s.redis)
-        self._registry = AsyncCampaignRegistry(self._redis, s.redis.prefix)
-        self._store = AssignmentStore(self._redis, keyspace(s.redis, s.redis.prefix))
+        redis = async_redis(s.redis)
+        self._registry = AsyncCampaignRegistry(redis, s.redis.prefix)
+        self._store = AssignmentStore(redis, keyspace(s.redis, s.redis.prefix))
         self._publisher = AssignmentPublisher(
             s.kafka, s.kafka.campaign_assignments_topic, client_id=f"segstream-{self.group_id}"
         )
-        self._sink = DeadLetterSink(s.kafka.bootstrap, s.kafka.dead_letter_topic, client=options)
-        await self._retry("start the campaign dead-letter producer", self._sink.start)
-        session_ms = int(s.kafka.session_timeout_s * 1000)
+        self._closers += [self._publisher.stop, redis.aclose]
 
-        async def connect() -> None:
-            consumer = AIOKafkaConsumer(
-                s.kafka.segment_changes_topic,
-                bootstrap_servers=s.kafka.bootstrap,
-                group_id=self.group_id,
-                client_id=f"segstream-{self.group_id}",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                session_timeout_ms=session_ms,
-                heartbeat_interval_ms=max(500, session_ms // 3),
-                **options,
-            )
-            self._consumer = await started(consumer)
-
-        await self._retry("start the campaign consumer", connect)
-        log.info("campaigns: consuming %s as group %s", s.kafka.segment_changes_topic,
-                 self.group_id)  # fmt: skip
-
-    # -- the loop -------------------------------------------------------------------------------
-    async def _consume_forever(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        attempt = 0
-        while not self._stopping:
-            try:
-                fetched = await consumer.getmany(
-                    timeout_ms=FETCH_TIMEOUT_MS, max_records=FETCH_MAX_RECORDS
-                )
-                attempt = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.metrics.note_error(
-                    f"fetch segment changes failed: {type(exc).__name__}: {exc}"
-                )
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
-                continue
-            records = [r for rs in fetched.values() for r in rs]
-            if not records:
-                continue
-            self.metrics.changes += len(records)
-            await self.handle(records)
-            offsets = {tp: rs[-1].offset + 1 for tp, rs in fetched.items() if rs}
-            try:
-                await consumer.commit(offsets)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the next commit covers it; a batch done twice is harmless
-                self.metrics.note_error(f"commit failed: {type(exc).__name__}: {exc}")
-
-    async def handle(self, records: Sequence[Record]) -> None:
+    async def handle(self, fetched: Fetched) -> None:
         """One batch: assigned, published and marked, or its bad records dead-lettered."""
+        records = [r for rs in fetched.values() for r in rs]
+        self.metrics.changes += len(records)
         registry = self._registry
         assert registry is not None
         campaigns = await self._retry("read the campaign registry", registry.load)
@@ -197,46 +110,25 @@ class CampaignService(Service):
         wanted, bad = candidates_of(records, campaigns)
         for record, error in bad:
             await self._dead_letter(record, error)
-        if not wanted:
+        if not wanted or await self._attempts_of([c for c, _ in wanted], whole=True) is None:
             return
-        try:
-            await self._attempts([c for c, _ in wanted], whole=True)
-        except _Isolate:
-            for candidate, record in wanted:  # one by one: only what still fails is dropped
-                try:
-                    await self._attempts([candidate], whole=False)
-                except _Isolate as failed:
-                    await self._dead_letter(record, SchemaError("$", failed.reason))
+        for candidate, record in wanted:  # one by one: only what still fails is dropped
+            failed = await self._attempts_of([candidate], whole=False)
+            if failed is not None:
+                reason = f"could not be assigned {self.settings.ingest.poison_retries} times: "
+                await self._dead_letter(record, SchemaError("$", (reason + failed)[:300]))
 
-    async def _attempts(self, items: list[Candidate], whole: bool) -> None:
-        limit = self.settings.ingest.poison_retries
-        attempt = refused = 0
-        while True:
-            if self._stopping:
-                raise _Stopping("campaigns")
-            try:
-                await self._assign(items)
-                return
-            except (asyncio.CancelledError, _Stopping):
-                raise
-            except Exception as exc:
-                text = f"{type(exc).__name__}: {exc}"
-                for _, cid, _ in items:
-                    text = text.replace(cid, "<customer>")
-                self.metrics.note_error(f"campaign assignment failed: {text}")
-                if not is_outage(exc):
-                    refused += 1
-                    if limit and refused >= limit:
-                        log.error("campaign assignment failed %d times (%s)%s", refused, text,
-                                  "; trying its records one by one" if whole else "")  # fmt: skip
-                        raise _Isolate(
-                            f"could not be assigned {refused} times: {text}"[:300]
-                        ) from exc
-                if attempt == 0 or attempt % 10 == 0:
-                    log.warning("campaign assignment failed (%s); retrying (attempt %d)", text,
-                                attempt + 1)  # fmt: skip
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+    async def _attempts_of(self, items: list[Candidate], whole: bool) -> str | None:
+        """:meth:`_attempts` of assigning ``items``; logs when they kept failing."""
+        hide = [cid for _, cid, _ in items]
+        error = await self._attempts(
+            "campaign assignment", lambda: self._assign(items), is_outage=is_outage, hide=hide
+        )
+        if error is not None:
+            log.error("campaign assignment failed %d times (%s)%s",
+                      self.settings.ingest.poison_retries, error,
+                      "; trying its records one by one" if whole else "")  # fmt: skip
+        return error
 
     async def _assign(self, items: list[Candidate]) -> None:
         store, publisher = self._store, self._publisher
@@ -252,37 +144,3 @@ class CampaignService(Service):
             await publisher.publish([record_of(a, c) for a, c in owed])
             self.metrics.published += len(owed)
             await store.mark_published([a for a, _ in owed])
-
-    async def _dead_letter(self, record: Record, error: SchemaError) -> None:
-        sink = self._sink
-        assert sink is not None
-        value = record.value if isinstance(record.value, bytes) else b""
-        rejected = Rejected(record.topic, record.partition, record.offset, record.key, value, error)
-        await self._retry("dead-letter a segment change", lambda: sink.send([rejected]))
-        self.metrics.dead_lettered += 1
-
-    async def _retry(self, what: str, op: Callable[[], Awaitable[Any]]) -> Any:
-        def give_up() -> None:
-            if self._stopping:
-                raise _Stopping(what)
-
-        return await retry(what, op, noted=self.metrics.note_error, give_up=give_up)
-
-    def report(self) -> dict[str, Any]:
-        m = self.metrics
-        return {
-            "changes": m.changes,
-            "assigned": m.assigned,
-            "published": m.published,
-            "dead_lettered": m.dead_lettered,
-            "failures": m.failures,
-            "last_error": m.last_error,
-        }
-
-
-class _Isolate(Exception):
-    """Assignment kept failing for a reason that is not an outage."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason

@@ -7,18 +7,17 @@ no log line at INFO or above names a customer.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from segstream.redact import redact
+from worker.side_consumer import SideMetrics
 
 if TYPE_CHECKING:
     from worker.exposition import Exposition
 
 
 @dataclass
-class EraseMetrics:
+class EraseMetrics(SideMetrics):
     """Counters of the erase-requests consumer (and of ``segstream forget``'s one run)."""
 
     #: Erase requests read from the topic (valid or not).
@@ -28,19 +27,8 @@ class EraseMetrics:
     #: Erasures of customers with nothing stored (already forgotten, or never seen).
     absent: int = 0
     tombstones: int = 0
-    #: Malformed requests (and requests that kept failing) sent to the dead-letter topic.
-    dead_lettered: int = 0
-    #: Attempts that raised (an outage is retried; anything else up to poison_retries times).
-    failures: int = 0
     #: Tombstones published although an outbox round holding the customer was still there.
     outbox_timeouts: int = 0
-    last_error: str | None = None
-    last_error_at: float | None = None
-
-    def note_error(self, text: str) -> None:
-        self.failures += 1
-        self.last_error = redact(text)
-        self.last_error_at = time.time()
 
     def expose(self, out: Exposition) -> None:
         """Add the families to ``out`` (a ``MetricsSource`` for worker.pages)."""

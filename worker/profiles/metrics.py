@@ -7,18 +7,17 @@ are. No counter and no log line at INFO or above names a customer.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from segstream.redact import redact
+from worker.side_consumer import SideMetrics
 
 if TYPE_CHECKING:
     from worker.exposition import Exposition
 
 
 @dataclass
-class ProfileMetrics:
+class ProfileMetrics(SideMetrics):
     """Counters of the profiles consumer."""
 
     #: Records read from the profiles topic (valid or not, redeliveries included).
@@ -31,19 +30,8 @@ class ProfileMetrics:
     fenced: int = 0
     #: Updates of forgotten customers stamped before their erasure (dropped).
     suppressed: int = 0
-    #: Records sent to the dead-letter topic (undecodable, invalid, or refused by Redis).
-    dead_lettered: int = 0
     #: Batches applied record by record because Redis kept refusing them whole.
     isolated_batches: int = 0
-    #: Attempts that raised (outages are retried; anything else up to poison_retries times).
-    failures: int = 0
-    last_error: str | None = None
-    last_error_at: float | None = None
-
-    def note_error(self, text: str) -> None:
-        self.failures += 1
-        self.last_error = redact(text)
-        self.last_error_at = time.time()
 
     def expose(self, out: Exposition) -> None:
         """Add the families to ``out`` (a ``MetricsSource`` for worker.pages)."""
