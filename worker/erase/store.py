@@ -16,17 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis import exceptions as rex
-
 from segstream.redact import redact
 from segstream.settings import RedisSettings
 from worker.connect import async_redis, keyspace
 from worker.erase import keys
 from worker.identity.forget import unlink_customer
 from worker.identity.stage import IdentityStage
-from worker.state.errors import StoreRejected, StoreUnavailable
+from worker.state.errors import redis_errors
 
-_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
 #: How often :meth:`ForgetStore.wait_published` looks at the outbox again (s).
 OUTBOX_POLL_S = 0.05
 
@@ -97,10 +94,5 @@ class ForgetStore:
         await self._redis.aclose()
 
     async def _call(self, awaitable: Any, refused: str = "") -> Any:
-        try:
+        with redis_errors(self._where, refused):
             return await awaitable
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(redact(f"{self._where} is unavailable: {exc}")) from exc
-        except rex.RedisError as exc:
-            said = f"{self._where} {refused}" if refused else self._where
-            raise StoreRejected(redact(f"{said}: {exc}")) from exc

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from redis import exceptions as rex
 
 from segstream.redact import redact
 from worker.connect import RedisTarget, async_redis, keyspace, redis_settings, script_client
@@ -33,11 +31,10 @@ from worker.identity import keys
 from worker.identity.records import AnonCall, Limits
 from worker.identity.transfers import Transfer
 from worker.redis_io import Pending, Script
-from worker.state.errors import StoreRejected, StoreUnavailable
+from worker.state.errors import redis_errors
 
 log = logging.getLogger(__name__)
 
-_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
 #: Transfers merged per ``merge.lua`` call while draining (each call reads every customer).
 DRAIN_PAGE = 200
 
@@ -223,17 +220,9 @@ class IdentityStage:
         with contextlib.suppress(Exception):
             await self._redis.aclose()
 
-    @contextlib.contextmanager
-    def _errors(self, refused: str = "") -> Iterator[None]:
+    def _errors(self, refused: str = "") -> contextlib.AbstractContextManager[None]:
         """redis-py's exceptions as the state store's: unavailable (retry) or rejected."""
-        where = f"Redis at {self.where}"
-        try:
-            yield
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"{where} is unavailable: {exc}") from exc
-        except rex.RedisError as exc:
-            said = f"{where} {refused}" if refused else where
-            raise StoreRejected(f"{said}: {exc}") from exc
+        return redis_errors(f"Redis at {self.where}", refused)
 
 
 def _text(value: bytes | str) -> str:

@@ -15,12 +15,11 @@ The script (documented in the file) merges per attribute, last write wins: see
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from msgspec import UNSET
-from redis import exceptions as rex
 
 from schemas import CustomerProfile
 from segstream.redact import redact
@@ -30,7 +29,7 @@ from worker.profiles.batch import ProfileBatch, ProfileRecord
 from worker.profiles.merge import value_text
 from worker.redis_io import Script
 from worker.state import keys
-from worker.state.errors import StoreRejected, StoreUnavailable
+from worker.state.errors import redis_errors
 from worker.state.keys import Keyspace
 
 __all__ = ["PROFILE_COUNTER_NAMES", "ProfileResult", "ProfileStore", "build_args", "split"]
@@ -44,7 +43,6 @@ PROFILE_COUNTER_NAMES: tuple[str, ...] = (
     "profiles_suppressed",
     "profiles_fenced",
 )
-_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
 _SCRIPT = Script.packaged("worker.profiles", "profile.lua")
 
 
@@ -168,16 +166,8 @@ class ProfileStore:
         await self._scripts.close()
         await self._redis.aclose()
 
-    @contextlib.contextmanager
-    def _errors(self, refused: str = "") -> Iterator[None]:
-        where = f"Redis at {self.where}"
-        try:
-            yield
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"{where} is unavailable: {exc}") from exc
-        except rex.RedisError as exc:
-            said = f"{where} {refused}" if refused else where
-            raise StoreRejected(f"{said}: {exc}") from exc
+    def _errors(self, refused: str = "") -> contextlib.AbstractContextManager[None]:
+        return redis_errors(f"Redis at {self.where}", refused)
 
 
 def counters_of(hashes: Sequence[dict[Any, Any]]) -> dict[str, int]:

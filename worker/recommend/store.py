@@ -15,11 +15,9 @@ so any worker may run it at any time.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from redis import exceptions as rex
 
 from segstream.redact import redact
 from segstream.settings import RecommendSettings
@@ -28,12 +26,11 @@ from worker.recommend.batch import Purchase, RecommendBatch
 from worker.recommend.decay import half_life_ms
 from worker.recommend.merge import SpaceCounts, merge
 from worker.redis_io import Script
-from worker.state.errors import StoreRejected, StoreUnavailable
+from worker.state.errors import redis_errors
 from worker.state.keys import Keyspace
 
 __all__ = ["RecommendResult", "RecommendStore", "build_args", "split"]
 
-_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
 POP = Script.packaged("worker.recommend", "pop.lua")
 COLLECT = Script.packaged("worker.recommend", "collect.lua")
 RTOP = Script.packaged("worker.recommend", "rtop.lua")
@@ -152,15 +149,8 @@ class RecommendStore:
     async def close(self) -> None:
         await self._scripts.close()
 
-    @contextlib.contextmanager
-    def _errors(self, refused: str) -> Iterator[None]:
-        where = f"Redis at {self.where}"
-        try:
-            yield
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"{where} is unavailable: {exc}") from exc
-        except rex.RedisError as exc:
-            raise StoreRejected(f"{where} {refused}: {exc}") from exc
+    def _errors(self, refused: str) -> contextlib.AbstractContextManager[None]:
+        return redis_errors(f"Redis at {self.where}", refused)
 
 
 def _text(value: Any) -> str:

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from redis import exceptions as rex
 
 from segstream.redact import redact
 from worker.connect import (
@@ -48,7 +47,7 @@ from worker.core.memory import COUNTER_NAMES, MAX_FINGERPRINTS
 from worker.core.rfm import NO_FINGERPRINT, CustomerState, Kind, to_delta
 from worker.redis_io import Pending, Script
 from worker.state import keys
-from worker.state.errors import StoreRejected, StoreUnavailable
+from worker.state.errors import redis_errors
 from worker.state.keys import Keyspace
 
 __all__ = [
@@ -86,7 +85,6 @@ assert RECORD.size == 64
 _Z = NO_FINGERPRINT
 #: The labels of a call, for the script's last argument (see apply.lua).
 _pack_labels = msgspec.msgpack.Encoder().encode
-_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
 
 
 def script_text() -> str:
@@ -370,17 +368,9 @@ class StateStore:
         with self._errors():
             return await awaitable
 
-    @contextlib.contextmanager
-    def _errors(self, refused: str = "") -> Iterator[None]:
+    def _errors(self, refused: str = "") -> contextlib.AbstractContextManager[None]:
         """redis-py's exceptions as the store's: unavailable (retry) or rejected."""
-        where = f"Redis at {self.where}"
-        try:
-            yield
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"{where} is unavailable: {exc}") from exc
-        except rex.RedisError as exc:
-            said = f"{where} {refused}" if refused else where
-            raise StoreRejected(f"{said}: {exc}") from exc
+        return redis_errors(f"Redis at {self.where}", refused)
 
 
 def _crossing_queries(
@@ -510,9 +500,5 @@ class StateReader:
         }
 
     def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with redis_errors(f"Redis at {self.where}"):
             return func(*args, **kwargs)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"Redis at {self.where} is unavailable: {exc}") from exc
-        except rex.RedisError as exc:
-            raise StoreRejected(f"Redis at {self.where}: {exc}") from exc
