@@ -17,7 +17,7 @@ A record that is not an order is skipped and counted (the worker dead-lettered i
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,61 +117,21 @@ def read_orders_topic(
     client: Mapping[str, Any] | None = None,
 ) -> OrdersRead:
     """Every order event on ``topic`` (of ``customers`` since ``since_ms``), read to its end."""
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
+    from analytics.topic_reads import read_whole_topic
+    from schemas import OrderEvent
 
-    from schemas import OrderEvent, decode_many
-
-    started = time.monotonic()
     rows: list[tuple[Any, ...]] = []
-    records = rejected = 0
-    complete = False
-    try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            client_id="segstream-impact",
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            request_timeout_ms=30_000,
-            **(client or {}),
-        )
-    except KafkaError as exc:
-        raise ImpactInputError(f"cannot reach the broker at {bootstrap}: {exc}") from exc
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            ends = consumer.end_offsets(tps)
-            position = {tp: -1 for tp in tps}
-            last_new = time.monotonic()
-            while time.monotonic() < started + timeout_s:
-                batch = consumer.poll(timeout_ms=250, max_records=20000)
-                if batch:
-                    last_new = time.monotonic()
-                for tp, messages in batch.items():
-                    records += len(messages)
-                    position[tp] = max(position[tp], messages[-1].offset)
-                    valid, bad = decode_many(OrderEvent, [m.value or b"" for m in messages])
-                    rejected += len(bad)
-                    events = (e for _, e in valid)
-                    if customers is not None:
-                        events = (e for e in events if e.customer_id in customers)
-                    rows.extend(_order_rows(events))
-                reached = all(position[tp] + 1 >= ends.get(tp, 0) for tp in tps)
-                if reached and time.monotonic() - last_new >= idle_s:
-                    complete = True
-                    break
-        else:
-            complete = True
-    except KafkaError as exc:
-        raise ImpactInputError(f"cannot read {topic} from {bootstrap}: {exc}") from exc
-    finally:
-        consumer.close()
+
+    def take(orders: Sequence[OrderEvent]) -> None:
+        kept = orders if customers is None else [o for o in orders if o.customer_id in customers]
+        rows.extend(_order_rows(kept))
+
+    read = read_whole_topic(
+        bootstrap, topic, OrderEvent, take, error=ImpactInputError, client_id="segstream-impact",
+        idle_s=idle_s, timeout_s=timeout_s, max_records=20000, client=client,
+    )  # fmt: skip
     frame = _keep(pd.DataFrame(rows, columns=ORDER_COLUMNS), customers, since_ms)
-    return OrdersRead(frame, records, rejected, complete, time.monotonic() - started)
+    return OrdersRead(frame, read.records, read.rejected, read.complete, read.seconds)
 
 
 def read_orders_file(

@@ -15,7 +15,6 @@ for ``idle_s``, or until ``timeout_s``; it counts the records it actually read.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -253,59 +252,17 @@ def read_changes(
 
     ``client``: the consumer's TLS/SASL options (:func:`segstream.security.kafka_options`).
     """
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
+    from analytics.topic_reads import read_whole_topic
+    from schemas import SegmentChange
 
-    from schemas import SegmentChange, decode_many
-
-    started = time.monotonic()
     rows: list[dict[str, Any]] = []
-    records = rejected = 0
-    try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            client_id=client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            request_timeout_ms=30_000,
-            **(client or {}),
-        )
-    except KafkaError as exc:
-        raise ReportInputError(f"cannot reach the broker at {bootstrap}: {exc}") from exc
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            return ChangesRead(_changes_frame([]), 0, 0, True, time.monotonic() - started)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        position = {tp: -1 for tp in tps}
-        last_new = time.monotonic()
-        deadline = started + timeout_s
-        complete = False
-        while time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=250, max_records=5000)
-            if batch:
-                last_new = time.monotonic()
-            for tp, messages in batch.items():
-                records += len(messages)
-                position[tp] = max(position[tp], messages[-1].offset)
-                valid, bad = decode_many(SegmentChange, [m.value or b"" for m in messages])
-                rejected += len(bad)
-                rows.extend(_change_row(change) for _, change in valid)
-            reached = all(position[tp] + 1 >= ends.get(tp, 0) for tp in tps)
-            if reached and time.monotonic() - last_new >= idle_s:
-                complete = True
-                break
-    except KafkaError as exc:
-        raise ReportInputError(f"cannot read {topic} from {bootstrap}: {exc}") from exc
-    finally:
-        consumer.close()
-    return ChangesRead(
-        _changes_frame(rows), records, rejected, complete, time.monotonic() - started
-    )
+    read = read_whole_topic(
+        bootstrap, topic, SegmentChange, lambda changes: rows.extend(map(_change_row, changes)),
+        error=ReportInputError, client_id=client_id, idle_s=idle_s, timeout_s=timeout_s,
+        client=client,
+    )  # fmt: skip
+    return ChangesRead(_changes_frame(rows), read.records, read.rejected, read.complete,
+                       read.seconds)  # fmt: skip
 
 
 def _change_row(change: Any) -> dict[str, Any]:
