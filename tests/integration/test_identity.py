@@ -31,6 +31,7 @@ from worker.identity import keys
 from worker.identity.model import behaviour, expected
 from worker.identity.records import Limits, anon_calls
 from worker.identity.store import IdentityStateStore
+from worker.state import keys as state_keys
 from worker.state.store import StateReader, StateStore
 
 pytestmark = pytest.mark.integration
@@ -134,7 +135,7 @@ def identity_counters(redis: RedisSettings, prefix: str) -> dict[str, int]:
     total = dict.fromkeys(names, 0)
     try:
         for space in keyspace(redis, prefix).spaces:
-            values = client.hmget(keys.counters(space), names)
+            values = client.hmget(state_keys.counters(space), names)
             for name, v in zip(names, values, strict=True):
                 total[name] += int(v or 0)
     finally:

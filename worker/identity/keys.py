@@ -35,11 +35,6 @@ def outbox(prefix: str) -> str:
     return f"{prefix}:xfer"
 
 
-def counters(prefix: str) -> str:
-    """The space's counters hash (shared with the state script; identity names its own)."""
-    return f"{prefix}:counters"
-
-
 #: Counters identity keeps in each space's ``{space}:counters`` (summed over spaces by readers).
 COUNTER_NAMES: tuple[str, ...] = (
     "anonymous_kept",  # anonymous clicks added to an unlinked visitor's state

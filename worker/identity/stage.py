@@ -31,6 +31,7 @@ from worker.identity import keys
 from worker.identity.records import AnonCall, Limits
 from worker.identity.transfers import Transfer
 from worker.redis_io import Pending, Script
+from worker.state import keys as state_keys
 from worker.state.errors import redis_errors
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class IdentityStage:
         self._unlink = Script.packaged("worker.identity", "unlink.lua")
 
     def _route(self, space: str) -> str | None:
-        return keys.counters(space) if self.keyspace.cluster else None
+        return state_keys.counters(space) if self.keyspace.cluster else None
 
     async def run(self, calls: Sequence[AnonCall]) -> StageResult:
         """:meth:`take`, then the transfers it wrote merged (:meth:`merge`)."""
@@ -210,7 +211,8 @@ class IdentityStage:
         total = dict.fromkeys(keys.COUNTER_NAMES, 0)
         with self._errors():
             for space in self.keyspace.spaces:
-                values = await self._redis.hmget(keys.counters(space), list(keys.COUNTER_NAMES))
+                names = list(keys.COUNTER_NAMES)
+                values = await self._redis.hmget(state_keys.counters(space), names)
                 for name, v in zip(keys.COUNTER_NAMES, values, strict=True):
                     total[name] += int(v or 0)
         return total
