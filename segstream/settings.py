@@ -193,7 +193,7 @@ class SinkSettings:
 class RecommendSettings:
     """Recommendations from the orders stream (docs/recommendations.md)."""
 
-    #: The worker runs the recommendations consumer (``<group_id>-recommend``).
+    #: Ingestion counts placed orders for recommendations, and the worker merges the lists.
     enabled: bool = True
     #: Half-life of a purchase's weight in the popularity counts (days of event time).
     half_life_days: float = 7.0

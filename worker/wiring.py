@@ -32,7 +32,9 @@ from worker.ingest.service import IngestService
 from worker.ingest.sweep import RecencySweep
 from worker.pages import Page, ingest_pages, report_page
 from worker.profiles.service import ProfileService
-from worker.recommend.service import RecommendService
+from worker.recommend.service import RecommendMerger
+from worker.recommend.stage import RecommendStage
+from worker.recommend.store import RecommendStore
 
 if TYPE_CHECKING:
     from worker.scoring.service import ScoringService
@@ -58,7 +60,8 @@ class Worker:
 def build_worker(settings: Settings) -> Worker:
     """Compose the worker for ``settings``.
 
-    1. the state store ingestion applies batches to;
+    1. the state store ingestion applies batches to, with its stages: the identity stage and,
+       with ``settings.recommend.enabled``, the placed orders' recommendation counts;
     2. with ``settings.scoring.enabled``, the scoring service (its Redis store and change publisher
        built here) as the change listener; else a :class:`NullListener`;
     3. ingestion, given the store and the listener;
@@ -66,7 +69,8 @@ def build_worker(settings: Settings) -> Worker:
     5. the erase-requests consumer (``segstream forget`` by topic, docs/forget.md), then the
        profiles consumer (customer-profile updates, telling the listener whom to re-score),
        then the campaign consumer (arms of customers entering a campaign's segment:
-       docs/campaigns.md), then the identity outbox drain (worker/identity/drain.py);
+       docs/campaigns.md), the recommendations merge (with recommendations on), then the
+       identity outbox drain (worker/identity/drain.py);
     6. the web pages: ``/health`` (live, ready) and ``/metrics`` (with the erasure counters),
        and ``/scoring`` with scoring on.
     """
@@ -75,7 +79,11 @@ def build_worker(settings: Settings) -> Worker:
         ing.anonymous_ttl_days, ing.identity_link_ttl_days, ing.anonymous_max_events
     )
     # the state store + the identity stage after each apply (docs/state.md, "Anonymous visitors")
-    state = IdentityStateStore(settings.redis, settings.redis.prefix, limits)
+    # + the placed orders' recommendation counts, when enabled (docs/recommendations.md)
+    recommend = [] if not settings.recommend.enabled else [
+        RecommendStage(RecommendStore(settings.redis, settings.redis.prefix, settings.recommend))
+    ]  # fmt: skip
+    state = IdentityStateStore(settings.redis, settings.redis.prefix, limits, later=recommend)
     scoring: ScoringService | None = None
     listener: ChangeListener = NullListener()
     if settings.scoring.enabled:
@@ -96,15 +104,16 @@ def build_worker(settings: Settings) -> Worker:
     profiles = ProfileService(settings, listener=listener)
     campaigns = CampaignService(settings)
     extra = [erase.metrics.expose, profiles.metrics.expose, campaigns.metrics.expose]
+    extra += [stage.metrics.expose for stage in recommend]
     pages = ingest_pages(ingest, started_at=time.time(), extra_metrics=extra)
     services: tuple[ServiceT, ...] = (ingest,)
     if scoring is not None:
         pages["/scoring"] = report_page(scoring)
         services = (ingest, scoring)
     drain = OutboxDrain(IdentityStage(settings.redis, settings.redis.prefix, limits))
-    # the orders' recommendation counts (docs/recommendations.md), when enabled
-    recommend = (RecommendService(settings),) if settings.recommend.enabled else ()
-    services = (*services, erase, profiles, campaigns, *recommend, drain)
+    # the merged recommendation lists, rewritten after purchases were counted
+    merger = [RecommendMerger(settings, stage) for stage in recommend]
+    services = (*services, erase, profiles, campaigns, *merger, drain)
     return Worker(settings, ingest, listener, sweep, services, pages)
 
 

@@ -32,7 +32,7 @@ from worker.identity.model import behaviour, expected
 from worker.identity.records import Limits, anon_calls
 from worker.identity.store import IdentityStateStore
 from worker.state import keys as state_keys
-from worker.state.store import StateReader, StateStore
+from worker.state.store import StateReader
 
 pytestmark = pytest.mark.integration
 
@@ -116,8 +116,7 @@ def apply(redis: RedisSettings, prefix: str, bs: Sequence[Batch]) -> list[object
 
 async def state_only(store: IdentityStateStore, batch: Batch) -> None:
     """The state script's part of an apply alone (the process dies right after it)."""
-    prepared = StateStore.prepare(store, batch)
-    await (await StateStore.send_apply(store, batch, prepared)).result()
+    await store.state.apply(batch)
 
 
 def got(redis: RedisSettings, prefix: str) -> dict[str, tuple[int | None, ...]]:

@@ -1,14 +1,15 @@
-"""Recommendations end to end: the recommendations consumer against the real broker and Redis.
+"""Recommendations end to end: ingestion's recommendation stage against the real broker and Redis.
 
-The consumer (:class:`worker.recommend.service.RecommendService`) runs in the test's own event
-loop, as the worker runs it, on the session's single Redis and on its Redis Cluster. Orders
+Ingestion with the worker's stages (:class:`worker.recommend.stage.RecommendStage`) and the
+merge (:class:`worker.recommend.service.RecommendMerger`) run in the test's own event loop, as
+``build_worker`` composes them, on the session's single Redis and on its Redis Cluster. Orders
 update the counts and the merged lists exactly as the Python rule (worker/recommend/decay.py)
 computes; a redelivery changes nothing; a customer's list changes after orders of their
 segment; the read is one command and the storefront's read-only user may send it; forget
 removes the customer's recently bought skus and keeps their old orders out; a replay at new
 offsets counts nothing twice; a record that does not decode and one of a customer whose hash is
-of the wrong type are skipped (ingestion dead-letters them), and a shared key of the wrong type
-is waited out like an outage.
+of the wrong type are dead-lettered once each and never counted, and a shared key of the wrong
+type is waited out like an outage.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,10 +34,15 @@ from tests.support.modes import MODES, on_redis
 from tests.support.producing import produce
 from worker.connect import keyspace, sync_redis
 from worker.erase.store import ForgetStore
+from worker.ingest.applier import FailureReport
+from worker.ingest.metrics import applier_metrics
+from worker.ingest.service import IngestService
 from worker.recommend.decay import SHOP, DecayedCounts, half_life_ms
+from worker.recommend.metrics import RecommendMetrics
 from worker.recommend.rank import BOOST, bought_after, bought_hashes, member, rank, sku_hash
 from worker.recommend.read import READ, Recommendations, read_call, recommend
-from worker.recommend.service import RecommendService
+from worker.recommend.service import RecommendMerger
+from worker.wiring import build_worker
 
 pytestmark = pytest.mark.integration
 
@@ -87,17 +94,34 @@ async def until(check: Callable[[], Any], timeout: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-def consume(s: Settings, done: Callable[[RecommendService], bool], what: str) -> RecommendService:
-    """Run a recommendations consumer until ``done(service)``; returns it, stopped."""
+@dataclass(frozen=True)
+class Ran:
+    """What one run counted: the recommendation stage's counts and ingestion's."""
 
-    async def run() -> RecommendService:
-        service = RecommendService(s)
-        await service.start()
+    metrics: RecommendMetrics
+    ingest: IngestService
+
+    def failing(self) -> FailureReport | None:
+        """The batch ingestion is failing on now (what ``/health`` shows)."""
+        return applier_metrics(self.ingest.applier).failing
+
+
+def consume(s: Settings, done: Callable[[Ran], bool], what: str) -> Ran:
+    """Run ingestion (with the worker's stages, scoring off) and the merge until ``done``."""
+
+    async def run() -> Ran:
+        worker = build_worker(s.with_(scoring=False))
+        merger = next(x for x in worker.services if isinstance(x, RecommendMerger))
+        ran = Ran(merger.metrics, worker.ingest)
+        services = (worker.ingest, merger)
+        for service in services:
+            await service.start()
         try:
-            await until(lambda: done(service), 90, what)
+            await until(lambda: done(ran), 90, what)
         finally:
-            await service.stop()
-        return service
+            for service in reversed(services):
+                await service.stop()
+        return ran
 
     return asyncio.run(run())
 
@@ -304,17 +328,17 @@ def test_forget_removes_the_bought_skus_and_keeps_old_orders_out(rec_settings: S
         assert not r.exists(space.customer("F1"))
 
 
-def test_bad_records_are_skipped_and_a_jammed_shared_key_is_waited_out_then_all_counts(
+def test_bad_records_are_dead_lettered_once_and_a_jammed_shared_key_is_waited_out_then_all_counts(
     rec_settings: Settings,
 ) -> None:
     s = rec_settings
     space = keyspace(s.redis, s.redis.prefix)
     jammed = f"{space.space_of('BROKEN')}:rpop:jammed"
     with sync_redis(s.redis) as r:
-        # BROKEN's segment list is of the wrong type: a shared key, so an outage for the consumer
+        # BROKEN's segment list is of the wrong type: a shared key, so an outage for ingestion
         r.hset(space.customer("BROKEN"), "segment", "jammed")
         r.set(jammed, "not a sorted set")
-        # a customer hash of the wrong type is ingestion's to dead-letter: skipped here
+        # a customer hash of the wrong type: the state script refuses it, so it is dead-lettered
         r.set(space.customer("GARBLED"), "not a hash")
     good = [order(0, "OK1", T0, [("toys", "t1", 1)]), order(2, "OK2", T0, [("toys", "t2", 1)])]
     broken = order(1, "BROKEN", T0, [("toys", "t3", 1)])
@@ -324,19 +348,29 @@ def test_bad_records_are_skipped_and_a_jammed_shared_key_is_waited_out_then_all_
              *records(s, [broken, garbled, good[1]])]  # fmt: skip
     # one partition, so the bad ones sit between the good ones
     produce(s.kafka.bootstrap, [(t, b"same-key", v) for t, _, v in items])
-    svc = consume(s, lambda svc: svc.metrics.failures >= 3, "the jammed key retried")
-    assert svc.metrics.dead_lettered == 0  # (on a cluster, other spaces' parts may apply)
-    assert f"segstream state key {jammed} holds a string" in svc.metrics.last_error
+    jam = f"segstream state key {jammed} holds a string"
+
+    def waiting(svc: Ran) -> bool:
+        failing = svc.failing()
+        return failing is not None and jam in failing.error and failing.attempts >= 3
+
+    consume(s, waiting, "the jammed key waited out as an outage")
     with sync_redis(s.redis) as r:
         assert r.hget(space.customer("BROKEN"), "rb") is None
 
     with sync_redis(s.redis) as r:
         r.delete(jammed)
     with sync_redis(s.redis) as r:
-        counted = lambda: r.hget(space.customer("BROKEN"), "rb") is not None  # noqa: E731
-        consume(s, lambda svc: counted() and svc.metrics.dead_lettered == 0, "counted, unjammed")
-    assert read_dead_letters(s, at_least=0) == []  # ingestion, not this consumer, reports them
+        counted = lambda: r.hget(space.customer("OK2"), "rb") is not None  # noqa: E731
+        consume(s, lambda svc: counted(), "counted, unjammed")
+    # ingestion dead-letters the record that does not decode once per delivery (the first run
+    # stopped with its batch uncommitted: two), GARBLED's order (its hash is of the wrong type)
+    # once, and nothing else; the counts never took either
+    letters = read_dead_letters(s, at_least=3)
+    assert sorted(x.letter.offset for x in letters) == [1, 1, 3]
     with sync_redis(s.redis) as r:
-        assert r.hget(f"{space.space_of('GARBLED')}:counters", "recommend_skipped") == b"1"
+        assert r.get(space.customer("GARBLED")) == b"not a hash"
+        skipped = r.hget(f"{space.space_of('GARBLED')}:counters", "recommend_skipped")
+        assert int(skipped or 0) == 0  # the counts run only on what the state script took
         assert r.hget(space.customer("OK2"), "rb") == bought_after(None, ["t2"])
         assert r.hget(space.customer("BROKEN"), "rb") == bought_after(None, ["t3"])

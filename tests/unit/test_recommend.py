@@ -7,13 +7,13 @@ checks the scripts against them on a real Redis).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
-from schemas import LineItem, OrderEvent, encode
-from worker.recommend.batch import assemble
+from schemas import ClickEvent, LineItem, OrderEvent
+from worker.core.batch import Batch, Record
+from worker.recommend.batch import purchases_in
 from worker.recommend.decay import (
     LANDMARK_SPAN,
     SHOP,
@@ -154,16 +154,7 @@ def test_the_merge_sums_spaces_as_of_the_newest_event() -> None:
     assert merge([], H, 10) == (None, {})
 
 
-@dataclass
-class Raw:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-def test_a_fetch_gives_placed_orders_summing_lines_and_skips_what_does_not_decode() -> None:
+def test_a_batch_gives_its_placed_orders_summing_lines_and_fences_at_the_last_purchase() -> None:
     when = datetime(2025, 3, 1, tzinfo=UTC)
     items = [LineItem(sku="A", quantity=1, unit_price=1.0, category="toys"),
              LineItem(sku="A", quantity=2, unit_price=1.0, category="toys"),
@@ -172,15 +163,25 @@ def test_a_fetch_gives_placed_orders_summing_lines_and_skips_what_does_not_decod
                         event_time=when, status="placed", items=items, total=4.0)  # fmt: skip
     cancelled = OrderEvent(event_id="e2", schema_version=1, customer_id="C", order_id="o1",
                            event_time=when, status="cancelled", items=items, total=4.0)  # fmt: skip
-    part = [
-        Raw("orders", 2, 10, b"C", encode(placed)),
-        Raw("orders", 2, 11, b"C", b"{not json"),
-        Raw("orders", 2, 12, b"C", None),
-        Raw("orders", 2, 13, b"C", encode(cancelled)),
+    click = ClickEvent(event_id="k1", schema_version=1, session_id="s", event_time=when,
+                       type="product_view", customer_id="C", sku="A")  # fmt: skip
+    records = [
+        Record("orders", 2, 10, placed),
+        Record("clicks", 0, 11, click),
+        Record("orders", 2, 13, cancelled),
     ]
-    batch, skipped = assemble([part])
-    assert skipped == 2
-    assert batch.high == {("orders", 2): 13}
-    (purchase,) = batch.purchases
+    got = purchases_in(Batch(records, {("orders", 2): 14, ("clicks", 0): 11}))
+    assert got is not None
+    assert got.high == {("orders", 2): 10}  # above it no purchase: nothing to count again
+    (purchase,) = got.purchases
     assert [(line.member, line.units) for line in purchase.lines] == [("toys,A", 3), (",B", 1)]
     assert purchase.lines[0].sku_hash == sku_hash("A") and purchase.offset == 10
+
+
+def test_a_batch_without_placed_orders_needs_no_count() -> None:
+    when = datetime(2025, 3, 1, tzinfo=UTC)
+    items = [LineItem(sku="A", quantity=1, unit_price=1.0)]
+    cancelled = OrderEvent(event_id="e2", schema_version=1, customer_id="C", order_id="o1",
+                           event_time=when, status="cancelled", items=items, total=1.0)  # fmt: skip
+    assert purchases_in(Batch([Record("orders", 0, 5, cancelled)], {("orders", 0): 9})) is None
+    assert purchases_in(Batch([], {("orders", 0): 9})) is None

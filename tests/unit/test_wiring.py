@@ -12,10 +12,14 @@ import pytest
 from segstream.settings import Settings
 from worker.erase.service import EraseService
 from worker.identity.drain import OutboxDrain
+from worker.identity.store import IdentityStep
 from worker.ingest.listener import NullListener
+from worker.recommend.service import RecommendMerger
+from worker.recommend.stage import RecommendStage
 from worker.scoring.publisher import ChangePublisher
 from worker.scoring.service import ScoringService
 from worker.scoring.store import ScoringStore
+from worker.state.staged import StagedStore
 from worker.state.store import StateStore
 from worker.wiring import build_worker
 
@@ -47,9 +51,13 @@ def test_a_worker_with_scoring_off_has_a_null_listener_and_only_ingestion(
     worker = build_worker(settings.with_(scoring=0))
     assert type(worker.listener) is NullListener
     assert worker.ingest.listener is worker.listener
-    assert isinstance(worker.ingest.store, StateStore)
+    store = worker.ingest.store
+    assert isinstance(store, StagedStore) and isinstance(store.state, StateStore)
+    # each batch: the state script, the identity stage, then the recommendation counts
+    assert [type(stage) for stage in store.stages] == [IdentityStep, RecommendStage]
     assert worker.services[0] is worker.ingest
     assert isinstance(worker.services[-1], OutboxDrain)  # identity transfers a crash left
+    assert isinstance(worker.services[-2], RecommendMerger)  # the merged top lists
     assert isinstance(worker.services[1], EraseService)
     assert set(worker.pages) == {"/health", "/health/live", "/health/ready", "/metrics"}
 
@@ -72,7 +80,7 @@ def test_a_worker_is_built_from_its_settings_alone(settings: Settings) -> None:
     s = settings.with_(scoring=1, redis_prefix="p1", group_id="g1")
     worker = build_worker(s)
     assert worker.settings is s and worker.ingest.settings is s
-    assert worker.ingest.store.prefix == "p1"  # type: ignore[attr-defined]
+    assert worker.ingest.store.state.prefix == "p1"  # type: ignore[attr-defined]
     assert worker.listener.publisher.client_id == "segstream-scoring-g1"  # type: ignore[attr-defined]
     assert worker.sweep.key == "p1:sweep:last_ms"
 

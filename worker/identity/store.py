@@ -1,12 +1,10 @@
-"""The state store ingestion writes through, with the identity stage after each apply.
+"""The identity stage as a stage of the state store (:mod:`worker.state.staged`).
 
-A :class:`~worker.state.store.StateStore` whose ``send_apply`` result, for a batch holding
-anonymous or identify clicks, also runs :class:`~worker.identity.stage.IdentityStage` before it
-returns: ingestion books (commits) a batch's offsets only once that result is in, so the stage
-runs after the state apply and before the commit, and a crash in between re-delivers the batch
-(the state fence skips it, the identity fence takes what ``anon.lua`` did not). The stage's
-failures are the store's (``StoreUnavailable``: an outage, waited out; ``StoreRejected``:
-poison), so ingestion's failure rule (docs/state.md, "When a batch fails") covers it unchanged.
+For a batch holding anonymous or identify clicks, :class:`IdentityStep` runs
+:class:`~worker.identity.stage.IdentityStage` once the state script answered: ``anon.lua`` per
+visitor space, then each transfer merged. It runs before the batch's offsets are committed, so
+a crash in between re-delivers the batch (the state fence skips it, the identity fence takes
+what ``anon.lua`` did not).
 
 A batch without anonymous or identify clicks costs one pass over its records in ``prepare``
 (overlapped with the previous batch's script) and no Redis call. Customers a merge changed are
@@ -16,28 +14,42 @@ stamped unscored by ``merge.lua`` in any case.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
 from worker.connect import RedisTarget
-from worker.core.batch import ApplyResult, Batch, SnapshotSpec
+from worker.core.batch import ApplyResult, Batch
 from worker.core.memory import MAX_FINGERPRINTS
 from worker.identity.records import AnonCall, Limits, anon_calls
 from worker.identity.stage import IdentityStage, StageResult
 from worker.redis_io import Pending
+from worker.state.staged import Stage, StagedStore
 from worker.state.store import StateStore
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """The state script's prepared arguments and the identity calls of the same batch."""
+class IdentityStep:
+    """:class:`~worker.state.staged.Stage` running the identity stage after the state apply."""
 
-    state: Any
-    calls: list[AnonCall]
+    def __init__(self, identity: IdentityStage) -> None:
+        self.identity = identity
+
+    def prepare(self, batch: Batch) -> list[AnonCall] | None:
+        return anon_calls(batch, self.identity.keyspace, self.identity.limits) or None
+
+    async def send(
+        self, batch: Batch, prepared: list[AnonCall], applied: Pending[ApplyResult]
+    ) -> Pending[ApplyResult]:
+        async def receive() -> ApplyResult:
+            done = await applied.result()
+            return with_merges(batch, done, await self.identity.run(prepared))
+
+        return Pending(receive, applied.abandon)
+
+    async def close(self) -> None:
+        await self.identity.close()
 
 
-class IdentityStateStore(StateStore):
-    """:class:`StateStore` + the identity stage (see the module docstring)."""
+class IdentityStateStore(StagedStore):
+    """The worker's state store: the state script, the identity stage, then ``later`` stages."""
 
     def __init__(
         self,
@@ -46,34 +58,11 @@ class IdentityStateStore(StateStore):
         limits: Limits | None = None,
         *,
         max_fingerprints: int = MAX_FINGERPRINTS,
+        later: Sequence[Stage] = (),
     ) -> None:
-        super().__init__(redis, prefix, max_fingerprints=max_fingerprints)
         self.identity = IdentityStage(redis, prefix, limits, max_fingerprints=max_fingerprints)
-
-    def prepare(self, batch: Batch, snapshot: SnapshotSpec | None = None) -> Any:
-        calls = anon_calls(batch, self.identity.keyspace, self.identity.limits)
-        return Prepared(super().prepare(batch, snapshot), calls)
-
-    async def send_apply(self, batch: Batch, prepared: Any = None) -> Pending[ApplyResult]:
-        if isinstance(prepared, Prepared):
-            state, calls = prepared.state, prepared.calls
-        else:
-            state, calls = prepared, anon_calls(batch, self.identity.keyspace, self.identity.limits)
-        if state is None:  # the state store's own (its send_apply would call self.prepare)
-            state = super().prepare(batch)
-        pending = await super().send_apply(batch, state)
-        if not calls:
-            return pending
-
-        async def receive() -> ApplyResult:
-            applied = await pending.result()
-            return with_merges(batch, applied, await self.identity.run(calls))
-
-        return Pending(receive, pending.abandon)
-
-    async def close(self) -> None:
-        await self.identity.close()
-        await super().close()
+        state = StateStore(redis, prefix, max_fingerprints=max_fingerprints)
+        super().__init__(state, (IdentityStep(self.identity), *later))
 
 
 def with_merges(batch: Batch, applied: ApplyResult, done: StageResult) -> ApplyResult:

@@ -1,23 +1,22 @@
-"""One fetch of the orders topic -> the purchases the recommendation counts take.
+"""A batch of ingestion's events -> the purchases the recommendation counts take.
 
 Pure: no Kafka client, no Redis. Only *placed* orders count (a cancellation or a return does
 not take a purchase back: the counts say what a segment chose, and a choice returned was still
-made; docs/recommendations.md). A record that does not decode is skipped and counted: ingestion
-reads the same topic and dead-letters it with its reason, so a second dead letter here would
-count it twice. Every record's offset goes into ``high``, so the fence moves past all of them.
+made; docs/recommendations.md). The records are ingestion's, already decoded and validated: a
+record ingestion dead-letters is none of them, so it is reported once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from schemas import OrderEvent, decode_many
-from worker.ingest.batch import RawRecord
+from schemas import OrderEvent
+from worker.core.batch import Batch
 from worker.recommend.rank import member, sku_hash
 
-__all__ = ["Line", "Purchase", "RecommendBatch", "assemble"]
+__all__ = ["Line", "Purchase", "RecommendBatch", "purchases_in"]
 
 
 class Line(NamedTuple):
@@ -52,19 +51,6 @@ class RecommendBatch:
     purchases: Sequence[Purchase] = ()
     #: (topic, partition) -> the highest offset seen (the fence moves to it).
     high: dict[tuple[str, int], int] = field(default_factory=dict)
-    #: A customer whose space takes the whole batch (a refused record's fence move).
-    route: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not self.high
-
-    def items(self) -> list[RecommendBatch]:
-        """One-purchase batches, in offset order (how a refused batch is applied piecewise)."""
-        return [
-            RecommendBatch([p], {(p.topic, p.partition): p.offset})
-            for p in sorted(self.purchases, key=lambda p: (p.topic, p.partition, p.offset))
-        ]
 
 
 #: (category, sku) -> (member, bought-hash). A shop sells a bounded catalogue, so nearly every
@@ -103,27 +89,23 @@ def purchase_of(topic: str, partition: int, offset: int, order: OrderEvent) -> P
     )  # fmt: skip
 
 
-def assemble(fetched: Iterable[Sequence[RawRecord]]) -> tuple[RecommendBatch, int]:
-    """Decode every partition's records (each sequence in offset order) -> (batch, skipped)."""
+def purchases_in(batch: Batch) -> RecommendBatch | None:
+    """The placed orders of ``batch`` as purchases (``None`` when it holds none).
+
+    Each partition's fence moves to its highest purchase: what lies above it is no purchase,
+    and a redelivery of it would count nothing anyway.
+    """
     purchases: list[Purchase] = []
     high: dict[tuple[str, int], int] = {}
-    skipped = 0
-    for part in fetched:
-        if not part:
+    for r in batch.records:
+        event = r.event
+        if not isinstance(event, OrderEvent):
             continue
-        tp = (part[0].topic, part[0].partition)
-        high[tp] = max(high.get(tp, -1), max(r.offset for r in part))
-        present = [r for r in part if r.value is not None]
-        skipped += len(part) - len(present)
-        try:
-            valid, bad = decode_many(OrderEvent, [r.value or b"" for r in present])
-        except Exception:  # never expected (decode_many rejects any bytes): skip the part's rest
-            skipped += len(present)
+        got = purchase_of(r.topic, r.partition, r.offset, event)
+        if got is None:
             continue
-        skipped += len(bad)
-        for i, order in valid:
-            r = present[i]
-            got = purchase_of(r.topic, r.partition, r.offset, order)
-            if got is not None:
-                purchases.append(got)
-    return RecommendBatch(purchases, high), skipped
+        purchases.append(got)
+        tp = (r.topic, r.partition)
+        if high.get(tp, -1) < r.offset:
+            high[tp] = r.offset
+    return RecommendBatch(purchases, high) if purchases else None

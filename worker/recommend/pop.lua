@@ -93,9 +93,10 @@ if #kept > 0 and redis.call('EXISTS', space .. ':x:until') == 1 then
   kept = still
 end
 
--- A customer key of the wrong type is ingestion's to report (it dead-letters that customer's
--- records with the reason); here their purchases are skipped and counted (recommend_skipped),
--- so one record never yields two dead letters and the other customers' purchases still count.
+-- A customer key of the wrong type is ingestion's to report (the state script, which runs first,
+-- refuses it and ingestion dead-letters the record with the reason); one found here (changed
+-- between the two calls) has its purchases skipped and counted (recommend_skipped), so a batch
+-- the state took is never failed by it and the other customers' purchases still count.
 local segment_of, bought, ckey, counted = {}, {}, {}, {}
 local tmin, tmax
 local skipped, usable = 0, {}

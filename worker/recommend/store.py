@@ -15,7 +15,7 @@ so any worker may run it at any time.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from worker.connect import RedisTarget, keyspace, redis_settings, script_client
 from worker.recommend.batch import Purchase, RecommendBatch
 from worker.recommend.decay import half_life_ms
 from worker.recommend.merge import SpaceCounts, merge
-from worker.redis_io import Script
+from worker.redis_io import Pending, Script
 from worker.state.errors import redis_errors
 from worker.state.keys import Keyspace
 
@@ -45,6 +45,14 @@ class RecommendResult:
     suppressed: int = 0
     #: Orders the customer's ``ro`` already held (a replay at new offsets).
     deduped: int = 0
+
+    def __add__(self, other: RecommendResult) -> RecommendResult:
+        return RecommendResult(
+            self.applied + other.applied,
+            self.fenced + other.fenced,
+            self.suppressed + other.suppressed,
+            self.deduped + other.deduped,
+        )
 
 
 def build_args(batch: RecommendBatch, space: str, half_life: int, pop_max: int) -> list[Any]:
@@ -66,8 +74,6 @@ def split(batch: RecommendBatch, space: Keyspace) -> list[tuple[str, RecommendBa
     """``batch`` as one batch per space it touches, in shard order (one, on a single Redis)."""
     if not space.cluster:
         return [(space.spaces[0], batch)]
-    if batch.route is not None:
-        return [(space.space_of(batch.route), batch)]
     by_shard: dict[int, list[Purchase]] = {}
     for p in batch.purchases:
         by_shard.setdefault(space.shard_of(p.customer_id), []).append(p)
@@ -102,27 +108,45 @@ class RecommendStore:
     def _key(self, space: str) -> str | None:
         return f"{space}:rmeta" if self.keyspace.cluster else None
 
-    async def apply(
-        self, batch: RecommendBatch, done: Callable[[RecommendResult], None] | None = None
-    ) -> RecommendResult:
-        """Apply ``batch`` exactly once; raises StoreUnavailable (retry) or StoreRejected.
+    async def send(self, batch: RecommendBatch) -> Pending[RecommendResult]:
+        """Send ``batch``'s pop.lua calls (one per space); returns once Redis has them all.
 
-        ``done`` hears each space's result as its call returns (a later space's failure does
-        not undo an earlier one's: its fence skips it on the retry).
+        The result raises StoreUnavailable (retry) or StoreRejected. A space whose call
+        landed before another's failed is skipped by its fence on the retry.
         """
-        if batch.empty:
-            return RecommendResult()
-        total = [0, 0, 0, 0]
+        sent: list[Pending[Any]] = []
         with self._errors("refused a recommendations batch"):
-            for space, part in split(batch, self.keyspace):
-                args = build_args(part, space, self.half_life, self.pop_max)
-                reply = await self._scripts.call(POP, args, self._key(space))
-                got = RecommendResult(*(int(v) for v in reply[:4]))
-                total = [a + b for a, b in zip(total, (got.applied, got.fenced, got.suppressed,
-                                                       got.deduped), strict=True)]  # fmt: skip
-                if done is not None:
-                    done(got)
-        return RecommendResult(*total)
+            try:
+                for space, part in split(batch, self.keyspace):
+                    args = build_args(part, space, self.half_life, self.pop_max)
+                    sent.append(await self._scripts.send(POP, args, self._key(space)))
+            except BaseException:
+                for pending in sent:
+                    pending.abandon()
+                raise
+
+        async def receive() -> RecommendResult:
+            total = RecommendResult()
+            with self._errors("refused a recommendations batch"):
+                for i, pending in enumerate(sent):
+                    try:
+                        reply = await pending.result()
+                    except BaseException:
+                        for rest in sent[i + 1 :]:
+                            rest.abandon()
+                        raise
+                    total = total + RecommendResult(*(int(v) for v in reply[:4]))
+            return total
+
+        def abandon() -> None:
+            for pending in sent:
+                pending.abandon()
+
+        return Pending(receive, abandon)
+
+    async def apply(self, batch: RecommendBatch) -> RecommendResult:
+        """:meth:`send`, then its result."""
+        return await (await self.send(batch)).result()
 
     async def merge(self) -> int:
         """Rewrite every space's top lists from every space's counts; returns the lists."""
