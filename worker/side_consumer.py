@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from segstream.redact import redact
 from segstream.security import kafka_options
 from segstream.settings import Settings
 from worker.backoff import backoff, retry
+from worker.failure_notes import FailureNotes
 from worker.ingest.batch import Rejected
 from worker.ingest.dead_letter import DeadLetterSink
 from worker.ingest.failures import Kind, classify
@@ -47,20 +47,12 @@ class Stopping(Exception):
 
 
 @dataclass
-class SideMetrics:
-    """The counters every side consumer keeps (its own come after these)."""
+class SideMetrics(FailureNotes):
+    """The counters every side consumer keeps (its own come after these); ``failures``: an
+    outage is retried, anything else up to poison_retries times."""
 
     #: Records sent to the dead-letter topic (malformed, or kept failing).
     dead_lettered: int = 0
-    #: Attempts that raised (an outage is retried; anything else up to poison_retries times).
-    failures: int = 0
-    last_error: str | None = None
-    last_error_at: float | None = None
-
-    def note_error(self, text: str) -> None:
-        self.failures += 1
-        self.last_error = redact(text)
-        self.last_error_at = time.time()
 
 
 def _is_outage(exc: BaseException) -> bool:

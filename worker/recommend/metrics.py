@@ -5,18 +5,19 @@ No counter and no log line at INFO or above names a customer.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from segstream.redact import redact
+from worker.failure_notes import FailureNotes
 
 if TYPE_CHECKING:
     from worker.exposition import Exposition
 
 
 @dataclass
-class RecommendMetrics:
+class RecommendMetrics(FailureNotes):
+    """``failures``: merges that failed (and were retried)."""
+
     #: Purchases counted (pop.lua applied them).
     applied: int = 0
     #: Purchases at or below their partition's fence (a redelivered batch).
@@ -27,15 +28,6 @@ class RecommendMetrics:
     deduped: int = 0
     #: Merges of the top lists written.
     merges: int = 0
-    #: Merges that failed (and were retried).
-    failures: int = 0
-    last_error: str | None = None
-    last_error_at: float | None = None
-
-    def note_error(self, text: str) -> None:
-        self.failures += 1
-        self.last_error = redact(text)
-        self.last_error_at = time.time()
 
     def expose(self, out: Exposition) -> None:
         for name, help_text, value in (
