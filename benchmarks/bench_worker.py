@@ -26,8 +26,12 @@ What it does, on its own broker (tansu) and Redis started for the run:
 4. event-to-segment-change latency (``--change-runs``, 0 by default), as a consumer of
    ``segment-changes`` sees it: the worker with scoring on and the K-means model below, its state
    pre-loaded with ``--change-preload`` historical events (scored before anything is timed);
-   then a producer process offers ``--latency-rate`` *order* events/s of those customers, each
-   stamped ``event_time = now`` (ms), for ``--change-warmup`` + ``--change-seconds`` seconds,
+   then a producer process offers ``--latency-rate`` *order* events/s of those customers for
+   ``--change-warmup`` + ``--change-seconds`` seconds, as a shop's producer with ``linger.ms`` =
+   ``--linger-ms`` (20) sends them: each order's ``event_time`` lies evenly inside the interval
+   before the send that carries it, so its wait in the producer counts (a record batch per
+   partition per 5 ms instead makes the local broker, whose cost grows with the batches it
+   holds, the bottleneck: benchmarks/RESULTS.md, 2026-12-06),
    and a consumer process (aiokafka, positioned at the end of every partition before the first
    order, ``fetch_max_wait_ms`` 10) records each change's receive time. A change counts if its
    reason is ``order`` and its ``(customer_id, event_time)`` is an order the producer sent after
@@ -548,12 +552,16 @@ def order_value(cid: str, event_ms: int, n: int, seed: int) -> bytes:
 
 
 async def run_orders(opts: argparse.Namespace) -> None:
-    """The producer process: ``--rate`` orders/s, ``event_time`` = now, for warm-up + seconds.
+    """The producer process: ``--rate`` orders/s for warm-up + seconds, as a shop's producer
+    with ``linger.ms`` = ``--linger-ms`` sends them.
 
-    One record batch per partition per 5 ms tick (``send`` per record costs ~30 us of Python;
-    at 10k/s that alone would take a third of a core). Partition as Kafka's default partitioner
-    gives the key. Writes ``{"start_ms", "end_ms", "sent": [[cid, event_ms], ...]}`` (the orders
-    sent after the warm-up) to ``--out``.
+    The orders happen continuously: each one's ``event_time`` lies evenly inside the interval
+    since the previous send, and they are sent together at its end (one record batch per
+    partition), so every order's latency includes the time it waited in the producer (half the
+    linger on average). ``send`` per record would cost ~30 us of Python, a third of a core at
+    10k/s; batches built here cost a fraction. Partition as Kafka's default partitioner gives
+    the key. Writes ``{"start_ms", "end_ms", "offered", "sent": [[cid, event_ms], ...]}`` (the
+    orders stamped after the warm-up) to ``--out``.
     """
     from aiokafka import AIOKafkaProducer
     from aiokafka.partitioner import murmur2
@@ -562,41 +570,44 @@ async def run_orders(opts: argparse.Namespace) -> None:
     await producer.start()
     parts = sorted(await producer.partitions_for(opts.topic))
     rng = random.Random(opts.seed)
-    tick = 0.005
+    tick = opts.linger_ms / 1000
     began = time.time()
     measure_from = began + opts.warmup
     stop_at = measure_from + opts.seconds
     start_ms = int(measure_from * 1000)
     sent: list[tuple[str, int]] = []
-    owed, n, next_tick = 0.0, 0, began
+    owed, n, last, next_tick = 0.0, 0, began, began + tick
     pending = []
-    while time.time() < stop_at:
-        owed += opts.rate * tick
+    while last < stop_at:
+        await asyncio.sleep(max(0.0, next_tick - time.time()))
+        next_tick += tick
+        now = time.time()
+        owed += opts.rate * (now - last)
+        count = int(owed)
+        owed -= count
         batches: dict[int, Any] = {}
-        now_ms = int(time.time() * 1000)
-        while owed >= 1:
-            owed -= 1
+        for i in range(count):
             n += 1
+            event_ms = int((last + (i + 0.5) * (now - last) / count) * 1000)
             cid = f"C{rng.randrange(opts.customers):07d}"
             key = cid.encode()
             part = parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
             batch = batches.get(part)
             if batch is None:
                 batch = batches[part] = producer.create_batch()
-            value = order_value(cid, now_ms, n, opts.seed)
+            value = order_value(cid, event_ms, n, opts.seed)
             if batch.append(key=key, value=value, timestamp=None) is None:
                 pending.append(await producer.send_batch(batch, opts.topic, partition=part))
                 batch = batches[part] = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)
-            if now_ms >= start_ms:
-                sent.append((cid, now_ms))
+            if event_ms >= start_ms:
+                sent.append((cid, event_ms))
+        last = now
         for part, batch in batches.items():
             pending.append(await producer.send_batch(batch, opts.topic, partition=part))
         if len(pending) > 1000:
             await asyncio.gather(*pending)
             pending.clear()
-        next_tick += tick
-        await asyncio.sleep(max(0.0, next_tick - time.time()))
     await asyncio.gather(*pending)
     ended = time.time()
     await producer.stop()
@@ -733,6 +744,7 @@ def change_latency_run(
             [*base, "_orders", "--bootstrap", ctx["bootstrap"], "--topic", topics[0],
              "--rate", str(opts.latency_rate), "--warmup", str(opts.change_warmup),
              "--seconds", str(opts.change_seconds), "--customers", str(opts.customers),
+             "--linger-ms", str(opts.linger_ms),
              "--seed", str(opts.seed + 1000 + run), "--out", str(files["orders"])],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -862,6 +874,13 @@ def main() -> None:
         help="also time the orders themselves at a plain consumer of the orders topic (the "
         "broker and clients without the worker); it is one more process consuming every order, "
         "so on a small machine it slows the run it measures",
+    )
+    parser.add_argument(
+        "--linger-ms",
+        type=float,
+        default=20,
+        help="the order producer's linger: it sends what happened in each interval of this length "
+        "at its end (the orders' latency includes the wait)",
     )
     parser.add_argument("--change-seconds", type=float, default=30)
     parser.add_argument("--change-warmup", type=float, default=10)
@@ -1029,6 +1048,7 @@ def sub_main(kind: str) -> None:
                 parser.add_argument(name, type=float, required=True)
             parser.add_argument("--customers", type=int, required=True)
             parser.add_argument("--seed", type=int, required=True)
+            parser.add_argument("--linger-ms", type=float, default=20)
             asyncio.run(run_orders(parser.parse_args(sys.argv[2:])))
         else:
             parser.add_argument("--ready", required=True)
