@@ -67,11 +67,25 @@ class Publications:
     async def _retry(self, what: str, op: Callable[[], Awaitable[Any]]) -> None:
         await retry(what, op, noted=self.metrics.note, sleep=self.clock.sleep)
 
-    async def publish_behind(self, items: Sequence[OutgoingChange], field: str) -> None:
-        """Publish a round's changes (outbox ``field``) while the next rounds are scored."""
-        if items or field:
-            ids = frozenset(c.customer_id for c in items)
-            await self.start(ids, lambda: self.publish(items, field))
+    async def publish_behind(
+        self,
+        items: Sequence[OutgoingChange],
+        field: str,
+        then: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        """Publish a round's changes (outbox ``field``) while the next rounds are scored;
+        ``then()`` once they are acknowledged (at once when there is nothing to publish)."""
+        if not (items or field):
+            if then is not None:
+                await then()
+            return
+
+        async def run() -> None:
+            await self.publish(items, field)
+            if then is not None:
+                await then()
+
+        await self.start(frozenset(c.customer_id for c in items), run)
 
     async def start(self, ids: frozenset[str], run: Callable[[], Awaitable[Any]]) -> None:
         """Start a round (``run()``, holding customers ``ids``) once the order rules allow it.

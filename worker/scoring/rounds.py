@@ -7,7 +7,8 @@ One round of at most ``queue.ROUND_MAX`` customers:
    read of those customers' attribute fields (the snapshot holds numbers only), sent with it;
 2. :func:`worker.scoring.decide.decide` against the current model; :func:`.plan.build`;
 3. one Lua write, sent (:meth:`ScoringStorePort.send_write`); its reply (conflicts back in the
-   queue, counts, the online model, drift) and the publication follow in the pipeline.
+   queue, counts) and the publication follow in the pipeline; the online model and drift learn
+   the round once its changes are acknowledged, off the changes' way to their consumers.
 
 The pipeline (:class:`~worker.scoring.publishing.Publications`) holds up to its ``depth`` rounds
 whose changes are not published yet, never two with a customer in common. While ingestion is
@@ -276,8 +277,10 @@ class RoundRunner:
                 await self.publications.start(frozenset(sent), lambda: self._behind(written))
                 changes = len(sent)
             else:
-                publish, token = await self._answered(written, await writing.result())
-                await self.publications.publish_behind(publish, token)
+                publish, token, conflicts = self._settle(written, await writing.result())
+                await self.publications.publish_behind(
+                    publish, token, then=lambda: self._learn(written, conflicts)
+                )
                 changes = len(publish)
             self.metrics.round_seconds_sum += self.clock.monotonic() - started
         await self.status.save()
@@ -299,17 +302,18 @@ class RoundRunner:
             log.warning("scoring write of %d failed (%s: %s); re-queued", len(written.items),
                         type(exc).__name__, exc)  # fmt: skip
             return 0
-        publish, token = await self._answered(written, reply)
+        publish, token, conflicts = self._settle(written, reply)
         await self.publications.publish(publish, token)
+        await self._learn(written, conflicts)
         return len(publish)
 
-    async def _answered(
+    def _settle(
         self, written: Written, reply: tuple[list[str], str]
-    ) -> tuple[list[OutgoingChange], str]:
-        """After a round's write: conflicts back in the queue, counts, online model, drift.
+    ) -> tuple[list[OutgoingChange], str, set[str]]:
+        """After a round's write: conflicts back in the queue, counts.
 
-        Returns the changes to publish (those of customers not in conflict) and the outbox
-        field that holds them.
+        Returns the changes to publish (those of customers not in conflict), the outbox field
+        that holds them, and the customers in conflict.
         """
         conflicts_list, token = reply
         conflicts = set(conflicts_list)
@@ -322,8 +326,20 @@ class RoundRunner:
         m.changes += len(publish)
         m.conflicts += len(conflicts)
         m.missing += sum(len(rnd.missing) for rnd, _ in decisions)
+        return publish, token, conflicts
+
+    async def _learn(self, written: Written, conflicts: set[str]) -> None:
+        """The online model and drift learn the round, once its changes are out: what they
+        cost is never on a change's way to its consumers. A failure here fails no round."""
         online, model = written.online, written.model
-        if online is not None and isinstance(model, SegmentModel):
-            self.drift.learn(online, decisions, items, conflicts)
+        if online is None or not isinstance(model, SegmentModel):
+            return
+        try:
+            self.drift.learn(online, written.decisions, written.items, conflicts)
             await self.drift.check()
-        return publish, token
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.metrics.note(f"drift learning failed: {type(exc).__name__}: {exc}")
+            log.warning("the online model could not learn a round (%s: %s)",
+                        type(exc).__name__, exc)  # fmt: skip
