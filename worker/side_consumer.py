@@ -1,6 +1,6 @@
 """What the worker's side consumers share: their own group, the fetch loop, retries, the commit.
 
-Erase requests, profiles, recommendations and campaigns each read one topic beside ingestion,
+Erase requests, profiles and campaigns each read one topic beside ingestion,
 in a consumer group of their own (``<group_id>-<part>``, so they never join ingestion's
 rebalances), and keep ingestion's promises (docs/state.md, "When a batch fails"): an outage is
 waited out with backoff and nothing committed; anything else is retried ``poison_retries`` times
