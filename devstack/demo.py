@@ -180,7 +180,7 @@ def _worker_process(
 
 
 def _counters(settings: Settings) -> dict[str, int]:
-    from worker.state.store import StateReader
+    from worker.state.reader import StateReader
 
     with StateReader(settings.redis, settings.redis.prefix) as reader:
         return reader.counters()

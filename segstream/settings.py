@@ -1,5 +1,8 @@
 """One frozen settings object, grouped by concern; the only module that reads ``SEGSTREAM_*``.
 
+Over 400 lines: every setting of every room, each a typed field with its one-line meaning, in one
+place so that a name, its variable and its flag are defined once.
+
 Every setting has one flat *name* (``kafka_bootstrap``, ``scoring_share``...), which is also
 its environment variable (``SEGSTREAM_`` + the name in capitals) and, with dashes, its CLI flag;
 in code it lives in a group (``settings.kafka.bootstrap``, ``settings.scoring.share``). The

@@ -32,7 +32,7 @@ from segstream.settings import Settings
 from worker.core.rfm import EXPORT_COLUMNS, CustomerState, features
 from worker.preflight import checks_access
 from worker.state.errors import CustomerNotFound
-from worker.state.store import StateReader
+from worker.state.reader import StateReader
 
 AS_OF_ENV = "SEGSTREAM_AS_OF"
 FORMAT_ENV = "SEGSTREAM_EXPORT_FORMAT"

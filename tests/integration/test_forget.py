@@ -42,7 +42,7 @@ from tests.support.waiting import wait_for
 from tests.support.worker_process import REPO, WorkerProcess
 from worker.connect import keyspace, sync_redis
 from worker.state.keys import Keyspace
-from worker.state.store import StateReader
+from worker.state.reader import StateReader
 
 pytestmark = pytest.mark.integration
 

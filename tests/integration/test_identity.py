@@ -32,7 +32,7 @@ from worker.identity.model import behaviour, expected
 from worker.identity.records import Limits, anon_calls
 from worker.identity.store import IdentityStateStore
 from worker.state import keys as state_keys
-from worker.state.store import StateReader
+from worker.state.reader import StateReader
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from tests.support.synthetic import Event
 from tests.support.waiting import wait_for
 from tests.support.worker_process import WorkerProcess
 from worker.core import Batch, CustomerState, InMemoryStateStore, Record, features
-from worker.state.store import StateReader
+from worker.state.reader import StateReader
 
 AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
 
