@@ -25,7 +25,7 @@ from worker.core import Batch, Record, features
 from worker.scoring.drift import learned_rows, proposal
 from worker.scoring.vectors import Round
 from worker.segmentation.assign import assign
-from worker.segmentation.emerging import MAX_GROUPS, EmergingGroups
+from worker.segmentation.emerging import MAX_FAR_PER_CALL, MAX_GROUPS, EmergingGroups
 from worker.segmentation.features import Scaler
 from worker.segmentation.model import SegmentModel
 from worker.segmentation.online import (
@@ -365,3 +365,22 @@ def test_far_points_scattered_over_more_regions_than_groups_drop_the_lightest_gr
     assert groups.far > 3000
     assert len(groups.groups) == MAX_GROUPS
     assert groups.emerging() == []  # scattered: no region holds a dense share
+
+
+def test_a_round_of_mostly_far_points_adds_a_bounded_sample_that_stands_for_all_of_them() -> None:
+    centroids = np.zeros((2, 2))
+    rng = np.random.default_rng(3)
+    groups = EmergingGroups(centroids, threshold=1.0)
+    added: list[float] = []
+    add = groups._add
+    groups._add = lambda *a: (added.append(a[3]), add(*a))[1]  # type: ignore[method-assign]
+    # 40 far points in a round (each added), then 640 (a sample of 64, each standing for 10)
+    for n in (40, 640):
+        z = rng.normal([5.0, 5.0], 0.2, size=(n, 2))
+        groups.learn_many(z, [f"c{n}-{i}" for i in range(n)])
+    assert added == [1.0] * 40 + [10.0] * MAX_FAR_PER_CALL
+    (group,) = groups.groups
+    assert group.weight == pytest.approx(40 + 640, rel=0.01)  # faded a little, not sampled away
+    assert np.allclose(group.center, [5.0, 5.0], atol=0.1) and groups.far == 680
+    again = EmergingGroups.from_dict(json.loads(json.dumps(groups.to_dict())), centroids)
+    assert again.emerging() == groups.emerging()

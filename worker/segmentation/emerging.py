@@ -13,6 +13,10 @@ barely move it. So the far points are watched on their own:
   within ``radius`` (its centre moves to the running mean), else it starts a group (at most
   :data:`MAX_GROUPS`; the lightest is dropped to make room). Weights fade with every scoring
   (far or not): a group's weight is its share of the last ``window`` scorings, roughly;
+- a call (a scoring round) adds at most :data:`MAX_FAR_PER_CALL` far points, a seeded sample
+  each weighing ``far / MAX_FAR_PER_CALL`` when it has more: the shares stay unbiased and a
+  round costs the same however many of its points are far (after a shift, or for a model
+  trained on another population, nearly all are);
 - a group is **emerging** when it holds at least ``min_customers`` distinct customers *and* at
   least ``min_share`` of the recent scorings. Scattered far points (steady traffic) never reach
   either; a new kind of customer does (benchmarks/RESULTS.md, 2026-12-06).
@@ -33,6 +37,8 @@ MAX_GROUPS = 32
 MAX_IDS = 256
 #: A far point joins a group whose centre is this close (standard units).
 RADIUS = 1.5
+#: Far points a call adds to groups (a seeded sample above it, weighted to stand for all).
+MAX_FAR_PER_CALL = 64
 #: Weights fade by ``1 - 1 / WINDOW`` per scoring: a group's share is over about this many.
 WINDOW = 5000.0
 #: An emerging group has at least this many distinct customers ...
@@ -57,7 +63,8 @@ class EmergingGroup:
 class _Group:
     center: np.ndarray
     weight: float
-    seen: int
+    #: The weight of every point the centre is the mean of (never faded).
+    seen: float
     ids: set[str]
 
 
@@ -111,20 +118,26 @@ class EmergingGroups:
         self.far += len(far)
         if len(far) == 0:
             return
+        weight = 1.0
+        if len(far) > MAX_FAR_PER_CALL:
+            weight = len(far) / MAX_FAR_PER_CALL
+            rng = np.random.default_rng(self.seen)  # seeded: a replay gives the same groups
+            far = np.sort(rng.choice(far, MAX_FAR_PER_CALL, replace=False))
         # the groups' centres as one matrix, so a point finds its group in one numpy call
         # (rebuilt only when a group is added or dropped; a join moves one row)
         centers = self._centers()
         for row in far.tolist():
             cid = customer_ids[row] if customer_ids is not None else f"#{self.seen - n + row}"
-            centers = self._add(z[row], cid, centers)
+            centers = self._add(z[row], cid, centers, weight)
 
     def _centers(self) -> np.ndarray:
         if not self.groups:
             return np.empty((0, self.centroids.shape[1]))
         return np.stack([g.center for g in self.groups])
 
-    def _add(self, point: np.ndarray, cid: str, centers: np.ndarray) -> np.ndarray:
-        """Add one far point to its group (or a new one); returns the centres after it."""
+    def _add(self, point: np.ndarray, cid: str, centers: np.ndarray, weight: float) -> np.ndarray:
+        """Add one far point of ``weight`` to its group (or a new one); returns the centres
+        after it."""
         best = None
         if len(centers):
             d2 = ((centers - point) ** 2).sum(axis=1)
@@ -134,12 +147,12 @@ class EmergingGroups:
         if best is None:
             if len(self.groups) >= MAX_GROUPS:
                 self.groups.remove(min(self.groups, key=lambda g: g.weight))
-            best = _Group(point.copy(), 0.0, 0, set())
+            best = _Group(point.copy(), 0.0, 0.0, set())
             self.groups.append(best)
             i = -1
-        best.seen += 1
-        best.center += (point - best.center) / best.seen
-        best.weight += 1.0
+        best.seen += weight
+        best.center += (point - best.center) * (weight / best.seen)
+        best.weight += weight
         if len(best.ids) < MAX_IDS:
             best.ids.add(cid)
         if i < 0:
@@ -191,7 +204,7 @@ class EmergingGroups:
         out.far = int(data["far"])
         out.seen = int(data["seen"])
         out.groups = [
-            _Group(np.asarray(g["center"], dtype=np.float64), float(g["weight"]), int(g["seen"]),
+            _Group(np.asarray(g["center"], dtype=np.float64), float(g["weight"]), float(g["seen"]),
                    set(map(str, g["ids"])))
             for g in data["groups"]
         ]  # fmt: skip
