@@ -9,7 +9,7 @@ record ingestion dead-letters is none of them, so it is reported once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from schemas import OrderEvent
@@ -49,8 +49,17 @@ class RecommendBatch:
     """What one pop.lua call per space applies."""
 
     purchases: Sequence[Purchase] = ()
-    #: (topic, partition) -> the highest offset seen (the fence moves to it).
-    high: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    @property
+    def high(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> its highest purchase's offset: where the fence moves (what
+        lies above it is no purchase, and a redelivery of it would count nothing anyway)."""
+        high: dict[tuple[str, int], int] = {}
+        for p in self.purchases:
+            tp = (p.topic, p.partition)
+            if high.get(tp, -1) < p.offset:
+                high[tp] = p.offset
+        return high
 
 
 #: (category, sku) -> (member, bought-hash). A shop sells a bounded catalogue, so nearly every
@@ -90,22 +99,11 @@ def purchase_of(topic: str, partition: int, offset: int, order: OrderEvent) -> P
 
 
 def purchases_in(batch: Batch) -> RecommendBatch | None:
-    """The placed orders of ``batch`` as purchases (``None`` when it holds none).
-
-    Each partition's fence moves to its highest purchase: what lies above it is no purchase,
-    and a redelivery of it would count nothing anyway.
-    """
-    purchases: list[Purchase] = []
-    high: dict[tuple[str, int], int] = {}
-    for r in batch.records:
-        event = r.event
-        if not isinstance(event, OrderEvent):
-            continue
-        got = purchase_of(r.topic, r.partition, r.offset, event)
-        if got is None:
-            continue
-        purchases.append(got)
-        tp = (r.topic, r.partition)
-        if high.get(tp, -1) < r.offset:
-            high[tp] = r.offset
-    return RecommendBatch(purchases, high) if purchases else None
+    """The placed orders of ``batch`` as purchases (``None`` when it holds none)."""
+    purchases = [
+        got
+        for r in batch.records
+        if isinstance(r.event, OrderEvent)
+        and (got := purchase_of(r.topic, r.partition, r.offset, r.event)) is not None
+    ]
+    return RecommendBatch(purchases) if purchases else None

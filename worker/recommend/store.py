@@ -2,10 +2,8 @@
 
 A batch's purchases are grouped by the customer's space (:class:`~worker.state.keys.Keyspace`),
 as ingestion and profiles split theirs, so one call touches one space and runs on the primary of
-its slot. Every partition's high offset goes to the first space (shard 0), which is called
-whenever the batch has a partition; each other space's fence moves to the highest offset of its
-own purchases, so a batch half applied when the worker died is re-applied exactly where a space
-had not taken it yet.
+its slot. Each space's fence moves to the highest offset of its own purchases, so a batch half
+applied when the worker died is re-applied exactly where a space had not taken it yet.
 
 The merge (:meth:`RecommendStore.merge`) reads each space's counts (collect.lua), merges them
 (:mod:`worker.recommend.merge`) and writes the lists into every space (rtop.lua): idempotent,
@@ -57,9 +55,10 @@ class RecommendResult:
 
 def build_args(batch: RecommendBatch, space: str, half_life: int, pop_max: int) -> list[Any]:
     """pop.lua's ARGV for ``batch`` in ``space`` (layout: the head of pop.lua)."""
-    index = {tp: i for i, tp in enumerate(batch.high, start=1)}
+    high = batch.high
+    index = {tp: i for i, tp in enumerate(high, start=1)}
     args: list[Any] = [space, half_life, pop_max, len(index)]
-    for (topic, partition), top in batch.high.items():
+    for (topic, partition), top in high.items():
         args += [topic, partition, top]
     args.append(len(batch.purchases))
     for p in batch.purchases:
@@ -77,21 +76,7 @@ def split(batch: RecommendBatch, space: Keyspace) -> list[tuple[str, RecommendBa
     by_shard: dict[int, list[Purchase]] = {}
     for p in batch.purchases:
         by_shard.setdefault(space.shard_of(p.customer_id), []).append(p)
-    if batch.high:
-        by_shard.setdefault(0, [])
-    out = []
-    for shard in sorted(by_shard):
-        purchases = by_shard[shard]
-        if shard == 0:
-            part = RecommendBatch(purchases, batch.high)
-        else:
-            high: dict[tuple[str, int], int] = {}
-            for p in purchases:
-                tp = (p.topic, p.partition)
-                high[tp] = max(high.get(tp, -1), p.offset)
-            part = RecommendBatch(purchases, high)
-        out.append((space.spaces[shard], part))
-    return out
+    return [(space.spaces[shard], RecommendBatch(by_shard[shard])) for shard in sorted(by_shard)]
 
 
 class RecommendStore:
