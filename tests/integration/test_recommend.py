@@ -37,11 +37,13 @@ from worker.erase.store import ForgetStore
 from worker.ingest.applier import FailureReport
 from worker.ingest.metrics import applier_metrics
 from worker.ingest.service import IngestService
+from worker.recommend.batch import RecommendBatch, purchase_of
 from worker.recommend.decay import SHOP, DecayedCounts, half_life_ms
 from worker.recommend.metrics import RecommendMetrics
 from worker.recommend.rank import BOOST, bought_after, bought_hashes, member, rank, sku_hash
 from worker.recommend.read import READ, Recommendations, read_call, recommend
 from worker.recommend.service import RecommendMerger
+from worker.recommend.store import RecommendResult, RecommendStore
 from worker.wiring import build_worker
 
 pytestmark = pytest.mark.integration
@@ -374,3 +376,50 @@ def test_bad_records_are_dead_lettered_once_and_a_jammed_shared_key_is_waited_ou
         assert int(skipped or 0) == 0  # the counts run only on what the state script took
         assert r.hget(space.customer("OK2"), "rb") == bought_after(None, ["t2"])
         assert r.hget(space.customer("BROKEN"), "rb") == bought_after(None, ["t3"])
+
+
+def test_the_counts_add_a_batch_as_one_increment_after_another_and_skip_a_hash_turned_wrong(
+    rec_settings: Settings,
+) -> None:
+    """pop.lua on its own, as the stage sends it: many lines of few skus in one batch land as
+    the Python rule adds them one by one; a customer hash that became another type after the
+    state script took the batch skips that customer's purchases only (recommend_skipped)."""
+    s = rec_settings
+    segments = {f"C{i}": "alpha" if i % 2 else "beta" for i in range(40)}
+    set_segments(s, segments)
+    space = keyspace(s.redis, s.redis.prefix)
+    with sync_redis(s.redis) as r:
+        r.set(space.customer("TURNED"), "not a hash")
+    orders = [
+        order(n, f"C{n % 40}", T0 + timedelta(minutes=7 * n),
+              [("toys", f"t{n % 3}", 1 + n % 4), ("books", f"b{n % 2}", 2)])
+        for n in range(120)
+    ]  # fmt: skip
+    turned = order(500, "TURNED", T0, [("toys", "t0", 5)])
+    topic = s.kafka.orders_topic
+    purchases = [purchase_of(topic, 0, n, o) for n, o in enumerate([*orders, turned])]
+    store = RecommendStore(s.redis, s.redis.prefix, s.recommend)
+
+    async def apply() -> RecommendResult:
+        try:
+            return await store.apply(RecommendBatch([p for p in purchases if p is not None]))
+        finally:
+            await store.close()
+
+    got = asyncio.run(apply())
+    assert (got.applied, got.fenced, got.suppressed, got.deduped) == (120, 0, 0, 0)
+    want = expected(s, orders, segments)
+    with sync_redis(s.redis, decode_responses=True) as r:
+        skipped = r.hget(f"{space.space_of('TURNED')}:counters", "recommend_skipped")
+        assert int(skipped or 0) == 1
+        for segment in (SHOP, "alpha", "beta"):
+            # every space's counts summed (each space counts its own customers)
+            summed: dict[str, float] = {}
+            for sp in space.spaces:
+                key = f"{sp}:rpop" + (f":{segment}" if segment != SHOP else "")
+                for m, v in r.zrange(key, 0, -1, withscores=True):
+                    summed[m] = summed.get(m, 0.0) + v
+            wanted = dict(want.counts.get(segment, {}))
+            assert summed.keys() == wanted.keys()
+            for m, v in summed.items():
+                assert v == pytest.approx(wanted[m], rel=1e-12)

@@ -64,79 +64,75 @@ expect(meta, 'hash')
 expect(shop, 'zset')
 expect(counters, 'hash')
 
-local np = tonumber(ARGV[i]); i = i + 1
-local kept, fenced = {}, 0
-for p = 1, np do
-  local cid, tpi, off, t, oh, nl = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]),
-    tonumber(ARGV[i + 3]), ARGV[i + 4], tonumber(ARGV[i + 5])
-  local lines = {}
-  for l = 1, nl do
-    local at = i + 6 + (l - 1) * 3
-    lines[l] = {ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])}
-  end
-  i = i + 6 + nl * 3
-  if off <= fence[tpi] then fenced = fenced + 1
-  else kept[#kept + 1] = {cid = cid, t = t, oh = oh, lines = lines} end
-end
-
-local suppressed = 0
-if #kept > 0 and redis.call('EXISTS', space .. ':x:until') == 1 then
-  local erased, still = {}, {}
-  for _, p in ipairs(kept) do
-    if erased[p.cid] == nil then
-      local x = redis.call('GET', space .. ':x:{' .. p.cid .. '}')
-      erased[p.cid] = x and tonumber(x) or false
-    end
-    if erased[p.cid] and p.t <= erased[p.cid] then suppressed = suppressed + 1
-    else still[#still + 1] = p end
-  end
-  kept = still
-end
-
--- A customer key of the wrong type is ingestion's to report (the state script, which runs first,
--- refuses it and ingestion dead-letters the record with the reason); one found here (changed
--- between the two calls) has its purchases skipped and counted (recommend_skipped), so a batch
--- the state took is never failed by it and the other customers' purchases still count.
-local segment_of, bought, ckey, counted = {}, {}, {}, {}
+-- One pass over the purchases, reading as it goes (every read comes before the first write):
+-- fenced (at or below the partition's fence), suppressed (the customer was forgotten after it),
+-- skipped (the customer's hash is of the wrong type), deduped (an order the customer's 'ro'
+-- already holds); what is left is kept. A purchase is the ARGV index of its customer id:
+-- id, partition index, offset, time, order hash, lines, then its lines (3 arguments each).
+-- A customer hash of the wrong type is ingestion's to report (the state script, which runs
+-- first, refuses it and ingestion dead-letters the record with the reason); one found here
+-- (changed between the two calls) has its purchases skipped and counted (recommend_skipped), so
+-- a batch the state took is never failed by it and the other customers' purchases still count.
+local A = ARGV
+local np = tonumber(A[i]); i = i + 1
+local erasures = np > 0 and redis.call('EXISTS', space .. ':x:until') == 1
+local kept, nkept, fenced, suppressed, skipped, deduped = {}, 0, 0, 0, 0, 0
+local erased, segment_of, bought, ckey, counted = {}, {}, {}, {}, {}
 local tmin, tmax
-local skipped, usable = 0, {}
-for _, p in ipairs(kept) do
-  if ckey[p.cid] == nil then
-    ckey[p.cid] = space .. ':c:{' .. p.cid .. '}'
-    local t = redis.call('TYPE', ckey[p.cid])['ok']
-    if t == 'none' or t == 'hash' then
-      local got = redis.call('HMGET', ckey[p.cid], 'segment', 'rb', 'ro')
-      segment_of[p.cid] = got[1] or false
-      bought[p.cid] = (got[2] and #got[2] % HC == 0) and got[2] or ''
-      counted[p.cid] = (got[3] and #got[3] % HC == 0) and got[3] or ''
+for _ = 1, np do
+  local at, cid = i, A[i]
+  i = i + 6 + 3 * tonumber(A[i + 5])
+  local t = tonumber(A[at + 3])
+  if tonumber(A[at + 2]) <= fence[tonumber(A[at + 1])] then
+    fenced = fenced + 1
+  else
+    if erasures and erased[cid] == nil then
+      local x = redis.call('GET', space .. ':x:{' .. cid .. '}')
+      erased[cid] = x and tonumber(x) or false
+    end
+    if erasures and erased[cid] and t <= erased[cid] then
+      suppressed = suppressed + 1
     else
-      ckey[p.cid] = false
+      if ckey[cid] == nil then
+        ckey[cid] = space .. ':c:{' .. cid .. '}'
+        -- pcall, not TYPE first: one call per customer (another type answers WRONGTYPE)
+        local got = redis.pcall('HMGET', ckey[cid], 'segment', 'rb', 'ro')
+        if got.err then
+          ckey[cid] = false
+        else
+          segment_of[cid] = got[1] or false
+          bought[cid] = (got[2] and #got[2] % HC == 0) and got[2] or ''
+          counted[cid] = (got[3] and #got[3] % HC == 0) and got[3] or ''
+        end
+      end
+      if not ckey[cid] then
+        skipped = skipped + 1
+      else
+        -- an order counts once: 'ro' holds the hashes of the customer's OKEEP latest counted
+        -- orders, so a replay at new offsets (or the same order twice in a batch) is skipped
+        local ro, oh, seen = counted[cid], A[at + 4], false
+        for o = 1, #ro, HC do
+          if string.sub(ro, o, o + HC - 1) == oh then seen = true; break end
+        end
+        if seen then
+          deduped = deduped + 1
+        else
+          ro = ro .. oh
+          if #ro > OKEEP * HC then ro = string.sub(ro, #ro - OKEEP * HC + 1) end
+          counted[cid] = ro
+          nkept = nkept + 1
+          kept[nkept] = at
+          if not tmin or t < tmin then tmin = t end
+          if not tmax or t > tmax then tmax = t end
+        end
+      end
     end
   end
-  if ckey[p.cid] then usable[#usable + 1] = p else skipped = skipped + 1 end
 end
--- An order counts once: the customer's 'ro' field holds the hashes of their OKEEP latest
--- counted orders, so a replay at new offsets (or the same order twice in a batch) is skipped.
-local deduped = 0
-kept, usable = usable, {}
-for _, p in ipairs(kept) do
-  local ro, seen = counted[p.cid], false
-  for at = 1, #ro, HC do
-    if string.sub(ro, at, at + HC - 1) == p.oh then seen = true; break end
-  end
-  if seen then deduped = deduped + 1
-  else
-    ro = ro .. p.oh
-    if #ro > OKEEP * HC then ro = string.sub(ro, #ro - OKEEP * HC + 1) end
-    counted[p.cid] = ro
-    usable[#usable + 1] = p
-  end
-end
-kept = usable
-for _, p in ipairs(kept) do
-  if segment_of[p.cid] then expect(space .. ':rpop:' .. segment_of[p.cid], 'zset') end
-  if not tmin or p.t < tmin then tmin = p.t end
-  if not tmax or p.t > tmax then tmax = p.t end
+local checked = {}
+for k = 1, nkept do
+  local seg = segment_of[A[kept[k]]]
+  if seg and not checked[seg] then expect(space .. ':rpop:' .. seg, 'zset'); checked[seg] = true end
 end
 local L = tonumber(redis.call('HGET', meta, 'L') or '')
 local T = tonumber(redis.call('HGET', meta, 'T') or '')
@@ -156,7 +152,7 @@ local function zadd_all(key, pairs_)  -- pairs_ = {score, member, score, member,
   end
 end
 
-if #kept > 0 then
+if nkept > 0 then
   if not L then L = H * math.floor(tmin / H) end
   if tmax - L > SPAN * H then
     local moved = L + H * math.floor((tmax - L) / H)
@@ -174,34 +170,58 @@ if #kept > 0 then
     end
     L = moved
   end
-  local touched, names = {}, {}
-  for _, p in ipairs(kept) do
-    local seg = segment_of[p.cid]
+  -- the increments, summed per key and member in the order ZADD INCR would add them (so the
+  -- scores are the same to the last bit), then one ZMSCORE and one ZADD per key touched
+  local touched, names, order = {}, {}, {}
+  local function add(key, member, w)
+    local inc = touched[key]
+    if not inc then inc = {}; touched[key] = inc; order[key] = {} end
+    if inc[member] == nil then inc[member] = {}; order[key][#order[key] + 1] = member end
+    local ws = inc[member]
+    ws[#ws + 1] = w
+  end
+  local buying = {}  -- customer -> their new 'rb'
+  for k = 1, nkept do
+    local at = kept[k]
+    local cid, t = A[at], tonumber(A[at + 3])
+    local seg = segment_of[cid]
     local skey = seg and (space .. ':rpop:' .. seg) or nil
-    local rb = bought[p.cid]
-    for _, line in ipairs(p.lines) do
-      local w = num(line[3] * 2 ^ ((p.t - L) / H))
-      redis.call('ZADD', shop, 'INCR', w, line[1])
-      touched[shop] = true
-      if skey then
-        redis.call('ZADD', skey, 'INCR', w, line[1])
-        touched[skey] = true
-        names[seg] = true
-      end
+    if seg then names[seg] = true end
+    local rb = bought[cid]
+    for l = at + 6, at + 3 + 3 * tonumber(A[at + 5]), 3 do
+      local w = tonumber(A[l + 2]) * 2 ^ ((t - L) / H)
+      add(shop, A[l], w)
+      if skey then add(skey, A[l], w) end
       -- move the hash to the end of rb (hashes sit at multiples of HC)
-      local h = line[2]
-      for at = 1, #rb, HC do
-        if string.sub(rb, at, at + HC - 1) == h then
-          rb = string.sub(rb, 1, at - 1) .. string.sub(rb, at + HC)
+      local h = A[l + 1]
+      for o = 1, #rb, HC do
+        if string.sub(rb, o, o + HC - 1) == h then
+          rb = string.sub(rb, 1, o - 1) .. string.sub(rb, o + HC)
           break
         end
       end
       rb = rb .. h
     end
     if #rb > KEEP * HC then rb = string.sub(rb, #rb - KEEP * HC + 1) end
-    bought[p.cid] = rb
+    bought[cid] = rb
+    buying[cid] = rb
   end
-  for cid, rb in pairs(bought) do redis.call('HSET', ckey[cid], 'rb', rb, 'ro', counted[cid]) end
+  for key, inc in pairs(touched) do
+    local members = order[key]
+    for s = 1, #members, 2000 do
+      local last = math.min(s + 1999, #members)
+      local old = redis.call('ZMSCORE', key, unpack(members, s, last))
+      local pairs_ = {}
+      for k = s, last do
+        local score = tonumber(old[k - s + 1]) or 0
+        for _, w in ipairs(inc[members[k]]) do score = score + w end
+        pairs_[#pairs_ + 1] = num(score)
+        pairs_[#pairs_ + 1] = members[k]
+      end
+      redis.call('ZADD', key, unpack(pairs_))
+    end
+  end
+  for cid, rb in pairs(buying) do redis.call('HSET', ckey[cid], 'rb', rb, 'ro', counted[cid]) end
   for key in pairs(touched) do
     local n = redis.call('ZCARD', key)
     if n > M then
@@ -219,9 +239,9 @@ end
 for t = 1, ntp do
   if high[t] > fence[t] then redis.call('HSET', fkey[t], ffield[t], string.format('%d', high[t])) end
 end
-if #kept > 0 then redis.call('HINCRBY', counters, 'recommend_purchases', #kept) end
+if nkept > 0 then redis.call('HINCRBY', counters, 'recommend_purchases', nkept) end
 if fenced > 0 then redis.call('HINCRBY', counters, 'recommend_fenced', fenced) end
 if suppressed > 0 then redis.call('HINCRBY', counters, 'recommend_suppressed', suppressed) end
 if skipped > 0 then redis.call('HINCRBY', counters, 'recommend_skipped', skipped) end
 if deduped > 0 then redis.call('HINCRBY', counters, 'recommend_deduped', deduped) end
-return {#kept, fenced, suppressed, deduped}
+return {nkept, fenced, suppressed, deduped}
