@@ -21,8 +21,9 @@ from analytics.profiles import new_allowed
 from analytics.training import train
 from schemas import LineItem, OrderEvent
 from tests.support import live_stream
+from tests.support.fakes import FakeClock
 from worker.core import Batch, Record, features
-from worker.scoring.drift import learned_rows, proposal
+from worker.scoring.drift import LEARN_PER_S, LearnBudget, learned_rows, proposal
 from worker.scoring.vectors import Round
 from worker.segmentation.assign import assign
 from worker.segmentation.emerging import MAX_FAR_PER_CALL, MAX_GROUPS, EmergingGroups
@@ -138,6 +139,44 @@ def test_a_round_teaches_river_a_bounded_seeded_sample_and_counts_every_row():
     b.learn_many(real(z), ids)
     assert int(a.counts_.sum()) == LEARN_PER_ROUND and a.seen == len(z)
     assert np.array_equal(a.centers_, b.centers_)  # the sample is seeded
+
+
+def test_a_round_teaches_river_and_the_far_groups_no_more_than_it_is_given():
+    model, rng = calibrated(CENTRES)
+    online = OnlineModel(model)
+    z, ids = blob_stream(rng, 3 * LEARN_PER_ROUND, CENTRES)
+    online.learn_many(real(z), ids, teach=5)
+    assert int(online.counts_.sum()) == 5 and online.seen == len(z)
+    online.learn_many(real(z), ids, teach=10 * LEARN_PER_ROUND)  # never above the round's cap
+    assert int(online.counts_.sum()) == 5 + LEARN_PER_ROUND
+    groups = EmergingGroups(np.zeros((2, 2)), threshold=1.0)
+    added: list[float] = []
+    add = groups._add
+    groups._add = lambda *a: (added.append(a[3]), add(*a))[1]  # type: ignore[method-assign]
+    far = np.random.default_rng(4).normal([5.0, 5.0], 0.2, size=(40, 2))
+    groups.learn_many(far, [f"c{i}" for i in range(40)], far_max=8)
+    assert added == [5.0] * 8  # 8 of 40, each standing for 5: the share stays unbiased
+
+
+def test_the_learning_budget_is_a_rate_whatever_the_round_rate_and_a_replay_keeps_its_sample():
+    clock = FakeClock()
+    budget = LearnBudget(clock)
+    assert budget.take(5000) == LEARN_PER_ROUND  # a full sample to start with
+    # live traffic: 40 small rounds a second teach LEARN_PER_S rows a second between them
+    taught = 0
+    for _ in range(400):
+        clock.now += 1 / 40
+        taught += budget.take(150)
+    assert taught == pytest.approx(10 * LEARN_PER_S, rel=0.05)
+    # a replay: a few large rounds a second, each its full sample
+    for _ in range(5):
+        clock.now += 0.5
+        assert budget.take(5000) == LEARN_PER_ROUND
+    # at least one row a round (the budget spent), and never more than the round has
+    assert budget.take(5000) == 1
+    assert budget.take(0) == 0
+    clock.now += 10
+    assert budget.take(3) == 3
 
 
 # -- drift -------------------------------------------------------------------------------------

@@ -29,16 +29,19 @@ from datetime import UTC, datetime
 import numpy as np
 
 from segstream.settings import Settings
+from worker.clock import SYSTEM_CLOCK, Clock
 from worker.scoring import control
 from worker.scoring.decide import Decision
 from worker.scoring.metrics import ScoringMetrics
 from worker.scoring.models import ModelHolder
 from worker.scoring.ports import ChangePublisherPort, ScoringStorePort
 from worker.scoring.vectors import Round
-from worker.segmentation.online import DriftReport, OnlineModel
+from worker.segmentation.online import LEARN_PER_ROUND, DriftReport, OnlineModel
 
 log = logging.getLogger(__name__)
 
+#: Rows a second the online model is taught at most (:class:`LearnBudget`).
+LEARN_PER_S = 500
 #: Reasons whose customers the online model does not learn from (see the module docstring).
 NOT_LEARNED = frozenset({"recency_decay", "model_update"})
 
@@ -71,6 +74,34 @@ def proposal(report: DriftReport) -> str:
     return "; ".join(parts)
 
 
+class LearnBudget:
+    """How many rows a round may teach the online model: :data:`LEARN_PER_S` a second.
+
+    What a round teaches river, and the far points it adds to the emerging groups, are a
+    sample of at most :data:`~worker.segmentation.online.LEARN_PER_ROUND`, and a row costs
+    the same in a round of 20 customers as in one of 5000. Live traffic comes in many small
+    rounds (tens a second), so a cap per round alone made learning cost as much as scoring;
+    with a rate the cost is bounded whatever the round rate, while a replay's large rounds,
+    a few a second, still teach their full sample. Unused budget is kept up to one full
+    sample. At least one row a round is taught.
+    """
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK, per_s: float = LEARN_PER_S) -> None:
+        self.clock = clock
+        self.per_s = per_s
+        self.tokens = float(LEARN_PER_ROUND)
+        self.at = clock.monotonic()
+
+    def take(self, rows: int) -> int:
+        """How many of ``rows`` to teach now (at least 1 of them, at most ``LEARN_PER_ROUND``)."""
+        now = self.clock.monotonic()
+        self.tokens = min(self.tokens + (now - self.at) * self.per_s, float(LEARN_PER_ROUND))
+        self.at = now
+        teach = min(rows, max(1, int(self.tokens)))
+        self.tokens = max(0.0, self.tokens - teach)
+        return teach
+
+
 class DriftWatch:
     """Feeds the online model and acts once when it first proposes a retrain for a model."""
 
@@ -81,28 +112,32 @@ class DriftWatch:
         store: ScoringStorePort,
         publisher: ChangePublisherPort,
         metrics: ScoringMetrics,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
         self.holder = holder
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
+        self.budget = LearnBudget(clock)
 
-    @staticmethod
     def learn(
+        self,
         online: OnlineModel,
         decisions: Sequence[tuple[Round, Decision]],
         items: Mapping[str, str | None],
         conflicts: set[str],
     ) -> None:
-        """Teach ``online`` a round's event-scored customers (:func:`learned_rows`)."""
+        """Teach ``online`` a round's event-scored customers (:func:`learned_rows`), within
+        the learning budget."""
         for rnd, dec in decisions:
             if not len(rnd):
                 continue
             rows = learned_rows(rnd, items, conflicts)
             if len(rows):
                 ids = [rnd.customer_ids[r] for r in rows.tolist()]
-                online.learn_many(dec.x_real[rows], dec.segment_ids[rows], ids)
+                teach = self.budget.take(len(rows))
+                online.learn_many(dec.x_real[rows], dec.segment_ids[rows], ids, teach)
 
     async def check(self) -> None:
         """Record drift and emerging groups; the first proposal for a model: warn, notice,

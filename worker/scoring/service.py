@@ -81,7 +81,7 @@ class ScoringService(Service):
         self.queue = ScoringQueue(clock, lambda: self.should_stop)
         self.pacer = Pacer(settings, clock, behind)
         self.publications = Publications(publisher, store, metrics, clock, PUBLISH_DEPTH)
-        self.drift = DriftWatch(settings, self.holder, store, publisher, metrics)
+        self.drift = DriftWatch(settings, self.holder, store, publisher, metrics, clock)
         self.status = StatusWriter(settings, self.holder, store, metrics, clock)
         self.rounds = RoundRunner(
             settings, self.queue, self.pacer, self.holder, store, self.publications,

@@ -101,8 +101,13 @@ class EmergingGroups:
         out: np.ndarray = np.sqrt(d2.min(axis=1))
         return out
 
-    def learn_many(self, z: np.ndarray, customer_ids: list[str] | None = None) -> None:
-        """Fade by ``len(z)`` scorings, then add the far rows of ``z`` to their groups."""
+    def learn_many(
+        self, z: np.ndarray, customer_ids: list[str] | None = None, far_max: int = MAX_FAR_PER_CALL
+    ) -> None:
+        """Fade by ``len(z)`` scorings, then add the far rows of ``z`` to their groups: at
+        most ``far_max`` (itself at most :data:`MAX_FAR_PER_CALL`) of them, each weighing
+        ``far / far_max`` when there are more (a seeded sample)."""
+        far_max = max(1, min(far_max, MAX_FAR_PER_CALL))
         z = np.atleast_2d(np.asarray(z, dtype=np.float64))
         n = len(z)
         if n == 0:
@@ -119,10 +124,10 @@ class EmergingGroups:
         if len(far) == 0:
             return
         weight = 1.0
-        if len(far) > MAX_FAR_PER_CALL:
-            weight = len(far) / MAX_FAR_PER_CALL
+        if len(far) > far_max:
+            weight = len(far) / far_max
             rng = np.random.default_rng(self.seen)  # seeded: a replay gives the same groups
-            far = np.sort(rng.choice(far, MAX_FAR_PER_CALL, replace=False))
+            far = np.sort(rng.choice(far, far_max, replace=False))
         # the groups' centres as one matrix, so a point finds its group in one numpy call
         # (rebuilt only when a group is added or dropped; a join moves one row)
         centers = self._centers()

@@ -38,8 +38,10 @@ Emerging groups (:mod:`.emerging`): scored customers far from every batch centro
 in one region. Either finding proposes a retrain (``DriftReport.retrain_proposed``).
 
 Cost. River learns one dict at a time (about 11 us a point for k = 8, d = 4), so a round teaches
-it a seeded sample of at most :data:`LEARN_PER_ROUND` customers; the shares and the far points
-use every customer of the round (vectorised).
+it a seeded sample of at most ``teach`` (<= :data:`LEARN_PER_ROUND`) customers, and the emerging
+groups as many far points; the worker sets ``teach`` by a rate (worker/scoring/drift.py,
+``LearnBudget``). The shares and the far-point counts use every customer of the round
+(vectorised).
 
 State: :meth:`OnlineModel.to_dict` / :meth:`OnlineModel.from_dict` (JSON, ``format`` 2). A
 format-1 state (the hand-written ``OnlineKMeans`` of before) is migrated: its centres and counts
@@ -229,13 +231,16 @@ class OnlineModel:
         x_real: np.ndarray,
         segment_ids: np.ndarray,
         customer_ids: Sequence[str] | None = None,
+        teach: int = LEARN_PER_ROUND,
     ) -> None:
         """A round of scored customers: real-unit rows, their assigned ids (batch model).
 
-        Shares and far points take every row; river learns a seeded sample of at most
-        :data:`LEARN_PER_ROUND` rows (the seed is the count of rows seen before, so a replay
-        of the same rounds gives the same model).
+        Shares take every row, and so do the far points' counts; river learns a seeded sample
+        of at most ``teach`` rows and the emerging groups at most ``teach`` far points (the
+        seed is the count of rows seen before, so a replay of the same rounds gives the same
+        model). ``teach`` is at most :data:`LEARN_PER_ROUND`.
         """
+        teach = max(0, min(teach, LEARN_PER_ROUND))
         x = np.atleast_2d(np.asarray(x_real, dtype=np.float64))
         ids = np.asarray(segment_ids, dtype=np.int64)
         n = len(x)
@@ -248,11 +253,12 @@ class OnlineModel:
         )
         if self.emerging_ is not None:
             z = (np.log1p(np.maximum(x, 0.0)) - self._mean) / self._std
-            self.emerging_.learn_many(z, None if customer_ids is None else list(customer_ids))
+            cids = None if customer_ids is None else list(customer_ids)
+            self.emerging_.learn_many(z, cids, far_max=teach)
         rows = np.arange(n)
-        if n > LEARN_PER_ROUND:
+        if n > teach:
             rng = np.random.default_rng(self.seen)
-            rows = np.sort(rng.choice(n, LEARN_PER_ROUND, replace=False))
+            rows = np.sort(rng.choice(n, teach, replace=False))
         self.seen += n
         names = self.feature_names
         for row in x[rows].tolist():
