@@ -46,6 +46,17 @@ local function expect(key, want)
   end
 end
 local function num(x) return string.format('%.17g', x) end
+-- where the HC-byte hash h sits in s (at a multiple of HC), or nil: one plain find, not a
+-- string.sub per slot
+local function slot(s, h)
+  local init = 1
+  while true do
+    local p = string.find(s, h, init, true)
+    if not p then return nil end
+    if (p - 1) % HC == 0 then return p end
+    init = p + 1
+  end
+end
 
 -- read phase -----------------------------------------------------------------------------------
 local fence, high, fkey, ffield = {}, {}, {}, {}
@@ -110,11 +121,8 @@ for _ = 1, np do
       else
         -- an order counts once: 'ro' holds the hashes of the customer's OKEEP latest counted
         -- orders, so a replay at new offsets (or the same order twice in a batch) is skipped
-        local ro, oh, seen = counted[cid], A[at + 4], false
-        for o = 1, #ro, HC do
-          if string.sub(ro, o, o + HC - 1) == oh then seen = true; break end
-        end
-        if seen then
+        local ro, oh = counted[cid], A[at + 4]
+        if slot(ro, oh) then
           deduped = deduped + 1
         else
           ro = ro .. oh
@@ -194,12 +202,8 @@ if nkept > 0 then
       if skey then add(skey, A[l], w) end
       -- move the hash to the end of rb (hashes sit at multiples of HC)
       local h = A[l + 1]
-      for o = 1, #rb, HC do
-        if string.sub(rb, o, o + HC - 1) == h then
-          rb = string.sub(rb, 1, o - 1) .. string.sub(rb, o + HC)
-          break
-        end
-      end
+      local o = slot(rb, h)
+      if o then rb = string.sub(rb, 1, o - 1) .. string.sub(rb, o + HC) end
       rb = rb .. h
     end
     if #rb > KEEP * HC then rb = string.sub(rb, #rb - KEEP * HC + 1) end
