@@ -83,8 +83,10 @@ def create_topics(bootstrap: str, settings: Settings) -> None:
 
 
 def test_a_broker_restarted_empty_is_reported_and_its_new_log_paused_not_skipped(
-    settings: Settings, workers: Callable[..., WorkerProcess], own_broker: LocalServices
+    settings: Settings, own_broker: LocalServices, workers: Callable[..., WorkerProcess]
 ) -> None:
+    # own_broker before workers: the worker is stopped while its broker still runs (a worker
+    # whose broker is gone waits out its shutdown timeout before it is killed)
     kafka = own_broker.recorded()["kafka"]
     settings = settings.with_(kafka_bootstrap=kafka.url, batch_max_records=200)
     create_topics(kafka.url, settings)
