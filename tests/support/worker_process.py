@@ -42,6 +42,7 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+        self._terminated = False
 
     @property
     def alive(self) -> bool:
@@ -76,9 +77,15 @@ class WorkerProcess:
         self.proc.kill()
         self.proc.wait(10)
 
+    def terminate(self) -> None:
+        """Ask the worker to stop (SIGTERM, once); :meth:`stop` waits for it."""
+        if self.alive and not self._terminated:
+            self.proc.terminate()
+            self._terminated = True
+
     def stop(self) -> int | None:
         if self.alive:
-            self.proc.terminate()
+            self.terminate()
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -104,6 +111,10 @@ def worker_pool(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         return w
 
     yield start
+    # all asked at once: stopped one by one, each would wait out the group's rebalance that
+    # the previous one's leaving started
+    for w in started:
+        w.terminate()
     for w in started:
         w.stop()
 
