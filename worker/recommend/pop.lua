@@ -154,9 +154,7 @@ end
 -- write phase ----------------------------------------------------------------------------------
 local function zadd_all(key, pairs_)  -- pairs_ = {score, member, score, member, ...}
   for s = 1, #pairs_, 2000 do
-    local chunk = {}
-    for k = s, math.min(s + 1999, #pairs_) do chunk[#chunk + 1] = pairs_[k] end
-    redis.call('ZADD', key, unpack(chunk))
+    redis.call('ZADD', key, unpack(pairs_, s, math.min(s + 1999, #pairs_)))
   end
 end
 
@@ -188,7 +186,7 @@ if nkept > 0 then
     local ws = inc[member]
     ws[#ws + 1] = w
   end
-  local buying = {}  -- customer -> their new 'rb'
+  local buying = {}  -- the customers whose 'rb' and 'ro' are written
   for k = 1, nkept do
     local at = kept[k]
     local cid, t = A[at], tonumber(A[at + 3])
@@ -208,24 +206,23 @@ if nkept > 0 then
     end
     if #rb > KEEP * HC then rb = string.sub(rb, #rb - KEEP * HC + 1) end
     bought[cid] = rb
-    buying[cid] = rb
+    buying[cid] = true
   end
   for key, inc in pairs(touched) do
-    local members = order[key]
+    local members, pairs_ = order[key], {}
     for s = 1, #members, 2000 do
       local last = math.min(s + 1999, #members)
       local old = redis.call('ZMSCORE', key, unpack(members, s, last))
-      local pairs_ = {}
       for k = s, last do
         local score = tonumber(old[k - s + 1]) or 0
         for _, w in ipairs(inc[members[k]]) do score = score + w end
         pairs_[#pairs_ + 1] = num(score)
         pairs_[#pairs_ + 1] = members[k]
       end
-      redis.call('ZADD', key, unpack(pairs_))
     end
+    zadd_all(key, pairs_)
   end
-  for cid, rb in pairs(buying) do redis.call('HSET', ckey[cid], 'rb', rb, 'ro', counted[cid]) end
+  for cid in pairs(buying) do redis.call('HSET', ckey[cid], 'rb', bought[cid], 'ro', counted[cid]) end
   for key in pairs(touched) do
     local n = redis.call('ZCARD', key)
     if n > M then
