@@ -23,7 +23,7 @@ SEGSTREAM_COMMANDS: tuple[str, ...] = (
     "get", "set", "del", "unlink", "exists", "type", "incr", "expire", "pexpire", "ttl",
     "mget",
     "hget", "hmget", "hgetall", "hset", "hdel", "hincrby", "hlen", "hscan",
-    "zadd", "zrem", "zrange", "zrangebyscore", "zcard", "zscore",
+    "zadd", "zrem", "zrange", "zrangebyscore", "zcard", "zscore", "zmscore",
     "sadd", "srem", "smembers", "sismember", "scard",
     "rpush", "lrange", "ltrim",
     "scan",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 
@@ -178,6 +179,19 @@ def test_the_start_up_probe_runs_every_data_command_the_acl_grants() -> None:
     sent_by_the_client |= {"evalsha", "eval", "script|load", "script|exists", "scan", "wait"}
     for command in set(SEGSTREAM_COMMANDS) - sent_by_the_client:
         assert f"'{command.upper()}'" in PROBE_SCRIPT, command
+
+
+def test_every_command_a_lua_script_sends_is_granted_by_the_acl() -> None:
+    """A command a script adds but the ACL lacks fails every batch under a least-privilege user."""
+    root = Path(__file__).resolve().parents[2]
+    scripts = sorted(root.glob("worker/**/*.lua"))
+    called = {
+        match.lower()
+        for script in scripts
+        for match in re.findall(r"redis\.p?call\(\s*'([A-Za-z]+)'", script.read_text())
+    }
+    assert scripts and {"hset", "zadd", "zmscore"} <= called
+    assert called <= set(SEGSTREAM_COMMANDS), called - set(SEGSTREAM_COMMANDS)
 
 
 def test_the_acl_lines_in_the_security_docs_are_what_segstream_acl_prints() -> None:
