@@ -15,7 +15,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from devstack.redis_cluster import BUS_PORT_OFFSET, PRIMARY, REPLICA, cluster_nodes, parse_info
-from devstack.services import LocalServices, free_port, port_in_use
+from devstack.services import PORT_ATTEMPTS, LocalServices, free_port, port_in_use
 from segstream.settings import Settings
 from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.waiting import wait_for
@@ -58,6 +58,22 @@ def free_run_of_ports(count: int) -> int:
     raise AssertionError(f"no {count} consecutive free ports")
 
 
+def up_on_a_free_run(count: int, *args: str) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """`services up --redis-cluster count` on a free run of ports: (its first port, the run).
+
+    A port free when picked may be bound before the node starts (another test's server, or an
+    outgoing connection's ephemeral port): then the start fails with "Address already in use"
+    and a new run is picked, as `services up` does for the ports it picks itself.
+    """
+    for _ in range(PORT_ATTEMPTS):
+        first = free_run_of_ports(count)
+        up = segstream("services", "up", "--redis-cluster", str(count),
+                       "--redis-port", str(first), *args)  # fmt: skip
+        if "Address already in use" not in up.stderr:
+            break
+    return first, up
+
+
 def cluster_info(port: int) -> dict[str, str]:
     with redis.Redis(port=port, decode_responses=True) as client:
         return parse_info(str(client.execute_command("CLUSTER", "INFO")))
@@ -78,10 +94,8 @@ def process_runs(pid: int) -> bool:
 def test_a_three_primary_cluster_serves_keys_over_every_node_and_down_leaves_nothing(
     tmp_path: Path,
 ) -> None:
-    first = free_run_of_ports(3)
+    first, up = up_on_a_free_run(3, "--run-dir", str(tmp_path), "--kafka-port", "0")
     ports = [first, first + 1, first + 2]
-    args = ("--run-dir", str(tmp_path), "--kafka-port", "0", "--redis-port", str(first))
-    up = segstream("services", "up", "--redis-cluster", "3", *args)
     try:
         assert up.returncode == 0, up.stderr
         for i, port in enumerate(ports, start=1):
