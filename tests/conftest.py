@@ -32,7 +32,7 @@ from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.worker_process import WorkerProcess, worker_pool
 
 #: Short on purpose: the local broker's group join waits half the session timeout.
-TEST_SESSION_TIMEOUT_S = 6.0
+TEST_SESSION_TIMEOUT_S = 3.0
 
 UNIT_DIR = Path(__file__).resolve().parent / "unit"
 #: The fixtures every broker or Redis fixture depends on: a unit test must not reach them.

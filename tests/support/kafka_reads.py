@@ -78,7 +78,7 @@ def read_changes(settings: Settings, expected: int, idle_s: float = 3.0) -> list
     consumer = KafkaConsumer(
         settings.kafka.segment_changes_topic, bootstrap_servers=settings.kafka.bootstrap,
         auto_offset_reset="earliest", group_id=f"{settings.kafka.group_id}-changes-reader",
-        session_timeout_ms=6000, consumer_timeout_ms=int(idle_s * 1000),
+        session_timeout_ms=3000, heartbeat_interval_ms=1000, consumer_timeout_ms=int(idle_s * 1000),
     )  # fmt: skip
     out: list[Change] = []
     deadline = time.monotonic() + 60
