@@ -53,6 +53,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             f"unit tests must not use the session's broker or Redis: {', '.join(misplaced)}"
         )
+    items[:] = slow_modules_first(items)
+
+
+def slow_modules_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The modules holding a slow test first, each kept whole (its fixtures start once).
+
+    pytest-xdist's workers run their share of the tests from the front and idle ones steal from
+    the back: so the minute-long tests start early and short ones fill the end of the run,
+    instead of a worker starting the demos when the others are nearly done.
+    """
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    return sorted(items, key=lambda item: item.path not in slow)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
