@@ -1,5 +1,7 @@
 """``segstream train`` and ``segstream segments``: train a model, print a model's segments.
 
+Over 400 lines: train's flags, each with its variable and help, beside the printers of its result.
+
 Every flag falls back to an environment variable (shown in ``--help``): the common ones through
 :func:`segstream.options.settings_options`, the training ones as ``SEGSTREAM_TRAIN_*``.
 """

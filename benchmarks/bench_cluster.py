@@ -198,7 +198,7 @@ def measure(
     pair: int,
 ) -> Run:  # fmt: skip
     """One run of the worker in ``mode`` against ``nodes`` (fresh: flushed, stats reset)."""
-    from devstack.services import free_port
+    from devstack.ports import free_port
 
     for node in nodes:
         node.client.flushall()

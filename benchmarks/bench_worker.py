@@ -373,7 +373,7 @@ def spawn(
     tree: Path = REPO,
 ) -> Any:  # fmt: skip
     """Start one path's process; a worker (run from ``tree``) serves its pages on ``port``."""
-    from devstack.services import free_port
+    from devstack.ports import free_port
 
     prefix, group = f"b-{tag}", f"g-{tag}"
     log = open(Path(ctx["dir"]) / f"{tag}.log", "wb")  # noqa: SIM115 - closed by the caller
@@ -429,7 +429,7 @@ async def latency_run(opts: argparse.Namespace, ctx: dict[str, Any], run: int) -
     import redis.asyncio as aioredis
     from aiokafka import AIOKafkaProducer
 
-    from devstack.services import free_port
+    from devstack.ports import free_port
 
     topics = (f"lat-orders-{run}", f"lat-clicks-{run}")
     create_topics(ctx["bootstrap"], list(topics), 4)
@@ -681,7 +681,7 @@ def change_latency_run(
     """One event-to-segment-change measurement (docstring, step 4) of the worker in ``tree``."""
     import urllib.request
 
-    from devstack.services import free_port
+    from devstack.ports import free_port
 
     tag = f"chg-{label.replace('@', '-')}-{run}"
     topics = (f"{tag}-orders", f"{tag}-clicks")

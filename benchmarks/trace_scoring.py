@@ -98,7 +98,8 @@ def main() -> None:
     # what bench_worker's conditions line reads
     opts.runs, opts.tree, opts.compare_tree, opts.change_runs = 1, bw.REPO, None, 0
 
-    from devstack.services import free_port, local_services
+    from devstack.ports import free_port
+    from devstack.services import local_services
 
     with tempfile.TemporaryDirectory(prefix="trace-scoring-") as tmp, local_services(tmp) as svc:
         bootstrap, redis_url = svc["kafka"].url, svc["redis"].url

@@ -35,7 +35,8 @@ from typing import Any
 
 import click
 
-from devstack.services import LocalServices, free_port, local_services
+from devstack.ports import free_port
+from devstack.services import LocalServices, local_services
 from segstream.errors import SegstreamError
 from segstream.options import var_option
 from segstream.redact import redact

@@ -1,5 +1,7 @@
 """A TLS + SASL gateway in front of a plaintext Kafka-protocol broker (the local tansu).
 
+Over 400 lines: a hundred are this docstring (the protocol it speaks); the rest is one class.
+
 Why it exists: the only broker available for local services and tests, tansu 0.6.0, can do
 neither of the things issue 17 needs. TLS cannot be switched on (its ``--cert`` and ``--key``
 flags exclude each other), and SCRAM logins cannot succeed (its memory and S3 storage engines

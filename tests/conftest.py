@@ -26,9 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from devstack.services import LocalServices, choose_backend, docker_engine_answers
+from devstack.services import LocalServices
 from segstream.settings import Settings
 from tests.support.redis_cluster import LocalRedisCluster
+from tests.support.service_backend import choose_backend, docker_engine_answers
 from tests.support.worker_process import WorkerProcess, worker_pool
 
 #: Short on purpose: the local broker's group join waits half the session timeout.

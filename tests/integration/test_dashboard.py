@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from devstack.services import free_port
+from devstack.ports import free_port
 from schemas import LineItem, OrderEvent, encode
 from segstream.settings import Settings
 from tests.support.browser import PLAYWRIGHT_ARGS, chromium_path

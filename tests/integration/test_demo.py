@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.services import port_in_use
+from devstack.ports import port_in_use
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -36,8 +36,9 @@ from kafka.errors import KafkaError
 
 from devstack.certs import LocalCerts, issue_local_certs
 from devstack.kafka_gateway import GatewayConfig, KafkaGateway, gateway_answers
+from devstack.ports import free_port, kafka_answers
+from devstack.processes import tansu_binary
 from devstack.sasl import User, UserStore, write_users_file
-from devstack.services import free_port, kafka_answers, tansu_binary
 from segstream.security import kafka_options
 from segstream.settings import KafkaSettings
 from tests.support.waiting import wait_for

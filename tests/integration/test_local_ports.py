@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from devstack.services import free_port, port_in_use
+from devstack.ports import free_port, port_in_use
 
 
 def test_free_port_is_free_and_port_in_use_sees_a_listener() -> None:

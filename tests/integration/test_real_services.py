@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.services import free_port
+from devstack.ports import free_port
 from schemas import OrderEvent, decode_order, encode
 
 pytestmark = pytest.mark.integration

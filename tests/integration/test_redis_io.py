@@ -15,7 +15,8 @@ import pytest
 import redis
 import redis.exceptions as rex
 
-from devstack.services import free_port, redis_server_binary
+from devstack.ports import free_port
+from devstack.processes import redis_server_binary
 from tests.support.scripts import SLOW
 from tests.support.waiting import wait_for
 from worker.redis_io import SEND_BUFFER_BYTES, Endpoint, ReplicasBehind, Script, ScriptClient

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.services import LocalServices, free_port, kafka_answers, redis_answers
+from devstack.ports import free_port, kafka_answers, redis_answers
+from devstack.services import LocalServices
 from segstream.errors import ServiceError
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,9 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from devstack.ports import free_port, port_in_use
 from devstack.redis_cluster import BUS_PORT_OFFSET, PRIMARY, REPLICA, cluster_nodes, parse_info
-from devstack.services import PORT_ATTEMPTS, LocalServices, free_port, port_in_use
+from devstack.services import PORT_ATTEMPTS, LocalServices
 from segstream.settings import Settings
 from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.waiting import wait_for

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import redis
 
-from devstack.services import LocalServices, kafka_answers, port_in_use
+from devstack.ports import kafka_answers, port_in_use
+from devstack.services import LocalServices
 from segstream.errors import ServiceError
 from segstream.security import kafka_options
 from segstream.settings import Settings

@@ -29,7 +29,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import NoPermissionError
 
-from devstack.services import free_port, redis_answers, redis_server_binary
+from devstack.ports import free_port, redis_answers
+from devstack.processes import redis_server_binary
 from schemas import OrderEvent, encode
 from segstream.settings import Settings
 from tests.support.producing import produce, records_for

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.services import free_port
+from devstack.ports import free_port
 
 #: How long a server may take to accept connections after it was started.
 START_TIMEOUT_S = 60.0

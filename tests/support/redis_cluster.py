@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from devstack.processes import RunningService, kill
 from devstack.redis_cluster import PRIMARY, REPLICA, NodeView, cluster_nodes, wait_cluster_ok
-from devstack.services import LocalServices, RunningService, kill
+from devstack.services import LocalServices
 
 
 class LocalRedisCluster:

@@ -11,7 +11,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from devstack.services import free_port, redis_answers, redis_server_binary
+from devstack.ports import free_port, redis_answers
+from devstack.processes import redis_server_binary
 from tests.support.waiting import wait_for
 
 

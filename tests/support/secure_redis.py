@@ -13,7 +13,8 @@ from pathlib import Path
 import redis
 
 from devstack.certs import LocalCerts, issue_local_certs
-from devstack.services import free_port, redis_server_binary
+from devstack.ports import free_port
+from devstack.processes import redis_server_binary
 from tests.support.waiting import wait_for
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from devstack.services import free_port
+from devstack.ports import free_port
 from segstream.settings import Settings
 from tests.support.waiting import wait_for
 

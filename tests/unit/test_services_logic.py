@@ -24,6 +24,7 @@ from devstack.local_secrets import (
     remove_material,
     write_secret,
 )
+from devstack.processes import RunningService, redis_server_binary, tansu_binary
 from devstack.redis_cluster import (
     PRIMARY,
     REPLICA,
@@ -31,16 +32,11 @@ from devstack.redis_cluster import (
     cluster_ports,
     parse_cluster_nodes,
 )
-from devstack.services import (
-    LocalServices,
-    RunningService,
-    choose_backend,
-    redis_server_binary,
-    tansu_binary,
-)
+from devstack.services import LocalServices
 from segstream.errors import ServiceError
 from segstream.security import kafka_options, read_secret
 from segstream.settings import Settings
+from tests.support.service_backend import choose_backend
 from tests.support.waiting import wait_for
 
 
