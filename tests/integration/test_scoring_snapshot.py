@@ -23,10 +23,11 @@ from tests.support.synthetic import batches, clicks, orders
 from worker.core import Batch
 from worker.core.batch import SnapshotSpec
 from worker.core.rfm import HASH_FIELDS
+from worker.scoring.plan import WritePlan
 from worker.scoring.publisher import ChangePublisher
 from worker.scoring.service import ScoringService
 from worker.scoring.snapshot import REASONS, SnapshotBatch, SnapshotIndex
-from worker.scoring.store import ScoringStore, WritePlan
+from worker.scoring.store import ScoringStore
 from worker.scoring.vectors import ABSENT_VALUES, STATE_FIELDS, fields_for
 from worker.state import StateReader, StateStore, keys
 

@@ -19,8 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Generic, TypeVar
 
-from worker.scoring.plan import OutgoingChange
-from worker.scoring.store import WritePlan
+from worker.scoring.plan import OutgoingChange, WritePlan
 from worker.scoring.vectors import READ_FIELDS, Round, parse
 
 T = TypeVar("T")

@@ -463,8 +463,7 @@ def test_two_rounds_publish_at_once_only_when_they_share_no_customer() -> None:
 
 def test_only_rows_read_without_a_stamp_have_their_segment_seq_compared() -> None:
     """A stamp that still holds at the write vouches for segment_seq (store.WRITE_LUA)."""
-    from worker.scoring.plan import add_part
-    from worker.scoring.store import WritePlan
+    from worker.scoring.plan import WritePlan, add_part
 
     rng = random.Random(9)
     states = [dataclasses.replace(random_state(rng, i), segment=None) for i in range(40)]

@@ -1,6 +1,7 @@
 """A round's write and its outgoing changes, built from its decisions (pure: no Kafka, no Redis).
 
-The write goes to Redis as :class:`~worker.scoring.store.WritePlan` columns (see ``WRITE_LUA``);
+The write goes to Redis as :class:`WritePlan` columns (``write.lua``, sent by
+:class:`~worker.scoring.store.ScoringStore`);
 each real change becomes an :class:`OutgoingChange`, kept in the outbox with the write and
 published after it.
 """
@@ -8,14 +9,32 @@ published after it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import msgspec
 
 from schemas import encode
 from worker.scoring.decide import Decision, change_events
-from worker.scoring.store import WritePlan
 from worker.scoring.vectors import Round
+
+
+@dataclass
+class WritePlan:
+    """One round's write in ``write.lua``'s columns; rows count from 0 in ``ids``."""
+
+    ids: list[str] = field(default_factory=list)
+    #: The unscored stamp each customer's state was read at (0 = none).
+    stamps: list[int] = field(default_factory=list)
+    #: Flat ``row, expected segment_seq (-1 = none)`` pairs: compared before writing.
+    checks: list[int] = field(default_factory=list)
+    #: Flat ``row, segment, new segment_seq`` triples: the round's real changes.
+    changes: list[int | str] = field(default_factory=list)
+    #: Rows whose kept segment was assigned by another model version.
+    stale: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 class OutgoingChange(NamedTuple):

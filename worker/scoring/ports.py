@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from worker.scoring.plan import OutgoingChange
-from worker.scoring.store import WritePlan
+from worker.scoring.plan import OutgoingChange, WritePlan
 from worker.scoring.vectors import Round
 
 T_co = TypeVar("T_co", covariant=True)

@@ -29,8 +29,7 @@ import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import orjson
@@ -38,11 +37,9 @@ import orjson
 from segstream.redact import redact
 from worker.connect import RedisTarget, async_redis, keyspace, redis_settings, script_client
 from worker.redis_io import Arg, Pending, Script
+from worker.scoring.plan import OutgoingChange, WritePlan
 from worker.scoring.vectors import SEGMENT_FIELDS, STATE_FIELDS, Round, from_flat, parse
 from worker.state import keys
-
-if TYPE_CHECKING:
-    from worker.scoring.plan import OutgoingChange
 
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder().decode
@@ -79,24 +76,6 @@ if seq >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'segment_seq', ARGV[1], 'segment', ARGV[2], 'model_version', ARGV[3])
 return 1
 """
-
-
-@dataclass
-class WritePlan:
-    """One round's write in ``write.lua``'s columns; rows count from 0 in ``ids``."""
-
-    ids: list[str] = field(default_factory=list)
-    #: The unscored stamp each customer's state was read at (0 = none).
-    stamps: list[int] = field(default_factory=list)
-    #: Flat ``row, expected segment_seq (-1 = none)`` pairs: compared before writing.
-    checks: list[int] = field(default_factory=list)
-    #: Flat ``row, segment, new segment_seq`` triples: the round's real changes.
-    changes: list[int | str] = field(default_factory=list)
-    #: Rows whose kept segment was assigned by another model version.
-    stale: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 class ScoringStore:
