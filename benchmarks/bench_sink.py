@@ -50,7 +50,7 @@ import pymysql
 
 from schemas import SegmentChange, encode
 from sinks.sql.changes import ROW_COLUMNS, Change, Decoded, Position, decode_record
-from sinks.sql.database import open_database
+from sinks.sql.connect import open_database
 from sinks.sql.mysql import connect_args
 from sinks.sql.plan import BatchPlan, plan_batch
 from sinks.sql.postgres import STAGING_TYPES

@@ -11,7 +11,8 @@ from segstream.errors import ConfigError
 from segstream.options import env_option, settings_options
 from segstream.redact import redact
 from segstream.settings import Settings
-from sinks.sql.database import Database, open_database
+from sinks.sql.connect import open_database
+from sinks.sql.database import Database
 from sinks.sql.schema import dialect_of
 from sinks.sql.service import SinkStats, SqlSink, run_sink
 from worker.preflight import checks_access

@@ -1,4 +1,4 @@
-"""What the loop needs of a database, whichever it is; and which one a URL names.
+"""What the loop needs of a database, whichever it is (:mod:`sinks.sql.connect` opens one).
 
 A write either commits everything of a batch (rows, profiles, offsets) or nothing. Its failures
 come in two kinds, and the loop treats them differently:
@@ -16,7 +16,6 @@ from typing import Protocol
 
 from sinks.sql.plan import BatchPlan
 from sinks.sql.profiles import ProfileRow
-from sinks.sql.schema import dialect_of
 
 
 class RecordRefused(Exception):
@@ -45,14 +44,3 @@ class Database(Protocol):
 
     def write(self, plan: BatchPlan, profiles: Sequence[ProfileRow]) -> None:
         """Everything of one batch in one transaction; raises RecordRefused or an outage."""
-
-
-def open_database(url: str) -> Database:
-    """The database of ``url`` (``postgresql://`` or ``mysql://``/``mariadb://``), not connected."""
-    if dialect_of(url) == "postgresql":
-        from sinks.sql.postgres import PostgresDatabase
-
-        return PostgresDatabase(url)
-    from sinks.sql.mysql import MysqlDatabase
-
-    return MysqlDatabase(url)

@@ -28,7 +28,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from schemas import SegmentChange, encode
 from segstream.settings import Settings
 from sinks.sql.changes import Change, Decoded, Position, decode_record
-from sinks.sql.database import open_database
+from sinks.sql.connect import open_database
 from sinks.sql.mysql import connect_args
 from sinks.sql.plan import plan_batch
 from sinks.sql.schema import dialect_of, latest
