@@ -41,8 +41,9 @@ import numpy as np
 import pandas as pd
 
 from devstack.services import local_services
+from producers.file_source import FileSource
 from producers.parallel import ParallelFileSource
-from producers.readers import FileSource, Reject
+from producers.readers import Reject
 from producers.run import RejectsWriter, pump, pump_chunks
 from producers.sinks import KafkaSink, KafkaSinkConfig, best_compression
 from schemas import encode

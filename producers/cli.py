@@ -20,8 +20,9 @@ import click
 
 from producers.demographics import merged, profiles
 from producers.errors import DeliveryError
+from producers.file_source import FORMATS, FileSource
 from producers.parallel import ParallelFileSource, options_of
-from producers.readers import FORMATS, FileSource, parse_map, parse_ts
+from producers.readers import parse_map, parse_ts
 from producers.run import RejectsWriter, Summary, pump, pump_chunks
 from producers.sinks import EventSink, FileSink, KafkaSink, KafkaSinkConfig
 from producers.synthetic import SyntheticConfig, default_start, generate

@@ -3,7 +3,7 @@
 kafka-python's ``send`` costs the sending process about as much CPU as parsing, validating and
 encoding a CSV row does, and both need the GIL. Moving the reading to a second process lets the
 two overlap (``benchmarks/bench_producer.py`` measures the difference). The child runs
-:class:`~producers.readers.FileSource` exactly as the in-process path does and ships chunks of
+:class:`~producers.file_source.FileSource` exactly as the in-process path does and ships chunks of
 ``(kind, key, value, event_time_ms)`` plus the rejects through a bounded queue, so a fast reader
 never runs far ahead of a slow broker.
 
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from producers.errors import SourceError
-from producers.readers import FileSource, ReadStats, Reject
+from producers.file_source import FileSource
+from producers.readers import ReadStats, Reject
 from schemas import encode
 
 #: Records per message from the child: large enough that the pickling is negligible.

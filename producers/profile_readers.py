@@ -34,14 +34,14 @@ from producers.ids import event_id
 from producers.readers import (
     ReadStats,
     Reject,
-    _check_id,
-    _columns,
-    _customer_id,
-    _field,
-    _model_problem,
-    _Seen,
+    SeenIds,
+    check_id,
+    field_at,
+    header_columns,
+    model_problem,
     parse_retail_date,
     parse_ts,
+    retail_customer_id,
 )
 from schemas import CustomerProfile
 
@@ -90,16 +90,18 @@ def read_customers_csv(
     default_time: datetime,
 ) -> Iterator[CustomerProfile | Reject]:
     """Profiles from a ``customers-csv`` file; ``default_time`` stamps rows without a time."""
-    col, width = _columns(rows, CUSTOMER_REQUIRED, CUSTOMER_OPTIONAL, column_map, "customers-csv")
+    col, width = header_columns(
+        rows, CUSTOMER_REQUIRED, CUSTOMER_OPTIONAL, column_map, "customers-csv"
+    )
     need = max(col.values()) + 1
-    seen = _Seen()
+    seen = SeenIds()
     for line, row in rows:
         stats.rows += 1
         try:
             if len(row) < need:
                 raise ValueError(f"expected {width} columns, got {len(row)}")
-            customer = _check_id(row[col["customer_id"]].strip(), "customer_id")
-            ts = _field(row, col["event_time"])
+            customer = check_id(row[col["customer_id"]].strip(), "customer_id")
+            ts = field_at(row, col["event_time"])
             when = parse_ts(ts) if ts else default_time
             values: dict[str, Any] = {}
             parsers: list[tuple[str, Callable[[str], Any]]] = [
@@ -109,21 +111,21 @@ def read_customers_csv(
                 *((name, str) for name in _TEXT),
             ]
             for name, parse in parsers:
-                cell = _field(row, col[name])
+                cell = field_at(row, col[name])
                 if cell:
                     values[name] = None if cell.lower() == CLEAR else parse(cell)
             if "country" in values and values["country"] is None:
-                cell = _field(row, col["country"])
+                cell = field_at(row, col["country"])
                 if cell.lower() != CLEAR:  # a name standing for no single country
                     raise ValueError(f"Country {cell!r} names no single country; use null")
-            eid = _field(row, col["event_id"]) or event_id(source, "profile", line)
-            seen.check(_check_id(eid, "event_id"), line)
+            eid = field_at(row, col["event_id"]) or event_id(source, "profile", line)
+            seen.check(check_id(eid, "event_id"), line)
             profile = CustomerProfile(
                 event_id=eid, schema_version=1, customer_id=customer, event_time=when, **values
             )
         except ValueError as exc:
             stats.rejected += 1
-            yield Reject(line, _model_problem(exc), tuple(row))
+            yield Reject(line, model_problem(exc), tuple(row))
             continue
         yield profile
 
@@ -147,11 +149,11 @@ def read_retail_profiles(
     order. ``stats`` counts the profiles' rejects only (the rows are the order reader's)."""
     required = ("InvoiceDate", "CustomerID")
     mine = {k: v for k, v in column_map.items() if k in (*required, "Country")}
-    col, _ = _columns(rows, required, ("Country",), mine, "online-retail")
+    col, _ = header_columns(rows, required, ("Country",), mine, "online-retail")
     first: dict[str, _First] = {}
     for line, row in rows:
         try:
-            customer = _customer_id(row[col["CustomerID"]])
+            customer = retail_customer_id(row[col["CustomerID"]])
             if not customer or len(customer) > 128:
                 continue
             when = parse_retail_date(row[col["InvoiceDate"]], day_first)
@@ -159,7 +161,7 @@ def read_retail_profiles(
             continue  # the order reader reports this row
         known = first.get(customer)
         if known is None or when < known.when:
-            first[customer] = _First(line, when, _field(row, col["Country"]), tuple(row))
+            first[customer] = _First(line, when, field_at(row, col["Country"]), tuple(row))
     for customer, f in sorted(first.items(), key=lambda item: (item[1].when, item[1].line)):
         try:
             code = country_code(f.country)
@@ -170,7 +172,7 @@ def read_retail_profiles(
             )  # fmt: skip
         except (UnknownCountry, ValueError) as exc:
             stats.rejected += 1
-            reason = f"{_model_problem(exc)}: the profile of customer {customer} is not sent"
+            reason = f"{model_problem(exc)}: the profile of customer {customer} is not sent"
             yield Reject(f.line, reason, f.fields)
             continue
         yield profile

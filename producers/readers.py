@@ -46,7 +46,6 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TextIO, get_args
 
 from producers.errors import SourceError
@@ -54,7 +53,6 @@ from producers.ids import event_id
 from schemas import ClickEvent, CustomerProfile, LineItem, OrderEvent, SchemaError, decode
 from schemas.events import MAX_ITEMS_PER_ORDER, ClickType
 
-FORMATS = ("orders-csv", "clicks-csv", "online-retail", "jsonl", "customers-csv")
 STATUSES = frozenset({"placed", "cancelled", "returned"})
 #: Every click type the schema knows (``identify`` included: it needs both ids).
 CLICK_TYPES = frozenset(get_args(ClickType))
@@ -86,81 +84,10 @@ class ReadStats:
     notes: dict[str, int] = field(default_factory=dict)
 
 
-class FileSource:
-    """Iterate a file as events and rejects; ``stats`` is complete once iteration ends."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        fmt: str,
-        *,
-        column_map: Mapping[str, str] | None = None,
-        source_name: str | None = None,
-        currency: str | None = None,
-        day_first: bool = False,
-        profiles: bool = True,
-    ) -> None:
-        """``profiles``: online-retail also yields one profile per customer."""
-        if fmt not in FORMATS:
-            raise SourceError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise SourceError(f"{self.path}: no such file")
-        self.format = fmt
-        self.column_map = dict(column_map or {})
-        self.name = source_name or self.path.name
-        self.currency = currency
-        self.day_first = day_first
-        self.profiles = profiles
-        self.stats = ReadStats()
-
-    def count_rows(self) -> int:
-        """Rough number of rows (newlines minus the header), for a progress bar's total."""
-        lines = 0
-        with self.path.open("rb") as raw:
-            while chunk := raw.read(1 << 20):
-                lines += chunk.count(b"\n")
-        return max(lines - (0 if self.format == "jsonl" else 1), 0)
-
-    def __iter__(self) -> Iterator[Event | Reject]:
-        with self.path.open("r", newline="", encoding="utf-8-sig", errors="replace") as text:
-            if self.format == "jsonl":
-                yield from read_jsonl(text, self.stats)
-                return
-            rows = _csv_rows(text)
-            if self.format == "orders-csv":
-                yield from read_orders_csv(
-                    rows, self.stats, self.name, self.column_map, self.currency or "EUR"
-                )
-            elif self.format == "clicks-csv":
-                yield from read_clicks_csv(rows, self.stats, self.name, self.column_map)
-            elif self.format == "customers-csv":  # producers/profile_readers.py
-                from producers.profile_readers import read_customers_csv
-
-                mtime = datetime.fromtimestamp(self.path.stat().st_mtime, UTC)
-                yield from read_customers_csv(rows, self.stats, self.name, self.column_map, mtime)
-            else:
-                yield from read_online_retail(
-                    rows, self.stats, self.name, self.column_map,
-                    self.currency or "GBP", self.day_first,
-                )  # fmt: skip
-                if self.profiles:
-                    yield from self._retail_profiles()
-
-    def _retail_profiles(self) -> Iterator[CustomerProfile | Reject]:
-        """Online Retail's one profile per customer (a second pass: producers/profile_readers)."""
-        from producers.profile_readers import read_retail_profiles
-
-        with self.path.open("r", newline="", encoding="utf-8-sig", errors="replace") as text:
-            yield from read_retail_profiles(
-                _csv_rows(text), self.stats, self.name, self.column_map, self.day_first
-            )
-
-
 # -- shared helpers --------------------------------------------------------------------------------
 
 
-def _csv_rows(text: TextIO) -> Iterator[tuple[int, list[str]]]:
+def csv_rows(text: TextIO) -> Iterator[tuple[int, list[str]]]:
     """``(line where the record starts, fields)``, skipping blank lines; the header first."""
     reader = csv.reader(text)
     prev = 0
@@ -182,7 +109,7 @@ def parse_map(pairs: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
-def _columns(
+def header_columns(
     rows: Iterator[tuple[int, list[str]]],
     required: tuple[str, ...],
     optional: tuple[str, ...],
@@ -247,7 +174,7 @@ def _number(text: str, what: str) -> float:
     return value
 
 
-def _check_id(value: str, what: str) -> str:
+def check_id(value: str, what: str) -> str:
     if not value:
         raise ValueError(f"missing {what}")
     if len(value) > _MAX_ID:
@@ -255,11 +182,11 @@ def _check_id(value: str, what: str) -> str:
     return value
 
 
-def _field(row: list[str], index: int) -> str:
+def field_at(row: list[str], index: int) -> str:
     return row[index].strip() if index >= 0 else ""
 
 
-class _Seen:
+class SeenIds:
     """Event ids already produced from this file, to reject a duplicate row naming the first."""
 
     def __init__(self) -> None:
@@ -273,7 +200,7 @@ class _Seen:
             raise ValueError(f"duplicate of line {first} (same event id {eid})")
 
 
-def _model_problem(exc: ValueError) -> str:
+def model_problem(exc: ValueError) -> str:
     """The reason text of a model check failure (``FieldProblem``), or the message."""
     field_name = getattr(exc, "field", None)
     reason = getattr(exc, "reason", None)
@@ -293,21 +220,21 @@ def read_orders_csv(
     column_map: Mapping[str, str],
     default_currency: str = "EUR",
 ) -> Iterator[OrderEvent | Reject]:
-    col, width = _columns(rows, ORDER_REQUIRED, ORDER_OPTIONAL, column_map, "orders-csv")
+    col, width = header_columns(rows, ORDER_REQUIRED, ORDER_OPTIONAL, column_map, "orders-csv")
     i_cust, i_order, i_ts, i_amount = (col[c] for c in ORDER_REQUIRED)
     i_cur, i_status, i_items, i_eid, i_cat = (col[c] for c in ORDER_OPTIONAL)
     need = max(col.values()) + 1
-    seen = _Seen()
+    seen = SeenIds()
     for line, row in rows:
         stats.rows += 1
         try:
             if len(row) < need:
                 raise ValueError(f"expected {width} columns, got {len(row)}")
-            customer = _check_id(row[i_cust].strip(), "customer_id")
-            order = _check_id(row[i_order].strip(), "order_id")
+            customer = check_id(row[i_cust].strip(), "customer_id")
+            order = check_id(row[i_order].strip(), "order_id")
             when = parse_ts(row[i_ts])
             amount = _number(row[i_amount], "amount")
-            status = _field(row, i_status).lower() or "placed"
+            status = field_at(row, i_status).lower() or "placed"
             if status not in STATUSES:
                 raise ValueError(
                     f"unknown status {status!r} (expected placed, cancelled, returned)"
@@ -322,7 +249,7 @@ def read_orders_csv(
                     f"negative amount {amount}: a {status} row carries the refunded amount "
                     "as a positive number"
                 )
-            currency = _field(row, i_cur).upper() or default_currency
+            currency = field_at(row, i_cur).upper() or default_currency
             if not _CURRENCY.match(currency):
                 raise ValueError(f"currency {currency!r} is not a 3-letter ISO 4217 code")
             quantity = 1
@@ -332,10 +259,10 @@ def read_orders_csv(
                     raise ValueError(f"items must be a whole number >= 1, got {row[i_items]!r}")
                 quantity = int(items)
             total = round(amount, 2)
-            eid = _field(row, i_eid) or event_id(
+            eid = field_at(row, i_eid) or event_id(
                 source, order, status, int(when.timestamp() * 1000)
             )
-            seen.check(_check_id(eid, "event_id"), line)
+            seen.check(check_id(eid, "event_id"), line)
             event = OrderEvent(
                 event_id=eid,
                 schema_version=1,
@@ -348,7 +275,7 @@ def read_orders_csv(
                         sku="ORDER",
                         quantity=quantity,
                         unit_price=total / quantity,
-                        category=_field(row, i_cat) or None,
+                        category=field_at(row, i_cat) or None,
                     )
                 ],
                 total=total,
@@ -356,7 +283,7 @@ def read_orders_csv(
             )
         except ValueError as exc:
             stats.rejected += 1
-            yield Reject(line, _model_problem(exc), tuple(row))
+            yield Reject(line, model_problem(exc), tuple(row))
             continue
         yield event
 
@@ -373,33 +300,33 @@ def read_clicks_csv(
     source: str,
     column_map: Mapping[str, str],
 ) -> Iterator[ClickEvent | Reject]:
-    col, width = _columns(rows, CLICK_REQUIRED, CLICK_OPTIONAL, column_map, "clicks-csv")
+    col, width = header_columns(rows, CLICK_REQUIRED, CLICK_OPTIONAL, column_map, "clicks-csv")
     i_sess, i_ts, i_type = (col[c] for c in CLICK_REQUIRED)
     i_cust, i_anon, i_sku, i_query, i_eid, i_cat, i_dev = (col[c] for c in CLICK_OPTIONAL)
     need = max(col.values()) + 1
-    seen = _Seen()
+    seen = SeenIds()
     for line, row in rows:
         stats.rows += 1
         try:
             if len(row) < need:
                 raise ValueError(f"expected {width} columns, got {len(row)}")
-            session = _check_id(row[i_sess].strip(), "session_id")
+            session = check_id(row[i_sess].strip(), "session_id")
             when = parse_ts(row[i_ts])
             kind = row[i_type].strip().lower()
             if kind not in CLICK_TYPES:
                 raise ValueError(f"unknown click type {kind!r}")
-            customer = _field(row, i_cust) or None
-            anonymous = _field(row, i_anon) or None
+            customer = field_at(row, i_cust) or None
+            anonymous = field_at(row, i_anon) or None
             if customer is None and anonymous is None:
                 raise ValueError("missing customer_id and anonymous_id (one is required)")
             if customer is not None:
-                _check_id(customer, "customer_id")
+                check_id(customer, "customer_id")
             if anonymous is not None:
-                _check_id(anonymous, "anonymous_id")
-            sku = _field(row, i_sku) or None
-            query = _field(row, i_query) or None
-            eid = _field(row, i_eid) or event_id(source, "line", line)
-            seen.check(_check_id(eid, "event_id"), line)
+                check_id(anonymous, "anonymous_id")
+            sku = field_at(row, i_sku) or None
+            query = field_at(row, i_query) or None
+            eid = field_at(row, i_eid) or event_id(source, "line", line)
+            seen.check(check_id(eid, "event_id"), line)
             event = ClickEvent(
                 event_id=eid,
                 schema_version=1,
@@ -410,12 +337,12 @@ def read_clicks_csv(
                 anonymous_id=anonymous,
                 sku=sku,
                 query=query,
-                category=_field(row, i_cat) or None,
-                device=_field(row, i_dev) or None,
+                category=field_at(row, i_cat) or None,
+                device=field_at(row, i_dev) or None,
             )
         except ValueError as exc:
             stats.rejected += 1
-            yield Reject(line, _model_problem(exc), tuple(row))
+            yield Reject(line, model_problem(exc), tuple(row))
             continue
         yield event
 
@@ -489,7 +416,7 @@ def parse_retail_date(text: str, day_first: bool = False) -> datetime:
     return parse_ts(s)
 
 
-def _customer_id(text: str) -> str:
+def retail_customer_id(text: str) -> str:
     """``17850.0`` (a spreadsheet's float) and ``17850`` are the same customer."""
     s = text.strip()
     if s.endswith(".0") and s[:-2].isdigit():
@@ -505,7 +432,7 @@ def read_online_retail(
     currency: str = "GBP",
     day_first: bool = False,
 ) -> Iterator[OrderEvent | Reject]:
-    col, width = _columns(rows, RETAIL_REQUIRED, RETAIL_OPTIONAL, column_map, "online-retail")
+    col, width = header_columns(rows, RETAIL_REQUIRED, RETAIL_OPTIONAL, column_map, "online-retail")
     i_inv, i_sku, i_qty, i_date, i_price, i_cust = (col[c] for c in RETAIL_REQUIRED)
     need = max(col.values()) + 1
     invoices: dict[str, _Invoice] = {}
@@ -518,7 +445,7 @@ def read_online_retail(
             number = row[i_inv].strip()
             if not number:
                 raise ValueError("missing InvoiceNo")
-            customer = _customer_id(row[i_cust])
+            customer = retail_customer_id(row[i_cust])
             if not customer:
                 stats.unsent += 1
                 yield Reject(line, "missing CustomerID: counted, not sent", fields, bad=False)
@@ -529,7 +456,7 @@ def read_online_retail(
                     f"CustomerID {customer} differs from {invoice.customer} on line "
                     f"{invoice.first_line} of invoice {number}"
                 )
-            sku = _check_id(row[i_sku].strip(), "StockCode")
+            sku = check_id(row[i_sku].strip(), "StockCode")
             qty_value = _number(row[i_qty], "Quantity")
             if qty_value != int(qty_value):
                 raise ValueError(f"Quantity {row[i_qty].strip()!r} is not a whole number")
@@ -596,7 +523,7 @@ def read_online_retail(
                     currency=currency,
                 )
             except ValueError as exc:
-                problem = f"invoice {invoice.number} not sent: {_model_problem(exc)}"
+                problem = f"invoice {invoice.number} not sent: {model_problem(exc)}"
         if event is not None:
             yield event
             continue

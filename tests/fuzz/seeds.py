@@ -35,7 +35,7 @@ T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 def valid_orders_and_clicks() -> tuple[list[OrderEvent], list[ClickEvent]]:
     """The events the other tests build: state-store generators, synthetic data, CSV fixtures."""
-    from producers.readers import FileSource
+    from producers.file_source import FileSource
     from producers.synthetic import SyntheticConfig, generate
     from tests.support.synthetic import clicks, orders
 

@@ -14,7 +14,8 @@ from click.testing import CliRunner, Result
 
 from devstack.services import LocalServices
 from producers.cli import produce, replay
-from producers.readers import FileSource, Reject
+from producers.file_source import FileSource
+from producers.readers import Reject
 from producers.sinks import KafkaSink, KafkaSinkConfig
 from producers.synthetic import SyntheticConfig, generate
 from schemas import ClickEvent, OrderEvent, decode_click, decode_order

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from producers.cli import _finish
 from producers.errors import DeliveryError
-from producers.readers import FileSource, Reject
+from producers.file_source import FileSource
+from producers.readers import Reject
 from producers.run import Summary
 from segstream.cli import main
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from producers.errors import SourceError
+from producers.file_source import FileSource
 from producers.parallel import ParallelFileSource
-from producers.readers import FileSource, Reject
+from producers.readers import Reject
 from producers.run import RejectsWriter, pump_chunks
 from schemas import encode
 

@@ -14,7 +14,8 @@ from msgspec import UNSET
 from producers.countries import UnknownCountry, country_code
 from producers.demographics import merged, profiles
 from producers.errors import SourceError
-from producers.readers import FileSource, Reject
+from producers.file_source import FileSource
+from producers.readers import Reject
 from producers.sinks import FileSink
 from producers.synthetic import SyntheticConfig, generate
 from schemas import CustomerProfile, encode

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from producers.errors import SourceError
-from producers.readers import FileSource, Reject, parse_map, parse_retail_date, parse_ts
+from producers.file_source import FileSource
+from producers.readers import Reject, parse_map, parse_retail_date, parse_ts
 from producers.run import RejectsWriter, pump
 from producers.sinks import MemorySink
 from schemas import ClickEvent, OrderEvent, decode_click, decode_order, encode
