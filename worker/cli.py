@@ -135,8 +135,7 @@ def freeze_startup_heap() -> None:
 
     faust, aiokafka, redis-py and the segmentation libraries leave hundreds of thousands of
     long-lived objects that every older-generation collection would walk again; frozen, they are
-    never scanned. Measured with benchmarks/bench_worker.py (200k events, worker only, 2 runs
-    each): worker CPU per event 23-26 us before, 13-15 us after.
+    never scanned (what that saves: benchmarks/RESULTS.md, "figures that stood in code comments").
     """
     gc.collect()
     gc.freeze()
