@@ -261,19 +261,23 @@ def test_with_wait_replicas_a_call_returns_once_its_replica_has_it_and_fails_wit
             "the replica to follow the primary",
         )
 
-        async def run(replicas: int) -> Any:
+        async def run(replicas: int, timeout_ms: int) -> Any:
             scripts = ScriptClient(
-                f"redis://127.0.0.1:{primary_port}/0", wait_replicas=replicas, wait_timeout_ms=300
+                f"redis://127.0.0.1:{primary_port}/0",
+                wait_replicas=replicas,
+                wait_timeout_ms=timeout_ms,
             )
             try:
                 return await scripts.call(INCR, ["waited"])
             finally:
                 await scripts.close()
 
-        assert asyncio.run(run(1)) == 1
+        # WAIT returns as soon as the replica acknowledges: a long bound costs nothing here and
+        # holds on a busy machine; the refusal waits its whole bound, so that one is short
+        assert asyncio.run(run(1, 10_000)) == 1
         assert replica.get("waited") == b"1"
         with pytest.raises(ReplicasBehind, match="only 1 of 2 replica"):
-            asyncio.run(run(2))  # the write itself landed; the caller retries it (fenced)
+            asyncio.run(run(2, 300))  # the write itself landed; the caller retries it (fenced)
     finally:
         for proc in started:
             proc.terminate()
