@@ -10,6 +10,7 @@ import socket
 import ssl
 
 __all__ = [
+    "bind_refused",
     "free_port",
     "kafka_answers",
     "kafka_tls_answers",
@@ -24,6 +25,12 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def bind_refused(text: str) -> bool:
+    """Whether a server's start-up output says its port was taken: redis-server and Python say
+    "Address already in use", tansu (Rust) "AddrInUse"."""
+    return "Address already in use" in text or "AddrInUse" in text
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

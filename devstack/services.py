@@ -40,6 +40,7 @@ from pathlib import Path
 from devstack.client_env import SEGSTREAM_USER, SecureAccess, client_settings
 from devstack.local_secrets import SecureMaterial, create_material, load_access, remove_material
 from devstack.ports import (
+    bind_refused,
     free_port,
     kafka_answers,
     kafka_tls_answers,
@@ -182,7 +183,7 @@ class LocalServices:
                     redis_cluster=redis_cluster, redis_replicas=redis_replicas,
                 )  # fmt: skip
             except ServiceError as exc:
-                if attempt == attempts or "Address already in use" not in str(exc):
+                if attempt == attempts or not bind_refused(str(exc)):
                     raise
         raise AssertionError("unreachable")
 

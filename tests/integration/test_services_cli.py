@@ -111,3 +111,19 @@ def test_a_service_that_dies_at_start_is_reported_with_its_log(tmp_path: Path) -
     with pytest.raises(ServiceError, match=r"redis exited during start-up .*FATAL: cannot open"):
         services.up(0, 0)
     assert services.recorded() == {}  # the broker it did start was stopped again
+
+
+def test_a_picked_broker_port_taken_before_tansu_binds_it_is_picked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))  # bound, not listening: free to a connect, not to a bind
+        taken = squatter.getsockname()[1]
+        picks = iter([taken])
+        monkeypatch.setattr("devstack.services.free_port", lambda: next(picks, None) or free_port())
+        services = LocalServices(tmp_path)
+        started = services.up(0, 0)
+        try:
+            assert started["kafka"].port != taken and kafka_answers(started["kafka"].port)
+        finally:
+            services.down()

@@ -14,7 +14,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from devstack.ports import free_port, port_in_use
+from devstack.ports import bind_refused, free_port, port_in_use
 from devstack.redis_cluster import BUS_PORT_OFFSET, PRIMARY, REPLICA, cluster_nodes, parse_info
 from devstack.services import PORT_ATTEMPTS, LocalServices
 from segstream.settings import Settings
@@ -63,14 +63,14 @@ def up_on_a_free_run(count: int, *args: str) -> tuple[int, subprocess.CompletedP
     """`services up --redis-cluster count` on a free run of ports: (its first port, the run).
 
     A port free when picked may be bound before the node starts (another test's server, or an
-    outgoing connection's ephemeral port): then the start fails with "Address already in use"
+    outgoing connection's ephemeral port): then the start fails saying so (``bind_refused``)
     and a new run is picked, as `services up` does for the ports it picks itself.
     """
     for _ in range(PORT_ATTEMPTS):
         first = free_run_of_ports(count)
         up = segstream("services", "up", "--redis-cluster", str(count),
                        "--redis-port", str(first), *args)  # fmt: skip
-        if "Address already in use" not in up.stderr:
+        if not bind_refused(up.stderr):
             break
     return first, up
 

@@ -24,6 +24,7 @@ from devstack.local_secrets import (
     remove_material,
     write_secret,
 )
+from devstack.ports import bind_refused
 from devstack.processes import RunningService, redis_server_binary, tansu_binary
 from devstack.redis_cluster import (
     PRIMARY,
@@ -345,3 +346,11 @@ def test_cluster_nodes_output_is_read_into_roles_primaries_and_slots() -> None:
     assert (views["bb"].port, views["bb"].role, views["bb"].primary_id) == (7003, REPLICA, "aa")
     assert views["cc"].failing and not views["cc"].connected
     assert views["cc"].slots == ("5461-10922",)
+
+
+def test_bind_refused_reads_redis_servers_and_tansus_own_words() -> None:
+    redis_line = "# Warning: Could not create server TCP listening socket 127.0.0.1:36606: "
+    redis_line += "bind: Address already in use"
+    tansu_line = 'Io(Os { code: 98, kind: AddrInUse, message: "Address in use" })'
+    assert bind_refused(redis_line) and bind_refused(tansu_line)
+    assert not bind_refused("FATAL: cannot open config")
