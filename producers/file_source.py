@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from producers.errors import SourceError
 from producers.profile_readers import read_customers_csv, read_retail_profiles
@@ -57,6 +58,10 @@ class FileSource:
         self.profiles = profiles
         self.stats = ReadStats()
 
+    def _text(self) -> TextIO:
+        """The file as text, as every pass reads it (a BOM dropped, undecodable bytes replaced)."""
+        return self.path.open("r", newline="", encoding="utf-8-sig", errors="replace")
+
     def count_rows(self) -> int:
         """Rough number of rows (newlines minus the header), for a progress bar's total."""
         lines = 0
@@ -66,7 +71,7 @@ class FileSource:
         return max(lines - (0 if self.format == "jsonl" else 1), 0)
 
     def __iter__(self) -> Iterator[Event | Reject]:
-        with self.path.open("r", newline="", encoding="utf-8-sig", errors="replace") as text:
+        with self._text() as text:
             if self.format == "jsonl":
                 yield from read_jsonl(text, self.stats)
                 return
@@ -90,7 +95,7 @@ class FileSource:
 
     def _retail_profiles(self) -> Iterator[CustomerProfile | Reject]:
         """Online Retail's one profile per customer (a second pass over the file)."""
-        with self.path.open("r", newline="", encoding="utf-8-sig", errors="replace") as text:
+        with self._text() as text:
             yield from read_retail_profiles(
                 csv_rows(text), self.stats, self.name, self.column_map, self.day_first
             )
