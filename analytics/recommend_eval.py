@@ -8,7 +8,7 @@ then scores the purchases after it:
   (``--model train``, the default), or segstream's RFM rules (``--model rules``, what the
   worker assigns before any model exists). A customer first seen after T is cold: no segment;
 - the forward-decayed counts per segment and for the shop (worker/recommend/decay.py, the rule
-  pop.lua applies), every purchase before T counted under its customer's segment at T, then
+  count.lua applies), every purchase before T counted under its customer's segment at T, then
   each list cut to ``top_max`` as the merge cuts it; the recently bought field (``rb``) and the
   favourite category of every customer, as the worker keeps them;
 - three recommenders, each giving every customer with a purchase after T a list of N skus:

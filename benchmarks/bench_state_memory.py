@@ -20,8 +20,8 @@ Starts its own redis-server (and tansu, unused) on free ports through
    ``--sessions half`` keeps the event shape of the measurements without ``--attributes`` (half
    the customers with the session).
    ``--recommend``: every customer with at least one placed order also gets the recommendation
-   fields of its hash, full: ``rb`` (8 recently bought skus) and ``ro`` (8 counted orders), each
-   8 hashes of 3 raw bytes (24 bytes) in the encoding of ``worker/recommend/rank.py``, written
+   field of its hash, full: ``rb`` (8 recently bought skus), 8 hashes of 3 raw bytes (24
+   bytes) in the encoding of ``worker/recommend/rank.py``, written
    with HSET in the same pipeline per batch (with the profile under ``--attributes``).
 2. Speed, median of R runs on a flushed Redis each time, same events: the Lua script alone
    (arguments built beforehand), ``StateStore.apply`` end to end (argument building included),
@@ -53,7 +53,7 @@ from schemas import ClickEvent, LineItem, OrderEvent
 from worker.core import Batch, Record, to_delta
 from worker.core.attributes import PROFILE_FIELDS, PROFILE_TIMES_FIELD, encode_time, encode_times
 from worker.core.rfm import CLICK_CODES, Kind
-from worker.recommend.rank import BOUGHT_FIELD, BOUGHT_KEPT, bought_after, sku_hash
+from worker.recommend.rank import BOUGHT_FIELD, BOUGHT_KEPT, bought_after
 from worker.state import StateStore, keys
 from worker.state.store import build_args, script_text
 
@@ -135,16 +135,11 @@ def profile(rng: random.Random, days: int, full_times: bool = False) -> dict[str
     return fields
 
 
-#: The customer hash field of the latest counted orders (worker/recommend/pop.lua).
-ORDERS_FIELD = "ro"
-
-
 def recommend_fields(rng: random.Random, cid: str) -> dict[str, bytes]:
-    """``rb`` and ``ro`` full, as pop.lua stores them: 8 distinct skus of a 5,000-sku catalogue
-    and 8 orders, each hash 3 raw bytes (rank.sku_hash)."""
+    """``rb`` full, as the state script stores it: 8 distinct skus of a 5,000-sku catalogue,
+    each hash 3 raw bytes (rank.sku_hash)."""
     skus = [f"SKU-{n:05d}" for n in rng.sample(range(5000), BOUGHT_KEPT)]
-    orders = b"".join(sku_hash(f"order:{cid}-r{k}") for k in range(BOUGHT_KEPT))
-    return {BOUGHT_FIELD: bought_after(None, skus), ORDERS_FIELD: orders}
+    return {BOUGHT_FIELD: bought_after(None, skus)}
 
 
 def batches(
@@ -189,7 +184,7 @@ async def apply_all(
     recommend: int | None = None,
 ) -> tuple[int, float]:
     """Apply every batch; ``profiles`` (seed, days, full times): then HSET each new customer's
-    profile; ``recommend`` (a seed): and the full ``rb``/``ro`` of each customer of the batch
+    profile; ``recommend`` (a seed): and the full ``rb`` of each customer of the batch
     with a placed order, in the same HSET."""
     store = StateStore(url, prefix)
     client = redis.asyncio.Redis.from_url(url)
@@ -281,7 +276,7 @@ def main() -> None:
     ap.add_argument(
         "--recommend",
         action="store_true",
-        help="every customer with a placed order also gets rb and ro full (docstring, 1.)",
+        help="every customer with a placed order also gets rb full (docstring, 1.)",
     )
     a = ap.parse_args()
     every_session = (a.sessions or ("all" if a.attributes else "half")) == "all"
@@ -292,7 +287,7 @@ def main() -> None:
           f"{'' if every_session else 's'} with a click session"
           + (f", with categories, devices and profiles (pt {a.pt_form})"
              if a.attributes else "")
-          + (", with rb and ro full (24 B each)" if a.recommend else ""))  # fmt: skip
+          + (", with rb full (24 B)" if a.recommend else ""))  # fmt: skip
     with tempfile.TemporaryDirectory() as run_dir, local_services(run_dir) as svc:
         url = svc["redis"].url
         r = redis.Redis.from_url(url)
@@ -340,7 +335,7 @@ def main() -> None:
             if a.attributes:
                 fields += ("ks", "kv", "kd", "pt", *PROFILE_FIELDS.values())
             if a.recommend:
-                fields += (BOUGHT_FIELD, ORDERS_FIELD)
+                fields += (BOUGHT_FIELD,)
             lengths = [r.hmget(k, *fields) for k in sample]
             means = {f: statistics.mean(len(v[j] or b"") for v in lengths)
                      for j, f in enumerate(fields)}  # fmt: skip

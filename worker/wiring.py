@@ -32,6 +32,7 @@ from worker.ingest.service import IngestService
 from worker.ingest.sweep import RecencySweep
 from worker.pages import Page, ingest_pages, report_page
 from worker.profiles.service import ProfileService
+from worker.recommend.batch import purchase_lines
 from worker.recommend.service import RecommendMerger
 from worker.recommend.stage import RecommendStage
 from worker.recommend.store import RecommendStore
@@ -83,7 +84,13 @@ def build_worker(settings: Settings) -> Worker:
     recommend = [] if not settings.recommend.enabled else [
         RecommendStage(RecommendStore(settings.redis, settings.redis.prefix, settings.recommend))
     ]  # fmt: skip
-    state = IdentityStateStore(settings.redis, settings.redis.prefix, limits, later=recommend)
+    state = IdentityStateStore(
+        settings.redis,
+        settings.redis.prefix,
+        limits,
+        later=recommend,
+        lines_of=purchase_lines if recommend else None,
+    )
     scoring: ScoringService | None = None
     listener: ChangeListener = NullListener()
     if settings.scoring.enabled:

@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas import ClickEvent, LineItem, OrderEvent
-from worker.core.batch import Batch, Record
-from worker.recommend.batch import purchases_in
+from worker.recommend.batch import purchase_lines
 from worker.recommend.decay import (
     LANDMARK_SPAN,
     SHOP,
@@ -154,34 +153,26 @@ def test_the_merge_sums_spaces_as_of_the_newest_event() -> None:
     assert merge([], H, 10) == (None, {})
 
 
-def test_a_batch_gives_its_placed_orders_summing_lines_and_fences_at_the_last_purchase() -> None:
+def test_a_placed_order_gives_its_lines_summed_per_sku_in_first_seen_order() -> None:
     when = datetime(2025, 3, 1, tzinfo=UTC)
     items = [LineItem(sku="A", quantity=1, unit_price=1.0, category="toys"),
              LineItem(sku="A", quantity=2, unit_price=1.0, category="toys"),
              LineItem(sku="B", quantity=1, unit_price=1.0)]  # fmt: skip
     placed = OrderEvent(event_id="e1", schema_version=1, customer_id="C", order_id="o1",
                         event_time=when, status="placed", items=items, total=4.0)  # fmt: skip
-    cancelled = OrderEvent(event_id="e2", schema_version=1, customer_id="C", order_id="o1",
-                           event_time=when, status="cancelled", items=items, total=4.0)  # fmt: skip
-    click = ClickEvent(event_id="k1", schema_version=1, session_id="s", event_time=when,
-                       type="product_view", customer_id="C", sku="A")  # fmt: skip
-    records = [
-        Record("orders", 2, 10, placed),
-        Record("clicks", 0, 11, click),
-        Record("orders", 2, 13, cancelled),
-    ]
-    got = purchases_in(Batch(records, {("orders", 2): 14, ("clicks", 0): 11}))
-    assert got is not None
-    assert got.high == {("orders", 2): 10}  # above it no purchase: nothing to count again
-    (purchase,) = got.purchases
-    assert [(line.member, line.units) for line in purchase.lines] == [("toys,A", 3), (",B", 1)]
-    assert purchase.lines[0].sku_hash == sku_hash("A") and purchase.offset == 10
+    lines = purchase_lines(placed)
+    assert lines is not None
+    assert [(line.member, line.units) for line in lines] == [("toys,A", 3), (",B", 1)]
+    assert lines[0].sku_hash == sku_hash("A") and lines[1].sku_hash == sku_hash("B")
 
 
-def test_a_batch_without_placed_orders_needs_no_count() -> None:
+def test_only_a_placed_order_owes_the_counts_lines() -> None:
     when = datetime(2025, 3, 1, tzinfo=UTC)
     items = [LineItem(sku="A", quantity=1, unit_price=1.0)]
-    cancelled = OrderEvent(event_id="e2", schema_version=1, customer_id="C", order_id="o1",
-                           event_time=when, status="cancelled", items=items, total=1.0)  # fmt: skip
-    assert purchases_in(Batch([Record("orders", 0, 5, cancelled)], {("orders", 0): 9})) is None
-    assert purchases_in(Batch([], {("orders", 0): 9})) is None
+    for status in ("cancelled", "returned"):
+        order = OrderEvent(event_id="e2", schema_version=1, customer_id="C", order_id="o1",
+                           event_time=when, status=status, items=items, total=1.0)  # fmt: skip
+        assert purchase_lines(order) is None
+    click = ClickEvent(event_id="k1", schema_version=1, session_id="s", event_time=when,
+                       type="product_view", customer_id="C", sku="A")  # fmt: skip
+    assert purchase_lines(click) is None

@@ -23,7 +23,7 @@ from worker.identity.records import AnonCall, Limits, anon_calls
 from worker.identity.stage import IdentityStage, StageResult
 from worker.redis_io import Pending
 from worker.state.staged import Stage, StagedStore
-from worker.state.store import StateStore
+from worker.state.store import PurchaseLines, StateStore
 
 
 class IdentityStep:
@@ -59,9 +59,10 @@ class IdentityStateStore(StagedStore):
         *,
         max_fingerprints: int = MAX_FINGERPRINTS,
         later: Sequence[Stage] = (),
+        lines_of: PurchaseLines | None = None,
     ) -> None:
         self.identity = IdentityStage(redis, prefix, limits, max_fingerprints=max_fingerprints)
-        state = StateStore(redis, prefix, max_fingerprints=max_fingerprints)
+        state = StateStore(redis, prefix, max_fingerprints=max_fingerprints, lines_of=lines_of)
         super().__init__(state, (IdentityStep(self.identity), *later))
 
 

@@ -1,22 +1,20 @@
-"""A batch of ingestion's events -> the purchases the recommendation counts take.
+"""A placed order -> the lines it owes the recommendation counts.
 
 Pure: no Kafka client, no Redis. Only *placed* orders count (a cancellation or a return does
 not take a purchase back: the counts say what a segment chose, and a choice returned was still
-made; docs/recommendations.md). The records are ingestion's, already decoded and validated: a
-record ingestion dead-letters is none of them, so it is reported once.
+made; docs/recommendations.md). The state script takes these lines with the order and hands the
+ones it applies to the counts (worker/state/apply.lua, ``{prefix}:rbox``), so an order is
+counted exactly when its state is applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from schemas import OrderEvent
-from worker.core.batch import Batch
 from worker.recommend.rank import member, sku_hash
 
-__all__ = ["Line", "Purchase", "RecommendBatch", "purchases_in"]
+__all__ = ["Line", "purchase_lines"]
 
 
 class Line(NamedTuple):
@@ -27,39 +25,6 @@ class Line(NamedTuple):
     member: str
     sku_hash: bytes
     units: int
-
-
-class Purchase(NamedTuple):
-    """One placed order as the counts take it (a named tuple: one is built per order)."""
-
-    topic: str
-    partition: int
-    offset: int
-    customer_id: str
-    time_ms: int
-    lines: tuple[Line, ...]
-    #: The order's hash (rank.sku_hash of ``order:<order_id>``, 3 raw bytes): what the
-    #: customer's ``ro`` field remembers, so a replay of the order at new offsets is not
-    #: counted again.
-    order_hash: bytes = b""
-
-
-@dataclass(frozen=True)
-class RecommendBatch:
-    """What one pop.lua call per space applies."""
-
-    purchases: Sequence[Purchase] = ()
-
-    @property
-    def high(self) -> dict[tuple[str, int], int]:
-        """(topic, partition) -> its highest purchase's offset: where the fence moves (what
-        lies above it is no purchase, and a redelivery of it would count nothing anyway)."""
-        high: dict[tuple[str, int], int] = {}
-        for p in self.purchases:
-            tp = (p.topic, p.partition)
-            if high.get(tp, -1) < p.offset:
-                high[tp] = p.offset
-        return high
 
 
 #: (category, sku) -> (member, bought-hash). A shop sells a bounded catalogue, so nearly every
@@ -77,33 +42,18 @@ def _line_key(category: str | None, sku: str) -> tuple[str, bytes]:
     return got
 
 
-def purchase_of(topic: str, partition: int, offset: int, order: OrderEvent) -> Purchase | None:
-    """The purchase a placed order makes (``None`` for a cancellation or a return)."""
-    if order.status != "placed":
+def purchase_lines(order: object) -> tuple[Line, ...] | None:
+    """The lines a placed order counts (``None`` for anything else: a cancellation, a return,
+    a click). Lines of one sku are summed, in first-seen order."""
+    if not isinstance(order, OrderEvent) or order.status != "placed":
         return None
     items = order.items
     if len(items) == 1:  # most orders: no merging of lines needed
         item = items[0]
-        lines: tuple[Line, ...] = (Line(*_line_key(item.category, item.sku), item.quantity),)
-    else:
-        units: dict[str, int] = {}
-        categories: dict[str, str | None] = {}
-        for item in items:
-            units[item.sku] = units.get(item.sku, 0) + item.quantity
-            categories.setdefault(item.sku, item.category)
-        lines = tuple(Line(*_line_key(categories[s], s), u) for s, u in units.items())
-    return Purchase(
-        topic, partition, offset, order.customer_id, order.event_time_ms, lines,
-        sku_hash(f"order:{order.order_id}"),
-    )  # fmt: skip
-
-
-def purchases_in(batch: Batch) -> RecommendBatch | None:
-    """The placed orders of ``batch`` as purchases (``None`` when it holds none)."""
-    purchases = [
-        got
-        for r in batch.records
-        if isinstance(r.event, OrderEvent)
-        and (got := purchase_of(r.topic, r.partition, r.offset, r.event)) is not None
-    ]
-    return RecommendBatch(purchases) if purchases else None
+        return (Line(*_line_key(item.category, item.sku), item.quantity),)
+    units: dict[str, int] = {}
+    categories: dict[str, str | None] = {}
+    for item in items:
+        units[item.sku] = units.get(item.sku, 0) + item.quantity
+        categories.setdefault(item.sku, item.category)
+    return tuple(Line(*_line_key(categories[s], s), u) for s, u in units.items())

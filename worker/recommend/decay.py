@@ -8,7 +8,7 @@ by ``2 ** ((L - T) / H)``. Weights grow with time, so once the newest event is m
 :data:`LANDMARK_SPAN` half-lives past ``L`` the landmark moves forward by whole half-lives and
 every stored score is multiplied by the matching power of two (exact in binary floating point).
 
-``worker/recommend/pop.lua`` does exactly this in Redis; :class:`DecayedCounts` is the same rule
+``worker/recommend/count.lua`` does exactly this in Redis; :class:`DecayedCounts` is the same rule
 in Python (the offline evaluation uses it; the integration tests compare the two). No I/O.
 """
 
@@ -56,7 +56,7 @@ class DecayedCounts:
     """One space's counts: per segment (and :data:`SHOP`) member -> forward-decayed score.
 
     ``limit`` is the bound kept per segment (the lowest scores are dropped after each batch, as
-    pop.lua trims); ``None`` keeps everything.
+    count.lua trims); ``None`` keeps everything.
     """
 
     half_life: int

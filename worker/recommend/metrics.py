@@ -18,23 +18,15 @@ if TYPE_CHECKING:
 class RecommendMetrics(FailureNotes):
     """``failures``: merges that failed (and were retried)."""
 
-    #: Purchases counted (pop.lua applied them).
+    #: Placed orders counted (count.lua drained their lines). Redelivered, replayed and
+    #: forgotten customers' orders never reach it: the state script skips them.
     applied: int = 0
-    #: Purchases at or below their partition's fence (a redelivered batch).
-    fenced: int = 0
-    #: Purchases of forgotten customers, dropped.
-    suppressed: int = 0
-    #: Orders the customer's ``ro`` already held (a replay at new offsets).
-    deduped: int = 0
     #: Merges of the top lists written.
     merges: int = 0
 
     def expose(self, out: Exposition) -> None:
         for name, help_text, value in (
             ("purchases", "Purchases counted into the recommendation lists.", self.applied),
-            ("fenced", "Purchases skipped as already counted (redelivered).", self.fenced),
-            ("suppressed", "Purchases of forgotten customers, dropped.", self.suppressed),
-            ("deduped", "Orders skipped as already counted at other offsets.", self.deduped),
             ("merges", "Merges of the recommendation top lists written.", self.merges),
             ("merge_failures", "Merges of the top lists that failed (and were retried).",
              self.failures),

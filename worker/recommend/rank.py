@@ -18,7 +18,7 @@ empty for a line without one), so a list carries each sku's category with it. Th
 recently bought skus live in their hash, field ``rb``: the first :data:`HASH_BYTES` bytes of
 each sku's SHA-1 (raw, not hex: the bits of its first 6 hex digits), newest last, at most
 :data:`BOUGHT_KEPT` of them (24 bytes). A field whose length is not a multiple of
-:data:`HASH_BYTES` is not of this layout and counts as empty (pop.lua and read.lua agree).
+:data:`HASH_BYTES` is not of this layout and counts as empty (apply.lua and read.lua agree).
 No I/O.
 """
 
@@ -54,7 +54,7 @@ __all__ = [
 
 def sku_hash(sku: str) -> bytes:
     """The first :data:`HASH_BYTES` bytes of the SHA-1 of ``sku`` (read.lua computes the same
-    from ``redis.sha1hex``). Also the order hash of the ``ro`` field: ``sku_hash("order:<id>")``."""
+    from ``redis.sha1hex``)."""
     return hashlib.sha1(sku.encode()).digest()[:HASH_BYTES]
 
 

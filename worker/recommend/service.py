@@ -62,6 +62,8 @@ class RecommendMerger(Service):
             self._dirty = False
             started_at = time.monotonic()
             try:
+                # lines a worker left undrained (it died after its apply) are counted first
+                self.metrics.applied += await self._store.drain(self._store.keyspace.spaces)
                 await self._store.merge()
                 self.metrics.merges += 1
                 attempt = 0

@@ -1,13 +1,14 @@
 """Recommendation counts as a stage of ingestion's apply (:mod:`worker.state.staged`).
 
-Each batch ingestion applies holds, among its decoded events, the placed orders the counts take
-(:func:`worker.recommend.batch.purchases_in`, prepared while the previous batch is in Redis).
-Once the state script has taken the batch, their ``pop.lua`` calls (one per space) are sent,
-and the batch is committed only once they answered: so the counts take what the state took
-(applied now or before), never a record the state refused. Exactly once on its own:
-``pop.lua``'s fence per partition (``{space}:rfence:<topic>``) skips what a redelivered batch
-already counted. A refusal is the store's (outage: waited out; anything else: ingestion
-isolates the record that keeps failing and dead-letters it, once).
+The state script takes each placed order's lines with the order (the state store is built
+with :func:`worker.recommend.batch.purchase_lines`) and hands the lines of the orders it
+applies to its space's ``{space}:rbox``, in the same atomic call: so the counts take exactly
+what the state took, once, by the state's own fence and fingerprints, and never a record it
+refused or skipped. Once the state script answered, this stage drains the spaces where the
+batch placed orders (count.lua), and the batch is committed only once that answered too. A
+worker that dies in between leaves the lines in the list, and the next drain of the space
+(the next batch, or the merge service at start) counts them. A refusal is the store's
+(outage: waited out; anything else: ingestion isolates the record that keeps failing).
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from __future__ import annotations
 import asyncio
 
 from worker.core.batch import ApplyResult, Batch
-from worker.recommend.batch import RecommendBatch, purchases_in
 from worker.recommend.metrics import RecommendMetrics
-from worker.recommend.store import RecommendResult, RecommendStore
+from worker.recommend.store import RecommendStore
 from worker.redis_io import Pending
 
 __all__ = ["RecommendStage"]
 
 
 class RecommendStage:
-    """Counts each batch's placed orders with its apply; ``counted`` is set when it did."""
+    """Drains each batch's counted orders after its apply; ``counted`` is set when it did."""
 
     def __init__(self, store: RecommendStore, metrics: RecommendMetrics | None = None) -> None:
         self.store = store
@@ -32,26 +32,24 @@ class RecommendStage:
         #: Set whenever purchases were counted, so the merge follows promptly.
         self.counted = asyncio.Event()
 
-    def prepare(self, batch: Batch) -> RecommendBatch | None:
-        return purchases_in(batch)
+    def prepare(self, batch: Batch) -> list[str] | None:
+        """The spaces to drain after ``batch`` (``None`` when it placed no order)."""
+        return self.store.spaces_with_orders(batch) or None
 
     async def send(
-        self, batch: Batch, prepared: RecommendBatch, applied: Pending[ApplyResult]
+        self, batch: Batch, prepared: list[str], applied: Pending[ApplyResult]
     ) -> Pending[ApplyResult]:
         async def receive() -> ApplyResult:
             done = await applied.result()
-            self._count(await self.store.apply(prepared))
+            self.count(await self.store.drain(prepared))
             return done
 
         return Pending(receive, applied.abandon)
 
-    def _count(self, got: RecommendResult) -> None:
-        m = self.metrics
-        m.applied += got.applied
-        m.fenced += got.fenced
-        m.suppressed += got.suppressed
-        m.deduped += got.deduped
-        if got.applied:
+    def count(self, orders: int) -> None:
+        """Note ``orders`` counted (by this stage or by a drain of the merge service)."""
+        self.metrics.applied += orders
+        if orders:
             self.counted.set()
 
     async def close(self) -> None:

@@ -1,86 +1,40 @@
-"""The Redis side of recommendations: pop.lua per space a batch touches, and the merge.
+"""The Redis side of recommendations: the drain of applied purchases, and the merge.
 
-A batch's purchases are grouped by the customer's space (:class:`~worker.state.keys.Keyspace`),
-as ingestion and profiles split theirs, so one call touches one space and runs on the primary of
-its slot. Each space's fence moves to the highest offset of its own purchases, so a batch half
-applied when the worker died is re-applied exactly where a space had not taken it yet.
+The state script hands the lines of every placed order it applies to its space's
+``{space}:rbox`` (worker/state/apply.lua); :meth:`RecommendStore.drain` runs count.lua in
+each space given, which adds them to the counts and empties the list in one atomic call.
 
-The merge (:meth:`RecommendStore.merge`) reads each space's counts (collect.lua), merges them
-(:mod:`worker.recommend.merge`) and writes the lists into every space (rtop.lua): idempotent,
-so any worker may run it at any time.
+The merge (:meth:`RecommendStore.merge`) reads each space's counts
+(collect.lua), merges them (:mod:`worker.recommend.merge`) and writes the lists into every
+space (rtop.lua): idempotent, so any worker may run it at any time.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from segstream.redact import redact
 from segstream.settings import RecommendSettings
 from worker.connect import RedisTarget, keyspace, redis_settings, script_client
-from worker.recommend.batch import Purchase, RecommendBatch
+from worker.core.batch import Batch
 from worker.recommend.decay import half_life_ms
 from worker.recommend.merge import SpaceCounts, merge
-from worker.redis_io import Pending, Script
+from worker.redis_io import Script
 from worker.state.errors import redis_errors
-from worker.state.keys import Keyspace
 
-__all__ = ["RecommendResult", "RecommendStore", "build_args", "split"]
+__all__ = ["RecommendStore"]
 
-POP = Script.packaged("worker.recommend", "pop.lua")
+COUNT = Script.packaged("worker.recommend", "count.lua")
 COLLECT = Script.packaged("worker.recommend", "collect.lua")
 RTOP = Script.packaged("worker.recommend", "rtop.lua")
 #: The merge reads each segment's best (this many x the list size) members of every space.
 COLLECT_FACTOR = 2
 
 
-@dataclass(frozen=True, slots=True)
-class RecommendResult:
-    applied: int = 0
-    fenced: int = 0
-    suppressed: int = 0
-    #: Orders the customer's ``ro`` already held (a replay at new offsets).
-    deduped: int = 0
-
-    def __add__(self, other: RecommendResult) -> RecommendResult:
-        return RecommendResult(
-            self.applied + other.applied,
-            self.fenced + other.fenced,
-            self.suppressed + other.suppressed,
-            self.deduped + other.deduped,
-        )
-
-
-def build_args(batch: RecommendBatch, space: str, half_life: int, pop_max: int) -> list[Any]:
-    """pop.lua's ARGV for ``batch`` in ``space`` (layout: the head of pop.lua)."""
-    high = batch.high
-    index = {tp: i for i, tp in enumerate(high, start=1)}
-    args: list[Any] = [space, half_life, pop_max, len(index)]
-    for (topic, partition), top in high.items():
-        args += [topic, partition, top]
-    args.append(len(batch.purchases))
-    for p in batch.purchases:
-        args += [p.customer_id, index[(p.topic, p.partition)], p.offset, p.time_ms, p.order_hash]
-        args.append(len(p.lines))
-        for line in p.lines:
-            args += [line.member, line.sku_hash, line.units]
-    return args
-
-
-def split(batch: RecommendBatch, space: Keyspace) -> list[tuple[str, RecommendBatch]]:
-    """``batch`` as one batch per space it touches, in shard order (one, on a single Redis)."""
-    if not space.cluster:
-        return [(space.spaces[0], batch)]
-    by_shard: dict[int, list[Purchase]] = {}
-    for p in batch.purchases:
-        by_shard.setdefault(space.shard_of(p.customer_id), []).append(p)
-    return [(space.spaces[shard], RecommendBatch(by_shard[shard])) for shard in sorted(by_shard)]
-
-
 class RecommendStore:
-    """Async writer of the counts (one pop.lua call per space and batch) and the merge."""
+    """Async drain of the applied purchases into the counts (count.lua), and the merge."""
 
     def __init__(self, redis: RedisTarget, prefix: str, settings: RecommendSettings) -> None:
         self.where = redact(redis_settings(redis).url)
@@ -93,45 +47,33 @@ class RecommendStore:
     def _key(self, space: str) -> str | None:
         return f"{space}:rmeta" if self.keyspace.cluster else None
 
-    async def send(self, batch: RecommendBatch) -> Pending[RecommendResult]:
-        """Send ``batch``'s pop.lua calls (one per space); returns once Redis has them all.
+    def spaces_with_orders(self, batch: Batch) -> list[str]:
+        """The spaces whose customers placed an order in ``batch`` (in shard order)."""
+        ks = self.keyspace
+        placed = [
+            r.event.customer_id
+            for r in batch.records
+            if getattr(r.event, "status", None) == "placed" and r.event.customer_id
+        ]
+        if not placed:
+            return []
+        if not ks.cluster:
+            return [ks.spaces[0]]
+        return [ks.spaces[shard] for shard in sorted({ks.shard_of(c) for c in placed})]
 
-        The result raises StoreUnavailable (retry) or StoreRejected. A space whose call
-        landed before another's failed is skipped by its fence on the retry.
+    async def drain(self, spaces: Iterable[str]) -> int:
+        """Count what the state script handed to ``spaces``; returns the orders counted.
+
+        Raises StoreUnavailable (retry) or StoreRejected; what a failed call left in its list
+        is counted by the next drain.
         """
-        sent: list[Pending[Any]] = []
-        with self._errors("refused a recommendations batch"):
-            try:
-                for space, part in split(batch, self.keyspace):
-                    args = build_args(part, space, self.half_life, self.pop_max)
-                    sent.append(await self._scripts.send(POP, args, self._key(space)))
-            except BaseException:
-                for pending in sent:
-                    pending.abandon()
-                raise
-
-        async def receive() -> RecommendResult:
-            total = RecommendResult()
-            with self._errors("refused a recommendations batch"):
-                for i, pending in enumerate(sent):
-                    try:
-                        reply = await pending.result()
-                    except BaseException:
-                        for rest in sent[i + 1 :]:
-                            rest.abandon()
-                        raise
-                    total = total + RecommendResult(*(int(v) for v in reply[:4]))
-            return total
-
-        def abandon() -> None:
-            for pending in sent:
-                pending.abandon()
-
-        return Pending(receive, abandon)
-
-    async def apply(self, batch: RecommendBatch) -> RecommendResult:
-        """:meth:`send`, then its result."""
-        return await (await self.send(batch)).result()
+        counted = 0
+        with self._errors("refused a recommendations drain"):
+            for space in spaces:
+                args: list[Any] = [space, self.half_life, self.pop_max]
+                reply = await self._scripts.call(COUNT, args, self._key(space))
+                counted += int(reply[0])
+        return counted
 
     async def merge(self) -> int:
         """Rewrite every space's top lists from every space's counts; returns the lists."""

@@ -11,6 +11,10 @@
 --   then the labels of the call: '' when no record has a category or device, else a msgpack
 --   flat list of (group number from 1, record index in the group from 0, summary code 1 ks |
 --   2 kv | 3 kd, name, amount) in record order (worker.core.rfm.EventDelta.labels)
+--   then the purchase lines of the call ('' without recommendations or placed orders): a
+--   msgpack flat list of (group number, record index in the group, the record's position in
+--   the batch, member "<category>,<sku>", units), one per line of a placed order; then their
+--   bought-hashes, 3 raw bytes per line in the same order (worker/recommend/rank.py sku_hash)
 -- A blob is a run of 64-byte little-endian records (see worker/state/store.py RECORD):
 --   kind u8, click u8, partition index u16, offset i64, event time ms i64, amount cents i64,
 --   items i32, fingerprint, session fingerprint, marker fingerprint, partner fingerprint (8 bytes)
@@ -21,6 +25,12 @@
 -- The summaries ks/kv/kd (worker/core/attributes.py) change only by applied events, with the
 -- rule of worker.core.memory.bump_summary (Space-Saving over SLOTS pairs, at most
 -- SUMMARY_BYTES bytes); the hash fields of a group without labels are not even read.
+-- A placed order applied here owes the recommendation counts its lines: the customer's field
+-- 'rb' (their latest bought-hashes, newest last, 8 at most; a rebought sku moves to the end)
+-- changes with the state, and the lines go to the list {prefix}:rbox as one msgpack blob per
+-- call, flat (batch position, stored segment or '', event time, member, units) per line, which
+-- worker/recommend/count.lua drains into the counts: so the counts take each applied order once,
+-- by this script's fence and fingerprints, and never a record it skipped or refused.
 -- Every changed customer goes into the hash {prefix}:unscored, customer -> stamp (one INCR of
 -- {prefix}:stamp per call that changed anything): the record of what segmentation still owes.
 -- With snapshot fields, the script also returns each changed customer's new state (those fields),
@@ -76,16 +86,18 @@ expect(prefix .. ':counters', 'hash')
 expect(prefix .. ':unscored', 'hash')
 expect(prefix .. ':stamp', 'string')
 
--- true when fp is one of the 8-byte-aligned fingerprints in s
-local function holds(s, fp)
+-- where fp sits in s at a multiple of width bytes, or nil (one plain find, not a sub per slot)
+local function slot(s, fp, width)
   local init = 1
   while true do
     local p = string.find(s, fp, init, true)
-    if not p then return false end
-    if (p - 1) % 8 == 0 then return true end
+    if not p then return nil end
+    if (p - 1) % width == 0 then return p end
     init = p + 1
   end
 end
+-- true when fp is one of the 8-byte-aligned fingerprints in s
+local function holds(s, fp) return slot(s, fp, 8) ~= nil end
 
 -- Counter fields, in the order of the first ten fields of READ below.
 local COUNTERS = {'f', 'm', 'i', 's', 'pv', 'iv', 'ac', 'co', 'cs', 'cc'}
@@ -107,6 +119,11 @@ if nwant > 0 then READ[SEG], READ[SEQ], READ[VER] = 'segment', 'segment_seq', 'm
 local KBASE, READ_K = #READ, {}
 for k = 1, KBASE do READ_K[k] = READ[k] end
 for code = 1, 3 do READ_K[KBASE + code] = SUMMARY_FIELD[code] end
+-- and the recently bought hashes and the segment, for a group with purchase lines: cur[RB] ...
+local RB, PSEG, HC, RB_KEEP = KBASE + 4, KBASE + 5, 3, 8
+local READ_P = {}
+for k = 1, KBASE + 3 do READ_P[k] = READ_K[k] end
+READ_P[RB], READ_P[PSEG] = 'rb', 'segment'
 local snap_nums, snap_segs, nnums = {}, {}, 0
 local CLICK_FIELD = {[PAGE_VIEW] = PV, [PRODUCT_VIEW] = IV,
                      [ADD_TO_CART] = AC, [CHECKOUT_START] = CO}
@@ -188,6 +205,7 @@ local function bump(sm, name, amount)
 end
 
 local changed = {}
+local box, nbox = {}, 0  -- the purchase lines applied (see {prefix}:rbox above)
 local ngroups = tonumber(ARGV[i]); i = i + 1
 local first_group = i
 -- group -> its labels, flat (record index, code, name, amount); none for most batches
@@ -202,12 +220,28 @@ if all_labels and all_labels ~= '' then
     l[n + 1], l[n + 2], l[n + 3], l[n + 4] = t[p + 1], t[p + 2], t[p + 3], t[p + 4]
   end
 end
+-- group -> its purchase lines, flat (record index, batch position, member, units, hash)
+local pur_of = {}
+local all_lines = ARGV[first_group + 2 * ngroups + 1]
+if all_lines and all_lines ~= '' then
+  local hashes, line = ARGV[first_group + 2 * ngroups + 2], 0
+  local t = cmsgpack.unpack(all_lines)
+  for p = 1, #t, 5 do
+    local l = pur_of[t[p]]
+    if not l then l = {}; pur_of[t[p]] = l end
+    local n = #l
+    l[n + 1], l[n + 2], l[n + 3], l[n + 4] = t[p + 1], t[p + 2], t[p + 3], t[p + 4]
+    l[n + 5] = string.sub(hashes, line * HC + 1, line * HC + HC)
+    line = line + 1
+  end
+  expect(prefix .. ':rbox', 'list')
+end
 -- Read phase: every customer's stored state and fingerprints (cur_of, old_of), no writes.
 local cur_of, old_of, fp_in_key = {}, {}, {}
 for g = 1, ngroups do
   local cid = ARGV[first_group + 2 * (g - 1)]
   if cid ~= '' then
-    local fields = lab_of[g] and READ_K or READ
+    local fields = pur_of[g] and READ_P or (lab_of[g] and READ_K or READ)
     local cur = redis.call('HMGET', prefix .. ':c:{' .. cid .. '}', unpack(fields))
     local old = cur[FP]
     if not old then
@@ -285,6 +319,15 @@ for g = 1, ngroups do
       lab_at, sums = {}, {}
       for p = #lab - 3, 1, -4 do lab_at[lab[p]] = p end
     end
+    -- purchase lines: pur_at[record index] is the first entry of that record's lines
+    local pur, pur_at, rb, seg = pur_of[g], nil, nil, nil
+    if pur then
+      pur_at = {}
+      for p = #pur - 4, 1, -5 do pur_at[pur[p]] = p end
+      rb = cur[RB]
+      if not rb or #rb % HC ~= 0 then rb = '' end  -- not of this layout: taken as empty
+      seg = cur[PSEG] or ''
+    end
     for r = 0, n - 1 do
       local kind, click, tp, off, ms, amount, items, fp, sfp, mfp, pfp =
         struct.unpack(FMT, blob, r * REC + 1)
@@ -315,6 +358,20 @@ for g = 1, ngroups do
             d[F] = d[F] + 1; d[M] = d[M] + amount; d[I] = d[I] + items
             if not first or ms < first then first = ms end
             if not last or ms > last then last = ms end
+            local p = pur_at and pur_at[r]
+            if p then
+              while pur[p] == r do
+                local h = pur[p + 4]
+                local o = slot(rb, h, HC)
+                if o then rb = string.sub(rb, 1, o - 1) .. string.sub(rb, o + HC) end
+                rb = rb .. h
+                box[nbox + 1], box[nbox + 2], box[nbox + 3] = pur[p + 1], seg, ms
+                box[nbox + 4], box[nbox + 5] = pur[p + 2], pur[p + 3]
+                nbox = nbox + 5
+                p = p + 5
+              end
+              if #rb > RB_KEEP * HC then rb = string.sub(rb, #rb - RB_KEEP * HC + 1) end
+            end
           elseif kind == CANCELLED then
             if why > 1 then why = 1 end
             d[F] = d[F] - 1; d[M] = d[M] - amount; d[I] = d[I] - items
@@ -369,6 +426,7 @@ for g = 1, ngroups do
         index('ZADD', prefix .. ':lo:' .. int(bucket), t1, cid)
       end
       if seen ~= seen0 then put('ts', int(seen)) end
+      if rb and rb ~= cur[RB] then put('rb', rb) end
       if sums then
         for code = 1, 3 do
           local sm = sums[code]
@@ -424,6 +482,7 @@ local ckey = prefix .. ':counters'
 for name, v in pairs(c) do
   if v ~= 0 then redis.call('HINCRBY', ckey, name, int(v)) end
 end
+if nbox > 0 then redis.call('RPUSH', prefix .. ':rbox', cmsgpack.pack(box)) end
 local stamp = 0
 if #changed > 0 then
   stamp = redis.call('INCR', prefix .. ':stamp')

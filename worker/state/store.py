@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,8 +89,11 @@ class Prepared:
 RECORD = struct.Struct("<BBHqqqi8s8s8s8s")
 assert RECORD.size == 64
 _Z = NO_FINGERPRINT
-#: The labels of a call, for the script's last argument (see apply.lua).
+#: The labels (and purchase lines) of a call, for the script's last arguments (see apply.lua).
 _pack_labels = msgspec.msgpack.Encoder().encode
+#: An event -> the lines a placed order owes the recommendation counts, each (member,
+#: bought-hash, units) (worker/recommend/batch.py ``purchase_lines``), or ``None``.
+PurchaseLines = Callable[[Any], Sequence[tuple[str, bytes, int]] | None]
 
 
 def script_text() -> str:
@@ -103,11 +106,14 @@ def build_args(
     prefix: str,
     max_fingerprints: int = MAX_FINGERPRINTS,
     snapshot: SnapshotSpec | None = None,
+    lines_of: PurchaseLines | None = None,
 ) -> list[Any]:
     """The script's ARGV for ``batch``: partitions with fences to check, then per-customer blobs.
 
     ``snapshot``: the state fields (and model version) the script returns for each changed
-    customer (see apply.lua); ``None`` returns none.
+    customer (see apply.lua); ``None`` returns none. ``lines_of``: the lines a placed order
+    owes the recommendation counts (the script hands those it applies to ``{prefix}:rbox``);
+    ``None`` counts nothing.
     """
     high = batch.partitions()
     index = {tp: i for i, tp in enumerate(high, start=1)}
@@ -121,9 +127,17 @@ def build_args(
     # customer -> (record index in its group, summary code, name, amount) entries; only
     # records with a category or device get here, the others pay one truthiness test
     labelled: dict[str, list[tuple[Any, ...]]] = {}
+    # customer -> (record index in its group, batch position, member, units, bought-hash)
+    bought: dict[str, list[tuple[Any, ...]]] = {}
     pack = RECORD.pack
-    for rec in batch.records:
+    for position, rec in enumerate(batch.records):
         d = to_delta(rec.event)
+        if lines_of is not None and d.kind is Kind.PLACED and d.customer_id:
+            lines = lines_of(rec.event)
+            if lines:
+                at = len(groups.get(d.customer_id, ()))
+                got = bought.setdefault(d.customer_id, [])
+                got.extend((at, position, line[0], line[2], line[1]) for line in lines)
         row = pack(
             d.kind,
             d.click,
@@ -156,6 +170,14 @@ def build_args(
             for entry in labelled.get(cid, ()):
                 everything += (number, *entry)
     args.append(_pack_labels(everything) if everything else b"")
+    if bought:
+        flat: list[Any] = []
+        hashes: list[bytes] = []
+        for number, cid in enumerate(groups, start=1):
+            for at, position, member, units, hashed in bought.get(cid, ()):
+                flat += (number, at, position, member, units)
+                hashes.append(hashed)
+        args += [_pack_labels(flat), b"".join(hashes)]
     return args
 
 
@@ -219,13 +241,20 @@ class StateStore:
     """
 
     def __init__(
-        self, redis: RedisTarget, prefix: str, *, max_fingerprints: int = MAX_FINGERPRINTS
+        self,
+        redis: RedisTarget,
+        prefix: str,
+        *,
+        max_fingerprints: int = MAX_FINGERPRINTS,
+        lines_of: PurchaseLines | None = None,
     ) -> None:
         #: For messages: the URL with its password masked.
         self.where = redact(redis_settings(redis).url)
         self.prefix = prefix
         self.keyspace = keyspace(redis, prefix)
         self.max_fingerprints = max_fingerprints
+        #: What a placed order owes the recommendation counts (``None``: they are off).
+        self.lines_of = lines_of
         self._redis = async_redis(redis)
         self._scripts = script_client(redis)
         self._script = Script.of(script_text())
@@ -241,7 +270,7 @@ class StateStore:
             Part(
                 part,
                 f"{space}:counters" if self.keyspace.cluster else None,
-                build_args(part, space, self.max_fingerprints, snapshot),
+                build_args(part, space, self.max_fingerprints, snapshot, self.lines_of),
             )
             for space, part in split(batch, self.keyspace)
         ]
