@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from schemas import OrderEvent
 from segstream.redact import redact
 from segstream.settings import RecommendSettings
 from worker.connect import RedisTarget, keyspace, redis_settings, script_client
@@ -53,7 +54,7 @@ class RecommendStore:
         placed = [
             r.event.customer_id
             for r in batch.records
-            if getattr(r.event, "status", None) == "placed" and r.event.customer_id
+            if isinstance(r.event, OrderEvent) and r.event.status == "placed"
         ]
         if not placed:
             return []

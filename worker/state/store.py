@@ -137,7 +137,8 @@ def build_args(
             if lines:
                 at = len(groups.get(d.customer_id, ()))
                 got = bought.setdefault(d.customer_id, [])
-                got.extend((at, position, line[0], line[2], line[1]) for line in lines)
+                for line in lines:
+                    got.append((at, position, line[0], line[2], line[1]))
         row = pack(
             d.kind,
             d.click,
