@@ -2,7 +2,9 @@
 
 The oracle is the in-memory state store (the pure core's reference semantics) given every
 event at once: the Redis state must equal it customer by customer, whatever order, batching,
-faults or restarts the events went through. Features are computed as of :data:`AS_OF`.
+faults or restarts the events went through. Features are computed as of :data:`AS_OF`. The
+recommendation counts' oracle is the Python rule (worker/recommend/decay.py) given every placed
+order once.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
+from schemas import OrderEvent
 from segstream.settings import Settings
 from tests.support.synthetic import Event
 from tests.support.waiting import wait_for
 from tests.support.worker_process import WorkerProcess
+from worker.connect import keyspace, sync_redis
 from worker.core import Batch, CustomerState, InMemoryStateStore, Record, features
+from worker.recommend.decay import SHOP, DecayedCounts, as_of, half_life_ms
+from worker.recommend.rank import member
 from worker.state.reader import StateReader
 
 AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
@@ -115,3 +123,41 @@ def wait_progress(settings: Settings, at_least: int, worker: WorkerProcess) -> i
         return n if n >= at_least else None
 
     return int(wait_for(moved, 90, f"{at_least} records received", every=0.02))
+
+
+def assert_shop_counts_match_oracle(settings: Settings, events: Sequence[Any]) -> None:
+    """The shop's recommendation counts equal the Python rule over every placed order once.
+
+    Waits until every space's list of lines owed to the counts (``{space}:rbox``) is drained,
+    then compares every space's shop counts, read as of the newest order, summed, with the rule
+    given each placed order once (its first event, as the state's fingerprints keep it). The
+    shop's counts, not a segment's: which segment an order counts for depends on when scoring
+    got to its customer.
+    """
+    half_life = half_life_ms(settings.recommend.half_life_days)
+    space = keyspace(settings.redis, settings.redis.prefix)
+    with sync_redis(settings.redis, decode_responses=True) as r:
+        wait_for(
+            lambda: not any(r.llen(f"{sp}:rbox") for sp in space.spaces),
+            60,
+            "the lines owed to the recommendation counts drained",
+        )
+        placed: dict[str, OrderEvent] = {}
+        for ev in events:
+            if isinstance(ev, OrderEvent) and ev.status == "placed":
+                placed.setdefault(ev.order_id, ev)
+        latest = max(o.event_time_ms for o in placed.values())
+        want = DecayedCounts(half_life)
+        want.add_batch(
+            (None, o.event_time_ms, [(member(i.category, i.sku), i.quantity) for i in o.items])
+            for o in placed.values()
+        )
+        got: dict[str, float] = {}
+        for sp in space.spaces:
+            landmark = r.hget(f"{sp}:rmeta", "L")
+            for m, score in r.zrange(f"{sp}:rpop", 0, -1, withscores=True):
+                got[m] = got.get(m, 0.0) + as_of(score, int(landmark), latest, half_life)
+    wanted = dict(want.top(SHOP, len(got) + 1000, latest))
+    assert got.keys() == wanted.keys()
+    for m, v in got.items():
+        assert v == pytest.approx(wanted[m], rel=1e-9), m
