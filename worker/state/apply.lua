@@ -11,7 +11,7 @@
 --   then the labels of the call: '' when no record has a category or device, else a msgpack
 --   flat list of (group number from 1, record index in the group from 0, summary code 1 ks |
 --   2 kv | 3 kd, name, amount) in record order (worker.core.rfm.EventDelta.labels)
---   then the purchase lines of the call ('' without recommendations or placed orders): a
+--   then, only with recommendations and a placed order, the purchase lines of the call: a
 --   msgpack flat list of (group number, record index in the group, the record's position in
 --   the batch, member "<category>,<sku>", units), one per line of a placed order; then their
 --   bought-hashes, 3 raw bytes per line in the same order (worker/recommend/rank.py sku_hash)
@@ -320,13 +320,13 @@ for g = 1, ngroups do
       for p = #lab - 3, 1, -4 do lab_at[lab[p]] = p end
     end
     -- purchase lines: pur_at[record index] is the first entry of that record's lines
-    local pur, pur_at, rb, seg = pur_of[g], nil, nil, nil
+    local pur, pur_at, rb, rb0, seg = pur_of[g], nil, nil, nil, nil
     if pur then
       pur_at = {}
       for p = #pur - 4, 1, -5 do pur_at[pur[p]] = p end
       rb = cur[RB]
       if not rb or #rb % HC ~= 0 then rb = '' end  -- not of this layout: taken as empty
-      seg = cur[PSEG] or ''
+      rb0, seg = rb, cur[PSEG] or ''
     end
     for r = 0, n - 1 do
       local kind, click, tp, off, ms, amount, items, fp, sfp, mfp, pfp =
@@ -426,7 +426,7 @@ for g = 1, ngroups do
         index('ZADD', prefix .. ':lo:' .. int(bucket), t1, cid)
       end
       if seen ~= seen0 then put('ts', int(seen)) end
-      if rb and rb ~= cur[RB] then put('rb', rb) end
+      if rb ~= rb0 then put('rb', rb) end
       if sums then
         for code = 1, 3 do
           local sm = sums[code]
