@@ -208,32 +208,30 @@ local changed = {}
 local box, nbox = {}, 0  -- the purchase lines applied (see {prefix}:rbox above)
 local ngroups = tonumber(ARGV[i]); i = i + 1
 local first_group = i
+-- A flat list of (group number, then 4 values) -> group -> its entries, flat, each the 4 values
+-- and, with `more`, more(k) for the list's k-th entry (from 0)
+local function by_group(t, more)
+  local out = {}
+  for p = 1, #t, 5 do
+    local l = out[t[p]]
+    if not l then l = {}; out[t[p]] = l end
+    local n = #l
+    l[n + 1], l[n + 2], l[n + 3], l[n + 4] = t[p + 1], t[p + 2], t[p + 3], t[p + 4]
+    if more then l[n + 5] = more((p - 1) / 5) end
+  end
+  return out
+end
 -- group -> its labels, flat (record index, code, name, amount); none for most batches
 local lab_of = {}
 local all_labels = ARGV[first_group + 2 * ngroups]
-if all_labels and all_labels ~= '' then
-  local t = cmsgpack.unpack(all_labels)
-  for p = 1, #t, 5 do
-    local l = lab_of[t[p]]
-    if not l then l = {}; lab_of[t[p]] = l end
-    local n = #l
-    l[n + 1], l[n + 2], l[n + 3], l[n + 4] = t[p + 1], t[p + 2], t[p + 3], t[p + 4]
-  end
-end
+if all_labels and all_labels ~= '' then lab_of = by_group(cmsgpack.unpack(all_labels)) end
 -- group -> its purchase lines, flat (record index, batch position, member, units, hash)
 local pur_of = {}
 local all_lines = ARGV[first_group + 2 * ngroups + 1]
 if all_lines and all_lines ~= '' then
-  local hashes, line = ARGV[first_group + 2 * ngroups + 2], 0
-  local t = cmsgpack.unpack(all_lines)
-  for p = 1, #t, 5 do
-    local l = pur_of[t[p]]
-    if not l then l = {}; pur_of[t[p]] = l end
-    local n = #l
-    l[n + 1], l[n + 2], l[n + 3], l[n + 4] = t[p + 1], t[p + 2], t[p + 3], t[p + 4]
-    l[n + 5] = string.sub(hashes, line * HC + 1, line * HC + HC)
-    line = line + 1
-  end
+  local hashes = ARGV[first_group + 2 * ngroups + 2]
+  pur_of = by_group(cmsgpack.unpack(all_lines),
+                    function(k) return string.sub(hashes, k * HC + 1, k * HC + HC) end)
   expect(prefix .. ':rbox', 'list')
 end
 -- Read phase: every customer's stored state and fingerprints (cur_of, old_of), no writes.
