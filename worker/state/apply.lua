@@ -1,5 +1,8 @@
 -- segstream: apply one batch of events to the customer state, atomically and exactly once.
 --
+-- Over 400 lines: one atomic call must read, decide and write all a batch changes, and Redis
+-- cannot load one script from another.
+--
 -- Called with EVALSHA, no KEYS (every key is built from the prefix; this script targets a single
 -- Redis primary). ARGV:
 --   1 prefix   2 max fingerprints per customer
