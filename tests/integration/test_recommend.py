@@ -24,8 +24,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from schemas import LineItem, OrderEvent, encode
 from segstream.acl import storefront_acl
@@ -450,3 +454,95 @@ def test_the_counts_add_a_batch_as_one_increment_after_another_and_an_undrained_
             assert summed.keys() == wanted.keys()
             for m, v in summed.items():
                 assert v == pytest.approx(wanted[m], rel=1e-12)
+
+
+def test_a_drain_counts_the_state_scripts_lines_and_skips_whatever_else_is_in_the_list(
+    rec_settings: Settings,
+) -> None:
+    """Entries in ``rbox`` that the state script did not write (a blob that is not msgpack, one
+    of another shape) are skipped, logged and counted (recommend_bad_lines); they neither fail
+    the drain nor stop the real lines from counting, and the list is emptied."""
+    s = rec_settings
+    space = keyspace(s.redis, s.redis.prefix)
+    topic = s.kafka.orders_topic
+    placed = order(0, "J1", T0, [("toys", "t1", 2)])
+    sp = space.space_of("J1")
+    state = StateStore(s.redis, s.redis.prefix, lines_of=purchase_lines)
+    store = RecommendStore(s.redis, s.redis.prefix, s.recommend)
+    with sync_redis(s.redis) as r:
+        r.rpush(f"{sp}:rbox", b"\xc1 not msgpack", msgspec.msgpack.encode([1, "", "x"]))
+
+    async def apply_then_drain() -> int:
+        try:
+            await state.apply(Batch([Record(topic, 0, 0, placed)], {(topic, 0): 0}))
+            return await store.drain(space.spaces)
+        finally:
+            await state.close()
+            await store.close()
+
+    assert asyncio.run(apply_then_drain()) == 1
+    with sync_redis(s.redis) as r:
+        assert r.llen(f"{sp}:rbox") == 0
+        assert int(r.hget(f"{sp}:counters", "recommend_bad_lines") or 0) == 2
+        want = expected(s, [placed], {})
+        assert r.zscore(f"{sp}:rpop", "toys,t1") == pytest.approx(want.counts[SHOP]["toys,t1"])
+
+
+_NUMBER = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats())
+#: Lines shaped like the state script's (number, text, number, text, number), any values.
+_LINE_SHAPED = st.lists(
+    st.tuples(_NUMBER, st.text(max_size=8), _NUMBER, st.text(max_size=8), _NUMBER),
+    min_size=1, max_size=4,
+).map(lambda lines: msgspec.msgpack.encode([v for line in lines for v in line]))  # fmt: skip
+_ANY = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(),
+    st.text(max_size=12), st.binary(max_size=12),
+)  # fmt: skip
+
+
+@settings_(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    junk=st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.lists(_ANY, max_size=12).map(msgspec.msgpack.encode),
+            _LINE_SHAPED,
+        ),
+        max_size=4,
+    )
+)
+def test_no_entry_in_the_list_fails_a_drain_or_changes_what_the_real_lines_count(
+    settings: Settings, junk: list[bytes]
+) -> None:
+    """Fuzzed entries (random bytes, msgpack lists of anything, NaN and infinities included)
+    beside one real line: the drain answers, counts the real line, and empties the list."""
+    s = settings
+    space = keyspace(s.redis, s.redis.prefix)
+    sp = space.spaces[0]
+    with sync_redis(s.redis) as r:
+        for key in r.scan_iter(f"{sp}:r*"):
+            r.delete(key)
+        r.delete(f"{sp}:counters")
+        if junk:
+            r.rpush(f"{sp}:rbox", *junk)
+    placed = order(0, "FZ", T0, [("toys", "t1", 2)])
+    lines = purchase_lines(placed)
+    assert lines is not None
+    blob = msgspec.msgpack.encode([0, "", placed.event_time_ms, lines[0].member, 2])
+    store = RecommendStore(s.redis, s.redis.prefix, s.recommend)
+
+    async def drain() -> int:
+        try:
+            with sync_redis(s.redis) as r:
+                r.rpush(f"{sp}:rbox", blob)
+            return await store.drain([sp])
+        finally:
+            await store.close()
+
+    assert asyncio.run(drain()) >= 1
+    with sync_redis(s.redis) as r:
+        assert r.llen(f"{sp}:rbox") == 0
+        got = r.zscore(f"{sp}:rpop", "toys,t1")
+    assert got is not None

@@ -17,7 +17,9 @@
 -- and every count of the space is scaled by the matching power of two. {space}:rmeta also
 -- holds 'T' (the newest event time) and a field 's:<segment>' per segment with counts. Each
 -- set touched is trimmed to its M highest members (ties: the lowest member goes first).
--- Counter (HINCRBY {space}:counters): recommend_purchases (orders counted). Returns {orders}.
+-- Counters (HINCRBY {space}:counters): recommend_purchases (orders counted), recommend_bad_lines
+-- (lines of a blob this script did not write: skipped, logged; whatever else wrote to the list
+-- cannot stop the counts). Returns {orders}.
 -- Everything is read before anything is written: a recommendation key of the wrong type fails
 -- the call whole, worded as the state script words a shared key, so the consumer waits it out
 -- as an outage until the key is deleted, as ingestion does; the blobs stay for the next drain.
@@ -32,12 +34,19 @@ local function expect(key, want)
   end
 end
 local function num(x) return string.format('%.17g', x) end
+local function whole(x, lo, hi) return type(x) == 'number' and x == math.floor(x) and x >= lo and x <= hi end
+-- a line as the state script writes it: position, segment, time (epoch ms), member, units
+local function line_at(t, p)
+  return whole(t[p], 0, 2 ^ 31) and type(t[p + 1]) == 'string' and whole(t[p + 2], 0, 2 ^ 53)
+    and type(t[p + 3]) == 'string' and whole(t[p + 4], 1, 2 ^ 31)
+end
 
 -- read phase -----------------------------------------------------------------------------------
 local box = space .. ':rbox'
 expect(box, 'list')
 local blobs = redis.call('LRANGE', box, 0, -1)
 if #blobs == 0 then return {0} end
+-- (a list of something else than this script's blobs is skipped below, line by line)
 local meta, shop, counters = space .. ':rmeta', space .. ':rpop', space .. ':counters'
 expect(meta, 'hash')
 expect(shop, 'zset')
@@ -48,10 +57,19 @@ expect(counters, 'hash')
 local lines, n = {}, 0
 local tmin, tmax
 local checked, orders = {}, 0
+local bad = 0
 for b = 1, #blobs do
-  local t = cmsgpack.unpack(blobs[b])
+  local ok, t = pcall(cmsgpack.unpack, blobs[b])
+  if not ok or type(t) ~= 'table' then t = {}; bad = bad + 1 end
   local at = {}
-  for p = 1, #t, 5 do at[#at + 1] = p end
+  for p = 1, #t - 4, 5 do
+    if line_at(t, p) then
+      at[#at + 1] = p
+    else
+      bad = bad + 1
+    end
+  end
+  if #t % 5 ~= 0 then bad = bad + 1 end
   -- stable: lines of one record keep their order (their positions are equal)
   table.sort(at, function(x, y) if t[x] ~= t[y] then return t[x] < t[y] end return x < y end)
   local last
@@ -64,6 +82,15 @@ for b = 1, #blobs do
     lines[n + 1], lines[n + 2], lines[n + 3], lines[n + 4] = seg, ms, t[p + 3], t[p + 4]
     n = n + 4
   end
+end
+if bad > 0 then
+  redis.log(redis.LOG_WARNING, 'segstream: ' .. box .. ' held ' .. bad ..
+            ' entries the state script did not write; skipped (recommend_bad_lines)')
+end
+if n == 0 then  -- nothing countable: the list goes, the skipped entries are counted
+  redis.call('DEL', box)
+  if bad > 0 then redis.call('HINCRBY', counters, 'recommend_bad_lines', bad) end
+  return {0}
 end
 local L = tonumber(redis.call('HGET', meta, 'L') or '')
 local T = tonumber(redis.call('HGET', meta, 'T') or '')
@@ -145,4 +172,5 @@ for seg in pairs(names) do fields[#fields + 1] = 's:' .. seg; fields[#fields + 1
 redis.call('HSET', meta, unpack(fields))
 redis.call('DEL', box)
 redis.call('HINCRBY', counters, 'recommend_purchases', orders)
+if bad > 0 then redis.call('HINCRBY', counters, 'recommend_bad_lines', bad) end
 return {orders}

@@ -2,11 +2,12 @@
 
 Some of what a batch of events changes lives outside the state script: anonymous visitors and
 identity merges (:mod:`worker.identity.store`), the recommendation counts of its placed orders
-(:mod:`worker.recommend.stage`). Each is a :class:`Stage` with its own Redis scripts and its own
-exactly-once fence. :class:`StagedStore` runs them inside ``send_apply``, so ingestion books
-(commits) a batch's offsets only once every stage has answered: a crash in between re-delivers
-the batch, the state fence skips what the state script took, and each stage's fence skips what
-that stage took. A stage's failure is the store's (``StoreUnavailable``: an outage, waited out;
+(:mod:`worker.recommend.stage`). Each is a :class:`Stage` with its own Redis scripts, exactly
+once on its own: the identity stage by its fence, the counts by draining what the state script
+handed them in its own call. :class:`StagedStore` runs them inside ``send_apply``, so ingestion
+books (commits) a batch's offsets only once every stage has answered: a crash in between
+re-delivers the batch, the state fence skips what the state script took, and each stage skips
+what it took. A stage's failure is the store's (``StoreUnavailable``: an outage, waited out;
 ``StoreRejected``: poison, the batch isolated record by record), so ingestion's failure rule
 (docs/state.md, "When a batch fails") covers every stage unchanged.
 
