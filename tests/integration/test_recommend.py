@@ -37,6 +37,7 @@ from segstream.settings import Settings
 from tests.support.kafka_reads import read_dead_letters
 from tests.support.modes import MODES, on_redis
 from tests.support.producing import produce
+from tests.support.state_checks import counts_by_rule
 from worker.connect import keyspace, sync_redis
 from worker.core.batch import Batch, Record
 from worker.erase.store import ForgetStore
@@ -44,12 +45,13 @@ from worker.ingest.applier import FailureReport
 from worker.ingest.metrics import applier_metrics
 from worker.ingest.service import IngestService
 from worker.recommend.batch import purchase_lines
-from worker.recommend.decay import SHOP, DecayedCounts, half_life_ms
+from worker.recommend.decay import SHOP
 from worker.recommend.metrics import RecommendMetrics
-from worker.recommend.rank import BOOST, bought_after, bought_hashes, member, rank, sku_hash
+from worker.recommend.rank import BOOST, bought_after, bought_hashes, rank, sku_hash
 from worker.recommend.read import READ, Recommendations, read_call, recommend
 from worker.recommend.service import RecommendMerger
 from worker.recommend.store import RecommendStore
+from worker.state.reader import StateReader
 from worker.state.store import StateStore
 from worker.wiring import build_worker
 
@@ -135,23 +137,10 @@ def consume(s: Settings, done: Callable[[Ran], bool], what: str) -> Ran:
     return asyncio.run(run())
 
 
-def expected(s: Settings, orders: Sequence[OrderEvent], segments: dict[str, str]) -> DecayedCounts:
-    counts = DecayedCounts(half_life_ms(s.recommend.half_life_days))
-    counts.add_batch(
-        (segments.get(o.customer_id), o.event_time_ms,
-         [(member(i.category, i.sku), i.quantity) for i in o.items])
-        for o in orders
-    )  # fmt: skip
-    return counts
-
-
 def state_counter(s: Settings, name: str) -> int:
     """Ingestion's counter ``name`` (``fenced``, ``deduped``, ``suppressed``...), every space."""
-    with sync_redis(s.redis) as r:
-        return sum(
-            int(r.hget(f"{space}:counters", name) or 0)
-            for space in keyspace(s.redis, s.redis.prefix).spaces
-        )
+    with StateReader(s.redis, s.redis.prefix) as reader:
+        return {**reader.counters(), **reader.erasure_counters()}[name]
 
 
 def merged_list(s: Settings, segment: str) -> list[tuple[str, float]]:
@@ -184,7 +173,7 @@ def test_orders_update_the_lists_exactly_once_and_a_segments_new_favourite_reach
                                                          ("toys", "a0", 1)]))  # fmt: skip
     produce(s.kafka.bootstrap, records(s, orders))
     n = len(orders)
-    want = expected(s, orders, segments)
+    want = counts_by_rule(s, orders, segments)
 
     def merged() -> bool:
         return len(merged_list(s, "alpha")) == 4 and len(merged_list(s, "")) == 7
@@ -441,7 +430,7 @@ def test_the_counts_add_a_batch_as_one_increment_after_another_and_an_undrained_
             await store.close()
 
     assert asyncio.run(apply_twice_then_drain()) == (120, 0, 120)
-    want = expected(s, orders, segments)
+    want = counts_by_rule(s, orders, segments)
     with sync_redis(s.redis, decode_responses=True) as r:
         for segment in (SHOP, "alpha", "beta"):
             # every space's counts summed (each space counts its own customers)
@@ -484,7 +473,7 @@ def test_a_drain_counts_the_state_scripts_lines_and_skips_whatever_else_is_in_th
     with sync_redis(s.redis) as r:
         assert r.llen(f"{sp}:rbox") == 0
         assert int(r.hget(f"{sp}:counters", "recommend_bad_lines") or 0) == 2
-        want = expected(s, [placed], {})
+        want = counts_by_rule(s, [placed], {})
         assert r.zscore(f"{sp}:rpop", "toys,t1") == pytest.approx(want.counts[SHOP]["toys,t1"])
 
 

@@ -125,6 +125,21 @@ def wait_progress(settings: Settings, at_least: int, worker: WorkerProcess) -> i
     return int(wait_for(moved, 90, f"{at_least} records received", every=0.02))
 
 
+def counts_by_rule(
+    settings: Settings, orders: Sequence[OrderEvent], segments: dict[str, str] | None = None
+) -> DecayedCounts:
+    """The Python rule's counts of ``orders``, in order, each under its customer's segment in
+    ``segments`` (none: the shop's only)."""
+    counts = DecayedCounts(half_life_ms(settings.recommend.half_life_days))
+    segment_of = segments or {}
+    counts.add_batch(
+        (segment_of.get(o.customer_id), o.event_time_ms,
+         [(member(i.category, i.sku), i.quantity) for i in o.items])
+        for o in orders
+    )  # fmt: skip
+    return counts
+
+
 def assert_shop_counts_match_oracle(settings: Settings, events: Sequence[Any]) -> None:
     """The shop's recommendation counts equal the Python rule over every placed order once.
 
@@ -147,11 +162,7 @@ def assert_shop_counts_match_oracle(settings: Settings, events: Sequence[Any]) -
             if isinstance(ev, OrderEvent) and ev.status == "placed":
                 placed.setdefault(ev.order_id, ev)
         latest = max(o.event_time_ms for o in placed.values())
-        want = DecayedCounts(half_life)
-        want.add_batch(
-            (None, o.event_time_ms, [(member(i.category, i.sku), i.quantity) for i in o.items])
-            for o in placed.values()
-        )
+        want = counts_by_rule(settings, list(placed.values()))
         got: dict[str, float] = {}
         for sp in space.spaces:
             landmark = r.hget(f"{sp}:rmeta", "L")

@@ -41,13 +41,13 @@ class RecommendStage:
     ) -> Pending[ApplyResult]:
         async def receive() -> ApplyResult:
             done = await applied.result()
-            self.count(await self.store.drain(prepared))
+            self._count(await self.store.drain(prepared))
             return done
 
         return Pending(receive, applied.abandon)
 
-    def count(self, orders: int) -> None:
-        """Note ``orders`` counted (by this stage or by a drain of the merge service)."""
+    def _count(self, orders: int) -> None:
+        """Note ``orders`` this stage's drain counted; a merge is due if any."""
         self.metrics.applied += orders
         if orders:
             self.counted.set()
